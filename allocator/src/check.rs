@@ -1,0 +1,353 @@
+//! The heap checker: walks every arena chunk by chunk and every bin, and verifies the
+//! invariants the algorithm relies on. Tests call it between operations so a broken
+//! invariant fails at the step that broke it. It allocates nothing.
+//!
+//! Checked, per arena:
+//! - walking each region from its first chunk reaches the top (or a fencepost) exactly,
+//!   every chunk aligned and at least `MINSIZE`, `top` last in its region;
+//! - boundary tags: a free chunk's size is repeated in the next chunk's `prev_size`, and
+//!   the next chunk's `PREV_INUSE` is clear exactly for free chunks;
+//! - no two free chunks are neighbours (they would have been coalesced);
+//! - in-use chunks carry the arena's `NON_MAIN_ARENA` bit;
+//! - every chunk in a bin is free, of a size that belongs to that bin, linked both ways,
+//!   largebins sorted by decreasing size, non-empty bins marked in the binmap;
+//! - fastbin chunks are in use (not coalescable) and of their bin's size;
+//! - the free chunks found by the walk are exactly as many (and as large) as those in
+//!   the bins: every free chunk is in exactly one bin;
+//! - a heap arena's `system_mem` is the sum of its heaps' sizes, and no walk covers more
+//!   than `system_mem`.
+
+use crate::arena::{Arena, MAX_SEGMENTS};
+use crate::bins::{bin_index, fastbin_index, in_smallbin_range, NBINS, NFASTBINS, UNSORTED};
+use crate::chunk::{aligned_ok, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, NON_MAIN_ARENA};
+use crate::heap::{heap_for_ptr, HeapInfo};
+use crate::kernel::Kernel;
+use crate::malloc::Malloc;
+
+/// What the checker saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapReport {
+    pub arenas: usize,
+    /// Chunks walked, top and fenceposts excluded.
+    pub chunks: usize,
+    pub in_use_chunks: usize,
+    /// Free chunks in the regular bins (coalesced, not fast).
+    pub free_chunks: usize,
+    pub free_bytes: usize,
+    pub fast_chunks: usize,
+    /// Chunks in the calling thread's cache.
+    pub tcache_chunks: usize,
+    pub top_bytes: usize,
+    pub system_bytes: usize,
+    /// Every region was walked (the main arena remembers at most a few regions).
+    pub walk_complete: bool,
+}
+
+/// A broken invariant: which arena (0 is the main one), at which chunk, and what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapError {
+    pub arena: usize,
+    pub chunk: usize,
+    pub what: &'static str,
+}
+
+impl core::fmt::Display for HeapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "arena {}: chunk {:#x}: {}",
+            self.arena, self.chunk, self.what
+        )
+    }
+}
+
+struct Checker<'a> {
+    arena_no: usize,
+    av: &'a Arena,
+    report: HeapReport,
+    walk_free: usize,
+    walk_free_bytes: usize,
+    walked_bytes: usize,
+}
+
+impl Checker<'_> {
+    fn fail(&self, chunk: usize, what: &'static str) -> HeapError {
+        HeapError {
+            arena: self.arena_no,
+            chunk,
+            what,
+        }
+    }
+
+    /// Walk one region from `start`; `end` is its exclusive end if known.
+    fn walk_region(&mut self, start: usize, end: Option<usize>) -> Result<(), HeapError> {
+        let av = self.av;
+        let top = av.top();
+        let limit = av.system_mem.get();
+        // SAFETY: region starts are chunk headers recorded by sysmalloc / heap creation.
+        let mut c = unsafe { Chunk::at(start) };
+        let mut prev_free = false;
+        loop {
+            if !aligned_ok(c.addr()) {
+                return Err(self.fail(c.addr(), "misaligned chunk"));
+            }
+            if let Some(end) = end {
+                if c.addr() >= end {
+                    return Err(self.fail(c.addr(), "walk ran past the end of its heap"));
+                }
+            }
+            if c == top {
+                let size = top.size();
+                if size < MINSIZE {
+                    return Err(self.fail(c.addr(), "top smaller than MINSIZE"));
+                }
+                if !top.prev_inuse() {
+                    return Err(self.fail(c.addr(), "chunk before top is free"));
+                }
+                if let Some(end) = end {
+                    if top.addr() + size != end {
+                        return Err(self.fail(c.addr(), "top does not end its heap"));
+                    }
+                }
+                self.report.top_bytes += size;
+                self.walked_bytes += size;
+                return Ok(());
+            }
+            let size = c.size();
+            if size == 0 {
+                // A heap's end mark, right after an in-use remnant of the old top.
+                if end != Some(c.addr() + CHUNK_HDR_SZ) {
+                    return Err(
+                        self.fail(c.addr(), "zero-size chunk that is not a heap's end mark")
+                    );
+                }
+                self.walked_bytes += CHUNK_HDR_SZ;
+                return Ok(());
+            }
+            if size < MINSIZE {
+                // A fencepost closes the region: [16|P][16|P] (main) or [16|P][0|P] (heap).
+                if size != CHUNK_HDR_SZ {
+                    return Err(self.fail(c.addr(), "bad fencepost"));
+                }
+                let next = c.plus(CHUNK_HDR_SZ);
+                if next.size() != CHUNK_HDR_SZ && next.size() != 0 {
+                    return Err(self.fail(c.addr(), "bad second fencepost"));
+                }
+                if let Some(end) = end {
+                    if next.addr() + CHUNK_HDR_SZ != end {
+                        return Err(self.fail(c.addr(), "fencepost not at the end of its heap"));
+                    }
+                }
+                self.walked_bytes += 2 * CHUNK_HDR_SZ;
+                return Ok(());
+            }
+            if !aligned_ok(size) {
+                return Err(self.fail(c.addr(), "chunk size not a multiple of 16"));
+            }
+            if c.is_mmapped() {
+                return Err(self.fail(c.addr(), "IS_MMAPPED chunk inside an arena"));
+            }
+            self.walked_bytes += size;
+            if self.walked_bytes > limit {
+                return Err(self.fail(c.addr(), "walk covers more than system_mem"));
+            }
+            let next = c.next();
+            let free = !next.prev_inuse();
+            if c.prev_inuse() == prev_free {
+                return Err(self.fail(c.addr(), "PREV_INUSE disagrees with the previous chunk"));
+            }
+            self.report.chunks += 1;
+            if free {
+                if prev_free {
+                    return Err(self.fail(c.addr(), "two free chunks side by side"));
+                }
+                if next.prev_size() != size {
+                    return Err(self.fail(c.addr(), "boundary tag differs from the size"));
+                }
+                self.walk_free += 1;
+                self.walk_free_bytes += size;
+            } else {
+                self.report.in_use_chunks += 1;
+                let bit = c.head() & NON_MAIN_ARENA != 0;
+                if bit == av.is_main() {
+                    return Err(
+                        self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit")
+                    );
+                }
+            }
+            prev_free = free;
+            c = next;
+        }
+    }
+
+    fn check_bins(&mut self) -> Result<(), HeapError> {
+        let av = self.av;
+        for i in 1..NBINS {
+            let bin = av.bin_at(i);
+            let mut p = bin.fd();
+            let mut prev = bin;
+            let mut last_head = usize::MAX;
+            let mut n = 0usize;
+            while p != bin {
+                if p.bk() != prev {
+                    return Err(self.fail(p.addr(), "bin list bk link broken"));
+                }
+                if !aligned_ok(p.addr()) {
+                    return Err(self.fail(p.addr(), "misaligned chunk in a bin"));
+                }
+                let size = p.size();
+                if size < MINSIZE || p.next().prev_inuse() {
+                    return Err(self.fail(p.addr(), "chunk in a bin is not free"));
+                }
+                if i != UNSORTED && bin_index(size) != i {
+                    return Err(self.fail(p.addr(), "chunk in the wrong bin for its size"));
+                }
+                if i != UNSORTED && !in_smallbin_range(size) {
+                    if p.head() > last_head {
+                        return Err(self.fail(p.addr(), "largebin not sorted by decreasing size"));
+                    }
+                    let leads = !p.fd_nextsize().is_null();
+                    if leads != (p.head() != last_head) {
+                        return Err(
+                            self.fail(p.addr(), "largebin skip list does not mark each new size")
+                        );
+                    }
+                    last_head = p.head();
+                }
+                self.report.free_chunks += 1;
+                self.report.free_bytes += size;
+                n += 1;
+                if n > 1 << 28 {
+                    return Err(self.fail(p.addr(), "bin list does not end"));
+                }
+                prev = p;
+                p = p.fd();
+            }
+            if bin.bk() != prev {
+                return Err(self.fail(bin.addr(), "bin header bk link broken"));
+            }
+            if n > 0 && i != UNSORTED && !av.bin_is_marked(i) {
+                return Err(self.fail(bin.addr(), "non-empty bin not marked in the binmap"));
+            }
+        }
+        for i in 0..NFASTBINS {
+            let mut p = av.fastbin(i);
+            let mut n = 0usize;
+            while !p.is_null() {
+                if !aligned_ok(p.addr()) {
+                    return Err(self.fail(p.addr(), "misaligned fastbin chunk"));
+                }
+                if fastbin_index(p.size()) != i {
+                    return Err(self.fail(p.addr(), "fastbin chunk of the wrong size"));
+                }
+                if !p.next().prev_inuse() {
+                    return Err(self.fail(p.addr(), "fastbin chunk marked free"));
+                }
+                self.report.fast_chunks += 1;
+                n += 1;
+                if n > 1 << 28 {
+                    return Err(self.fail(p.addr(), "fastbin list does not end"));
+                }
+                // SAFETY: fastbin links lead to chunks of this arena or null.
+                p = unsafe { Chunk::at(reveal_ptr(p.fd_addr(), p.fd_word())) };
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: Kernel> Malloc<K> {
+    /// Verify every arena's invariants (see the module documentation). Takes each arena's
+    /// lock in turn, so it may run while other threads allocate.
+    pub fn check_heap(&'static self) -> Result<HeapReport, HeapError> {
+        self.ensure_ready();
+        let mut total = HeapReport {
+            walk_complete: true,
+            ..HeapReport::default()
+        };
+        let mut result = Ok(());
+        let mut arena_no = 0;
+        self.for_each_arena(|av| {
+            if result.is_err() {
+                return;
+            }
+            av.mutex.lock();
+            result = self.check_arena(arena_no, av, &mut total);
+            av.mutex.unlock();
+            arena_no += 1;
+        });
+        result?;
+        total.arenas = arena_no;
+        self.thread_tcache()
+            .for_each(|_, _| total.tcache_chunks += 1);
+        Ok(total)
+    }
+
+    fn check_arena(
+        &self,
+        arena_no: usize,
+        av: &Arena,
+        total: &mut HeapReport,
+    ) -> Result<(), HeapError> {
+        let mut ck = Checker {
+            arena_no,
+            av,
+            report: HeapReport::default(),
+            walk_free: 0,
+            walk_free_bytes: 0,
+            walked_bytes: 0,
+        };
+        let mut complete = true;
+        if av.is_main() {
+            let n = av.nsegments.get();
+            if n > MAX_SEGMENTS {
+                complete = false;
+            }
+            for s in 0..n.min(MAX_SEGMENTS) {
+                ck.walk_region(av.segments[s].get(), None)?;
+            }
+            if n > 0
+                && av.contiguous()
+                && av.top().plus(av.top().size()).addr() % self.pagesize() != 0
+            {
+                return Err(ck.fail(
+                    av.top().addr(),
+                    "top of the brk heap does not end on a page",
+                ));
+            }
+        } else {
+            let mut heap: Option<&HeapInfo> = Some(heap_for_ptr(av.top().addr()));
+            let mut heap_bytes = 0;
+            while let Some(h) = heap {
+                if !core::ptr::eq(h.ar_ptr(), av) {
+                    return Err(ck.fail(h.addr(), "heap names another arena"));
+                }
+                heap_bytes += h.size();
+                ck.walk_region(h.first_chunk().addr(), Some(h.end()))?;
+                heap = h.prev();
+            }
+            if heap_bytes != av.system_mem.get() {
+                return Err(ck.fail(av.top().addr(), "system_mem differs from the heaps' sizes"));
+            }
+        }
+        ck.check_bins()?;
+        if complete
+            && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes)
+        {
+            return Err(ck.fail(
+                av.top().addr(),
+                "free chunks in the heap and in the bins differ",
+            ));
+        }
+        let r = &ck.report;
+        total.chunks += r.chunks;
+        total.in_use_chunks += r.in_use_chunks;
+        total.free_chunks += r.free_chunks;
+        total.free_bytes += r.free_bytes;
+        total.fast_chunks += r.fast_chunks;
+        total.top_bytes += r.top_bytes;
+        total.system_bytes += av.system_mem.get();
+        total.walk_complete &= complete;
+        Ok(())
+    }
+}

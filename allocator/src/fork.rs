@@ -1,0 +1,142 @@
+//! Fork safety: every arena lock is held across `fork()`, then released in the parent and
+//! re-initialised in the child (whose other threads are gone, and with them any lock they
+//! held).
+//!
+//! The handlers are registered once with `pthread_atfork` and serve every allocator
+//! instance in the process. glibc's own `fork` takes its stdio list lock *after* the atfork
+//! prepare handlers but before its (unused) malloc locks; a thread inside `getline` holds a
+//! stream lock and may be waiting for an arena, so ptalloc takes the stdio list lock itself
+//! first (it is recursive) to keep glibc's lock order. In a single-threaded process nothing is
+//! locked, so `fork` from a signal handler cannot deadlock on a lock its own thread holds.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::arena::single_threaded;
+use crate::kernel::Kernel;
+use crate::malloc::Malloc;
+
+const MAX_INSTANCES: usize = 4;
+
+struct Entry {
+    instance: AtomicUsize,
+    lock: AtomicUsize,
+    unlock_parent: AtomicUsize,
+    reinit_child: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Entry = Entry {
+    instance: AtomicUsize::new(0),
+    lock: AtomicUsize::new(0),
+    unlock_parent: AtomicUsize::new(0),
+    reinit_child: AtomicUsize::new(0),
+};
+
+static ENTRIES: [Entry; MAX_INSTANCES] = [EMPTY; MAX_INSTANCES];
+static NENTRIES: AtomicUsize = AtomicUsize::new(0);
+static HANDLERS_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// The prepare handler took the locks (the process had threads).
+static LOCKED_FOR_FORK: AtomicBool = AtomicBool::new(false);
+
+type Hook = fn(usize);
+
+extern "C" {
+    fn _IO_list_lock();
+    fn _IO_list_unlock();
+}
+
+/// Add an instance to those the fork handlers look after.
+pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
+    let i = NENTRIES.fetch_add(1, Ordering::AcqRel);
+    if i >= MAX_INSTANCES {
+        return;
+    }
+    let e = &ENTRIES[i];
+    e.lock
+        .store(lock_all::<K> as Hook as usize, Ordering::Relaxed);
+    e.unlock_parent
+        .store(unlock_parent::<K> as Hook as usize, Ordering::Relaxed);
+    e.reinit_child
+        .store(reinit_child::<K> as Hook as usize, Ordering::Relaxed);
+    e.instance
+        .store(m as *const Malloc<K> as usize, Ordering::Release);
+    if !HANDLERS_REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering plain extern "C" functions; glibc copies the pointers.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+}
+
+fn for_each_entry(hook: impl Fn(&Entry) -> usize) {
+    for e in ENTRIES
+        .iter()
+        .take(NENTRIES.load(Ordering::Acquire).min(MAX_INSTANCES))
+    {
+        let instance = e.instance.load(Ordering::Acquire);
+        if instance != 0 {
+            // SAFETY: the slot holds a `Hook` stored by `register` for this instance type.
+            let f: Hook = unsafe { core::mem::transmute::<usize, Hook>(hook(e)) };
+            f(instance);
+        }
+    }
+}
+
+extern "C" fn prepare() {
+    if single_threaded() {
+        return;
+    }
+    // SAFETY: glibc's recursive stdio list lock; released in `parent`, reset by glibc in the child.
+    unsafe { _IO_list_lock() };
+    for_each_entry(|e| e.lock.load(Ordering::Relaxed));
+    LOCKED_FOR_FORK.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn parent() {
+    if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
+        for_each_entry(|e| e.unlock_parent.load(Ordering::Relaxed));
+        // SAFETY: balances the lock taken in `prepare`.
+        unsafe { _IO_list_unlock() };
+    }
+}
+
+extern "C" fn child() {
+    if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
+        for_each_entry(|e| e.reinit_child.load(Ordering::Relaxed));
+    }
+}
+
+fn instance<K: Kernel>(m: usize) -> &'static Malloc<K> {
+    // SAFETY: registered as a &'static Malloc<K> with this K.
+    unsafe { &*(m as *const Malloc<K>) }
+}
+
+fn lock_all<K: Kernel>(m: usize) {
+    let m = instance::<K>(m);
+    m.list_lock.lock();
+    m.for_each_arena(|a| a.mutex.lock());
+}
+
+fn unlock_parent<K: Kernel>(m: usize) {
+    let m = instance::<K>(m);
+    m.for_each_arena(|a| a.mutex.unlock());
+    m.list_lock.unlock();
+}
+
+/// In the child only the forking thread exists: it keeps its arena, every other arena is
+/// free for the taking, and every lock starts unlocked.
+fn reinit_child<K: Kernel>(m: usize) {
+    let m = instance::<K>(m);
+    m.free_list_lock.reset();
+    let mine = m.slot().arena();
+    m.free_list.set(core::ptr::null_mut());
+    m.for_each_arena(|a| {
+        a.mutex.reset();
+        if mine.is_some_and(|mine| core::ptr::eq(mine, a)) {
+            a.attached_threads.set(1);
+        } else {
+            a.attached_threads.set(0);
+            a.next_free.set(m.free_list.get());
+            m.free_list.set(a as *const _ as *mut _);
+        }
+    });
+    m.list_lock.reset();
+}

@@ -1,0 +1,102 @@
+//! The seam between the allocator and the operating system.
+//!
+//! The allocator asks the kernel for memory only through the calls ptmalloc makes: `brk`
+//! (through `sbrk`), anonymous `mmap`, `munmap`, `mremap`, `mprotect` and `madvise`. Two
+//! kernels implement them: [`LinuxKernel`](crate::LinuxKernel) with raw system calls, and
+//! kernel-sim's `SimKernel`, which serves them from a simulated memory manager. The allocator
+//! is generic over the trait, so the Linux build pays nothing for the seam.
+
+use crate::thread::ThreadSlot;
+
+/// An error number, as the Linux system call reports it (`ENOMEM`, `EINVAL`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const EFAULT: Errno = Errno(libc::EFAULT);
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const EACCES: Errno = Errno(libc::EACCES);
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const ENODEV: Errno = Errno(libc::ENODEV);
+    pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
+}
+
+/// The memory calls of an operating-system kernel, with Linux's semantics and error codes.
+///
+/// Protection, map and advice arguments use Linux's constants (`libc::PROT_*`, `libc::MAP_*`,
+/// `libc::MREMAP_*`, `libc::MADV_*`). Addresses are plain `usize`.
+///
+/// # Safety
+///
+/// The allocator reads and writes the memory these calls hand out. An implementation must
+/// make every byte it reports as mapped with `PROT_READ | PROT_WRITE` (by `brk`, `mmap`,
+/// `mremap` or `mprotect`) readable and writable by ordinary loads and stores until it is
+/// unmapped, and anonymous memory must read as zero when first touched. `thread_slot` must
+/// return a slot that is distinct for every thread and lives as long as the thread.
+pub unsafe trait Kernel: Sync + 'static {
+    /// The size of a page in bytes (4096 on x86-64).
+    fn page_size(&self) -> usize;
+
+    /// `brk(2)` as the system call does it: ask for the program break to move to `addr`, and
+    /// return the break afterwards — `addr` on success, the unchanged old break on failure.
+    /// `brk(0)` only reports the current break.
+    fn brk(&self, addr: usize) -> usize;
+
+    /// `sbrk(3)`: move the break by `increment` bytes and return the break before the move,
+    /// or `ENOMEM` if it cannot move.
+    fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
+        let old = self.brk(0);
+        if increment == 0 {
+            return Ok(old);
+        }
+        let Some(want) = old.checked_add_signed(increment) else {
+            return Err(Errno::ENOMEM);
+        };
+        if self.brk(want) == want {
+            Ok(old)
+        } else {
+            Err(Errno::ENOMEM)
+        }
+    }
+
+    /// Anonymous `mmap(2)` (no file: the descriptor is -1 and the offset 0). `flags` holds
+    /// `MAP_PRIVATE` or `MAP_SHARED` and any of `MAP_ANONYMOUS`, `MAP_FIXED`,
+    /// `MAP_FIXED_NOREPLACE`, `MAP_NORESERVE`. Returns the start of the mapping.
+    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno>;
+
+    /// `munmap(2)`.
+    fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno>;
+
+    /// `mremap(2)` without `MREMAP_FIXED`: grow or shrink a mapping in place, or move it when
+    /// `flags` holds `MREMAP_MAYMOVE`. Returns the (possibly new) start of the mapping.
+    fn mremap(
+        &self,
+        old_addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+    ) -> Result<usize, Errno>;
+
+    /// `mprotect(2)`.
+    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno>;
+
+    /// `madvise(2)`; the allocator uses `MADV_DONTNEED`.
+    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno>;
+
+    /// The calling thread's slot for the allocator's per-thread state (thread cache and
+    /// arena). Each kernel type has its own thread-local slot; write it as
+    ///
+    /// ```ignore
+    /// fn thread_slot() -> *const ptalloc::ThreadSlot {
+    ///     std::thread_local!(static SLOT: ptalloc::ThreadSlot = const { ptalloc::ThreadSlot::new() });
+    ///     SLOT.with(|slot| slot as *const ptalloc::ThreadSlot)
+    /// }
+    /// ```
+    ///
+    /// (a `const` initialiser and no destructor: anything else would allocate on first use).
+    fn thread_slot() -> *const ThreadSlot;
+}

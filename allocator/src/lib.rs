@@ -1,0 +1,48 @@
+//! ptalloc: a ptmalloc-style memory allocator — the design of glibc's `malloc` — generic
+//! over the kernel it runs on.
+//!
+//! Small requests are carved from a heap that grows with `brk`; requests at or above the
+//! mmap threshold (128 KiB, moving with glibc's dynamic rule) get their own `mmap`. Freed
+//! chunks go to a per-thread cache, to fastbins, or are coalesced with their neighbours into
+//! sorted bins. Threads spread over several arenas. See `DESIGN.md` for the whole picture.
+//!
+//! Three ways to use it:
+//! - as the Rust global allocator: `#[global_allocator] static A: ptalloc::PtAlloc = ptalloc::PtAlloc;`
+//! - as `libptalloc.so` under `LD_PRELOAD` (crate `ptalloc-preload`), for any program;
+//! - on kernel-sim's simulated kernel, through [`Malloc`] with another [`Kernel`].
+
+mod arena;
+mod bins;
+mod check;
+mod chunk;
+mod fork;
+mod global;
+mod heap;
+mod int_free;
+mod int_malloc;
+mod kernel;
+mod linux;
+mod lock;
+mod malloc;
+mod memalign;
+pub mod model;
+mod os;
+mod params;
+mod printerr;
+mod realloc;
+mod stats;
+mod sysmalloc;
+mod tcache;
+mod thread;
+
+pub use check::{HeapError, HeapReport};
+pub use global::{linux, PtAlloc};
+pub use kernel::{Errno, Kernel};
+pub use linux::LinuxKernel;
+pub use malloc::Malloc;
+pub use params::{
+    M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB,
+    M_TOP_PAD, M_TRIM_THRESHOLD,
+};
+pub use stats::{FdWriter, MallInfo, MallInfo2, Stats};
+pub use thread::ThreadSlot;

@@ -1,0 +1,661 @@
+//! `Malloc<K>`: one allocator instance on kernel `K`, and its public entry points with C's
+//! semantics (glibc's `__libc_malloc` layer): `malloc`, `free`, `calloc`, `realloc`, the
+//! `memalign` family, `malloc_usable_size`, `mallopt`, `malloc_trim`.
+//!
+//! The fast paths are the thread-cache hits at the top of [`Malloc::malloc`] and
+//! [`Malloc::free`]: no lock, no atomic, about a dozen instructions each. Everything else
+//! goes through `#[cold]` slow paths.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+
+use crate::arena::{single_threaded, Arena};
+use crate::chunk::{
+    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MINSIZE,
+    SIZE_SZ,
+};
+use crate::kernel::Kernel;
+use crate::linux::{errno, set_errno};
+use crate::lock::Lock;
+use crate::params::{
+    environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX,
+};
+use crate::printerr::malloc_printerr;
+use crate::stats::SysStats;
+use crate::tcache::{request2tidx, Tcache, MAX_TCACHE_SIZE};
+use crate::thread::ThreadSlot;
+
+const UNINIT: u8 = 0;
+const INITIALISING: u8 = 1;
+const READY: u8 = 2;
+
+/// One allocator: a kernel, the main arena, the parameters, the list of arenas.
+///
+/// Instances live in `static`s (the entry points take `&'static self`): `ptalloc` keeps one
+/// on the Linux kernel (see [`crate::PtAlloc`]), kernel-sim one on the simulated kernel.
+pub struct Malloc<K: Kernel> {
+    pub(crate) kernel: K,
+    pub(crate) main_arena: Arena,
+    pub(crate) mp: Params,
+    state: AtomicU8,
+    /// The environment was not readable at initialisation; read it on a later slow path.
+    env_pending: AtomicBool,
+    /// Serialises additions to the arena list (and is held across fork).
+    pub(crate) list_lock: Lock,
+    /// Protects `free_list` and every arena's `next_free` and `attached_threads`.
+    pub(crate) free_list_lock: Lock,
+    pub(crate) free_list: Cell<*mut Arena>,
+    pub(crate) narenas: AtomicUsize,
+    pub(crate) narenas_limit: AtomicUsize,
+    pub(crate) next_to_use: AtomicPtr<Arena>,
+    /// The second, already aligned half of the last double-size heap reservation.
+    pub(crate) aligned_heap_area: AtomicUsize,
+    /// Marks chunks sitting in a thread cache (random per process).
+    pub(crate) tcache_key: AtomicUsize,
+    pagesize: AtomicUsize,
+    /// Where the main arena's first brk region starts.
+    pub(crate) sbrk_base: AtomicUsize,
+    thread_key: AtomicU32,
+    thread_key_ok: AtomicBool,
+    pub(crate) stats: SysStats,
+}
+
+// SAFETY: `free_list` is only touched under `free_list_lock`; arenas synchronise through
+// their own locks; everything else is atomic.
+unsafe impl<K: Kernel> Sync for Malloc<K> {}
+
+impl<K: Kernel> Malloc<K> {
+    /// An allocator on `kernel`, initialised lazily on its first call.
+    ///
+    /// # Safety
+    /// At most one instance per kernel type `K` may ever be used: instances of the same type
+    /// share the per-thread slot `K::thread_slot()`.
+    pub const unsafe fn new(kernel: K) -> Malloc<K> {
+        Malloc {
+            kernel,
+            main_arena: Arena::new(),
+            mp: Params::new(),
+            state: AtomicU8::new(UNINIT),
+            env_pending: AtomicBool::new(false),
+            list_lock: Lock::new(),
+            free_list_lock: Lock::new(),
+            free_list: Cell::new(core::ptr::null_mut()),
+            narenas: AtomicUsize::new(1),
+            narenas_limit: AtomicUsize::new(0),
+            next_to_use: AtomicPtr::new(core::ptr::null_mut()),
+            aligned_heap_area: AtomicUsize::new(0),
+            tcache_key: AtomicUsize::new(0),
+            pagesize: AtomicUsize::new(4096),
+            sbrk_base: AtomicUsize::new(0),
+            thread_key: AtomicU32::new(0),
+            thread_key_ok: AtomicBool::new(false),
+            stats: SysStats::new(),
+        }
+    }
+
+    /// The kernel this allocator runs on.
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    #[inline(always)]
+    pub(crate) fn pagesize(&self) -> usize {
+        self.pagesize.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &ThreadSlot {
+        // SAFETY: the slot is the calling thread's and lives as long as the thread.
+        unsafe { &*K::thread_slot() }
+    }
+
+    /// The calling thread's cache (the disabled one if it has none).
+    #[inline(always)]
+    pub(crate) fn thread_tcache(&self) -> &Tcache {
+        self.slot().tcache()
+    }
+
+    #[inline(always)]
+    pub(crate) fn key(&self) -> usize {
+        self.tcache_key.load(Ordering::Relaxed)
+    }
+
+    // ----------------------------------------------------------------- initialisation
+
+    #[inline(always)]
+    pub(crate) fn ensure_ready(&'static self) {
+        if self.state.load(Ordering::Acquire) != READY {
+            self.init();
+        } else if self.env_pending.load(Ordering::Relaxed) {
+            self.load_environment();
+        }
+    }
+
+    /// Whether the allocator has been initialised (by any call).
+    pub fn is_initialized(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn init(&'static self) {
+        loop {
+            match self.state.compare_exchange(
+                UNINIT,
+                INITIALISING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(READY) => return,
+                // Another thread is initialising: nothing in `init` calls malloc, so it
+                // finishes without us.
+                Err(_) => core::hint::spin_loop(),
+            }
+        }
+        self.pagesize
+            .store(self.kernel.page_size(), Ordering::Relaxed);
+        self.main_arena.init(true);
+        self.main_arena.next.store(
+            &self.main_arena as *const Arena as *mut Arena,
+            Ordering::Release,
+        );
+        self.tcache_key.store(random_key(), Ordering::Relaxed);
+        if environment_ready() {
+            self.mp.apply(&tunables_from_process_env());
+        } else {
+            self.env_pending.store(true, Ordering::Relaxed);
+        }
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: pthread_key_create does not allocate; the destructor is our thread-exit hook.
+        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0
+        {
+            self.thread_key.store(key, Ordering::Relaxed);
+            self.thread_key_ok.store(true, Ordering::Relaxed);
+        }
+        self.slot().set_arena(Some(&self.main_arena));
+        self.main_arena.attached_threads.set(1);
+        self.state.store(READY, Ordering::Release);
+        // Registration may allocate, so it comes after the allocator works.
+        crate::fork::register(self);
+    }
+
+    #[cold]
+    fn load_environment(&'static self) {
+        if !environment_ready() || !self.env_pending.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        self.main_arena.mutex.lock();
+        self.malloc_consolidate(&self.main_arena);
+        self.mp.apply(&tunables_from_process_env());
+        self.main_arena.mutex.unlock();
+        // Caches made before the settings were known follow them from now on.
+        let tc = self.thread_tcache();
+        if !core::ptr::eq(tc, Tcache::disabled()) {
+            tc.set_limits(
+                self.mp.tcache_bins.load(Ordering::Relaxed),
+                self.mp.tcache_count.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// Give the calling thread its cache, allocated from its arena (glibc's `tcache_init`),
+    /// and register the thread-exit hook that returns it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn tcache_init(&'static self, slot: &ThreadSlot) {
+        if !slot.is_new() {
+            return;
+        }
+        slot.set_active();
+        let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
+        let count = self.mp.tcache_count.load(Ordering::Relaxed);
+        if bins > 0 && count > 0 {
+            let bytes = core::mem::size_of::<Tcache>();
+            let victim = self.alloc_in_arena(slot, bytes, |av| self.int_malloc(av, bytes));
+            if !victim.is_null() {
+                let tc = victim as *mut Tcache;
+                // SAFETY: a fresh chunk of at least size_of::<Tcache>() bytes, 16-aligned.
+                unsafe { tc.write(Tcache::empty()) };
+                // SAFETY: just initialised.
+                let tcr = unsafe { &*tc };
+                tcr.set_limits(bins, count);
+                slot.set_tcache(tc);
+            }
+        }
+        if self.thread_key_ok.load(Ordering::Relaxed) {
+            // SAFETY: the value is this 'static instance, passed back to thread_exit::<K>.
+            unsafe {
+                libc::pthread_setspecific(
+                    self.thread_key.load(Ordering::Relaxed),
+                    self as *const Self as *const libc::c_void,
+                );
+            }
+        }
+    }
+
+    /// Run `f` on the calling thread's arena — the main arena without a lock while the
+    /// process is single-threaded, else the thread's arena locked — retrying once in another
+    /// arena if it fails (glibc's `arena_get` / `arena_get_retry` pattern).
+    #[inline]
+    pub(crate) fn alloc_in_arena(
+        &'static self,
+        slot: &ThreadSlot,
+        size: usize,
+        f: impl Fn(&'static Arena) -> *mut u8,
+    ) -> *mut u8 {
+        if single_threaded() {
+            return f(&self.main_arena);
+        }
+        let mut av = self.arena_get(slot, size);
+        let mut p = f(av);
+        if p.is_null() {
+            av = self.arena_get_retry(slot, av, size);
+            p = f(av);
+        }
+        av.mutex.unlock();
+        p
+    }
+
+    // ----------------------------------------------------------------- malloc
+
+    /// `malloc(3)`: at least `bytes` bytes, 16-byte aligned, or null with `errno = ENOMEM`.
+    /// `malloc(0)` returns a unique pointer.
+    #[inline(always)]
+    pub fn malloc(&'static self, bytes: usize) -> *mut u8 {
+        // Thread-cache hit: a bounds test, a TLS load, a list pop.
+        if bytes <= MAX_TCACHE_SIZE {
+            let tc = self.thread_tcache();
+            let idx = request2tidx(bytes);
+            if !tc.first(idx).is_null() {
+                return tc.get(idx);
+            }
+        }
+        self.malloc_slow(bytes)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn malloc_slow(&'static self, bytes: usize) -> *mut u8 {
+        self.ensure_ready();
+        if checked_request2size(bytes).is_none() {
+            set_errno(libc::ENOMEM);
+            return core::ptr::null_mut();
+        }
+        let slot = self.slot();
+        if slot.is_new() {
+            self.tcache_init(slot);
+            if bytes <= MAX_TCACHE_SIZE {
+                let tc = slot.tcache();
+                let idx = request2tidx(bytes);
+                if !tc.first(idx).is_null() {
+                    return tc.get(idx);
+                }
+            }
+        }
+        let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc(av, bytes));
+        if p.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        p
+    }
+
+    // ----------------------------------------------------------------- free
+
+    /// `free(3)`. Preserves `errno`. Aborts with glibc's message on a pointer the heap
+    /// metadata shows was not allocated (or was already freed).
+    ///
+    /// # Safety
+    /// `mem` is null or a pointer returned by this instance and not freed since (violations
+    /// are detected where the metadata allows, but not always).
+    #[inline(always)]
+    pub unsafe fn free(&'static self, mem: *mut u8) {
+        if mem.is_null() {
+            return;
+        }
+        // Thread-cache put: aligned pointer, size a multiple of 16 and not mmapped (one test
+        // of the header), a bin with room, and not already cached.
+        if aligned_ok(mem as usize) {
+            // SAFETY: an aligned pointer from this allocator has its chunk header before it.
+            let p = unsafe { Chunk::from_mem(mem) };
+            let head = p.head();
+            if head & (IS_MMAPPED | 8) == 0 {
+                let tc = self.thread_tcache();
+                let idx = (head >> 4).wrapping_sub(2);
+                let key = self.key();
+                if idx < tc.nbins() && tc.has_room(idx) && Tcache::entry_key(mem) != key {
+                    tc.put(p, idx, key);
+                    return;
+                }
+            }
+        }
+        // SAFETY: as above (the slow path re-checks the pointer before trusting it).
+        self.free_slow(unsafe { Chunk::from_mem(mem) })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&'static self, p: Chunk) {
+        self.ensure_ready();
+        let saved = errno();
+        if p.is_mmapped() {
+            self.free_mmapped(p);
+        } else {
+            let slot = self.slot();
+            if slot.is_new() {
+                self.tcache_init(slot);
+            }
+            let av = self.arena_for_chunk(p);
+            self.int_free(av, p, false);
+        }
+        set_errno(saved);
+    }
+
+    /// Release an mmapped chunk, raising the mmap threshold to its size first if glibc's
+    /// dynamic threshold applies (a freed mapping larger than the threshold, up to 32 MiB,
+    /// says such sizes are better served from the heap).
+    pub(crate) fn free_mmapped(&self, p: Chunk) {
+        let head = p.head();
+        if !self.mp.no_dyn_threshold.load(Ordering::Relaxed)
+            && head > self.mp.mmap_threshold.load(Ordering::Relaxed)
+            && head <= DEFAULT_MMAP_THRESHOLD_MAX
+        {
+            self.mp.mmap_threshold.store(p.size(), Ordering::Relaxed);
+            self.mp
+                .trim_threshold
+                .store(2 * p.size(), Ordering::Relaxed);
+        }
+        self.munmap_chunk(p);
+    }
+
+    // ----------------------------------------------------------------- calloc
+
+    /// `calloc(3)`: zeroed memory for `n` elements of `size` bytes; overflow fails with
+    /// `ENOMEM`. Memory fresh from the kernel is not cleared again.
+    pub fn calloc(&'static self, n: usize, size: usize) -> *mut u8 {
+        let bytes = match n.checked_mul(size) {
+            Some(b) if b <= isize::MAX as usize => b,
+            _ => {
+                set_errno(libc::ENOMEM);
+                return core::ptr::null_mut();
+            }
+        };
+        self.ensure_ready();
+        let slot = self.slot();
+        if slot.is_new() {
+            self.tcache_init(slot);
+        }
+        // (clean_bound, chunk): the address from which the returned chunk is known zero.
+        let clean = Cell::new(usize::MAX);
+        let mem = self.alloc_in_arena(slot, bytes, |av| {
+            let old_top = av.top();
+            let mem = self.int_malloc(av, bytes);
+            if !mem.is_null() {
+                // SAFETY: a chunk just allocated from this arena.
+                let p = unsafe { Chunk::from_mem(mem) };
+                clean.set(if p == old_top {
+                    av.clean_from.get()
+                } else {
+                    usize::MAX
+                });
+            }
+            mem
+        });
+        if mem.is_null() {
+            set_errno(libc::ENOMEM);
+            return mem;
+        }
+        // SAFETY: the chunk just allocated.
+        let p = unsafe { Chunk::from_mem(mem) };
+        let perturbed = self.mp.perturb() != 0;
+        let len = if p.is_mmapped() {
+            if perturbed {
+                bytes
+            } else {
+                0
+            }
+        } else {
+            let usable = p.size() - SIZE_SZ;
+            if perturbed {
+                usable
+            } else {
+                usable.min(clean.get().saturating_sub(mem as usize))
+            }
+        };
+        // SAFETY: `len` bytes of the new block's user area.
+        unsafe { core::ptr::write_bytes(mem, 0, len) };
+        mem
+    }
+
+    // ----------------------------------------------------------------- realloc
+
+    /// `realloc(3)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and returns
+    /// null; on failure the old block is left intact and null is returned with `ENOMEM`.
+    ///
+    /// # Safety
+    /// As for [`Malloc::free`].
+    pub unsafe fn realloc(&'static self, old: *mut u8, bytes: usize) -> *mut u8 {
+        if bytes == 0 && !old.is_null() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free(old) };
+            return core::ptr::null_mut();
+        }
+        if old.is_null() {
+            return self.malloc(bytes);
+        }
+        self.ensure_ready();
+        // SAFETY: a pointer the caller got from us.
+        let oldp = unsafe { Chunk::from_mem(old) };
+        let oldsize = oldp.size();
+        if oldp.addr() > oldsize.wrapping_neg() || !aligned_ok(oldp.addr()) {
+            malloc_printerr("realloc(): invalid pointer");
+        }
+        let Some(nb) = checked_request2size(bytes) else {
+            set_errno(libc::ENOMEM);
+            return core::ptr::null_mut();
+        };
+        if oldp.is_mmapped() {
+            if let Some(newp) = self.mremap_chunk(oldp, nb) {
+                return newp.mem();
+            }
+            if oldsize - SIZE_SZ >= nb {
+                return old;
+            }
+            let new = self.malloc(bytes);
+            if new.is_null() {
+                return new;
+            }
+            // SAFETY: both blocks are ours and distinct; the old one holds oldsize - 16 bytes.
+            unsafe { core::ptr::copy_nonoverlapping(old, new, oldsize - CHUNK_HDR_SZ) };
+            self.munmap_chunk(oldp);
+            return new;
+        }
+        let slot = self.slot();
+        if slot.is_new() {
+            self.tcache_init(slot);
+        }
+        let av = self.arena_for_chunk(oldp);
+        let locked = self.lock_arena(av);
+        let mut newp = self.int_realloc(av, oldp, oldsize, nb);
+        self.unlock_arena(av, locked);
+        if newp.is_null() && locked {
+            // Try harder: another arena may have room.
+            newp = self.malloc(bytes);
+            if !newp.is_null() {
+                // SAFETY: distinct blocks; the old one holds `usable()` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(old, newp, oldp.usable()) };
+                self.int_free(av, oldp, false);
+            }
+        }
+        if newp.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        newp
+    }
+
+    /// `reallocarray(3)`: `realloc` of `n * size` bytes, failing with `ENOMEM` on overflow.
+    ///
+    /// # Safety
+    /// As for [`Malloc::free`].
+    pub unsafe fn reallocarray(&'static self, old: *mut u8, n: usize, size: usize) -> *mut u8 {
+        match n.checked_mul(size) {
+            // SAFETY: forwarded from the caller.
+            Some(bytes) => unsafe { self.realloc(old, bytes) },
+            None => {
+                set_errno(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- memalign family
+
+    /// `memalign(3)`: `bytes` bytes aligned to `alignment`; an alignment that is not a power
+    /// of two is rounded up to one; one above `SIZE_MAX / 2 + 1` fails with `EINVAL`.
+    pub fn memalign(&'static self, alignment: usize, bytes: usize) -> *mut u8 {
+        if alignment <= MALLOC_ALIGNMENT {
+            return self.malloc(bytes);
+        }
+        let mut alignment = alignment.max(MINSIZE);
+        if alignment > usize::MAX / 2 + 1 {
+            set_errno(libc::EINVAL);
+            return core::ptr::null_mut();
+        }
+        if !alignment.is_power_of_two() {
+            alignment = alignment.next_power_of_two();
+        }
+        self.ensure_ready();
+        let slot = self.slot();
+        if slot.is_new() {
+            self.tcache_init(slot);
+        }
+        let hint = bytes.saturating_add(alignment).saturating_add(MINSIZE);
+        let p = self.alloc_in_arena(slot, hint, |av| self.int_memalign(av, alignment, bytes));
+        if p.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        p
+    }
+
+    /// `aligned_alloc(3)`, which glibc 2.36 serves exactly as `memalign`.
+    pub fn aligned_alloc(&'static self, alignment: usize, bytes: usize) -> *mut u8 {
+        self.memalign(alignment, bytes)
+    }
+
+    /// `posix_memalign(3)`: 0 and `*memptr` set on success; `EINVAL` if `alignment` is not a
+    /// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (with `*memptr` untouched).
+    pub fn posix_memalign(
+        &'static self,
+        memptr: &mut *mut u8,
+        alignment: usize,
+        bytes: usize,
+    ) -> i32 {
+        let word = core::mem::size_of::<usize>();
+        if alignment == 0 || alignment % word != 0 || !(alignment / word).is_power_of_two() {
+            return libc::EINVAL;
+        }
+        let p = self.memalign(alignment, bytes);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *memptr = p;
+        0
+    }
+
+    /// `valloc(3)`: page-aligned memory.
+    pub fn valloc(&'static self, bytes: usize) -> *mut u8 {
+        self.ensure_ready();
+        self.memalign(self.pagesize(), bytes)
+    }
+
+    /// `pvalloc(3)`: page-aligned memory, the size rounded up to whole pages.
+    pub fn pvalloc(&'static self, bytes: usize) -> *mut u8 {
+        self.ensure_ready();
+        let pagesize = self.pagesize();
+        match bytes.checked_add(pagesize - 1) {
+            Some(b) => self.memalign(pagesize, b & !(pagesize - 1)),
+            None => {
+                set_errno(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- introspection
+
+    /// `malloc_usable_size(3)`: bytes the block can really hold (0 for null).
+    ///
+    /// # Safety
+    /// `mem` is null or a live block of this instance.
+    pub unsafe fn usable_size(&self, mem: *mut u8) -> usize {
+        if mem.is_null() {
+            return 0;
+        }
+        // SAFETY: a live block of ours.
+        let p = unsafe { Chunk::from_mem(mem) };
+        if p.is_mmapped() {
+            p.size() - CHUNK_HDR_SZ
+        } else if p.inuse() {
+            p.size() - SIZE_SZ
+        } else {
+            0
+        }
+    }
+
+    /// `mallopt(3)`: set a parameter (`M_MXFAST`, `M_TRIM_THRESHOLD`, `M_TOP_PAD`,
+    /// `M_MMAP_THRESHOLD`, `M_MMAP_MAX`, `M_PERTURB`, `M_ARENA_TEST`, `M_ARENA_MAX`); returns
+    /// 1 on success and 0 for a value glibc rejects.
+    pub fn mallopt(&'static self, param: i32, value: i32) -> i32 {
+        self.ensure_ready();
+        let av = &self.main_arena;
+        av.mutex.lock();
+        // Fastbins are indexed by the current max_fast: empty them before it changes.
+        self.malloc_consolidate(av);
+        let r = self.mp.mallopt(param, value);
+        av.mutex.unlock();
+        r
+    }
+
+    /// `malloc_trim(3)`: return free memory to the kernel — the top of the brk heap beyond
+    /// `pad`, and every whole free page inside free chunks (`MADV_DONTNEED`). Returns 1 if
+    /// any memory was released.
+    pub fn malloc_trim(&'static self, pad: usize) -> i32 {
+        self.ensure_ready();
+        let mut result = false;
+        self.for_each_arena(|av| {
+            av.mutex.lock();
+            result |= self.mtrim(av, pad);
+            av.mutex.unlock();
+        });
+        result as i32
+    }
+}
+
+/// A process-wide random key for the tcache double-free check.
+fn random_key() -> usize {
+    let mut key: usize = 0;
+    // SAFETY: getrandom writes at most the given number of bytes into `key`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            &mut key as *mut usize,
+            core::mem::size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != core::mem::size_of::<usize>() as libc::c_long || key == 0 {
+        // No entropy yet: mix the clock with an address (ASLR makes it vary per process).
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime fills the timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        key = (ts.tv_nsec as usize
+            ^ (ts.tv_sec as usize).rotate_left(32)
+            ^ (&key as *const usize as usize))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            | 1;
+    }
+    key
+}

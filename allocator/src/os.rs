@@ -1,0 +1,93 @@
+//! The allocator's calls into its [`Kernel`], each counted for the statistics.
+//!
+//! Nothing else in the allocator talks to the kernel: this is the one place to look for
+//! what ptalloc asks of the operating system.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::kernel::{Errno, Kernel};
+use crate::malloc::Malloc;
+
+impl<K: Kernel> Malloc<K> {
+    /// `sbrk`; a zero increment only reads the break and is not counted.
+    pub(crate) fn sys_sbrk(&self, increment: isize) -> Result<usize, Errno> {
+        let r = self.kernel.sbrk(increment);
+        if increment != 0 {
+            let s = &self.stats;
+            s.brk_calls.fetch_add(1, Relaxed);
+            match r {
+                Ok(_) if increment > 0 => {
+                    s.brk_grown.fetch_add(increment as u64, Relaxed);
+                }
+                Ok(_) => {
+                    s.brk_shrunk
+                        .fetch_add(increment.unsigned_abs() as u64, Relaxed);
+                }
+                Err(_) => {
+                    s.failed_calls.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        r
+    }
+
+    pub(crate) fn sys_mmap(
+        &self,
+        addr: usize,
+        len: usize,
+        prot: i32,
+        flags: i32,
+    ) -> Result<usize, Errno> {
+        let r = self
+            .kernel
+            .mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS);
+        self.stats.mmap_calls.fetch_add(1, Relaxed);
+        match r {
+            Ok(_) => self.stats.mmap_bytes.fetch_add(len as u64, Relaxed),
+            Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
+        };
+        r
+    }
+
+    /// `munmap`; a failure leaves the range mapped and is only counted.
+    pub(crate) fn sys_munmap(&self, addr: usize, len: usize) {
+        self.stats.munmap_calls.fetch_add(1, Relaxed);
+        match self.kernel.munmap(addr, len) {
+            Ok(()) => self.stats.munmap_bytes.fetch_add(len as u64, Relaxed),
+            Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
+        };
+    }
+
+    pub(crate) fn sys_mremap(
+        &self,
+        addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+    ) -> Result<usize, Errno> {
+        self.stats.mremap_calls.fetch_add(1, Relaxed);
+        let r = self.kernel.mremap(addr, old_len, new_len, flags);
+        if r.is_err() {
+            self.stats.failed_calls.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    pub(crate) fn sys_mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+        self.stats.mprotect_calls.fetch_add(1, Relaxed);
+        let r = self.kernel.mprotect(addr, len, prot);
+        if r.is_err() {
+            self.stats.failed_calls.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    /// `madvise(MADV_DONTNEED)`: the pages go back to the kernel and read as zero later.
+    pub(crate) fn sys_madvise_dontneed(&self, addr: usize, len: usize) {
+        self.stats.madvise_calls.fetch_add(1, Relaxed);
+        match self.kernel.madvise(addr, len, libc::MADV_DONTNEED) {
+            Ok(()) => self.stats.madvise_bytes.fetch_add(len as u64, Relaxed),
+            Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
+        };
+    }
+}

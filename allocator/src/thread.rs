@@ -1,0 +1,100 @@
+//! Per-thread state: the thread's cache and arena, and what happens when the thread exits.
+//!
+//! The slot is a `thread_local!` with a `const` initialiser and no destructor (declared by
+//! each [`Kernel`] type), so reaching it never allocates and costs one TLS address
+//! computation. Clean-up at thread exit goes through a `pthread_key_create` destructor
+//! instead of a Rust TLS destructor, which would register itself by calling `calloc`.
+
+use core::cell::Cell;
+
+use crate::arena::Arena;
+use crate::kernel::Kernel;
+use crate::malloc::Malloc;
+use crate::tcache::Tcache;
+
+const NEW: u8 = 0;
+const ACTIVE: u8 = 1;
+const EXITED: u8 = 2;
+
+/// A thread's allocator state. Create it only as the `const` initialiser of a
+/// `thread_local!` in [`Kernel::thread_slot`].
+pub struct ThreadSlot {
+    /// Never null: the disabled cache until the thread has its own, and again after exit.
+    tcache: Cell<*const Tcache>,
+    arena: Cell<*const Arena>,
+    state: Cell<u8>,
+}
+
+impl ThreadSlot {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> ThreadSlot {
+        ThreadSlot {
+            tcache: Cell::new(&crate::tcache::DISABLED_TCACHE.0 as *const Tcache),
+            arena: Cell::new(core::ptr::null()),
+            state: Cell::new(NEW),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn tcache(&self) -> &Tcache {
+        // SAFETY: the pointer is the disabled cache (a static) or this thread's own cache,
+        // which stays allocated until thread exit swaps it out.
+        unsafe { &*self.tcache.get() }
+    }
+
+    pub(crate) fn set_tcache(&self, tc: *const Tcache) {
+        self.tcache.set(tc)
+    }
+
+    pub(crate) fn arena(&self) -> Option<&'static Arena> {
+        let a = self.arena.get();
+        // SAFETY: arenas are never freed.
+        (!a.is_null()).then(|| unsafe { &*a })
+    }
+
+    pub(crate) fn set_arena(&self, a: Option<&Arena>) {
+        self.arena
+            .set(a.map_or(core::ptr::null(), |a| a as *const Arena))
+    }
+
+    /// The thread has not yet been given a cache (nor exited).
+    #[inline(always)]
+    pub(crate) fn is_new(&self) -> bool {
+        self.state.get() == NEW
+    }
+
+    pub(crate) fn set_active(&self) {
+        self.state.set(ACTIVE)
+    }
+}
+
+/// The `pthread_key_create` destructor: return the thread's cached chunks and the cache
+/// itself to their arenas, and detach from the arena so another thread can have it.
+pub(crate) extern "C" fn thread_exit<K: Kernel>(instance: *mut libc::c_void) {
+    // SAFETY: the key's value is the 'static Malloc<K> that set it (see tcache_init).
+    let m: &'static Malloc<K> = unsafe { &*(instance as *const Malloc<K>) };
+    let slot = m.slot();
+    let tc = slot.tcache.replace(Tcache::disabled());
+    slot.state.set(EXITED);
+    if !core::ptr::eq(tc, Tcache::disabled()) {
+        // SAFETY: the thread's own cache, now unreachable from the slot.
+        let tcache = unsafe { &*tc };
+        tcache.drain(|mem| m.free_to_arena(mem));
+        m.free_to_arena(tc as *mut u8);
+    }
+    m.arena_thread_detach(slot);
+}
+
+impl<K: Kernel> Malloc<K> {
+    /// Free a block straight into its arena, bypassing the (gone) thread cache.
+    pub(crate) fn free_to_arena(&'static self, mem: *mut u8) {
+        // SAFETY: `mem` is a block of ours being released.
+        let p = unsafe { crate::chunk::Chunk::from_mem(mem) };
+        if p.is_mmapped() {
+            self.munmap_chunk(p);
+        } else {
+            let av = self.arena_for_chunk(p);
+            self.int_free(av, p, false);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Workloads and the comparison runner (see issue: benches).

@@ -1,0 +1,1 @@
+//! The simulated kernel (see issue: kernel-sim).
