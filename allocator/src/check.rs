@@ -53,11 +53,7 @@ pub struct HeapError {
 
 impl core::fmt::Display for HeapError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "arena {}: chunk {:#x}: {}",
-            self.arena, self.chunk, self.what
-        )
+        write!(f, "arena {}: chunk {:#x}: {}", self.arena, self.chunk, self.what)
     }
 }
 
@@ -72,11 +68,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn fail(&self, chunk: usize, what: &'static str) -> HeapError {
-        HeapError {
-            arena: self.arena_no,
-            chunk,
-            what,
-        }
+        HeapError { arena: self.arena_no, chunk, what }
     }
 
     /// Walk one region from `start`; `end` is its exclusive end if known.
@@ -117,9 +109,7 @@ impl Checker<'_> {
             if size == 0 {
                 // A heap's end mark, right after an in-use remnant of the old top.
                 if end != Some(c.addr() + CHUNK_HDR_SZ) {
-                    return Err(
-                        self.fail(c.addr(), "zero-size chunk that is not a heap's end mark")
-                    );
+                    return Err(self.fail(c.addr(), "zero-size chunk that is not a heap's end mark"));
                 }
                 self.walked_bytes += CHUNK_HDR_SZ;
                 return Ok(());
@@ -170,9 +160,7 @@ impl Checker<'_> {
                 self.report.in_use_chunks += 1;
                 let bit = c.head() & NON_MAIN_ARENA != 0;
                 if bit == av.is_main() {
-                    return Err(
-                        self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit")
-                    );
+                    return Err(self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit"));
                 }
             }
             prev_free = free;
@@ -208,9 +196,7 @@ impl Checker<'_> {
                     }
                     let leads = !p.fd_nextsize().is_null();
                     if leads != (p.head() != last_head) {
-                        return Err(
-                            self.fail(p.addr(), "largebin skip list does not mark each new size")
-                        );
+                        return Err(self.fail(p.addr(), "largebin skip list does not mark each new size"));
                     }
                     last_head = p.head();
                 }
@@ -261,10 +247,7 @@ impl<K: Kernel> Malloc<K> {
     /// lock in turn, so it may run while other threads allocate.
     pub fn check_heap(&'static self) -> Result<HeapReport, HeapError> {
         self.ensure_ready();
-        let mut total = HeapReport {
-            walk_complete: true,
-            ..HeapReport::default()
-        };
+        let mut total = HeapReport { walk_complete: true, ..HeapReport::default() };
         let mut result = Ok(());
         let mut arena_no = 0;
         self.for_each_arena(|av| {
@@ -278,17 +261,11 @@ impl<K: Kernel> Malloc<K> {
         });
         result?;
         total.arenas = arena_no;
-        self.thread_tcache()
-            .for_each(|_, _| total.tcache_chunks += 1);
+        self.thread_tcache().for_each(|_, _| total.tcache_chunks += 1);
         Ok(total)
     }
 
-    fn check_arena(
-        &self,
-        arena_no: usize,
-        av: &Arena,
-        total: &mut HeapReport,
-    ) -> Result<(), HeapError> {
+    fn check_arena(&self, arena_no: usize, av: &Arena, total: &mut HeapReport) -> Result<(), HeapError> {
         let mut ck = Checker {
             arena_no,
             av,
@@ -306,14 +283,8 @@ impl<K: Kernel> Malloc<K> {
             for s in 0..n.min(MAX_SEGMENTS) {
                 ck.walk_region(av.segments[s].get(), None)?;
             }
-            if n > 0
-                && av.contiguous()
-                && av.top().plus(av.top().size()).addr() % self.pagesize() != 0
-            {
-                return Err(ck.fail(
-                    av.top().addr(),
-                    "top of the brk heap does not end on a page",
-                ));
+            if n > 0 && av.contiguous() && av.top().plus(av.top().size()).addr() % self.pagesize() != 0 {
+                return Err(ck.fail(av.top().addr(), "top of the brk heap does not end on a page"));
             }
         } else {
             let mut heap: Option<&HeapInfo> = Some(heap_for_ptr(av.top().addr()));
@@ -331,13 +302,8 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         ck.check_bins()?;
-        if complete
-            && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes)
-        {
-            return Err(ck.fail(
-                av.top().addr(),
-                "free chunks in the heap and in the bins differ",
-            ));
+        if complete && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes) {
+            return Err(ck.fail(av.top().addr(), "free chunks in the heap and in the bins differ"));
         }
         let r = &ck.report;
         total.chunks += r.chunks;

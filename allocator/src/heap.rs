@@ -144,17 +144,14 @@ impl<K: Kernel> Malloc<K> {
                     if lead != 0 {
                         self.sys_munmap(p1, lead);
                     } else {
-                        self.aligned_heap_area
-                            .store(p + HEAP_MAX_SIZE, Ordering::Relaxed);
+                        self.aligned_heap_area.store(p + HEAP_MAX_SIZE, Ordering::Relaxed);
                     }
                     self.sys_munmap(p + HEAP_MAX_SIZE, HEAP_MAX_SIZE - lead);
                     p2 = Some(p);
                 }
                 Err(_) => {
                     // Maybe one heap's worth of space is left and happens to be aligned.
-                    let p = self
-                        .sys_mmap(0, HEAP_MAX_SIZE, libc::PROT_NONE, flags)
-                        .ok()?;
+                    let p = self.sys_mmap(0, HEAP_MAX_SIZE, libc::PROT_NONE, flags).ok()?;
                     if p & (HEAP_MAX_SIZE - 1) != 0 {
                         self.sys_munmap(p, HEAP_MAX_SIZE);
                         return None;
@@ -164,10 +161,7 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         let p = p2?;
-        if self
-            .sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE)
-            .is_err()
-        {
+        if self.sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE).is_err() {
             self.sys_munmap(p, HEAP_MAX_SIZE);
             return None;
         }
@@ -199,11 +193,7 @@ impl<K: Kernel> Malloc<K> {
         if new_size > h.mprotect_size.get() {
             let start = h.addr() + h.mprotect_size.get();
             if self
-                .sys_mprotect(
-                    start,
-                    new_size - h.mprotect_size.get(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
+                .sys_mprotect(start, new_size - h.mprotect_size.get(), libc::PROT_READ | libc::PROT_WRITE)
                 .is_err()
             {
                 return false;

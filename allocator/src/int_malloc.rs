@@ -20,8 +20,7 @@ use crate::bins::{
     smallbin_index, unlink_chunk, BINMAPSHIFT, BINMAPSIZE, NFASTBINS,
 };
 use crate::chunk::{
-    aligned_ok, checked_request2size, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE,
-    SIZE_BITS,
+    aligned_ok, checked_request2size, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE, SIZE_BITS,
 };
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
@@ -68,9 +67,7 @@ impl<K: Kernel> Malloc<K> {
                             malloc_printerr("malloc(): unaligned fastbin chunk detected 3");
                         }
                         // SAFETY: as above.
-                        av.set_fastbin(idx, unsafe {
-                            Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word()))
-                        });
+                        av.set_fastbin(idx, unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) });
                         tc.put(c, tidx, key);
                     }
                 }
@@ -119,10 +116,7 @@ impl<K: Kernel> Malloc<K> {
             }
         }
 
-        let tcache_unsorted_limit = self
-            .mp
-            .tcache_unsorted_limit
-            .load(core::sync::atomic::Ordering::Relaxed);
+        let tcache_unsorted_limit = self.mp.tcache_unsorted_limit.load(core::sync::atomic::Ordering::Relaxed);
         let mut return_cached = false;
         let mut tcache_unsorted_count = 0usize;
         loop {
@@ -199,9 +193,7 @@ impl<K: Kernel> Malloc<K> {
                 self.place_in_bin(av, victim, size);
 
                 tcache_unsorted_count += 1;
-                if return_cached
-                    && tcache_unsorted_limit > 0
-                    && tcache_unsorted_count > tcache_unsorted_limit
+                if return_cached && tcache_unsorted_limit > 0 && tcache_unsorted_count > tcache_unsorted_limit
                 {
                     return tc.get(tidx);
                 }
@@ -231,14 +223,7 @@ impl<K: Kernel> Malloc<K> {
                         victim = victim.fd();
                     }
                     unlink_chunk(victim);
-                    self.finish_split(
-                        av,
-                        victim,
-                        size,
-                        nb,
-                        false,
-                        "malloc(): corrupted unsorted chunks",
-                    );
+                    self.finish_split(av, victim, size, nb, false, "malloc(): corrupted unsorted chunks");
                     return self.alloc_perturb(victim.mem(), bytes);
                 }
             }
@@ -363,9 +348,7 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_fd_nextsize(fwd);
                         victim.set_bk_nextsize(fwd.bk_nextsize());
                         if fwd.bk_nextsize().fd_nextsize() != fwd {
-                            malloc_printerr(
-                                "malloc(): largebin double linked list corrupted (nextsize)",
-                            );
+                            malloc_printerr("malloc(): largebin double linked list corrupted (nextsize)");
                         }
                         fwd.set_bk_nextsize(victim);
                         victim.bk_nextsize().set_fd_nextsize(victim);

@@ -73,13 +73,7 @@ pub unsafe trait Kernel: Sync + 'static {
 
     /// `mremap(2)` without `MREMAP_FIXED`: grow or shrink a mapping in place, or move it when
     /// `flags` holds `MREMAP_MAYMOVE`. Returns the (possibly new) start of the mapping.
-    fn mremap(
-        &self,
-        old_addr: usize,
-        old_len: usize,
-        new_len: usize,
-        flags: i32,
-    ) -> Result<usize, Errno>;
+    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno>;
 
     /// `mprotect(2)`.
     fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno>;

@@ -56,16 +56,8 @@ unsafe impl Kernel for LinuxKernel {
 
     fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
         // SAFETY: an anonymous mapping; with MAP_FIXED the caller owns the range it replaces.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len,
-                prot,
-                flags | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
+        let p =
+            unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0) };
         if p == libc::MAP_FAILED {
             Err(last_error())
         } else {
@@ -82,21 +74,10 @@ unsafe impl Kernel for LinuxKernel {
         }
     }
 
-    fn mremap(
-        &self,
-        old_addr: usize,
-        old_len: usize,
-        new_len: usize,
-        flags: i32,
-    ) -> Result<usize, Errno> {
+    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
         // SAFETY: the caller owns the mapping it remaps; MREMAP_FIXED is never passed.
         let p = unsafe {
-            libc::mremap(
-                old_addr as *mut libc::c_void,
-                old_len,
-                new_len,
-                flags & !libc::MREMAP_FIXED,
-            )
+            libc::mremap(old_addr as *mut libc::c_void, old_len, new_len, flags & !libc::MREMAP_FIXED)
         };
         if p == libc::MAP_FAILED {
             Err(last_error())

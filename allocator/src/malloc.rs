@@ -11,15 +11,12 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize
 
 use crate::arena::{single_threaded, Arena};
 use crate::chunk::{
-    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MINSIZE,
-    SIZE_SZ,
+    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
 use crate::linux::{errno, set_errno};
 use crate::lock::Lock;
-use crate::params::{
-    environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX,
-};
+use crate::params::{environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
 use crate::tcache::{request2tidx, Tcache, MAX_TCACHE_SIZE};
@@ -140,12 +137,7 @@ impl<K: Kernel> Malloc<K> {
     #[inline(never)]
     fn init(&'static self) {
         loop {
-            match self.state.compare_exchange(
-                UNINIT,
-                INITIALISING,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match self.state.compare_exchange(UNINIT, INITIALISING, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(READY) => return,
                 // Another thread is initialising: nothing in `init` calls malloc, so it
@@ -153,13 +145,9 @@ impl<K: Kernel> Malloc<K> {
                 Err(_) => core::hint::spin_loop(),
             }
         }
-        self.pagesize
-            .store(self.kernel.page_size(), Ordering::Relaxed);
+        self.pagesize.store(self.kernel.page_size(), Ordering::Relaxed);
         self.main_arena.init(true);
-        self.main_arena.next.store(
-            &self.main_arena as *const Arena as *mut Arena,
-            Ordering::Release,
-        );
+        self.main_arena.next.store(&self.main_arena as *const Arena as *mut Arena, Ordering::Release);
         self.tcache_key.store(random_key(), Ordering::Relaxed);
         if environment_ready() {
             self.mp.apply(&tunables_from_process_env());
@@ -168,8 +156,7 @@ impl<K: Kernel> Malloc<K> {
         }
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: pthread_key_create does not allocate; the destructor is our thread-exit hook.
-        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0
-        {
+        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0 {
             self.thread_key.store(key, Ordering::Relaxed);
             self.thread_key_ok.store(true, Ordering::Relaxed);
         }
@@ -361,9 +348,7 @@ impl<K: Kernel> Malloc<K> {
             && head <= DEFAULT_MMAP_THRESHOLD_MAX
         {
             self.mp.mmap_threshold.store(p.size(), Ordering::Relaxed);
-            self.mp
-                .trim_threshold
-                .store(2 * p.size(), Ordering::Relaxed);
+            self.mp.trim_threshold.store(2 * p.size(), Ordering::Relaxed);
         }
         self.munmap_chunk(p);
     }
@@ -393,11 +378,7 @@ impl<K: Kernel> Malloc<K> {
             if !mem.is_null() {
                 // SAFETY: a chunk just allocated from this arena.
                 let p = unsafe { Chunk::from_mem(mem) };
-                clean.set(if p == old_top {
-                    av.clean_from.get()
-                } else {
-                    usize::MAX
-                });
+                clean.set(if p == old_top { av.clean_from.get() } else { usize::MAX });
             }
             mem
         });
@@ -544,12 +525,7 @@ impl<K: Kernel> Malloc<K> {
 
     /// `posix_memalign(3)`: 0 and `*memptr` set on success; `EINVAL` if `alignment` is not a
     /// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (with `*memptr` untouched).
-    pub fn posix_memalign(
-        &'static self,
-        memptr: &mut *mut u8,
-        alignment: usize,
-        bytes: usize,
-    ) -> i32 {
+    pub fn posix_memalign(&'static self, memptr: &mut *mut u8, alignment: usize, bytes: usize) -> i32 {
         let word = core::mem::size_of::<usize>();
         if alignment == 0 || alignment % word != 0 || !(alignment / word).is_power_of_two() {
             return libc::EINVAL;
@@ -645,15 +621,10 @@ fn random_key() -> usize {
     };
     if n != core::mem::size_of::<usize>() as libc::c_long || key == 0 {
         // No entropy yet: mix the clock with an address (ASLR makes it vary per process).
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime fills the timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        key = (ts.tv_nsec as usize
-            ^ (ts.tv_sec as usize).rotate_left(32)
-            ^ (&key as *const usize as usize))
+        key = (ts.tv_nsec as usize ^ (ts.tv_sec as usize).rotate_left(32) ^ (&key as *const usize as usize))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             | 1;
     }

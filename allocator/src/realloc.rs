@@ -14,13 +14,7 @@ use crate::printerr::malloc_printerr;
 impl<K: Kernel> Malloc<K> {
     /// Resize the in-use chunk `oldp` (of `oldsize`) of arena `av` (held) to chunk size `nb`.
     /// Returns the user pointer, or null with the old chunk untouched.
-    pub(crate) fn int_realloc(
-        &'static self,
-        av: &Arena,
-        oldp: Chunk,
-        oldsize: usize,
-        nb: usize,
-    ) -> *mut u8 {
+    pub(crate) fn int_realloc(&'static self, av: &Arena, oldp: Chunk, oldsize: usize, nb: usize) -> *mut u8 {
         let system_mem = av.system_mem.get();
         if oldp.head() <= CHUNK_HDR_SZ || oldsize >= system_mem {
             malloc_printerr("realloc(): invalid old size");

@@ -451,19 +451,14 @@ pub struct FdWriter {
 
 impl FdWriter {
     pub const fn new(fd: i32) -> FdWriter {
-        FdWriter {
-            fd,
-            buf: [0; 512],
-            len: 0,
-        }
+        FdWriter { fd, buf: [0; 512], len: 0 }
     }
 
     pub fn flush(&mut self) {
         let mut done = 0;
         while done < self.len {
             // SAFETY: writing initialised bytes of our own buffer.
-            let n =
-                unsafe { libc::write(self.fd, self.buf[done..].as_ptr().cast(), self.len - done) };
+            let n = unsafe { libc::write(self.fd, self.buf[done..].as_ptr().cast(), self.len - done) };
             if n <= 0 {
                 break;
             }

@@ -13,8 +13,8 @@ use core::sync::atomic::Ordering;
 use crate::arena::Arena;
 use crate::bins::{bin_index, NBINS};
 use crate::chunk::{
-    align_down, align_up, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK,
-    MINSIZE, NON_MAIN_ARENA, PREV_INUSE, SIZE_SZ,
+    align_down, align_up, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK, MINSIZE,
+    NON_MAIN_ARENA, PREV_INUSE, SIZE_SZ,
 };
 use crate::heap::{heap_for_ptr, HEAP_INFO_SIZE};
 use crate::kernel::Kernel;
@@ -68,14 +68,7 @@ impl<K: Kernel> Malloc<K> {
         if size <= nb {
             return None;
         }
-        let mm = self
-            .sys_mmap(
-                0,
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-            )
-            .ok()?;
+        let mm = self.sys_mmap(0, size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE).ok()?;
         // SAFETY: a fresh mapping of `size` bytes, page-aligned.
         let p = unsafe { Chunk::at(mm) };
         p.set_prev_size(0);
@@ -154,12 +147,8 @@ impl<K: Kernel> Malloc<K> {
             }
             msize = msize.max(MMAP_AS_MORECORE_SIZE);
             if msize > nb {
-                if let Ok(m) = self.sys_mmap(
-                    0,
-                    msize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE,
-                ) {
+                if let Ok(m) = self.sys_mmap(0, msize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE)
+                {
                     brk = Some(m);
                     snd_brk = Some(m + msize);
                     size = msize;
@@ -230,9 +219,7 @@ impl<K: Kernel> Malloc<K> {
             let old_size = (old_size - 2 * CHUNK_HDR_SZ) & !MALLOC_ALIGN_MASK;
             old_top.set_head(old_size | PREV_INUSE);
             old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
-            old_top
-                .plus(old_size + CHUNK_HDR_SZ)
-                .set_head(CHUNK_HDR_SZ | PREV_INUSE);
+            old_top.plus(old_size + CHUNK_HDR_SZ).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             if old_size >= MINSIZE {
                 self.int_free(av, old_top, true);
             }
@@ -320,22 +307,14 @@ impl<K: Kernel> Malloc<K> {
         if new_size == total {
             return Some(p);
         }
-        let cp = self
-            .sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE)
-            .ok()?;
+        let cp = self.sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE).ok()?;
         // SAFETY: the chunk header at the same offset in the moved mapping.
         let p = unsafe { Chunk::at(cp + offset) };
         p.set_head((new_size - offset) | IS_MMAPPED);
         let sum = if new_size >= total {
-            self.mp
-                .mmapped_mem
-                .fetch_add(new_size - total, Ordering::Relaxed)
-                + (new_size - total)
+            self.mp.mmapped_mem.fetch_add(new_size - total, Ordering::Relaxed) + (new_size - total)
         } else {
-            self.mp
-                .mmapped_mem
-                .fetch_sub(total - new_size, Ordering::Relaxed)
-                - (total - new_size)
+            self.mp.mmapped_mem.fetch_sub(total - new_size, Ordering::Relaxed) - (total - new_size)
         };
         self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
         Some(p)

@@ -11,9 +11,7 @@
 use core::cell::Cell;
 
 use crate::bins::csize2tidx;
-use crate::chunk::{
-    aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE,
-};
+use crate::chunk::{aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE};
 use crate::printerr::malloc_printerr;
 
 pub(crate) const TCACHE_MAX_BINS: usize = 64;
@@ -77,11 +75,7 @@ impl Tcache {
 
     /// Set the limits from the parameters: `bins` bins, `count` entries each.
     pub(crate) fn set_limits(&self, bins: usize, count: usize) {
-        let bins = if count == 0 {
-            0
-        } else {
-            bins.min(TCACHE_MAX_BINS)
-        };
+        let bins = if count == 0 { 0 } else { bins.min(TCACHE_MAX_BINS) };
         self.nbins.set(bins);
         self.max_count.set(count.min(MAX_TCACHE_COUNT) as u16);
     }
@@ -118,10 +112,7 @@ impl Tcache {
         // SAFETY: the chunk is ours and at least MINSIZE, so its user area holds both words.
         let entry = unsafe { &*e };
         entry.key.set(key);
-        entry.next.set(protect_ptr(
-            entry.next.as_ptr() as usize,
-            self.entries[idx].get() as usize,
-        ));
+        entry.next.set(protect_ptr(entry.next.as_ptr() as usize, self.entries[idx].get() as usize));
         self.entries[idx].set(e);
         self.counts[idx].set(self.counts[idx].get() + 1);
     }
@@ -135,8 +126,7 @@ impl Tcache {
         }
         // SAFETY: a non-null, aligned entry of our list: the user area of a cached chunk.
         let entry = unsafe { &*e };
-        self.entries[idx]
-            .set(reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry);
+        self.entries[idx].set(reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry);
         self.counts[idx].set(self.counts[idx].get() - 1);
         entry.key.set(0);
         e as *mut u8

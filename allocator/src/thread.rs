@@ -53,8 +53,7 @@ impl ThreadSlot {
     }
 
     pub(crate) fn set_arena(&self, a: Option<&Arena>) {
-        self.arena
-            .set(a.map_or(core::ptr::null(), |a| a as *const Arena))
+        self.arena.set(a.map_or(core::ptr::null(), |a| a as *const Arena))
     }
 
     /// The thread has not yet been given a cache (nor exited).
