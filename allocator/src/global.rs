@@ -38,8 +38,8 @@ unsafe impl GlobalAlloc for PtAlloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above (GlobalAlloc's contract).
-        unsafe { LINUX.free(ptr) }
+        // SAFETY: `ptr` came from `alloc` above and is not null (GlobalAlloc's contract).
+        unsafe { LINUX.free_nonnull(ptr) }
     }
 
     #[inline]

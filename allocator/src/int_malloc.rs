@@ -16,8 +16,8 @@
 
 use crate::arena::Arena;
 use crate::bins::{
-    bin_index, csize2tidx, fastbin_index, idx2bit, idx2block, in_smallbin_range, largebin_index,
-    smallbin_index, unlink_chunk, BINMAPSHIFT, BINMAPSIZE, NFASTBINS,
+    bin_index, fastbin_index, idx2bit, idx2block, in_smallbin_range, largebin_index, smallbin_index,
+    unlink_chunk, BINMAPSHIFT, BINMAPSIZE, NFASTBINS,
 };
 use crate::chunk::{
     aligned_ok, checked_request2size, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE, SIZE_BITS,
@@ -25,6 +25,7 @@ use crate::chunk::{
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
+use crate::tcache::slot_of;
 
 /// Bound on unsorted chunks sorted per call, so one malloc cannot take unbounded time.
 const MAX_ITERS: usize = 10_000;
@@ -38,8 +39,8 @@ impl<K: Kernel> Malloc<K> {
         };
         let tc = self.thread_tcache();
         let key = self.key();
-        let tidx = csize2tidx(nb);
-        let tcache_fits = tidx < tc.nbins();
+        let tslot = slot_of(nb);
+        let tcache_fits = tc.serves(tslot);
 
         if nb <= self.mp.max_fast() {
             let idx = fastbin_index(nb);
@@ -58,7 +59,7 @@ impl<K: Kernel> Malloc<K> {
                     malloc_printerr("malloc(): memory corruption (fast)");
                 }
                 if tcache_fits {
-                    while tc.has_room(tidx) {
+                    while tc.has_room(tslot) {
                         let c = av.fastbin(idx);
                         if c.is_null() {
                             break;
@@ -68,7 +69,7 @@ impl<K: Kernel> Malloc<K> {
                         }
                         // SAFETY: as above.
                         av.set_fastbin(idx, unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) });
-                        tc.put(c, tidx, key);
+                        tc.put(c, tslot, key);
                     }
                 }
                 return self.alloc_perturb(victim.mem(), bytes);
@@ -92,7 +93,7 @@ impl<K: Kernel> Malloc<K> {
                     victim.set_non_main_arena();
                 }
                 if tcache_fits {
-                    while tc.has_room(tidx) {
+                    while tc.has_room(tslot) {
                         let c = bin.bk();
                         if c == bin {
                             break;
@@ -104,7 +105,7 @@ impl<K: Kernel> Malloc<K> {
                         }
                         bin.set_bk(b);
                         b.set_fd(bin);
-                        tc.put(c, tidx, key);
+                        tc.put(c, tslot, key);
                     }
                 }
                 return self.alloc_perturb(victim.mem(), bytes);
@@ -182,8 +183,8 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_non_main_arena();
                     }
                     // Fill the thread cache first; hand one out at the end.
-                    if tcache_fits && tc.has_room(tidx) {
-                        tc.put(victim, tidx, key);
+                    if tcache_fits && tc.has_room(tslot) {
+                        tc.put(victim, tslot, key);
                         return_cached = true;
                         continue;
                     }
@@ -195,7 +196,7 @@ impl<K: Kernel> Malloc<K> {
                 tcache_unsorted_count += 1;
                 if return_cached && tcache_unsorted_limit > 0 && tcache_unsorted_count > tcache_unsorted_limit
                 {
-                    return tc.get(tidx);
+                    return tc.get(tslot);
                 }
                 iters += 1;
                 if iters >= MAX_ITERS {
@@ -204,7 +205,7 @@ impl<K: Kernel> Malloc<K> {
             }
 
             if return_cached {
-                return tc.get(tidx);
+                return tc.get(tslot);
             }
 
             // Large request: the smallest chunk of its own bin that fits.
