@@ -283,7 +283,10 @@ impl<K: Kernel> Malloc<K> {
             for s in 0..n.min(MAX_SEGMENTS) {
                 ck.walk_region(av.segments[s].get(), None)?;
             }
-            if n > 0 && av.contiguous() && av.top().plus(av.top().size()).addr() % self.pagesize() != 0 {
+            if n > 0
+                && av.contiguous()
+                && !av.top().plus(av.top().size()).addr().is_multiple_of(self.pagesize())
+            {
                 return Err(ck.fail(av.top().addr(), "top of the brk heap does not end on a page"));
             }
         } else {

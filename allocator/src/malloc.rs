@@ -541,7 +541,7 @@ impl<K: Kernel> Malloc<K> {
     /// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (with `*memptr` untouched).
     pub fn posix_memalign(&'static self, memptr: &mut *mut u8, alignment: usize, bytes: usize) -> i32 {
         let word = core::mem::size_of::<usize>();
-        if alignment == 0 || alignment % word != 0 || !(alignment / word).is_power_of_two() {
+        if alignment == 0 || !alignment.is_multiple_of(word) || !(alignment / word).is_power_of_two() {
             return libc::EINVAL;
         }
         let p = self.memalign(alignment, bytes);

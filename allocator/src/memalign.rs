@@ -22,7 +22,7 @@ impl<K: Kernel> Malloc<K> {
         }
         // SAFETY: a chunk just allocated from this arena.
         let mut p = unsafe { Chunk::from_mem(m) };
-        if (m as usize) % alignment != 0 {
+        if !(m as usize).is_multiple_of(alignment) {
             // The aligned spot inside the chunk; if the space before it is too small to be a
             // chunk of its own, take the next aligned spot (we asked for enough room).
             let mut brk =

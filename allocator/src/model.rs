@@ -307,7 +307,7 @@ pub fn decode(bytes: &[u8], slots: usize) -> Vec<Op> {
         let Some(s) = input.byte() else { break };
         let slot = s as usize % slots;
         let op = match code % 14 {
-            0 | 1 | 2 => input.size().map(|size| Op::Malloc { slot, size }),
+            0..=2 => input.size().map(|size| Op::Malloc { slot, size }),
             3 => (|| Some(Op::Calloc { slot, n: input.byte()? as usize % 9, size: input.size()? }))(),
             4 | 5 => input.size().map(|size| Op::Realloc { slot, size }),
             6 => (|| Some(Op::ReallocArray { slot, n: input.byte()? as usize % 5, size: input.size()? }))(),
@@ -458,7 +458,7 @@ impl<A: Allocator> Model<A> {
     /// Record a new block after checking it against C's promises and the live blocks.
     fn admit(&self, p: *mut u8, size: usize, align: usize, seed: u64, zeroed: bool) -> Result<Block, String> {
         let addr = p as usize;
-        if addr % align.max(16) != 0 {
+        if !addr.is_multiple_of(align.max(16)) {
             return Err(format!("{:#x} is not aligned to {}", addr, align.max(16)));
         }
         // SAFETY: a live block just returned.

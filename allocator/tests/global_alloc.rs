@@ -12,7 +12,7 @@ fn words(producer: u64, n: u64) -> impl Iterator<Item = String> {
     (0..n).map(move |i| {
         let len = 1 + ((producer * 31 + i * 17) % 40) as usize;
         let c = (b'a' + ((producer + i) % 26) as u8) as char;
-        std::iter::repeat(c).take(len).collect::<String>()
+        std::iter::repeat_n(c, len).collect::<String>()
     })
 }
 

@@ -752,16 +752,18 @@ fn introspection() -> Result<(), String> {
     check(!z.is_null() && unsafe { m.usable_size(z) } == 24, || "malloc(0)".into())?;
     let mut out = core::ptr::null_mut();
     check(m.posix_memalign(&mut out, 3, 10) == libc::EINVAL, || "posix_memalign(3)".into())?;
-    check(m.posix_memalign(&mut out, 4096, 10) == 0 && out as usize % 4096 == 0, || "posix_memalign".into())?;
+    check(m.posix_memalign(&mut out, 4096, 10) == 0 && (out as usize).is_multiple_of(4096), || {
+        "posix_memalign".into()
+    })?;
     let v = m.valloc(10);
     let pv = m.pvalloc(4097);
-    check(v as usize % page_size() == 0 && pv as usize % page_size() == 0, || {
+    check((v as usize).is_multiple_of(page_size()) && (pv as usize).is_multiple_of(page_size()), || {
         "valloc/pvalloc alignment".into()
     })?;
     // SAFETY: live block.
     check(unsafe { m.usable_size(pv) } >= 8192, || "pvalloc rounds up to pages".into())?;
     let ma = m.memalign(48, 100);
-    check(ma as usize % 64 == 0, || "memalign rounds 48 up to 64".into())?;
+    check((ma as usize).is_multiple_of(64), || "memalign rounds 48 up to 64".into())?;
     check(m.memalign(usize::MAX / 2 + 2, 1).is_null() && errno() == libc::EINVAL, || {
         "memalign EINVAL".into()
     })?;
