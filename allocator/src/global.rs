@@ -1,8 +1,14 @@
 //! `PtAlloc`: ptalloc as a Rust global allocator.
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: ptalloc::PtAlloc = ptalloc::PtAlloc;
+//!
+//! fn main() {
+//!     let v: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+//!     assert_eq!(v[999], "999");
+//!     assert!(ptalloc::linux().stats().brk_calls > 0);
+//! }
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};

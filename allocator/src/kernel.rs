@@ -82,15 +82,9 @@ pub unsafe trait Kernel: Sync + 'static {
     fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno>;
 
     /// The calling thread's slot for the allocator's per-thread state (thread cache and
-    /// arena). Each kernel type has its own thread-local slot; write it as
-    ///
-    /// ```ignore
-    /// fn thread_slot() -> *const ptalloc::ThreadSlot {
-    ///     std::thread_local!(static SLOT: ptalloc::ThreadSlot = const { ptalloc::ThreadSlot::new() });
-    ///     SLOT.with(|slot| slot as *const ptalloc::ThreadSlot)
-    /// }
-    /// ```
-    ///
-    /// (a `const` initialiser and no destructor: anything else would allocate on first use).
+    /// arena). Each kernel type has its own: a `std::thread_local!` of a
+    /// [`ThreadSlot`] with a `const { ThreadSlot::new() }` initialiser and no destructor
+    /// (anything else would allocate on first use), returned by address — see
+    /// `LinuxKernel`'s implementation.
     fn thread_slot() -> *const ThreadSlot;
 }

@@ -111,6 +111,18 @@ const CASES: &[Case] = &[
         run: arena_max_limits_arenas,
     },
     Case {
+        name: "checker_sees_bad_boundary_tag",
+        env: &[],
+        expect: Expect::Success,
+        run: checker_sees_bad_boundary_tag,
+    },
+    Case {
+        name: "checker_sees_binned_chunk_in_use",
+        env: &[],
+        expect: Expect::Success,
+        run: checker_sees_binned_chunk_in_use,
+    },
+    Case {
         name: "double_free_tcache",
         env: &[],
         expect: Expect::Abort("free(): double free detected in tcache 2"),
@@ -820,6 +832,41 @@ fn arena_max_limits_arenas() -> Result<(), String> {
     }
     let arenas = linux().stats().arenas;
     check(arenas == 2, || format!("{arenas} arenas with MALLOC_ARENA_MAX=2"))
+}
+
+/// A free chunk too big for the thread cache and the fastbins, with an in-use guard after
+/// it so it stays a free chunk of its own (in the unsorted bin).
+fn free_chunk_in_bin() -> Result<(*mut u8, *mut u8), String> {
+    let m = linux();
+    let p = m.malloc(2000);
+    let guard = m.malloc(100);
+    // SAFETY: live block.
+    unsafe { m.free(p) };
+    m.check_heap().map_err(|e| format!("heap broken before the test: {e}"))?;
+    Ok((p, guard))
+}
+
+fn checker_sees_bad_boundary_tag() -> Result<(), String> {
+    let (p, _guard) = free_chunk_in_bin()?;
+    // The chunk is 2016 bytes from p - 16; its size is repeated in the next chunk's
+    // prev_size, at p + 2000.
+    // SAFETY: deliberately corrupting the boundary tag of a free chunk.
+    unsafe { (p.add(2000) as *mut usize).write(1234) };
+    match linux().check_heap() {
+        Err(e) if e.what.contains("boundary tag") => Ok(()),
+        other => Err(format!("the checker did not see the bad boundary tag: {other:?}")),
+    }
+}
+
+fn checker_sees_binned_chunk_in_use() -> Result<(), String> {
+    let (_p, guard) = free_chunk_in_bin()?;
+    // Set PREV_INUSE in the guard's header: the binned chunk now looks in use.
+    // SAFETY: deliberately corrupting the guard's header.
+    unsafe { *(guard.sub(8) as *mut usize) |= 1 };
+    match linux().check_heap() {
+        Err(e) if e.what.contains("not free") || e.what.contains("differ") => Ok(()),
+        other => Err(format!("the checker did not see an in-use chunk in a bin: {other:?}")),
+    }
 }
 
 fn double_free_tcache() -> Result<(), String> {
