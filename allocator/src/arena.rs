@@ -53,6 +53,10 @@ pub(crate) struct Arena {
     /// Memory of the top chunk from this address up was never written since the kernel gave
     /// it (so it reads as zero): `calloc` need not clear it.
     pub(crate) clean_from: Cell<usize>,
+    /// Bytes of this arena's chunks held by the program or by thread caches (exact).
+    pub(crate) in_use: Cell<usize>,
+    /// Change of `in_use` not yet added to the instance-wide total.
+    pub(crate) unflushed: Cell<isize>,
     /// Start of each region of the main arena, for the heap walk.
     pub(crate) segments: [Cell<usize>; MAX_SEGMENTS],
     pub(crate) nsegments: Cell<usize>,
@@ -84,6 +88,8 @@ impl Arena {
             system_mem: Cell::new(0),
             max_system_mem: Cell::new(0),
             clean_from: Cell::new(usize::MAX),
+            in_use: Cell::new(0),
+            unflushed: Cell::new(0),
             segments: [const { Cell::new(0) }; MAX_SEGMENTS],
             nsegments: Cell::new(0),
         }

@@ -63,6 +63,8 @@ struct Checker<'a> {
     report: HeapReport,
     walk_free: usize,
     walk_free_bytes: usize,
+    walk_in_use_bytes: usize,
+    fast_bytes: usize,
     walked_bytes: usize,
 }
 
@@ -158,6 +160,7 @@ impl Checker<'_> {
                 self.walk_free_bytes += size;
             } else {
                 self.report.in_use_chunks += 1;
+                self.walk_in_use_bytes += size;
                 let bit = c.head() & NON_MAIN_ARENA != 0;
                 if bit == av.is_main() {
                     return Err(self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit"));
@@ -230,6 +233,7 @@ impl Checker<'_> {
                     return Err(self.fail(p.addr(), "fastbin chunk marked free"));
                 }
                 self.report.fast_chunks += 1;
+                self.fast_bytes += p.size();
                 n += 1;
                 if n > 1 << 28 {
                     return Err(self.fail(p.addr(), "fastbin list does not end"));
@@ -272,6 +276,8 @@ impl<K: Kernel> Malloc<K> {
             report: HeapReport::default(),
             walk_free: 0,
             walk_free_bytes: 0,
+            walk_in_use_bytes: 0,
+            fast_bytes: 0,
             walked_bytes: 0,
         };
         let mut complete = true;
@@ -307,6 +313,10 @@ impl<K: Kernel> Malloc<K> {
         ck.check_bins()?;
         if complete && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes) {
             return Err(ck.fail(av.top().addr(), "free chunks in the heap and in the bins differ"));
+        }
+        // In-use chunks (fastbin chunks look in use but are free) add up to the arena's count.
+        if complete && ck.walk_in_use_bytes - ck.fast_bytes != av.in_use.get() {
+            return Err(ck.fail(av.top().addr(), "in-use bytes differ from the arena's count"));
         }
         let r = &ck.report;
         total.chunks += r.chunks;

@@ -278,7 +278,8 @@ impl<K: Kernel> Malloc<K> {
             let end_mark = unsafe_chunk(prev_heap.end() - CHUNK_HDR_SZ);
             debug_assert_eq!(end_mark.head(), PREV_INUSE);
             let mut p = end_mark.minus(end_mark.prev_size());
-            let mut new_size = p.size() + CHUNK_HDR_SZ;
+            let fence_size = p.size();
+            let mut new_size = fence_size + CHUNK_HDR_SZ;
             let prev_free = !p.prev_inuse();
             if prev_free {
                 new_size += p.prev_size();
@@ -287,6 +288,10 @@ impl<K: Kernel> Malloc<K> {
                 break;
             }
             ar.system_mem.set(ar.system_mem.get() - heap.size());
+            if fence_size >= MINSIZE {
+                // The in-use remnant that closed the heap goes back to top.
+                self.returned(ar, fence_size);
+            }
             self.delete_heap(heap);
             heap = prev_heap;
             if prev_free {

@@ -56,6 +56,7 @@ impl<K: Kernel> Malloc<K> {
                 malloc_printerr("free(): invalid next size (fast)");
             }
             self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
+            self.returned(av, size);
             av.have_fastchunks.set(true);
             let idx = fastbin_index(size);
             let old = av.fastbin(idx);
@@ -92,6 +93,7 @@ impl<K: Kernel> Malloc<K> {
             malloc_printerr("free(): invalid next size (normal)");
         }
         self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
+        self.returned(av, size);
 
         let mut p = p;
         let mut size = size;
@@ -161,6 +163,7 @@ impl<K: Kernel> Malloc<K> {
         }
         self.mp.n_mmaps.fetch_sub(1, Ordering::Relaxed);
         self.mp.mmapped_mem.fetch_sub(total, Ordering::Relaxed);
+        self.mmap_taken(-(total as isize));
         // A failing munmap leaves the mapping in place; there is nothing better to do.
         self.sys_munmap(block, total);
     }

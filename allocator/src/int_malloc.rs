@@ -69,9 +69,11 @@ impl<K: Kernel> Malloc<K> {
                         }
                         // SAFETY: as above.
                         av.set_fastbin(idx, unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) });
+                        self.taken(av, nb);
                         tc.put(c, tslot, key);
                     }
                 }
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
         }
@@ -105,9 +107,11 @@ impl<K: Kernel> Malloc<K> {
                         }
                         bin.set_bk(b);
                         b.set_fd(bin);
+                        self.taken(av, nb);
                         tc.put(c, tslot, key);
                     }
                 }
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
         } else {
@@ -168,6 +172,7 @@ impl<K: Kernel> Malloc<K> {
                     victim.set_head(nb | PREV_INUSE | av.arena_bit());
                     remainder.set_head(remainder_size | PREV_INUSE);
                     remainder.set_foot(remainder_size);
+                    self.taken(av, nb);
                     return self.alloc_perturb(victim.mem(), bytes);
                 }
 
@@ -183,6 +188,7 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_non_main_arena();
                     }
                     // Fill the thread cache first; hand one out at the end.
+                    self.taken(av, size);
                     if tcache_fits && tc.has_room(tslot) {
                         tc.put(victim, tslot, key);
                         return_cached = true;
@@ -298,6 +304,7 @@ impl<K: Kernel> Malloc<K> {
                 av.set_top(remainder);
                 victim.set_head(nb | PREV_INUSE | av.arena_bit());
                 remainder.set_head((size - nb) | PREV_INUSE);
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
             if av.have_fastchunks.get() {
@@ -388,8 +395,10 @@ impl<K: Kernel> Malloc<K> {
             if !av.is_main() {
                 victim.set_non_main_arena();
             }
+            self.taken(av, size);
             return;
         }
+        self.taken(av, nb);
         let remainder = victim.plus(nb);
         let bck = av.unsorted();
         let fwd = bck.fd();

@@ -7,7 +7,7 @@
 //! goes through `#[cold]` slow paths.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::{single_threaded, Arena};
 use crate::chunk::{
@@ -21,6 +21,9 @@ use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
 use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST};
 use crate::thread::ThreadSlot;
+
+/// Granularity of the instance-wide in-use total.
+const IN_USE_BATCH: usize = 64 * 1024;
 
 const UNINIT: u8 = 0;
 const INITIALISING: u8 = 1;
@@ -55,6 +58,10 @@ pub struct Malloc<K: Kernel> {
     thread_key: AtomicU32,
     thread_key_ok: AtomicBool,
     pub(crate) stats: SysStats,
+    /// Bytes held by the program or thread caches, all arenas and mmapped chunks together,
+    /// updated in batches (see `taken`); and the highest value it reached.
+    in_use_total: AtomicIsize,
+    peak_in_use: AtomicIsize,
 }
 
 // SAFETY: `free_list` is only touched under `free_list_lock`; arenas synchronise through
@@ -87,6 +94,8 @@ impl<K: Kernel> Malloc<K> {
             thread_key: AtomicU32::new(0),
             thread_key_ok: AtomicBool::new(false),
             stats: SysStats::new(),
+            in_use_total: AtomicIsize::new(0),
+            peak_in_use: AtomicIsize::new(0),
         }
     }
 
@@ -195,6 +204,7 @@ impl<K: Kernel> Malloc<K> {
             return;
         }
         slot.set_active();
+        self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
         let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
         let count = self.mp.tcache_count.load(Ordering::Relaxed);
         if bins > 0 && count > 0 {
@@ -242,6 +252,48 @@ impl<K: Kernel> Malloc<K> {
         }
         av.mutex.unlock();
         p
+    }
+
+    // ----------------------------------------------------------------- accounting
+
+    /// `bytes` of chunks left arena `av`'s free structures for the program or a thread
+    /// cache (`av` held). The arena's count is exact; the instance-wide total (for the peak)
+    /// is updated in steps of `IN_USE_BATCH` so arenas do not fight over one cache line.
+    #[inline]
+    pub(crate) fn taken(&self, av: &Arena, bytes: usize) {
+        av.in_use.set(av.in_use.get() + bytes);
+        self.note_in_use(av, bytes as isize);
+    }
+
+    /// `bytes` of chunks came back to arena `av`'s free structures.
+    #[inline]
+    pub(crate) fn returned(&self, av: &Arena, bytes: usize) {
+        av.in_use.set(av.in_use.get().wrapping_sub(bytes));
+        self.note_in_use(av, -(bytes as isize));
+    }
+
+    #[inline]
+    fn note_in_use(&self, av: &Arena, delta: isize) {
+        let pending = av.unflushed.get() + delta;
+        if pending.unsigned_abs() < IN_USE_BATCH {
+            av.unflushed.set(pending);
+        } else {
+            av.unflushed.set(0);
+            self.mmap_taken(pending);
+        }
+    }
+
+    /// Change of in-use bytes outside any arena (mmapped chunks), or a flushed batch.
+    pub(crate) fn mmap_taken(&self, delta: isize) {
+        let total = self.in_use_total.fetch_add(delta, Ordering::Relaxed) + delta;
+        if delta > 0 {
+            self.peak_in_use.fetch_max(total, Ordering::Relaxed);
+        }
+    }
+
+    /// The highest in-use total seen (within `IN_USE_BATCH` bytes per arena).
+    pub(crate) fn peak_in_use(&self) -> usize {
+        self.peak_in_use.load(Ordering::Relaxed).max(0) as usize
     }
 
     // ----------------------------------------------------------------- malloc

@@ -35,12 +35,14 @@ impl<K: Kernel> Malloc<K> {
             let top = oldp.plus(nb);
             av.set_top(top);
             top.set_head((oldsize + nextsize - nb) | PREV_INUSE);
+            self.taken(av, nb - oldsize);
             return oldp.mem();
         } else if next != av.top() && !next.inuse() && oldsize + nextsize >= nb {
             // Grow into the free chunk after us.
             newp = oldp;
             newsize = oldsize + nextsize;
             unlink_chunk(next);
+            self.taken(av, nextsize);
         } else {
             let newmem = self.int_malloc(av, nb - MALLOC_ALIGN_MASK);
             if newmem.is_null() {

@@ -91,6 +91,8 @@ pub(crate) struct SysStats {
     pub(crate) failed_calls: AtomicU64,
     pub(crate) arenas_created: AtomicU64,
     pub(crate) heaps_created: AtomicU64,
+    /// Threads that used the allocator (each got its cache set up).
+    pub(crate) threads_seen: AtomicU64,
 }
 
 impl SysStats {
@@ -110,6 +112,7 @@ impl SysStats {
             failed_calls: AtomicU64::new(0),
             arenas_created: AtomicU64::new(0),
             heaps_created: AtomicU64::new(0),
+            threads_seen: AtomicU64::new(0),
         }
     }
 }
@@ -138,6 +141,12 @@ pub struct Stats {
     pub heaps_created: u64,
     /// The current mmap threshold (it moves with glibc's dynamic rule).
     pub mmap_threshold: usize,
+    /// Bytes held by the program or in thread caches (chunk sizes, mmapped chunks included),
+    /// now and at the peak (the peak within 64 KiB per arena).
+    pub in_use: usize,
+    pub peak_in_use: usize,
+    /// Threads that have used the allocator.
+    pub threads_seen: u64,
     /// The same figures as `mallinfo2`.
     pub info: MallInfo2,
 }
@@ -230,7 +239,13 @@ impl<K: Kernel> Malloc<K> {
         let info = self.mallinfo2();
         let s = &self.stats;
         let mut arenas = 0;
-        self.for_each_arena(|_| arenas += 1);
+        let mut in_use = self.mp.mmapped_mem.load(Relaxed);
+        self.for_each_arena(|av| {
+            arenas += 1;
+            av.mutex.lock();
+            in_use += av.in_use.get();
+            av.mutex.unlock();
+        });
         Stats {
             brk_calls: s.brk_calls.load(Relaxed),
             brk_grown: s.brk_grown.load(Relaxed),
@@ -247,6 +262,9 @@ impl<K: Kernel> Malloc<K> {
             arenas,
             heaps_created: s.heaps_created.load(Relaxed),
             mmap_threshold: self.mp.mmap_threshold.load(Relaxed),
+            in_use,
+            peak_in_use: self.peak_in_use().max(in_use),
+            threads_seen: s.threads_seen.load(Relaxed),
             info,
         }
     }

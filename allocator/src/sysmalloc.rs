@@ -55,6 +55,7 @@ impl<K: Kernel> Malloc<K> {
             av.set_top(remainder);
             p.set_head(nb | PREV_INUSE | av.arena_bit());
             remainder.set_head((size - nb) | PREV_INUSE);
+            self.taken(av, nb);
             return p.mem();
         }
         core::ptr::null_mut()
@@ -77,6 +78,7 @@ impl<K: Kernel> Malloc<K> {
         self.mp.max_n_mmaps.fetch_max(n, Ordering::Relaxed);
         let sum = self.mp.mmapped_mem.fetch_add(size, Ordering::Relaxed) + size;
         self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
+        self.mmap_taken(size as isize);
         Some(p.mem())
     }
 
@@ -110,10 +112,16 @@ impl<K: Kernel> Malloc<K> {
             old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             old_top.plus(old_size).set_foot(CHUNK_HDR_SZ);
             old_top.set_head(old_size | PREV_INUSE | NON_MAIN_ARENA);
+            // Free space, not the program's: count it taken so that freeing it balances.
+            self.taken(av, old_size);
             self.int_free(av, old_top, true);
         } else {
             old_top.set_head((old_size + CHUNK_HDR_SZ) | PREV_INUSE | NON_MAIN_ARENA);
             old_top.set_foot(old_size + CHUNK_HDR_SZ);
+            if old_size + CHUNK_HDR_SZ >= MINSIZE {
+                // An in-use chunk that closes the heap.
+                self.taken(av, old_size + CHUNK_HDR_SZ);
+            }
         }
         true
     }
@@ -221,6 +229,7 @@ impl<K: Kernel> Malloc<K> {
             old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             old_top.plus(old_size + CHUNK_HDR_SZ).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             if old_size >= MINSIZE {
+                self.taken(av, old_size);
                 self.int_free(av, old_top, true);
             }
         }
@@ -311,6 +320,7 @@ impl<K: Kernel> Malloc<K> {
         // SAFETY: the chunk header at the same offset in the moved mapping.
         let p = unsafe { Chunk::at(cp + offset) };
         p.set_head((new_size - offset) | IS_MMAPPED);
+        self.mmap_taken(new_size as isize - total as isize);
         let sum = if new_size >= total {
             self.mp.mmapped_mem.fetch_add(new_size - total, Ordering::Relaxed) + (new_size - total)
         } else {

@@ -738,6 +738,22 @@ fn introspection() -> Result<(), String> {
     check(after.hblks == before.hblks && after.fordblks > mid.fordblks, || format!("after free: {after:?}"))?;
     check(after.keepcost > 0 && after.ordblks >= 1, || "keepcost/ordblks".into())?;
 
+    // In-use accounting: 1000 blocks of 10 KiB come and go; the peak remembers them.
+    let s0 = m.stats();
+    let held: Vec<*mut u8> = (0..1000).map(|_| m.malloc(10 * 1024)).collect();
+    let s1 = m.stats();
+    check(s1.in_use >= s0.in_use + 1000 * 10 * 1024, || format!("in_use {} -> {}", s0.in_use, s1.in_use))?;
+    for p in held {
+        // SAFETY: live blocks.
+        unsafe { m.free(p) };
+    }
+    let s2 = m.stats();
+    check(s2.in_use + 1000 * 10 * 1024 <= s1.in_use, || format!("in_use after free {}", s2.in_use))?;
+    check(s2.peak_in_use + 64 * 1024 >= s1.in_use, || {
+        format!("peak {} below {}", s2.peak_in_use, s1.in_use)
+    })?;
+    check(s2.threads_seen >= 1, || "threads_seen".into())?;
+
     let mut text = String::new();
     m.write_malloc_stats(&mut text);
     let lines: Vec<&str> = text.lines().collect();
