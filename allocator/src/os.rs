@@ -58,9 +58,13 @@ impl<K: Kernel> Malloc<K> {
     ) -> Result<usize, Errno> {
         self.stats.mremap_calls.fetch_add(1, Relaxed);
         let r = self.kernel.mremap(addr, old_len, new_len, flags);
-        if r.is_err() {
-            self.stats.failed_calls.fetch_add(1, Relaxed);
-        }
+        match r {
+            Ok(_) if new_len >= old_len => {
+                self.stats.mremap_grown.fetch_add((new_len - old_len) as u64, Relaxed)
+            }
+            Ok(_) => self.stats.mremap_shrunk.fetch_add((old_len - new_len) as u64, Relaxed),
+            Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
+        };
         r
     }
 

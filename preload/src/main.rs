@@ -3,6 +3,7 @@
 //! With no arguments it runs the demonstration (`ptalloc demo`).
 
 mod demo;
+mod run;
 
 use demo::DemoConfig;
 
@@ -10,6 +11,13 @@ const HELP: &str = "\
 ptalloc - a glibc-style (ptmalloc) memory allocator in Rust
 
 usage:
+  ptalloc run [--stats] [--lib PATH] [--] PROGRAM [ARGS...]
+                          run PROGRAM with libptalloc.so preloaded (LD_PRELOAD), so all its
+                          malloc/free calls go to ptalloc; its exit status is passed through
+      --stats             print a summary on stderr when each process exits
+                          (bytes in use now and at peak, brk/mmap/munmap/mremap calls and
+                          bytes, arenas, threads; same as PTALLOC_STATS=1)
+      --lib PATH          the library to preload (default: libptalloc.so next to this program)
   ptalloc                 run the demonstration with its defaults (same as `ptalloc demo`)
   ptalloc demo [OPTIONS]  run one multi-threaded workload on ptalloc and on the system
                           allocator (glibc), each in a fresh process, and print time,
@@ -18,6 +26,11 @@ usage:
       --ops N             operations per thread (default 1000000)
       --seed N            workload seed (default 1)
   ptalloc help | --help   this text
+
+environment: the glibc settings work unchanged under ptalloc: GLIBC_TUNABLES=glibc.malloc.*
+(mmap_threshold, trim_threshold, top_pad, mmap_max, arena_max, arena_test, tcache_count,
+tcache_max, mxfast, perturb) and MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
+MALLOC_TOP_PAD_, MALLOC_MMAP_MAX_, MALLOC_ARENA_MAX, MALLOC_ARENA_TEST, MALLOC_PERTURB_.
 ";
 
 fn parse_number(flag: &str, value: Option<&String>) -> Result<u64, String> {
@@ -34,6 +47,7 @@ fn run(args: &[String]) -> Result<i32, String> {
             print!("{HELP}");
             Ok(0)
         }
+        "run" => run::run(run::parse(&args[1..])?),
         "demo" => {
             let mut cfg = DemoConfig::default();
             let mut worker = None;
