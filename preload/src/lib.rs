@@ -9,8 +9,8 @@
 //!
 //! Rules this file keeps: nothing here allocates except through ptalloc itself; the
 //! allocator initialises itself on the first call (the dynamic loader frees memory before
-//! any constructor runs); no panic can unwind out of an `extern "C"` function (the profiles
-//! use `panic = "abort"`, and Rust aborts on unwinding across `extern "C"` anyway).
+//! any constructor runs); no panic can unwind out of an `extern "C"` function (Rust aborts
+//! the process when one tries), and the allocator has no panicking paths by design.
 //!
 //! `PTALLOC_STATS=1` prints a summary on standard error when the process exits.
 

@@ -53,7 +53,12 @@ pub fn run(cfg: RunConfig) -> Result<i32, String> {
         Some(l) => l,
         None => default_lib()?,
     };
-    let lib = lib.canonicalize().map_err(|e| format!("run: library {} not usable: {e}", lib.display()))?;
+    let lib = lib.canonicalize().map_err(|e| {
+        format!(
+            "run: library {} not usable ({e}); build it with `cargo build --release` or give --lib",
+            lib.display()
+        )
+    })?;
     let preload = match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {
             let mut v = lib.clone().into_os_string();
