@@ -12,7 +12,8 @@
 //! any constructor runs); no panic can unwind out of an `extern "C"` function (Rust aborts
 //! the process when one tries), and the allocator has no panicking paths by design.
 //!
-//! `PTALLOC_STATS=1` prints a summary on standard error when the process exits.
+//! `PTALLOC_STATS=1` prints a summary on standard error when the process exits;
+//! `PTALLOC_STATS=/some/file` appends it to that file instead.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -243,21 +244,35 @@ pub unsafe extern "C" fn __posix_memalign(memptr: *mut *mut c_void, alignment: u
 static INIT: extern "C" fn() = on_load;
 
 /// Where the exit report goes: a private copy of stderr, because many programs close
-/// stderr in their own exit handlers (which run before ours, registered first).
+/// stderr in their own exit handlers (which run before ours, registered first); or the file
+/// `PTALLOC_STATS` names, when it is a path.
 static REPORT_FD: AtomicI32 = AtomicI32::new(2);
 
 extern "C" fn on_load() {
-    // SAFETY: getenv with a NUL-terminated name; fcntl duplicates fd 2 (close-on-exec, at a
-    // high number so it stays out of the program's way); atexit takes a plain function.
+    // SAFETY: getenv with a NUL-terminated name returns NULL or a NUL-terminated string;
+    // open/fcntl make a close-on-exec descriptor (duplicates at a high number, out of the
+    // program's way); atexit takes a plain extern "C" function.
     unsafe {
         let v = libc::getenv(c"PTALLOC_STATS".as_ptr());
-        if !v.is_null() && *v != 0 && !(*v == b'0' as c_char && *v.add(1) == 0) {
-            let fd = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100);
-            if fd >= 0 {
-                REPORT_FD.store(fd, Ordering::Relaxed);
-            }
-            libc::atexit(report_at_exit);
+        if v.is_null() || *v == 0 || (*v == b'0' as c_char && *v.add(1) == 0) {
+            return;
         }
+        let fd = if *v == b'/' as c_char {
+            let f = libc::open(v, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644);
+            let high = if f >= 0 { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 100) } else { -1 };
+            if high >= 0 {
+                libc::close(f);
+                high
+            } else {
+                f
+            }
+        } else {
+            libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100)
+        };
+        if fd >= 0 {
+            REPORT_FD.store(fd, Ordering::Relaxed);
+        }
+        libc::atexit(report_at_exit);
     }
 }
 
@@ -269,6 +284,8 @@ extern "C" fn report_at_exit() {
     let s = linux().stats();
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
+    // One write of under 512 bytes: reports of concurrent processes appending to one file
+    // do not interleave.
     let mut out = FdWriter::new(REPORT_FD.load(Ordering::Relaxed));
     let _ = write!(
         out,

@@ -16,7 +16,8 @@ usage:
                           malloc/free calls go to ptalloc; its exit status is passed through
       --stats             print a summary on stderr when each process exits
                           (bytes in use now and at peak, brk/mmap/munmap/mremap calls and
-                          bytes, arenas, threads; same as PTALLOC_STATS=1)
+                          bytes, arenas, threads; same as PTALLOC_STATS=1, and
+                          PTALLOC_STATS=/path/file appends the summaries to a file)
       --lib PATH          the library to preload (default: libptalloc.so next to this program)
   ptalloc                 run the demonstration with its defaults (same as `ptalloc demo`)
   ptalloc demo [OPTIONS]  run one multi-threaded workload on ptalloc and on the system
