@@ -13,10 +13,20 @@ fn program() -> &'static PathBuf {
 }
 
 fn case(name: &str) {
-    let glibc = Command::new(program()).arg(name).env_remove("LD_PRELOAD").output().unwrap();
+    case_with_env(name, &[]);
+}
+
+fn case_with_env(name: &str, env: &[(&str, &str)]) {
+    let glibc = Command::new(program())
+        .arg(name)
+        .env_remove("LD_PRELOAD")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(glibc.status.success(), "case {name} fails on glibc itself:\n{}", common::describe(&glibc));
     let ours = common::with_ptalloc(Command::new(program()).arg(name))
         .env("EXPECT_MALLOC_FROM", "libptalloc.so")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(ours.status.success(), "case {name} fails on ptalloc:\n{}", common::describe(&ours));
@@ -40,6 +50,9 @@ fn every_case_is_run() {
         "fork",
         "rlimit_as",
         "thread_churn",
+        "tunables",
+        "env_aliases",
+        "signal_fork",
         "interposed",
     ];
     assert_eq!(listed, here, "conformance.c and this file list different cases");
@@ -96,6 +109,21 @@ fn rlimit_as_exhaustion_and_recovery() {
 #[test]
 fn twenty_thousand_threads_keep_rss_flat() {
     case("thread_churn");
+}
+
+#[test]
+fn glibc_tunables_apply() {
+    case_with_env("tunables", &[("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0:glibc.malloc.perturb=165")]);
+}
+
+#[test]
+fn malloc_environment_names_apply() {
+    case_with_env("env_aliases", &[("MALLOC_MMAP_MAX_", "0"), ("MALLOC_PERTURB_", "90")]);
+}
+
+#[test]
+fn fork_from_a_signal_handler() {
+    case("signal_fork");
 }
 
 #[test]

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -542,6 +543,61 @@ static void case_thread_churn(void) {
     }
 }
 
+/* Run with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.perturb=165 (see the test):
+ * nothing is mmapped, fresh blocks are filled with 165 ^ 0xff. The settings must hold even
+ * though the dynamic loader may have called malloc before the environment was set up. */
+static void case_tunables(void) {
+    void *big = malloc(opaque(8 << 20));
+    CHECK(big && in_brk_heap(big));
+    free(big);
+    unsigned char *p = malloc(opaque(100));
+    int filled = 1;
+    for (int i = 0; i < 100; i++) filled &= p[i] == (165 ^ 0xff);
+    CHECK(filled);
+    free(p);
+}
+
+/* Same with the MALLOC_*_ names: MALLOC_MMAP_MAX_=0 MALLOC_PERTURB_=90. */
+static void case_env_aliases(void) {
+    void *big = malloc(opaque(8 << 20));
+    CHECK(big && in_brk_heap(big));
+    free(big);
+    unsigned char *p = malloc(opaque(100));
+    int filled = 1;
+    for (int i = 0; i < 100; i++) filled &= p[i] == (90 ^ 0xff);
+    CHECK(filled);
+    free(p);
+}
+
+/* A single-threaded process forks from a signal handler that may interrupt malloc. */
+static volatile sig_atomic_t forks_done;
+
+static void fork_in_handler(int sig) {
+    (void)sig;
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid > 0) {
+        int status;
+        waitpid(pid, &status, 0);
+        forks_done++;
+    }
+}
+
+static void case_signal_fork(void) {
+    signal(SIGALRM, fork_in_handler);
+    struct itimerval t = {{0, 2000}, {0, 2000}};
+    setitimer(ITIMER_REAL, &t, NULL);
+    void *held[256] = {0};
+    for (unsigned i = 0; forks_done < 100; i++) {
+        free(held[i % 256]);
+        held[i % 256] = malloc(16 + (i * 37) % 3000);
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    for (int i = 0; i < 256; i++) free(held[i]);
+    CHECK(forks_done >= 100);
+}
+
 static void case_interposed(void) {
     Dl_info info;
     void *fn = dlsym(RTLD_DEFAULT, "malloc");
@@ -561,7 +617,9 @@ static const struct { const char *name; void (*fn)(void); } cases[] = {
     {"mallopt", case_mallopt},     {"introspection", case_introspection},
     {"corruption", case_corruption}, {"threads", case_threads},
     {"fork", case_fork},           {"rlimit_as", case_rlimit_as},
-    {"thread_churn", case_thread_churn}, {"interposed", case_interposed},
+    {"thread_churn", case_thread_churn}, {"tunables", case_tunables},
+    {"env_aliases", case_env_aliases}, {"signal_fork", case_signal_fork},
+    {"interposed", case_interposed},
 };
 
 int main(int argc, char **argv) {
