@@ -6,6 +6,7 @@
 //! kernel-sim's `SimKernel`, which serves them from a simulated memory manager. The allocator
 //! is generic over the trait, so the Linux build pays nothing for the seam.
 
+use crate::tcache::Tcache;
 use crate::thread::ThreadSlot;
 
 /// An error number, as the Linux system call reports it (`ENOMEM`, `EINVAL`, ...).
@@ -87,4 +88,13 @@ pub unsafe trait Kernel: Sync + 'static {
     /// (anything else would allocate on first use), returned by address — see
     /// `LinuxKernel`'s implementation.
     fn thread_slot() -> *const ThreadSlot;
+
+    /// The calling thread's cache, as stored in its slot: the first load of both fast paths.
+    /// A kernel may read it more directly than through `thread_slot` (`LinuxKernel` does).
+    #[doc(hidden)]
+    #[inline(always)]
+    fn thread_tcache() -> *const Tcache {
+        // SAFETY: the slot is the calling thread's and lives as long as the thread.
+        unsafe { (*Self::thread_slot()).tcache_ptr() }
+    }
 }

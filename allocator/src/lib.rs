@@ -45,4 +45,6 @@ pub use params::{
     M_TRIM_THRESHOLD,
 };
 pub use stats::{FdWriter, MallInfo, MallInfo2, Stats};
+#[doc(hidden)]
+pub use tcache::Tcache;
 pub use thread::ThreadSlot;

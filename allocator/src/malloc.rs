@@ -118,7 +118,9 @@ impl<K: Kernel> Malloc<K> {
     /// The calling thread's cache (the disabled one if it has none).
     #[inline(always)]
     pub(crate) fn thread_tcache(&self) -> &Tcache {
-        self.slot().tcache()
+        // SAFETY: the slot holds the disabled cache (a static) or this thread's own cache,
+        // which stays allocated until thread exit swaps it out.
+        unsafe { &*K::thread_tcache() }
     }
 
     #[inline(always)]
