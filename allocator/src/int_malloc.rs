@@ -165,13 +165,7 @@ impl<K: Kernel> Malloc<K> {
                     av.last_remainder.set(remainder);
                     remainder.set_bk(unsorted);
                     remainder.set_fd(unsorted);
-                    if !in_smallbin_range(remainder_size) {
-                        remainder.set_fd_nextsize(Chunk::NULL);
-                        remainder.set_bk_nextsize(Chunk::NULL);
-                    }
-                    victim.set_head(nb | PREV_INUSE | av.arena_bit());
-                    remainder.set_head(remainder_size | PREV_INUSE);
-                    remainder.set_foot(remainder_size);
+                    set_split_heads(av, victim, nb, remainder, remainder_size);
                     self.taken(av, nb);
                     return self.alloc_perturb(victim.mem(), bytes);
                 }
@@ -412,13 +406,7 @@ impl<K: Kernel> Malloc<K> {
         if remember {
             av.last_remainder.set(remainder);
         }
-        if !in_smallbin_range(remainder_size) {
-            remainder.set_fd_nextsize(Chunk::NULL);
-            remainder.set_bk_nextsize(Chunk::NULL);
-        }
-        victim.set_head(nb | PREV_INUSE | av.arena_bit());
-        remainder.set_head(remainder_size | PREV_INUSE);
-        remainder.set_foot(remainder_size);
+        set_split_heads(av, victim, nb, remainder, remainder_size);
     }
 
     #[inline(always)]
@@ -497,4 +485,16 @@ impl<K: Kernel> Malloc<K> {
             }
         }
     }
+}
+
+/// Headers after splitting `victim` into an allocated chunk of `nb` and a free `remainder`
+/// (already linked into the unsorted bin; a large one starts off the skip list).
+fn set_split_heads(av: &Arena, victim: Chunk, nb: usize, remainder: Chunk, remainder_size: usize) {
+    if !in_smallbin_range(remainder_size) {
+        remainder.set_fd_nextsize(Chunk::NULL);
+        remainder.set_bk_nextsize(Chunk::NULL);
+    }
+    victim.set_head(nb | PREV_INUSE | av.arena_bit());
+    remainder.set_head(remainder_size | PREV_INUSE);
+    remainder.set_foot(remainder_size);
 }

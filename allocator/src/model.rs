@@ -510,6 +510,21 @@ impl<A: Allocator> Model<A> {
         self.live.lock().unwrap().remove(&b.ptr);
     }
 
+    /// Verify a block's pattern, then free it (which must leave errno alone).
+    fn release(&self, b: Block, stats: &mut RunStats) -> Result<(), String> {
+        stats.bytes_checked += verify(&b, b.size)?;
+        self.forget(&b);
+        let saved = 4242;
+        set_errno(saved);
+        // SAFETY: a live block of the table, taken out of it.
+        unsafe { self.alloc.free(b.ptr as *mut u8) };
+        if errno() != saved {
+            return Err(format!("free({:#x}) changed errno", b.ptr));
+        }
+        stats.frees += 1;
+        Ok(())
+    }
+
     /// Apply one operation; `seed` makes the new block's pattern.
     pub fn apply(&self, op: Op, seed: u64, stats: &mut RunStats) -> Result<(), String> {
         stats.ops += 1;
@@ -579,16 +594,7 @@ impl<A: Allocator> Model<A> {
             Op::Free { slot } => {
                 let mut s = slot_of(slot).lock().unwrap();
                 if let Some(b) = s.take() {
-                    stats.bytes_checked += verify(&b, b.size)?;
-                    self.forget(&b);
-                    let saved = 4242;
-                    set_errno(saved);
-                    // SAFETY: a live block of the table.
-                    unsafe { self.alloc.free(b.ptr as *mut u8) };
-                    if errno() != saved {
-                        return Err("free changed errno".into());
-                    }
-                    stats.frees += 1;
+                    self.release(b, stats)?;
                 }
                 Ok(())
             }
@@ -666,11 +672,7 @@ impl<A: Allocator> Model<A> {
     ) -> Result<(), String> {
         let mut s = slot.lock().unwrap();
         if let Some(b) = s.take() {
-            stats.bytes_checked += verify(&b, b.size)?;
-            self.forget(&b);
-            // SAFETY: a live block of the table.
-            unsafe { self.alloc.free(b.ptr as *mut u8) };
-            stats.frees += 1;
+            self.release(b, stats)?;
         }
         let p = f(&self.alloc);
         if p.is_null() {
@@ -747,11 +749,7 @@ impl<A: Allocator> Model<A> {
         for slot in &self.slots {
             let mut s = slot.lock().unwrap();
             if let Some(b) = s.take() {
-                stats.bytes_checked += verify(&b, b.size)?;
-                self.forget(&b);
-                // SAFETY: a live block of the table.
-                unsafe { self.alloc.free(b.ptr as *mut u8) };
-                stats.frees += 1;
+                self.release(b, stats)?;
             }
         }
         Ok(())
