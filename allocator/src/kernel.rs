@@ -29,7 +29,8 @@ impl Errno {
 /// The memory calls of an operating-system kernel, with Linux's semantics and error codes.
 ///
 /// Protection, map and advice arguments use Linux's constants (`libc::PROT_*`, `libc::MAP_*`,
-/// `libc::MREMAP_*`, `libc::MADV_*`). Addresses are plain `usize`.
+/// `libc::MREMAP_*`, `libc::MADV_*`). Addresses are plain `usize`. Errors are returned as
+/// values; the calls leave the thread's `errno` as they found it (`free` relies on this).
 ///
 /// # Safety
 ///

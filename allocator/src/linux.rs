@@ -20,8 +20,15 @@ pub(crate) fn set_errno(value: i32) {
     unsafe { *libc::__errno_location() = value }
 }
 
-fn last_error() -> Errno {
-    Errno(errno())
+/// Run a libc call that sets errno on failure, and give errno back its old value: the
+/// allocator reports errors as values, and `free` must not change errno.
+#[inline]
+fn keeping_errno<T>(call: impl FnOnce() -> T) -> (T, Errno) {
+    let saved = errno();
+    let r = call();
+    let e = Errno(errno());
+    set_errno(saved);
+    (r, e)
 }
 
 // SAFETY: every call is the system call itself; Linux maps what it reports as mapped, anonymous
@@ -47,9 +54,9 @@ unsafe impl Kernel for LinuxKernel {
     /// user in the process.
     fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
         // SAFETY: sbrk only moves the program break.
-        let old = unsafe { libc::sbrk(increment as libc::intptr_t) };
+        let (old, e) = keeping_errno(|| unsafe { libc::sbrk(increment as libc::intptr_t) });
         if old as isize == -1 {
-            Err(last_error())
+            Err(e)
         } else {
             Ok(old as usize)
         }
@@ -57,10 +64,11 @@ unsafe impl Kernel for LinuxKernel {
 
     fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
         // SAFETY: an anonymous mapping; with MAP_FIXED the caller owns the range it replaces.
-        let p =
-            unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0) };
+        let (p, e) = keeping_errno(|| unsafe {
+            libc::mmap(addr as *mut libc::c_void, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)
+        });
         if p == libc::MAP_FAILED {
-            Err(last_error())
+            Err(e)
         } else {
             Ok(p as usize)
         }
@@ -68,20 +76,19 @@ unsafe impl Kernel for LinuxKernel {
 
     fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
         // SAFETY: the caller unmaps only memory it owns.
-        if unsafe { libc::munmap(addr as *mut libc::c_void, len) } == 0 {
-            Ok(())
-        } else {
-            Err(last_error())
+        match keeping_errno(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) }) {
+            (0, _) => Ok(()),
+            (_, e) => Err(e),
         }
     }
 
     fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
         // SAFETY: the caller owns the mapping it remaps; MREMAP_FIXED is never passed.
-        let p = unsafe {
+        let (p, e) = keeping_errno(|| unsafe {
             libc::mremap(old_addr as *mut libc::c_void, old_len, new_len, flags & !libc::MREMAP_FIXED)
-        };
+        });
         if p == libc::MAP_FAILED {
-            Err(last_error())
+            Err(e)
         } else {
             Ok(p as usize)
         }
@@ -89,19 +96,17 @@ unsafe impl Kernel for LinuxKernel {
 
     fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
         // SAFETY: the caller changes protection only of memory it owns.
-        if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
-            Ok(())
-        } else {
-            Err(last_error())
+        match keeping_errno(|| unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) }) {
+            (0, _) => Ok(()),
+            (_, e) => Err(e),
         }
     }
 
     fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
         // SAFETY: the caller advises only on memory it owns and no longer needs.
-        if unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) } == 0 {
-            Ok(())
-        } else {
-            Err(last_error())
+        match keeping_errno(|| unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) }) {
+            (0, _) => Ok(()),
+            (_, e) => Err(e),
         }
     }
 

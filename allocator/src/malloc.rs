@@ -14,7 +14,7 @@ use crate::chunk::{
     aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
-use crate::linux::{errno, set_errno};
+use crate::linux::set_errno;
 use crate::lock::Lock;
 use crate::params::{environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
 use crate::printerr::malloc_printerr;
@@ -388,11 +388,11 @@ impl<K: Kernel> Malloc<K> {
         self.free_slow(unsafe { Chunk::from_mem(mem) })
     }
 
+    /// errno needs no saving here: kernel calls report errors as values and leave it alone.
     #[cold]
     #[inline(never)]
     fn free_slow(&'static self, p: Chunk) {
         self.ensure_ready();
-        let saved = errno();
         if p.is_mmapped() {
             self.free_mmapped(p);
         } else {
@@ -403,7 +403,6 @@ impl<K: Kernel> Malloc<K> {
             let av = self.arena_for_chunk(p);
             self.int_free(av, p, false);
         }
-        set_errno(saved);
     }
 
     /// Release an mmapped chunk, raising the mmap threshold to its size first if glibc's
