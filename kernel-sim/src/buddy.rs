@@ -436,3 +436,6 @@ impl PhysMem {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -247,3 +247,6 @@ impl Slab {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

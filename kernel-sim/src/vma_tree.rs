@@ -306,11 +306,14 @@ impl VmaTree {
                 }
             }
             'check: loop {
-                let gap_end = v.start_gap();
-                if gap_end < low_end {
+                // Every gap still to visit ends below this VMA's start. (Linux tests the
+                // guard-adjusted start here, which gives up too early when a stack's guard
+                // gap reaches over a lower VMA.)
+                if v.start() < low_end {
                     return None;
                 }
-                if gap_start <= high_start && gap_end > gap_start && gap_end - gap_start >= len {
+                let gap_end = v.start_gap();
+                if gap_end >= low_end && gap_start <= high_start && gap_end > gap_start && gap_end - gap_start >= len {
                     return Some(gap_end.min(high) - len);
                 }
                 if let Some(l) = v.rb_left.get() {
@@ -347,7 +350,7 @@ impl VmaTree {
         if let Some(mut v) = self.root.filter(|r| r.rb_subtree_gap.get() >= len) {
             'descend: loop {
                 let mut gap_end = v.start_gap();
-                if gap_end >= low_end {
+                if v.start() >= low_end {
                     if let Some(l) = v.rb_left.get() {
                         if l.rb_subtree_gap.get() >= len {
                             v = l;
@@ -456,3 +459,6 @@ impl VmaTree {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests;
