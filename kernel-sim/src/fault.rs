@@ -181,6 +181,12 @@ pub(crate) fn handle_mm_fault(
     let pgd = st.mm.pgd;
     let slot = pte_alloc(&mut st.phys, &mut st.mm.pgtables_bytes, pgd, addr).map_err(|_| FaultError::Oom)?;
     let e = slot.get();
+    if pte_none(e) && !write && !vma.is_anonymous() {
+        do_fault_around(st, vma, addr);
+        if !pte_none(slot.get()) {
+            return Ok(true);
+        }
+    }
     if pte_none(e) {
         if vma.is_anonymous() {
             do_anonymous_page(st, vma, addr, slot, write)?;
@@ -209,6 +215,45 @@ pub(crate) fn handle_mm_fault(
         st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e));
     }
     Ok(false)
+}
+
+/// Pages around a read fault on a file or shmem mapping that are already in the page
+/// cache get mapped too (`do_fault_around`, 64 KiB windows: `fault_around_bytes`), each
+/// counted in RSS. Nothing is allocated for them.
+fn do_fault_around(st: &mut State, vma: VmaPtr, addr: usize) {
+    const FAULT_AROUND_PAGES: usize = 16;
+    let Some(inode) = vma.file() else { return };
+    let pte_off = (addr >> PAGE_SHIFT) & 511;
+    let vma_off = (addr - vma.start()) >> PAGE_SHIFT;
+    let from = (pte_off & !(FAULT_AROUND_PAGES - 1)).max(pte_off - pte_off.min(vma_off));
+    let to = (from + FAULT_AROUND_PAGES).min(512).min(pte_off + vma.pages() - vma_off);
+    let table_base = addr & !((512 << PAGE_SHIFT) - 1);
+    let pgd = st.mm.pgd;
+    let shmem = vma.is_shmem();
+    // Writable only where the mapping is shared; private mappings copy on write.
+    let flags = if shmem { vma.flags() } else { vma.flags() & !VM_WRITE };
+    let mut batch = crate::mmu::Batch::mapping(st.host);
+    for i in from..to {
+        let a = table_base + (i << PAGE_SHIFT);
+        let index = vma.pgoff_at(a);
+        if index >= inode.size_pages.get() {
+            break;
+        }
+        let Some(pfn) = crate::shmem::find_page(&st.phys, &inode, index) else { continue };
+        let Some(slot) = crate::page_table::pte_lookup(&st.phys, pgd, a) else { continue };
+        if !pte_none(slot.get()) {
+            continue;
+        }
+        let page = st.phys.page(pfn);
+        page.mapcount.set(page.mapcount.get() + 1);
+        st.mm.rss[if shmem { MM_SHMEMPAGES } else { MM_FILEPAGES }] += 1;
+        let mut e = mk_pte(pfn, flags);
+        if flags & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
+            e |= PTE_RW;
+        }
+        slot.set(e);
+        batch.push(a, pfn, pte_host_prot(e));
+    }
 }
 
 fn set_pte(st: &mut State, addr: usize, slot: PteSlot, e: u64) {

@@ -547,6 +547,12 @@ impl Machine {
         }
     }
 
+    /// The VMA containing `addr`, if any.
+    pub fn vma_at(&self, addr: usize) -> Option<crate::proc::VmaInfo> {
+        let st = self.lock();
+        st.mm.vma_lookup(addr).map(|v| crate::proc::VmaInfo::of(&st, v))
+    }
+
     /// Whether `addr` is in this machine's user range.
     pub fn contains(&self, addr: usize) -> bool {
         self.host.contains(addr)

@@ -14,7 +14,7 @@
 use crate::machine::State;
 use crate::mm::{
     VmFlags, VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_RAND_READ,
-    VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK, VM_WRITE,
+    VM_MAYWRITE, VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK,
 };
 use crate::page::{offset_in_page, page_align};
 use crate::vma::vma_modify;
@@ -173,7 +173,7 @@ fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 || !vma.is_shmem() {
                 return Err(Errno::EINVAL);
             }
-            if flags & (VM_SHARED | VM_WRITE) != (VM_SHARED | VM_WRITE) {
+            if flags & (VM_SHARED | VM_MAYWRITE) != (VM_SHARED | VM_MAYWRITE) {
                 return Err(Errno::EACCES);
             }
             crate::memory::zap_page_range(st, start, end);

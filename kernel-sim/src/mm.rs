@@ -331,7 +331,7 @@ impl Mm {
 
     /// Whether `vma` is the brk heap, as `/proc/PID/maps` decides it.
     pub fn is_heap(&self, vma: &Vma) -> bool {
-        vma.start() <= self.brk && vma.end() >= self.start_brk
+        vma.start() < self.brk && vma.end() > self.start_brk
     }
 
     /// Whether `vma` is the initial stack.

@@ -281,7 +281,8 @@ pub(crate) fn mmap_region(
     // The map count check above allowed one more VMA; make sure a replaced range can be
     // split. Linux gathers the old VMAs first and fails here with ENOMEM too.
     if overlapped > 0 {
-        if let Err(e) = unmap_for_fixed(st, addr, end, overlapped_accounted) {
+        let transfer = if accountable_mapping(vm_flags & !VM_ACCOUNT) { overlapped_accounted } else { 0 };
+        if let Err(e) = unmap_for_fixed(st, addr, end, transfer) {
             st.sys.vm_unacct_memory(charged);
             if let Some(inode) = shmem {
                 crate::vma::inode_put(st, inode);

@@ -104,6 +104,8 @@ pub struct VmaInfo {
     pub zero_pages: usize,
     /// The anon_vma's serial number, 0 if none.
     pub anon_vma: u64,
+    /// Size of the mapped object (file or shmem inode) in pages; 0 for anonymous memory.
+    pub object_pages: usize,
     pub stats: MemStats,
 }
 
@@ -120,6 +122,7 @@ impl VmaInfo {
         present: 0,
         zero_pages: 0,
         anon_vma: 0,
+        object_pages: 0,
         stats: MemStats {
             resident: 0,
             pss: 0,
@@ -151,6 +154,7 @@ impl VmaInfo {
             info.dev = crate::shmem::inode_dev(&f);
             info.ino = f.ino.get();
             info.name = crate::shmem::inode_path(&f);
+            info.object_pages = f.size_pages.get();
         } else if st.mm.is_heap(&v) {
             info.name = "[heap]";
         } else if st.mm.is_stack(&v) {
