@@ -77,7 +77,7 @@ pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
     if mm.locked_vm < locked {
         return fail("locked_vm below the locked VMAs", mm.locked_vm, locked);
     }
-    if (accounted + shmem_charged) as isize != st.sys.committed_as {
+    if (accounted + shmem_charged + st.sys.committed_leaked) as isize != st.sys.committed_as {
         return fail(
             "Committed_AS differs from the charged mappings",
             accounted + shmem_charged,

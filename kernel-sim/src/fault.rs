@@ -122,15 +122,21 @@ fn expand_downwards(st: &mut State, vma: VmaPtr, addr: usize) -> Result<(), ()> 
     let grow = (vma.start() - address) >> PAGE_SHIFT;
     let size = vma.end() - address;
     let flags = vma.flags();
+    if grow > vma.pgoff() {
+        return Err(());
+    }
     if !st.mm.may_expand_vm(flags, grow) || size as u64 > st.mm.rlimits.stack {
         return Err(());
     }
-    if flags & VM_LOCKED != 0 && !st.mm.mlock_future_ok(flags, grow << PAGE_SHIFT, st.sys.cap_ipc_lock) {
+    if !st.mm.mlock_future_ok(flags, grow << PAGE_SHIFT, st.sys.cap_ipc_lock) {
         return Err(());
     }
-    if flags & VM_ACCOUNT != 0 {
-        let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
-        st.sys.vm_enough_memory(grow, ram, total).map_err(|_| ())?;
+    // Linux charges stack growth whether or not the VMA is VM_ACCOUNT; without it the
+    // charge is never given back.
+    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+    st.sys.vm_enough_memory(grow, ram, total).map_err(|_| ())?;
+    if flags & VM_ACCOUNT == 0 {
+        st.sys.committed_leaked += grow;
     }
     if flags & VM_LOCKED != 0 {
         st.mm.locked_vm += grow;
@@ -138,7 +144,6 @@ fn expand_downwards(st: &mut State, vma: VmaPtr, addr: usize) -> Result<(), ()> 
     st.mm.vm_stat_account(flags, grow as isize);
     vma.vm_pgoff.set(vma.pgoff() - grow);
     vma.vm_start.set(address);
-    vma.vm_flags.set(flags | VM_SOFTDIRTY);
     st.mm.vmas.adjusted(vma);
     Ok(())
 }

@@ -45,6 +45,9 @@ pub struct Config {
     pub thp_align: bool,
     /// `vm.mmap_min_addr`, relative to the start of the user range.
     pub mmap_min_addr: usize,
+    /// Extra space between the end of the data segment and `start_brk`, rounded to pages:
+    /// where Linux's brk randomisation would put the heap (0 is `setarch -R`).
+    pub brk_offset: usize,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
         cap_ipc_lock: false,
         thp_align: true,
         mmap_min_addr: 65536,
+        brk_offset: 0,
     };
 }
 
@@ -173,8 +177,8 @@ impl State {
             end_code: start_code + PAGE_SIZE,
             start_data: start_code + PAGE_SIZE,
             end_data: start_code + 2 * PAGE_SIZE,
-            start_brk: start_code + 2 * PAGE_SIZE,
-            brk: start_code + 2 * PAGE_SIZE,
+            start_brk: start_code + 2 * PAGE_SIZE + (config.brk_offset & crate::page::PAGE_MASK),
+            brk: start_code + 2 * PAGE_SIZE + (config.brk_offset & crate::page::PAGE_MASK),
             start_stack: task_size - 0x800,
             total_vm: 0,
             data_vm: 0,

@@ -13,8 +13,8 @@
 
 use crate::machine::State;
 use crate::mm::{
-    VmFlags, VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_RAND_READ,
-    VM_MAYWRITE, VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK,
+    VmFlags, VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_NOHUGEPAGE,
+    VM_RAND_READ, VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK,
 };
 use crate::page::{offset_in_page, page_align};
 use crate::vma::vma_modify;

@@ -335,7 +335,14 @@ fn copy_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize, pgoff: usize) 
     if next.is_some_and(|n| n.start() < addr + len) {
         crate::util::bug("copy_vma: destination not empty", addr, len);
     }
-    let d = VmaDesc { start: addr, end: addr + len, flags: vma.flags(), pgoff, file: vma.file(), anon: vma.anon() };
+    let d = VmaDesc {
+        start: addr,
+        end: addr + len,
+        flags: vma.flags(),
+        pgoff,
+        file: vma.file(),
+        anon: vma.anon(),
+    };
     if let Some(v) = vma_merge_new_range(st, prev, next, &d, false) {
         return Ok(v);
     }

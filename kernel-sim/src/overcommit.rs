@@ -35,6 +35,9 @@ pub struct VmSysctl {
     pub cap_ipc_lock: bool,
     /// Swap pages (always 0: the simulation has no swap).
     pub total_swap_pages: usize,
+    /// Pages charged that no mapping will give back (stack growth of a VMA without
+    /// `VM_ACCOUNT`, as in Linux); kept so the checker can account for them.
+    pub committed_leaked: usize,
 }
 
 impl VmSysctl {
@@ -52,6 +55,7 @@ impl VmSysctl {
             cap_sys_admin: false,
             cap_ipc_lock: false,
             total_swap_pages: 0,
+            committed_leaked: 0,
         }
     }
 

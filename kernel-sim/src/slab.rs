@@ -154,7 +154,10 @@ impl Slab {
         let pfn = phys.virt_to_pfn(addr);
         let base = phys.frame(pfn) as usize;
         let p = phys.page(pfn);
-        if !p.has(PG_SLAB) || p.slab_cache.get() as usize != id || !(addr - base).is_multiple_of(c.object_size) {
+        if !p.has(PG_SLAB)
+            || p.slab_cache.get() as usize != id
+            || !(addr - base).is_multiple_of(c.object_size)
+        {
             crate::util::bug("slab: freeing an object not from this cache", addr, id);
         }
         let idx = ((addr - base) / c.object_size) as u32;

@@ -313,7 +313,11 @@ impl VmaTree {
                     return None;
                 }
                 let gap_end = v.start_gap();
-                if gap_end >= low_end && gap_start <= high_start && gap_end > gap_start && gap_end - gap_start >= len {
+                if gap_end >= low_end
+                    && gap_start <= high_start
+                    && gap_end > gap_start
+                    && gap_end - gap_start >= len
+                {
                     return Some(gap_end.min(high) - len);
                 }
                 if let Some(l) = v.rb_left.get() {

@@ -45,14 +45,48 @@ enum Area {
 #[derive(Clone, Copy, Debug)]
 enum Op {
     /// `mmap(base + off, ...)`; without MAP_FIXED* the address is a hint.
-    Mmap { area: Area, off: usize, len: usize, prot: i32, flags: i32 },
-    Munmap { area: Area, off: usize, len: usize },
-    Mprotect { area: Area, off: usize, len: usize, prot: i32 },
-    Mremap { area: Area, off: usize, old_len: usize, new_len: usize, flags: i32, new_off: usize },
-    Madvise { area: Area, off: usize, len: usize, advice: i32 },
+    Mmap {
+        area: Area,
+        off: usize,
+        len: usize,
+        prot: i32,
+        flags: i32,
+    },
+    Munmap {
+        area: Area,
+        off: usize,
+        len: usize,
+    },
+    Mprotect {
+        area: Area,
+        off: usize,
+        len: usize,
+        prot: i32,
+    },
+    Mremap {
+        area: Area,
+        off: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+        new_off: usize,
+    },
+    Madvise {
+        area: Area,
+        off: usize,
+        len: usize,
+        advice: i32,
+    },
     /// `brk(start_brk + off)` (`off` may be negative); `None` is `brk(0)`.
-    Brk { off: Option<isize> },
-    Touch { area: Area, off: usize, write: bool, value: u64 },
+    Brk {
+        off: Option<isize>,
+    },
+    Touch {
+        area: Area,
+        off: usize,
+        write: bool,
+        value: u64,
+    },
 }
 
 /// A result: an error number, a value (or an address relative to its window), or an
@@ -149,8 +183,8 @@ impl Snap {
 
 /// The `VmFlags` mnemonics compared, as a bit set.
 const FLAG_NAMES: [&str; 22] = [
-    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "lo", "sr", "rr", "dc", "de", "ac", "nr", "wf", "dd", "hg",
-    "nh", "mg", "lf",
+    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "lo", "sr", "rr", "dc", "de", "ac", "nr", "wf",
+    "dd", "hg", "nh", "mg", "lf",
 ];
 
 fn flag_bit(name: &[u8]) -> u32 {
@@ -158,7 +192,13 @@ fn flag_bit(name: &[u8]) -> u32 {
 }
 
 fn flag_names(bits: u32) -> String {
-    FLAG_NAMES.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(" ")
+    FLAG_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn name_code(name: &[u8]) -> u32 {
@@ -219,7 +259,8 @@ fn gen_prot(rng: &mut Rng, mprotect: bool) -> i32 {
 }
 
 fn gen_off(rng: &mut Rng) -> usize {
-    let page = if rng.chance(60) { rng.below(REGION_PAGES as u64 / 8) * 8 } else { rng.below(REGION_PAGES as u64) };
+    let page =
+        if rng.chance(60) { rng.below(REGION_PAGES as u64 / 8) * 8 } else { rng.below(REGION_PAGES as u64) };
     let off = page as usize * PAGE;
     if rng.chance(2) {
         off + 1 + rng.below(PAGE as u64 - 1) as usize
@@ -246,10 +287,42 @@ fn gen_area(rng: &mut Rng) -> Area {
     }
 }
 
+/// A range inside (or straddling the end of) a VMA of the window, as (offset, length).
+fn pick_in_vma(rng: &mut Rng, m: &Machine, base: usize) -> Option<(usize, usize)> {
+    let mut vmas = Vec::new();
+    m.for_each_vma(|v| {
+        if v.start >= base && v.end <= base + WINDOW {
+            vmas.push((v.start, v.end));
+        }
+    });
+    if vmas.is_empty() {
+        return None;
+    }
+    let (s, e) = vmas[rng.below(vmas.len() as u64) as usize];
+    let pages = (e - s) / PAGE;
+    let first = if rng.chance(50) { 0 } else { rng.below(pages as u64) as usize };
+    let mut n = if rng.chance(50) { pages - first } else { 1 + rng.below((pages - first) as u64) as usize };
+    if rng.chance(15) {
+        n += 1 + rng.below(4) as usize;
+    }
+    Some((s - base + first * PAGE, n * PAGE))
+}
+
 fn gen_op(rng: &mut Rng, m: &Machine, sim: &Bases) -> Op {
     loop {
         let area = gen_area(rng);
-        let off = gen_off(rng);
+        let mut off = gen_off(rng);
+        let mut targeted_len = None;
+        if rng.chance(55) {
+            if let Some((o, l)) = pick_in_vma(rng, m, sim.of(area)) {
+                off = o;
+                targeted_len = Some(l);
+            }
+        }
+        let mut gen_len = |rng: &mut Rng| match targeted_len.take() {
+            Some(l) => l,
+            None => gen_len(rng),
+        };
         // In the brk window, never map at its very start: on Linux a neighbouring bss
         // mapping may sit just below start_brk and merge with it.
         let off = if area == Area::B && off < PAGE { off + PAGE } else { off };
@@ -301,7 +374,8 @@ fn gen_op(rng: &mut Rng, m: &Machine, sim: &Bases) -> Op {
                     _ if rng.chance(5) => 0,
                     _ => gen_len(rng),
                 };
-                let new_len = if flags & MREMAP_DONTUNMAP != 0 && rng.chance(80) { old_len } else { gen_len(rng) };
+                let new_len =
+                    if flags & MREMAP_DONTUNMAP != 0 && rng.chance(80) { old_len } else { gen_len(rng) };
                 Op::Mremap { area, off, old_len, new_len, flags, new_off: gen_off(rng) }
             }
             54..=63 => {
@@ -331,9 +405,41 @@ fn gen_op(rng: &mut Rng, m: &Machine, sim: &Bases) -> Op {
                 let off = match rng.below(20) {
                     0 => None,
                     1 => Some(-(rng.below(3) as isize) * PAGE as isize - 8),
-                    _ => Some(rng.below(REGION as u64 + 32 * PAGE as u64) as isize & !(rng.below(2) as isize * 4095)),
+                    _ => Some(
+                        rng.below(REGION as u64 + 32 * PAGE as u64) as isize
+                            & !(rng.below(2) as isize * 4095),
+                    ),
                 };
                 Op::Brk { off }
+            }
+            _ if rng.chance(12) => {
+                // Just below a stack VMA: the fault grows it, if its guard gap allows.
+                let mut cands = Vec::new();
+                let mut prev_end = 0;
+                let mut prev_blocks = false;
+                m.for_each_vma(|v| {
+                    if v.flags & 0x100 != 0
+                        && v.start >= sim.of(area) + 4 * PAGE
+                        && v.start < sim.of(area) + WINDOW
+                    {
+                        cands.push((v.start, v.flags, prev_end, prev_blocks));
+                    }
+                    prev_end = v.end;
+                    prev_blocks = v.flags & 0x100 == 0 && v.flags & 7 != 0;
+                });
+                if cands.is_empty() {
+                    continue;
+                }
+                let (start, flags, prev_end, prev_blocks) = cands[rng.below(cands.len() as u64) as usize];
+                let addr = start - (1 + rng.below(3) as usize) * PAGE;
+                if addr < prev_end || (prev_blocks && addr - prev_end < 256 * PAGE) {
+                    continue;
+                }
+                let write = flags & 2 != 0 && rng.chance(50);
+                if !write && flags & 7 == 0 {
+                    continue;
+                }
+                Op::Touch { area, off: addr - sim.of(area), write, value: rng.next_u64() }
             }
             _ => {
                 let write = rng.chance(50);
@@ -345,7 +451,12 @@ fn gen_op(rng: &mut Rng, m: &Machine, sim: &Bases) -> Op {
                 if !ok || beyond {
                     continue;
                 }
-                Op::Touch { area, off: page_off + 8 * rng.below(PAGE as u64 / 8) as usize, write, value: rng.next_u64() }
+                Op::Touch {
+                    area,
+                    off: page_off + 8 * rng.below(PAGE as u64 / 8) as usize,
+                    write,
+                    value: rng.next_u64(),
+                }
             }
         };
         return op;
@@ -569,7 +680,9 @@ fn linux_vm(buf: &mut [u8]) -> [i64; 5] {
     };
     let mut v = [0i64; 6];
     for line in buf[..len].split(|&c| c == b'\n') {
-        for (i, key) in [&b"VmSize:"[..], b"VmData:", b"VmStk:", b"VmExe:", b"VmLck:", b"VmLib:"].iter().enumerate() {
+        for (i, key) in
+            [&b"VmSize:"[..], b"VmData:", b"VmStk:", b"VmExe:", b"VmLck:", b"VmLib:"].iter().enumerate()
+        {
             if let Some(rest) = line.strip_prefix(*key) {
                 v[i] = parse_dec(rest) as i64 / 4;
             }
@@ -608,7 +721,8 @@ fn snapshot_linux(bases: &Bases, res: Res, buf: &mut [u8], snap: &mut Snap, base
         if line.is_empty() {
             continue;
         }
-        let is_header = line[0].is_ascii_hexdigit() && line.iter().take_while(|&&c| c != b' ').any(|&c| c == b'-');
+        let is_header =
+            line[0].is_ascii_hexdigit() && line.iter().take_while(|&&c| c != b' ').any(|&c| c == b'-');
         if is_header {
             let mut fields = line.splitn(6, |&c| c == b' ');
             let range = fields.next().unwrap();
@@ -644,7 +758,8 @@ fn snapshot_linux(bases: &Bases, res: Res, buf: &mut [u8], snap: &mut Snap, base
             } else if let Some(v) = line.strip_prefix(b"Anonymous:") {
                 rec.anon_kb = parse_dec(v);
             } else if let Some(v) = line.strip_prefix(b"VmFlags:") {
-                rec.flags = v.split(|&c| c == b' ').filter(|n| !n.is_empty()).map(flag_bit).fold(0, |a, b| a | b);
+                rec.flags =
+                    v.split(|&c| c == b' ').filter(|n| !n.is_empty()).map(flag_bit).fold(0, |a, b| a | b);
                 let n = snap.nvmas as usize;
                 if n < MAX_VMAS {
                     snap.vmas[n] = *rec;
@@ -669,7 +784,9 @@ fn snapshot_linux(bases: &Bases, res: Res, buf: &mut [u8], snap: &mut Snap, base
 }
 
 fn parse_hex(s: &[u8]) -> usize {
-    s.iter().take_while(|c| c.is_ascii_hexdigit()).fold(0, |a, &c| a * 16 + (c as char).to_digit(16).unwrap() as usize)
+    s.iter()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .fold(0, |a, &c| a * 16 + (c as char).to_digit(16).unwrap() as usize)
 }
 
 fn parse_dec(s: &[u8]) -> u32 {
@@ -807,16 +924,52 @@ fn run_linux(ops: &[Op], shared: &Shared) -> Result<(), String> {
     }
 }
 
+/// A machine whose heap starts at the same offset within 2 MiB as this process's, so that
+/// alignment-dependent behaviour (fault-around windows) is the same in the brk window.
 fn boot_sim() -> MachineBox {
-    let config = Config { phys_bytes: 256 << 20, cap_ipc_lock: true, cap_sys_admin: true, ..Config::DEFAULT };
-    Machine::boot(&config).unwrap()
+    let mut buf = [0u8; 4096];
+    let linux_start_brk = stat_field(47, &mut buf);
+    let probe = Machine::boot(&Config { phys_bytes: 64 << 20, ..Config::DEFAULT }).unwrap();
+    let sim_start_brk = probe.counters().start_brk;
+    drop(probe);
+    let brk_offset = linux_start_brk.wrapping_sub(sim_start_brk) & ((2 << 20) - 1);
+    let config = Config {
+        phys_bytes: 256 << 20,
+        cap_ipc_lock: true,
+        cap_sys_admin: true,
+        brk_offset,
+        ..Config::DEFAULT
+    };
+    let m = Machine::boot(&config).unwrap();
+    assert_eq!(m.counters().start_brk % (2 << 20), linux_start_brk % (2 << 20));
+    m
 }
 
 fn check_every() -> usize {
     std::env::var("KSIM_DIFF_CHECK_EVERY").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
 }
 
-fn run_seed(seed: u64, shared: &Shared) -> Result<usize, String> {
+/// What a run exercised: operations by kind, and how many failed (with an errno).
+#[derive(Default)]
+struct Coverage {
+    ops: [u64; 7],
+    errors: [u64; 7],
+    stack_growth: u64,
+}
+
+fn kind(op: &Op) -> usize {
+    match op {
+        Op::Mmap { .. } => 0,
+        Op::Munmap { .. } => 1,
+        Op::Mprotect { .. } => 2,
+        Op::Mremap { .. } => 3,
+        Op::Madvise { .. } => 4,
+        Op::Brk { .. } => 5,
+        Op::Touch { .. } => 6,
+    }
+}
+
+fn run_seed(seed: u64, shared: &Shared, cov: &mut Coverage) -> Result<usize, String> {
     let m = boot_sim();
     let sim = Bases { m: m.user_base() + (8 << 30), b: m.counters().start_brk };
     let mut rng = Rng::new(seed);
@@ -825,7 +978,15 @@ fn run_seed(seed: u64, shared: &Shared) -> Result<usize, String> {
     let mut snaps = Vec::with_capacity(OPS_PER_SEED);
     for _ in 0..OPS_PER_SEED {
         let op = gen_op(&mut rng, &m, &sim);
+        let before = m.counters().stack_vm;
         let res = apply(&Sim(&m), &sim, op);
+        cov.ops[kind(&op)] += 1;
+        if res.kind == RES_ERR {
+            cov.errors[kind(&op)] += 1;
+        }
+        if matches!(op, Op::Touch { .. }) && m.counters().stack_vm > before {
+            cov.stack_growth += 1;
+        }
         snaps.push(snapshot_sim(&m, &sim, res, &base_vm));
         ops.push(op);
         if ops.len() % check_every() != 0 {
@@ -833,8 +994,11 @@ fn run_seed(seed: u64, shared: &Shared) -> Result<usize, String> {
         }
         if let Err(e) = m.check() {
             let from = ops.len().saturating_sub(8);
-            let recent: Vec<String> =
-                ops[from..].iter().zip(&snaps[from..]).map(|(o, s)| format!("  {o:?} -> {:?}", s.res)).collect();
+            let recent: Vec<String> = ops[from..]
+                .iter()
+                .zip(&snaps[from..])
+                .map(|(o, s)| format!("  {o:?} -> {:?}", s.res))
+                .collect();
             return Err(format!(
                 "seed {seed}: simulation invariant broken after op {} {op:?}: {e}\nrecent:\n{}",
                 ops.len() - 1,
@@ -871,11 +1035,17 @@ fn differential_against_linux() {
     let seeds: u64 = std::env::var("KSIM_DIFF_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(SEEDS);
     let first: u64 = std::env::var("KSIM_DIFF_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut total = 0;
+    let mut cov = Coverage::default();
     for seed in first..first + seeds {
-        match run_seed(seed, &shared) {
+        match run_seed(seed, &shared, &mut cov) {
             Ok(n) => total += n,
             Err(e) => panic!("{e}"),
         }
     }
     println!("differential: {seeds} seeds, {total} operations compared against Linux (each followed by a full snapshot)");
+    let names = ["mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "touch"];
+    for i in 0..7 {
+        println!("  {:<9} {:>6} ({} failed with an errno)", names[i], cov.ops[i], cov.errors[i]);
+    }
+    println!("  stack growth by touches: {}", cov.stack_growth);
 }

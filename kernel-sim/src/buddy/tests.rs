@@ -20,7 +20,9 @@ fn boot_gives_every_free_frame_to_the_buddy_allocator() {
     let lowmem_kb = pm.totalram_pages() * 4;
     assert_eq!(pm.min_free_kbytes, ((lowmem_kb * 16) as f64).sqrt() as usize);
     let z = &pm.zones[ZONE_DMA32];
-    assert!(z.watermark[WMARK_MIN] < z.watermark[WMARK_LOW] && z.watermark[WMARK_LOW] < z.watermark[WMARK_HIGH]);
+    assert!(
+        z.watermark[WMARK_MIN] < z.watermark[WMARK_LOW] && z.watermark[WMARK_LOW] < z.watermark[WMARK_HIGH]
+    );
     // DMA is protected from allocations that could use DMA32 by 1/256 of DMA32.
     assert_eq!(pm.zones[ZONE_DMA].lowmem_reserve[ZONE_DMA32], pm.zones[ZONE_DMA32].managed_pages / 256);
 }
@@ -110,7 +112,11 @@ fn running_out_is_enomem_at_the_min_watermark() {
     }
     // Each zone stops at its min watermark (plus what it keeps for higher zones).
     for z in pm.zones.iter().filter(|z| z.populated()) {
-        assert!(z.free_pages <= z.watermark[WMARK_MIN] + z.lowmem_reserve[MAX_NR_ZONES - 1] + 1, "{}", z.name);
+        assert!(
+            z.free_pages <= z.watermark[WMARK_MIN] + z.lowmem_reserve[MAX_NR_ZONES - 1] + 1,
+            "{}",
+            z.name
+        );
     }
     assert!(got > 0);
     assert!(pm.vmstat.alloc_fail >= 1);

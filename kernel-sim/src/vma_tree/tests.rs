@@ -1,6 +1,6 @@
 use super::*;
 use crate::kptr::KPtr;
-use crate::mm::{Vma, VM_GROWSDOWN, VM_READ, STACK_GUARD_GAP};
+use crate::mm::{Vma, STACK_GUARD_GAP, VM_GROWSDOWN, VM_READ};
 use ptalloc::model::Rng;
 
 const PAGE: usize = 4096;
