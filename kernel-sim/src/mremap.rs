@@ -290,8 +290,7 @@ fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     let mut last_end = 0;
     let mut seen = false;
     let mut cursor = start;
-    loop {
-        let Some(vma) = st.mm.find_vma(cursor).filter(|v| v.start() < end) else { break };
+    while let Some(vma) = st.mm.find_vma(cursor).filter(|v| v.start() < end) {
         if !seen && start < vma.start() {
             return Err(Errno::EFAULT);
         }

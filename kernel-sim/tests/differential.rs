@@ -1044,8 +1044,8 @@ fn differential_against_linux() {
     }
     println!("differential: {seeds} seeds, {total} operations compared against Linux (each followed by a full snapshot)");
     let names = ["mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "touch"];
-    for i in 0..7 {
-        println!("  {:<9} {:>6} ({} failed with an errno)", names[i], cov.ops[i], cov.errors[i]);
+    for (i, name) in names.iter().enumerate() {
+        println!("  {:<9} {:>6} ({} failed with an errno)", name, cov.ops[i], cov.errors[i]);
     }
     println!("  stack growth by touches: {}", cov.stack_growth);
 }
