@@ -25,6 +25,12 @@ fn host_failure(what: &str, addr: usize, len: usize) -> ! {
     let e = errno();
     let mut w = StackWriter::<256>::new();
     let _ = writeln!(w, "kernel-sim: host {what}({addr:#x}, {len:#x}) failed with errno {e}: the simulated MMU is out of step with the page tables");
+    if e == libc::ENOMEM {
+        let _ = writeln!(
+            w,
+            "kernel-sim: the host ran out of mappings: each resident page whose frame does not follow its neighbour's is one host VMA (see vm.max_map_count)"
+        );
+    }
     w.emit();
     // SAFETY: abort() does not return.
     unsafe { libc::abort() }
@@ -48,7 +54,7 @@ impl Host {
                 addr as *mut libc::c_void,
                 len,
                 prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE,
                 self.memfd,
                 (pfn << PAGE_SHIFT) as libc::off_t,
             )

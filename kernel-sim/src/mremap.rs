@@ -284,7 +284,8 @@ fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
 /// moved to the same distance from the last one's destination, so gaps are kept.
 fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     let start = r.addr;
-    let end = r.addr + r.old_len;
+    // A range wrapping past the top holds no VMA: EFAULT below.
+    let end = r.addr.wrapping_add(r.old_len);
     let mut target = r.new_addr;
     let mut result = Err(Errno::EFAULT);
     let mut last_end = 0;
