@@ -53,6 +53,10 @@ pub(crate) struct Arena {
     /// Memory of the top chunk from this address up was never written since the kernel gave
     /// it (so it reads as zero): `calloc` need not clear it.
     pub(crate) clean_from: Cell<usize>,
+    /// Bytes of this arena's chunks held by the program or by thread caches (exact).
+    pub(crate) in_use: Cell<usize>,
+    /// Change of `in_use` not yet added to the instance-wide total.
+    pub(crate) unflushed: Cell<isize>,
     /// Start of each region of the main arena, for the heap walk.
     pub(crate) segments: [Cell<usize>; MAX_SEGMENTS],
     pub(crate) nsegments: Cell<usize>,
@@ -84,6 +88,8 @@ impl Arena {
             system_mem: Cell::new(0),
             max_system_mem: Cell::new(0),
             clean_from: Cell::new(usize::MAX),
+            in_use: Cell::new(0),
+            unflushed: Cell::new(0),
             segments: [const { Cell::new(0) }; MAX_SEGMENTS],
             nsegments: Cell::new(0),
         }
@@ -315,11 +321,7 @@ impl<K: Kernel> Malloc<K> {
         loop {
             let n = self.narenas.load(Ordering::Relaxed);
             if n < limit {
-                if self
-                    .narenas
-                    .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_err()
-                {
+                if self.narenas.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                     continue;
                 }
                 match self.new_arena(slot, size) {
@@ -342,8 +344,7 @@ impl<K: Kernel> Malloc<K> {
         let arena_max = self.mp.arena_max.load(Ordering::Relaxed);
         let limit = if arena_max != 0 {
             arena_max
-        } else if self.narenas.load(Ordering::Relaxed) > self.mp.arena_test.load(Ordering::Relaxed)
-        {
+        } else if self.narenas.load(Ordering::Relaxed) > self.mp.arena_test.load(Ordering::Relaxed) {
             online_cpus() * ARENAS_PER_CORE
         } else {
             // Until there are more than arena_test arenas, new ones are made freely; the
@@ -363,13 +364,8 @@ impl<K: Kernel> Malloc<K> {
         // Lock before publishing so reused_arena cannot hand it to another thread first.
         a.mutex.lock();
         self.list_lock.lock();
-        a.next.store(
-            self.main_arena.next.load(Ordering::Acquire),
-            Ordering::Release,
-        );
-        self.main_arena
-            .next
-            .store(a as *const Arena as *mut Arena, Ordering::Release);
+        a.next.store(self.main_arena.next.load(Ordering::Acquire), Ordering::Release);
+        self.main_arena.next.store(a as *const Arena as *mut Arena, Ordering::Release);
         self.list_lock.unlock();
         self.free_list_lock.lock();
         detach_arena(replaced);
@@ -405,11 +401,7 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// All arenas exist: take one no thread holds right now, or wait for the next in turn.
-    fn reused_arena(
-        &'static self,
-        slot: &ThreadSlot,
-        avoid: Option<&'static Arena>,
-    ) -> &'static Arena {
+    fn reused_arena(&'static self, slot: &ThreadSlot, avoid: Option<&'static Arena>) -> &'static Arena {
         let start = match self.next_to_use.load(Ordering::Relaxed) {
             p if p.is_null() => &self.main_arena,
             // SAFETY: next_to_use only ever holds arenas of this instance.
@@ -439,13 +431,10 @@ impl<K: Kernel> Malloc<K> {
         self.free_list_lock.lock();
         detach_arena(replaced);
         self.remove_from_free_list(result);
-        result
-            .attached_threads
-            .set(result.attached_threads.get() + 1);
+        result.attached_threads.set(result.attached_threads.get() + 1);
         self.free_list_lock.unlock();
         slot.set_arena(Some(result));
-        self.next_to_use
-            .store(result.next.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.next_to_use.store(result.next.load(Ordering::Relaxed), Ordering::Relaxed);
         result
     }
 

@@ -79,7 +79,7 @@ pub(crate) const fn fastbin_index(size: usize) -> usize {
 /// Thread-cache bin for a chunk size (valid for sizes of at least `MINSIZE`).
 #[inline(always)]
 pub(crate) const fn csize2tidx(size: usize) -> usize {
-    (size - MINSIZE + MALLOC_ALIGNMENT - 1) / MALLOC_ALIGNMENT
+    (size - MINSIZE).div_ceil(MALLOC_ALIGNMENT)
 }
 
 #[inline(always)]

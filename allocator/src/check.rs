@@ -53,11 +53,7 @@ pub struct HeapError {
 
 impl core::fmt::Display for HeapError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "arena {}: chunk {:#x}: {}",
-            self.arena, self.chunk, self.what
-        )
+        write!(f, "arena {}: chunk {:#x}: {}", self.arena, self.chunk, self.what)
     }
 }
 
@@ -67,16 +63,14 @@ struct Checker<'a> {
     report: HeapReport,
     walk_free: usize,
     walk_free_bytes: usize,
+    walk_in_use_bytes: usize,
+    fast_bytes: usize,
     walked_bytes: usize,
 }
 
 impl Checker<'_> {
     fn fail(&self, chunk: usize, what: &'static str) -> HeapError {
-        HeapError {
-            arena: self.arena_no,
-            chunk,
-            what,
-        }
+        HeapError { arena: self.arena_no, chunk, what }
     }
 
     /// Walk one region from `start`; `end` is its exclusive end if known.
@@ -117,9 +111,7 @@ impl Checker<'_> {
             if size == 0 {
                 // A heap's end mark, right after an in-use remnant of the old top.
                 if end != Some(c.addr() + CHUNK_HDR_SZ) {
-                    return Err(
-                        self.fail(c.addr(), "zero-size chunk that is not a heap's end mark")
-                    );
+                    return Err(self.fail(c.addr(), "zero-size chunk that is not a heap's end mark"));
                 }
                 self.walked_bytes += CHUNK_HDR_SZ;
                 return Ok(());
@@ -168,11 +160,10 @@ impl Checker<'_> {
                 self.walk_free_bytes += size;
             } else {
                 self.report.in_use_chunks += 1;
+                self.walk_in_use_bytes += size;
                 let bit = c.head() & NON_MAIN_ARENA != 0;
                 if bit == av.is_main() {
-                    return Err(
-                        self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit")
-                    );
+                    return Err(self.fail(c.addr(), "in-use chunk has the wrong NON_MAIN_ARENA bit"));
                 }
             }
             prev_free = free;
@@ -208,9 +199,7 @@ impl Checker<'_> {
                     }
                     let leads = !p.fd_nextsize().is_null();
                     if leads != (p.head() != last_head) {
-                        return Err(
-                            self.fail(p.addr(), "largebin skip list does not mark each new size")
-                        );
+                        return Err(self.fail(p.addr(), "largebin skip list does not mark each new size"));
                     }
                     last_head = p.head();
                 }
@@ -244,6 +233,7 @@ impl Checker<'_> {
                     return Err(self.fail(p.addr(), "fastbin chunk marked free"));
                 }
                 self.report.fast_chunks += 1;
+                self.fast_bytes += p.size();
                 n += 1;
                 if n > 1 << 28 {
                     return Err(self.fail(p.addr(), "fastbin list does not end"));
@@ -261,10 +251,7 @@ impl<K: Kernel> Malloc<K> {
     /// lock in turn, so it may run while other threads allocate.
     pub fn check_heap(&'static self) -> Result<HeapReport, HeapError> {
         self.ensure_ready();
-        let mut total = HeapReport {
-            walk_complete: true,
-            ..HeapReport::default()
-        };
+        let mut total = HeapReport { walk_complete: true, ..HeapReport::default() };
         let mut result = Ok(());
         let mut arena_no = 0;
         self.for_each_arena(|av| {
@@ -278,23 +265,19 @@ impl<K: Kernel> Malloc<K> {
         });
         result?;
         total.arenas = arena_no;
-        self.thread_tcache()
-            .for_each(|_, _| total.tcache_chunks += 1);
+        self.thread_tcache().for_each(|_, _| total.tcache_chunks += 1);
         Ok(total)
     }
 
-    fn check_arena(
-        &self,
-        arena_no: usize,
-        av: &Arena,
-        total: &mut HeapReport,
-    ) -> Result<(), HeapError> {
+    fn check_arena(&self, arena_no: usize, av: &Arena, total: &mut HeapReport) -> Result<(), HeapError> {
         let mut ck = Checker {
             arena_no,
             av,
             report: HeapReport::default(),
             walk_free: 0,
             walk_free_bytes: 0,
+            walk_in_use_bytes: 0,
+            fast_bytes: 0,
             walked_bytes: 0,
         };
         let mut complete = true;
@@ -308,12 +291,9 @@ impl<K: Kernel> Malloc<K> {
             }
             if n > 0
                 && av.contiguous()
-                && av.top().plus(av.top().size()).addr() % self.pagesize() != 0
+                && !av.top().plus(av.top().size()).addr().is_multiple_of(self.pagesize())
             {
-                return Err(ck.fail(
-                    av.top().addr(),
-                    "top of the brk heap does not end on a page",
-                ));
+                return Err(ck.fail(av.top().addr(), "top of the brk heap does not end on a page"));
             }
         } else {
             let mut heap: Option<&HeapInfo> = Some(heap_for_ptr(av.top().addr()));
@@ -331,13 +311,12 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         ck.check_bins()?;
-        if complete
-            && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes)
-        {
-            return Err(ck.fail(
-                av.top().addr(),
-                "free chunks in the heap and in the bins differ",
-            ));
+        if complete && (ck.walk_free != ck.report.free_chunks || ck.walk_free_bytes != ck.report.free_bytes) {
+            return Err(ck.fail(av.top().addr(), "free chunks in the heap and in the bins differ"));
+        }
+        // In-use chunks (fastbin chunks look in use but are free) add up to the arena's count.
+        if complete && ck.walk_in_use_bytes - ck.fast_bytes != av.in_use.get() {
+            return Err(ck.fail(av.top().addr(), "in-use bytes differ from the arena's count"));
         }
         let r = &ck.report;
         total.chunks += r.chunks;

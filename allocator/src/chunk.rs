@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(request2size(128 * 1024), 128 * 1024 + 16);
         for n in 0..5000 {
             let s = request2size(n);
-            assert!(s >= MINSIZE && s % 16 == 0 && s - SIZE_SZ >= n);
+            assert!(s >= MINSIZE && s.is_multiple_of(16) && s - SIZE_SZ >= n);
             assert!(s == MINSIZE || s - SIZE_SZ - n < 16);
         }
     }

@@ -52,14 +52,10 @@ pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
         return;
     }
     let e = &ENTRIES[i];
-    e.lock
-        .store(lock_all::<K> as Hook as usize, Ordering::Relaxed);
-    e.unlock_parent
-        .store(unlock_parent::<K> as Hook as usize, Ordering::Relaxed);
-    e.reinit_child
-        .store(reinit_child::<K> as Hook as usize, Ordering::Relaxed);
-    e.instance
-        .store(m as *const Malloc<K> as usize, Ordering::Release);
+    e.lock.store(lock_all::<K> as Hook as usize, Ordering::Relaxed);
+    e.unlock_parent.store(unlock_parent::<K> as Hook as usize, Ordering::Relaxed);
+    e.reinit_child.store(reinit_child::<K> as Hook as usize, Ordering::Relaxed);
+    e.instance.store(m as *const Malloc<K> as usize, Ordering::Release);
     if !HANDLERS_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: registering plain extern "C" functions; glibc copies the pointers.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
@@ -67,10 +63,7 @@ pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
 }
 
 fn for_each_entry(hook: impl Fn(&Entry) -> usize) {
-    for e in ENTRIES
-        .iter()
-        .take(NENTRIES.load(Ordering::Acquire).min(MAX_INSTANCES))
-    {
+    for e in ENTRIES.iter().take(NENTRIES.load(Ordering::Acquire).min(MAX_INSTANCES)) {
         let instance = e.instance.load(Ordering::Acquire);
         if instance != 0 {
             // SAFETY: the slot holds a `Hook` stored by `register` for this instance type.

@@ -1,8 +1,14 @@
 //! `PtAlloc`: ptalloc as a Rust global allocator.
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: ptalloc::PtAlloc = ptalloc::PtAlloc;
+//!
+//! fn main() {
+//!     let v: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+//!     assert_eq!(v[999], "999");
+//!     assert!(ptalloc::linux().stats().brk_calls > 0);
+//! }
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -38,8 +44,8 @@ unsafe impl GlobalAlloc for PtAlloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above (GlobalAlloc's contract).
-        unsafe { LINUX.free(ptr) }
+        // SAFETY: `ptr` came from `alloc` above and is not null (GlobalAlloc's contract).
+        unsafe { LINUX.free_nonnull(ptr) }
     }
 
     #[inline]

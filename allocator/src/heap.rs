@@ -144,17 +144,14 @@ impl<K: Kernel> Malloc<K> {
                     if lead != 0 {
                         self.sys_munmap(p1, lead);
                     } else {
-                        self.aligned_heap_area
-                            .store(p + HEAP_MAX_SIZE, Ordering::Relaxed);
+                        self.aligned_heap_area.store(p + HEAP_MAX_SIZE, Ordering::Relaxed);
                     }
                     self.sys_munmap(p + HEAP_MAX_SIZE, HEAP_MAX_SIZE - lead);
                     p2 = Some(p);
                 }
                 Err(_) => {
                     // Maybe one heap's worth of space is left and happens to be aligned.
-                    let p = self
-                        .sys_mmap(0, HEAP_MAX_SIZE, libc::PROT_NONE, flags)
-                        .ok()?;
+                    let p = self.sys_mmap(0, HEAP_MAX_SIZE, libc::PROT_NONE, flags).ok()?;
                     if p & (HEAP_MAX_SIZE - 1) != 0 {
                         self.sys_munmap(p, HEAP_MAX_SIZE);
                         return None;
@@ -164,10 +161,7 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         let p = p2?;
-        if self
-            .sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE)
-            .is_err()
-        {
+        if self.sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE).is_err() {
             self.sys_munmap(p, HEAP_MAX_SIZE);
             return None;
         }
@@ -199,11 +193,7 @@ impl<K: Kernel> Malloc<K> {
         if new_size > h.mprotect_size.get() {
             let start = h.addr() + h.mprotect_size.get();
             if self
-                .sys_mprotect(
-                    start,
-                    new_size - h.mprotect_size.get(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
+                .sys_mprotect(start, new_size - h.mprotect_size.get(), libc::PROT_READ | libc::PROT_WRITE)
                 .is_err()
             {
                 return false;
@@ -288,7 +278,8 @@ impl<K: Kernel> Malloc<K> {
             let end_mark = unsafe_chunk(prev_heap.end() - CHUNK_HDR_SZ);
             debug_assert_eq!(end_mark.head(), PREV_INUSE);
             let mut p = end_mark.minus(end_mark.prev_size());
-            let mut new_size = p.size() + CHUNK_HDR_SZ;
+            let fence_size = p.size();
+            let mut new_size = fence_size + CHUNK_HDR_SZ;
             let prev_free = !p.prev_inuse();
             if prev_free {
                 new_size += p.prev_size();
@@ -297,6 +288,10 @@ impl<K: Kernel> Malloc<K> {
                 break;
             }
             ar.system_mem.set(ar.system_mem.get() - heap.size());
+            if fence_size >= MINSIZE {
+                // The in-use remnant that closed the heap goes back to top.
+                self.returned(ar, fence_size);
+            }
             self.delete_heap(heap);
             heap = prev_heap;
             if prev_free {

@@ -8,15 +8,13 @@
 use core::sync::atomic::Ordering;
 
 use crate::arena::Arena;
-use crate::bins::{
-    csize2tidx, fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD,
-};
+use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
 use crate::chunk::{aligned_ok, protect_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
 use crate::heap::heap_for_ptr;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
-use crate::tcache::Tcache;
+use crate::tcache::{slot_of, Tcache};
 
 impl<K: Kernel> Malloc<K> {
     /// Free chunk `p` of arena `av`. `have_lock`: the caller already holds `av` (or is the
@@ -33,15 +31,15 @@ impl<K: Kernel> Malloc<K> {
         }
 
         let tc = self.thread_tcache();
-        let tidx = csize2tidx(size);
-        if tidx < tc.nbins() {
+        let slot = slot_of(size);
+        if tc.serves(slot) {
             let key = self.key();
             let mem = p.mem();
             if Tcache::entry_key(mem) == key {
-                tc.verify_not_cached(mem, tidx, self.mp.tcache_count.load(Ordering::Relaxed));
+                tc.verify_not_cached(mem, slot);
             }
-            if tc.has_room(tidx) {
-                tc.put(p, tidx, key);
+            if tc.has_room(slot) {
+                tc.put(p, slot, key);
                 return;
             }
         }
@@ -58,6 +56,7 @@ impl<K: Kernel> Malloc<K> {
                 malloc_printerr("free(): invalid next size (fast)");
             }
             self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
+            self.returned(av, size);
             av.have_fastchunks.set(true);
             let idx = fastbin_index(size);
             let old = av.fastbin(idx);
@@ -94,6 +93,7 @@ impl<K: Kernel> Malloc<K> {
             malloc_printerr("free(): invalid next size (normal)");
         }
         self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
+        self.returned(av, size);
 
         let mut p = p;
         let mut size = size;
@@ -163,6 +163,7 @@ impl<K: Kernel> Malloc<K> {
         }
         self.mp.n_mmaps.fetch_sub(1, Ordering::Relaxed);
         self.mp.mmapped_mem.fetch_sub(total, Ordering::Relaxed);
+        self.mmap_taken(-(total as isize));
         // A failing munmap leaves the mapping in place; there is nothing better to do.
         self.sys_munmap(block, total);
     }

@@ -16,16 +16,16 @@
 
 use crate::arena::Arena;
 use crate::bins::{
-    bin_index, csize2tidx, fastbin_index, idx2bit, idx2block, in_smallbin_range, largebin_index,
-    smallbin_index, unlink_chunk, BINMAPSHIFT, BINMAPSIZE, NFASTBINS,
+    bin_index, fastbin_index, idx2bit, idx2block, in_smallbin_range, largebin_index, smallbin_index,
+    unlink_chunk, BINMAPSHIFT, BINMAPSIZE, NFASTBINS,
 };
 use crate::chunk::{
-    aligned_ok, checked_request2size, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE,
-    SIZE_BITS,
+    aligned_ok, checked_request2size, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE, SIZE_BITS,
 };
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
+use crate::tcache::slot_of;
 
 /// Bound on unsorted chunks sorted per call, so one malloc cannot take unbounded time.
 const MAX_ITERS: usize = 10_000;
@@ -39,8 +39,8 @@ impl<K: Kernel> Malloc<K> {
         };
         let tc = self.thread_tcache();
         let key = self.key();
-        let tidx = csize2tidx(nb);
-        let tcache_fits = tidx < tc.nbins();
+        let tslot = slot_of(nb);
+        let tcache_fits = tc.serves(tslot);
 
         if nb <= self.mp.max_fast() {
             let idx = fastbin_index(nb);
@@ -59,7 +59,7 @@ impl<K: Kernel> Malloc<K> {
                     malloc_printerr("malloc(): memory corruption (fast)");
                 }
                 if tcache_fits {
-                    while tc.has_room(tidx) {
+                    while tc.has_room(tslot) {
                         let c = av.fastbin(idx);
                         if c.is_null() {
                             break;
@@ -68,12 +68,12 @@ impl<K: Kernel> Malloc<K> {
                             malloc_printerr("malloc(): unaligned fastbin chunk detected 3");
                         }
                         // SAFETY: as above.
-                        av.set_fastbin(idx, unsafe {
-                            Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word()))
-                        });
-                        tc.put(c, tidx, key);
+                        av.set_fastbin(idx, unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) });
+                        self.taken(av, nb);
+                        tc.put(c, tslot, key);
                     }
                 }
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
         }
@@ -95,7 +95,7 @@ impl<K: Kernel> Malloc<K> {
                     victim.set_non_main_arena();
                 }
                 if tcache_fits {
-                    while tc.has_room(tidx) {
+                    while tc.has_room(tslot) {
                         let c = bin.bk();
                         if c == bin {
                             break;
@@ -107,9 +107,11 @@ impl<K: Kernel> Malloc<K> {
                         }
                         bin.set_bk(b);
                         b.set_fd(bin);
-                        tc.put(c, tidx, key);
+                        self.taken(av, nb);
+                        tc.put(c, tslot, key);
                     }
                 }
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
         } else {
@@ -119,10 +121,7 @@ impl<K: Kernel> Malloc<K> {
             }
         }
 
-        let tcache_unsorted_limit = self
-            .mp
-            .tcache_unsorted_limit
-            .load(core::sync::atomic::Ordering::Relaxed);
+        let tcache_unsorted_limit = self.mp.tcache_unsorted_limit.load(core::sync::atomic::Ordering::Relaxed);
         let mut return_cached = false;
         let mut tcache_unsorted_count = 0usize;
         loop {
@@ -173,6 +172,7 @@ impl<K: Kernel> Malloc<K> {
                     victim.set_head(nb | PREV_INUSE | av.arena_bit());
                     remainder.set_head(remainder_size | PREV_INUSE);
                     remainder.set_foot(remainder_size);
+                    self.taken(av, nb);
                     return self.alloc_perturb(victim.mem(), bytes);
                 }
 
@@ -188,8 +188,9 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_non_main_arena();
                     }
                     // Fill the thread cache first; hand one out at the end.
-                    if tcache_fits && tc.has_room(tidx) {
-                        tc.put(victim, tidx, key);
+                    self.taken(av, size);
+                    if tcache_fits && tc.has_room(tslot) {
+                        tc.put(victim, tslot, key);
                         return_cached = true;
                         continue;
                     }
@@ -199,11 +200,9 @@ impl<K: Kernel> Malloc<K> {
                 self.place_in_bin(av, victim, size);
 
                 tcache_unsorted_count += 1;
-                if return_cached
-                    && tcache_unsorted_limit > 0
-                    && tcache_unsorted_count > tcache_unsorted_limit
+                if return_cached && tcache_unsorted_limit > 0 && tcache_unsorted_count > tcache_unsorted_limit
                 {
-                    return tc.get(tidx);
+                    return tc.get(tslot);
                 }
                 iters += 1;
                 if iters >= MAX_ITERS {
@@ -212,7 +211,7 @@ impl<K: Kernel> Malloc<K> {
             }
 
             if return_cached {
-                return tc.get(tidx);
+                return tc.get(tslot);
             }
 
             // Large request: the smallest chunk of its own bin that fits.
@@ -231,14 +230,7 @@ impl<K: Kernel> Malloc<K> {
                         victim = victim.fd();
                     }
                     unlink_chunk(victim);
-                    self.finish_split(
-                        av,
-                        victim,
-                        size,
-                        nb,
-                        false,
-                        "malloc(): corrupted unsorted chunks",
-                    );
+                    self.finish_split(av, victim, size, nb, false, "malloc(): corrupted unsorted chunks");
                     return self.alloc_perturb(victim.mem(), bytes);
                 }
             }
@@ -312,6 +304,7 @@ impl<K: Kernel> Malloc<K> {
                 av.set_top(remainder);
                 victim.set_head(nb | PREV_INUSE | av.arena_bit());
                 remainder.set_head((size - nb) | PREV_INUSE);
+                self.taken(av, nb);
                 return self.alloc_perturb(victim.mem(), bytes);
             }
             if av.have_fastchunks.get() {
@@ -363,9 +356,7 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_fd_nextsize(fwd);
                         victim.set_bk_nextsize(fwd.bk_nextsize());
                         if fwd.bk_nextsize().fd_nextsize() != fwd {
-                            malloc_printerr(
-                                "malloc(): largebin double linked list corrupted (nextsize)",
-                            );
+                            malloc_printerr("malloc(): largebin double linked list corrupted (nextsize)");
                         }
                         fwd.set_bk_nextsize(victim);
                         victim.bk_nextsize().set_fd_nextsize(victim);
@@ -404,8 +395,10 @@ impl<K: Kernel> Malloc<K> {
             if !av.is_main() {
                 victim.set_non_main_arena();
             }
+            self.taken(av, size);
             return;
         }
+        self.taken(av, nb);
         let remainder = victim.plus(nb);
         let bck = av.unsorted();
         let fwd = bck.fd();

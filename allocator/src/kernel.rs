@@ -6,6 +6,7 @@
 //! kernel-sim's `SimKernel`, which serves them from a simulated memory manager. The allocator
 //! is generic over the trait, so the Linux build pays nothing for the seam.
 
+use crate::tcache::Tcache;
 use crate::thread::ThreadSlot;
 
 /// An error number, as the Linux system call reports it (`ENOMEM`, `EINVAL`, ...).
@@ -73,13 +74,7 @@ pub unsafe trait Kernel: Sync + 'static {
 
     /// `mremap(2)` without `MREMAP_FIXED`: grow or shrink a mapping in place, or move it when
     /// `flags` holds `MREMAP_MAYMOVE`. Returns the (possibly new) start of the mapping.
-    fn mremap(
-        &self,
-        old_addr: usize,
-        old_len: usize,
-        new_len: usize,
-        flags: i32,
-    ) -> Result<usize, Errno>;
+    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno>;
 
     /// `mprotect(2)`.
     fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno>;
@@ -88,15 +83,18 @@ pub unsafe trait Kernel: Sync + 'static {
     fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno>;
 
     /// The calling thread's slot for the allocator's per-thread state (thread cache and
-    /// arena). Each kernel type has its own thread-local slot; write it as
-    ///
-    /// ```ignore
-    /// fn thread_slot() -> *const ptalloc::ThreadSlot {
-    ///     std::thread_local!(static SLOT: ptalloc::ThreadSlot = const { ptalloc::ThreadSlot::new() });
-    ///     SLOT.with(|slot| slot as *const ptalloc::ThreadSlot)
-    /// }
-    /// ```
-    ///
-    /// (a `const` initialiser and no destructor: anything else would allocate on first use).
+    /// arena). Each kernel type has its own: a `std::thread_local!` of a
+    /// [`ThreadSlot`] with a `const { ThreadSlot::new() }` initialiser and no destructor
+    /// (anything else would allocate on first use), returned by address — see
+    /// `LinuxKernel`'s implementation.
     fn thread_slot() -> *const ThreadSlot;
+
+    /// The calling thread's cache, as stored in its slot: the first load of both fast paths.
+    /// A kernel may read it more directly than through `thread_slot` (`LinuxKernel` does).
+    #[doc(hidden)]
+    #[inline(always)]
+    fn thread_tcache() -> *const Tcache {
+        // SAFETY: the slot is the calling thread's and lives as long as the thread.
+        unsafe { (*Self::thread_slot()).tcache_ptr() }
+    }
 }

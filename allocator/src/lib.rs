@@ -41,8 +41,10 @@ pub use kernel::{Errno, Kernel};
 pub use linux::LinuxKernel;
 pub use malloc::Malloc;
 pub use params::{
-    M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB,
-    M_TOP_PAD, M_TRIM_THRESHOLD,
+    M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB, M_TOP_PAD,
+    M_TRIM_THRESHOLD,
 };
 pub use stats::{FdWriter, MallInfo, MallInfo2, Stats};
+#[doc(hidden)]
+pub use tcache::Tcache;
 pub use thread::ThreadSlot;

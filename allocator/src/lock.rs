@@ -19,27 +19,19 @@ pub(crate) struct Lock {
 
 impl Lock {
     pub(crate) const fn new() -> Lock {
-        Lock {
-            state: AtomicU32::new(UNLOCKED),
-        }
+        Lock { state: AtomicU32::new(UNLOCKED) }
     }
 
     #[inline]
     pub(crate) fn lock(&self) {
-        if self
-            .state
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
     }
 
     #[inline]
     pub(crate) fn try_lock(&self) -> bool {
-        self.state
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     #[inline]
@@ -65,10 +57,7 @@ impl Lock {
     fn lock_contended(&self) {
         for _ in 0..SPIN_LIMIT {
             if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
+                && self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
                 return;
             }
@@ -98,12 +87,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
 fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only wakes waiters on the word's address.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
     }
 }
 
@@ -132,10 +116,7 @@ mod tests {
         }
         // SAFETY: `counter` is only touched with `lock` held.
         unsafe impl Sync for Shared {}
-        let shared = Arc::new(Shared {
-            lock: Lock::new(),
-            counter: core::cell::UnsafeCell::new(0),
-        });
+        let shared = Arc::new(Shared { lock: Lock::new(), counter: core::cell::UnsafeCell::new(0) });
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let s = shared.clone();

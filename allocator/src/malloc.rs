@@ -7,23 +7,23 @@
 //! goes through `#[cold]` slow paths.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::{single_threaded, Arena};
 use crate::chunk::{
-    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MINSIZE,
-    SIZE_SZ,
+    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
 use crate::linux::{errno, set_errno};
 use crate::lock::Lock;
-use crate::params::{
-    environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX,
-};
+use crate::params::{environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
-use crate::tcache::{request2tidx, Tcache, MAX_TCACHE_SIZE};
+use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST};
 use crate::thread::ThreadSlot;
+
+/// Granularity of the instance-wide in-use total.
+const IN_USE_BATCH: usize = 64 * 1024;
 
 const UNINIT: u8 = 0;
 const INITIALISING: u8 = 1;
@@ -58,6 +58,10 @@ pub struct Malloc<K: Kernel> {
     thread_key: AtomicU32,
     thread_key_ok: AtomicBool,
     pub(crate) stats: SysStats,
+    /// Bytes held by the program or thread caches, all arenas and mmapped chunks together,
+    /// updated in batches (see `taken`); and the highest value it reached.
+    in_use_total: AtomicIsize,
+    peak_in_use: AtomicIsize,
 }
 
 // SAFETY: `free_list` is only touched under `free_list_lock`; arenas synchronise through
@@ -90,6 +94,8 @@ impl<K: Kernel> Malloc<K> {
             thread_key: AtomicU32::new(0),
             thread_key_ok: AtomicBool::new(false),
             stats: SysStats::new(),
+            in_use_total: AtomicIsize::new(0),
+            peak_in_use: AtomicIsize::new(0),
         }
     }
 
@@ -112,7 +118,9 @@ impl<K: Kernel> Malloc<K> {
     /// The calling thread's cache (the disabled one if it has none).
     #[inline(always)]
     pub(crate) fn thread_tcache(&self) -> &Tcache {
-        self.slot().tcache()
+        // SAFETY: the slot holds the disabled cache (a static) or this thread's own cache,
+        // which stays allocated until thread exit swaps it out.
+        unsafe { &*K::thread_tcache() }
     }
 
     #[inline(always)]
@@ -140,12 +148,7 @@ impl<K: Kernel> Malloc<K> {
     #[inline(never)]
     fn init(&'static self) {
         loop {
-            match self.state.compare_exchange(
-                UNINIT,
-                INITIALISING,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match self.state.compare_exchange(UNINIT, INITIALISING, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(READY) => return,
                 // Another thread is initialising: nothing in `init` calls malloc, so it
@@ -153,13 +156,9 @@ impl<K: Kernel> Malloc<K> {
                 Err(_) => core::hint::spin_loop(),
             }
         }
-        self.pagesize
-            .store(self.kernel.page_size(), Ordering::Relaxed);
+        self.pagesize.store(self.kernel.page_size(), Ordering::Relaxed);
         self.main_arena.init(true);
-        self.main_arena.next.store(
-            &self.main_arena as *const Arena as *mut Arena,
-            Ordering::Release,
-        );
+        self.main_arena.next.store(&self.main_arena as *const Arena as *mut Arena, Ordering::Release);
         self.tcache_key.store(random_key(), Ordering::Relaxed);
         if environment_ready() {
             self.mp.apply(&tunables_from_process_env());
@@ -168,8 +167,7 @@ impl<K: Kernel> Malloc<K> {
         }
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: pthread_key_create does not allocate; the destructor is our thread-exit hook.
-        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0
-        {
+        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0 {
             self.thread_key.store(key, Ordering::Relaxed);
             self.thread_key_ok.store(true, Ordering::Relaxed);
         }
@@ -208,6 +206,7 @@ impl<K: Kernel> Malloc<K> {
             return;
         }
         slot.set_active();
+        self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
         let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
         let count = self.mp.tcache_count.load(Ordering::Relaxed);
         if bins > 0 && count > 0 {
@@ -257,18 +256,62 @@ impl<K: Kernel> Malloc<K> {
         p
     }
 
+    // ----------------------------------------------------------------- accounting
+
+    /// `bytes` of chunks left arena `av`'s free structures for the program or a thread
+    /// cache (`av` held). The arena's count is exact; the instance-wide total (for the peak)
+    /// is updated in steps of `IN_USE_BATCH` so arenas do not fight over one cache line.
+    #[inline]
+    pub(crate) fn taken(&self, av: &Arena, bytes: usize) {
+        av.in_use.set(av.in_use.get() + bytes);
+        self.note_in_use(av, bytes as isize);
+    }
+
+    /// `bytes` of chunks came back to arena `av`'s free structures.
+    #[inline]
+    pub(crate) fn returned(&self, av: &Arena, bytes: usize) {
+        av.in_use.set(av.in_use.get().wrapping_sub(bytes));
+        self.note_in_use(av, -(bytes as isize));
+    }
+
+    #[inline]
+    fn note_in_use(&self, av: &Arena, delta: isize) {
+        let pending = av.unflushed.get() + delta;
+        if pending.unsigned_abs() < IN_USE_BATCH {
+            av.unflushed.set(pending);
+        } else {
+            av.unflushed.set(0);
+            self.mmap_taken(pending);
+        }
+    }
+
+    /// Change of in-use bytes outside any arena (mmapped chunks), or a flushed batch.
+    pub(crate) fn mmap_taken(&self, delta: isize) {
+        let total = self.in_use_total.fetch_add(delta, Ordering::Relaxed) + delta;
+        if delta > 0 {
+            self.peak_in_use.fetch_max(total, Ordering::Relaxed);
+        }
+    }
+
+    /// The highest in-use total seen (within `IN_USE_BATCH` bytes per arena).
+    pub(crate) fn peak_in_use(&self) -> usize {
+        self.peak_in_use.load(Ordering::Relaxed).max(0) as usize
+    }
+
     // ----------------------------------------------------------------- malloc
 
     /// `malloc(3)`: at least `bytes` bytes, 16-byte aligned, or null with `errno = ENOMEM`.
     /// `malloc(0)` returns a unique pointer.
     #[inline(always)]
     pub fn malloc(&'static self, bytes: usize) -> *mut u8 {
-        // Thread-cache hit: a bounds test, a TLS load, a list pop.
-        if bytes <= MAX_TCACHE_SIZE {
+        // Thread-cache hit, about 18 instructions: a range test, the slot, a TLS load, a
+        // safe-linked list pop with its alignment check, the room count, the key cleared.
+        if bytes <= FAST_MAX_REQUEST {
             let tc = self.thread_tcache();
-            let idx = request2tidx(bytes);
-            if !tc.first(idx).is_null() {
-                return tc.get(idx);
+            let slot = request_slot(bytes);
+            // SAFETY: requests up to FAST_MAX_REQUEST have slots below TCACHE_SLOTS.
+            if !unsafe { tc.first_unchecked(slot) }.is_null() {
+                return tc.get(slot);
             }
         }
         self.malloc_slow(bytes)
@@ -285,12 +328,12 @@ impl<K: Kernel> Malloc<K> {
         let slot = self.slot();
         if slot.is_new() {
             self.tcache_init(slot);
-            if bytes <= MAX_TCACHE_SIZE {
-                let tc = slot.tcache();
-                let idx = request2tidx(bytes);
-                if !tc.first(idx).is_null() {
-                    return tc.get(idx);
-                }
+        }
+        // The fast path covers most of the cache; the largest bins are tried here.
+        if let Some(s) = slot_for_request(bytes) {
+            let tc = slot.tcache();
+            if !tc.first(s).is_null() {
+                return tc.get(s);
             }
         }
         let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc(av, bytes));
@@ -313,18 +356,30 @@ impl<K: Kernel> Malloc<K> {
         if mem.is_null() {
             return;
         }
-        // Thread-cache put: aligned pointer, size a multiple of 16 and not mmapped (one test
-        // of the header), a bin with room, and not already cached.
+        // SAFETY: forwarded; `mem` is not null.
+        unsafe { self.free_nonnull(mem) }
+    }
+
+    /// `free` of a pointer known not to be null (Rust's `dealloc`).
+    ///
+    /// # Safety
+    /// As for [`Malloc::free`], and `mem` is not null.
+    #[inline(always)]
+    pub unsafe fn free_nonnull(&'static self, mem: *mut u8) {
+        // Thread-cache put, about 20 instructions: an aligned pointer whose header passes one
+        // mask test (small, not mmapped, a multiple of 16), a bin with room, and a chunk not
+        // already cached.
         if aligned_ok(mem as usize) {
             // SAFETY: an aligned pointer from this allocator has its chunk header before it.
             let p = unsafe { Chunk::from_mem(mem) };
             let head = p.head();
-            if head & (IS_MMAPPED | 8) == 0 {
+            if head & FAST_FREE_MASK == 0 {
+                let slot = slot_of(head);
                 let tc = self.thread_tcache();
-                let idx = (head >> 4).wrapping_sub(2);
                 let key = self.key();
-                if idx < tc.nbins() && tc.has_room(idx) && Tcache::entry_key(mem) != key {
-                    tc.put(p, idx, key);
+                // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS.
+                if unsafe { tc.has_room_unchecked(slot) } && Tcache::entry_key(mem) != key {
+                    tc.put(p, slot, key);
                     return;
                 }
             }
@@ -361,9 +416,7 @@ impl<K: Kernel> Malloc<K> {
             && head <= DEFAULT_MMAP_THRESHOLD_MAX
         {
             self.mp.mmap_threshold.store(p.size(), Ordering::Relaxed);
-            self.mp
-                .trim_threshold
-                .store(2 * p.size(), Ordering::Relaxed);
+            self.mp.trim_threshold.store(2 * p.size(), Ordering::Relaxed);
         }
         self.munmap_chunk(p);
     }
@@ -393,11 +446,7 @@ impl<K: Kernel> Malloc<K> {
             if !mem.is_null() {
                 // SAFETY: a chunk just allocated from this arena.
                 let p = unsafe { Chunk::from_mem(mem) };
-                clean.set(if p == old_top {
-                    av.clean_from.get()
-                } else {
-                    usize::MAX
-                });
+                clean.set(if p == old_top { av.clean_from.get() } else { usize::MAX });
             }
             mem
         });
@@ -544,14 +593,9 @@ impl<K: Kernel> Malloc<K> {
 
     /// `posix_memalign(3)`: 0 and `*memptr` set on success; `EINVAL` if `alignment` is not a
     /// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (with `*memptr` untouched).
-    pub fn posix_memalign(
-        &'static self,
-        memptr: &mut *mut u8,
-        alignment: usize,
-        bytes: usize,
-    ) -> i32 {
+    pub fn posix_memalign(&'static self, memptr: &mut *mut u8, alignment: usize, bytes: usize) -> i32 {
         let word = core::mem::size_of::<usize>();
-        if alignment == 0 || alignment % word != 0 || !(alignment / word).is_power_of_two() {
+        if alignment == 0 || !alignment.is_multiple_of(word) || !(alignment / word).is_power_of_two() {
             return libc::EINVAL;
         }
         let p = self.memalign(alignment, bytes);
@@ -645,15 +689,10 @@ fn random_key() -> usize {
     };
     if n != core::mem::size_of::<usize>() as libc::c_long || key == 0 {
         // No entropy yet: mix the clock with an address (ASLR makes it vary per process).
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime fills the timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        key = (ts.tv_nsec as usize
-            ^ (ts.tv_sec as usize).rotate_left(32)
-            ^ (&key as *const usize as usize))
+        key = (ts.tv_nsec as usize ^ (ts.tv_sec as usize).rotate_left(32) ^ (&key as *const usize as usize))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             | 1;
     }

@@ -9,19 +9,11 @@ use crate::malloc::Malloc;
 impl<K: Kernel> Malloc<K> {
     /// `bytes` bytes aligned to `alignment` (a power of two of at least `MINSIZE`) from `av`
     /// (held). Null if the memory cannot be had.
-    pub(crate) fn int_memalign(
-        &'static self,
-        av: &Arena,
-        alignment: usize,
-        bytes: usize,
-    ) -> *mut u8 {
+    pub(crate) fn int_memalign(&'static self, av: &Arena, alignment: usize, bytes: usize) -> *mut u8 {
         let Some(nb) = checked_request2size(bytes) else {
             return core::ptr::null_mut();
         };
-        let Some(request) = nb
-            .checked_add(alignment)
-            .and_then(|r| r.checked_add(MINSIZE))
-        else {
+        let Some(request) = nb.checked_add(alignment).and_then(|r| r.checked_add(MINSIZE)) else {
             return core::ptr::null_mut();
         };
         let m = self.int_malloc(av, request);
@@ -30,11 +22,11 @@ impl<K: Kernel> Malloc<K> {
         }
         // SAFETY: a chunk just allocated from this arena.
         let mut p = unsafe { Chunk::from_mem(m) };
-        if (m as usize) % alignment != 0 {
+        if !(m as usize).is_multiple_of(alignment) {
             // The aligned spot inside the chunk; if the space before it is too small to be a
             // chunk of its own, take the next aligned spot (we asked for enough room).
-            let mut brk = ((m as usize + alignment - 1) & alignment.wrapping_neg())
-                - 2 * core::mem::size_of::<usize>();
+            let mut brk =
+                ((m as usize + alignment - 1) & alignment.wrapping_neg()) - 2 * core::mem::size_of::<usize>();
             if brk - p.addr() < MINSIZE {
                 brk += alignment;
             }

@@ -150,9 +150,7 @@ impl<K: Kernel> Allocator for &'static Malloc<K> {
         Some(Malloc::mallinfo2(self))
     }
     fn check(&self) -> Result<(), String> {
-        Malloc::check_heap(self)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        Malloc::check_heap(self).map(|_| ()).map_err(|e| e.to_string())
     }
     fn page_size(&self) -> usize {
         self.pagesize()
@@ -201,12 +199,7 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Mix {
-        Mix {
-            slots: 2000,
-            max_size: 4 << 20,
-            max_align: 64 << 10,
-            bad_args_percent: 1,
-        }
+        Mix { slots: 2000, max_size: 4 << 20, max_align: 64 << 10, bad_args_percent: 1 }
     }
 }
 
@@ -239,59 +232,23 @@ impl Mix {
         let slot = rng.below(self.slots as u64) as usize;
         if rng.chance(self.bad_args_percent) {
             return match rng.below(6) {
-                0 => Op::Malloc {
-                    slot,
-                    size: usize::MAX - rng.below(64) as usize,
-                },
-                1 => Op::Calloc {
-                    slot,
-                    n: usize::MAX / 3,
-                    size: 7,
-                },
-                2 => Op::Memalign {
-                    slot,
-                    align: usize::MAX / 2 + 2,
-                    size: 16,
-                },
-                3 => Op::PosixMemalign {
-                    slot,
-                    align: 24 + 8 * rng.below(3) as usize,
-                    size: 16,
-                },
-                4 => Op::ReallocArray {
-                    slot,
-                    n: usize::MAX / 2,
-                    size: 4,
-                },
-                _ => Op::Realloc {
-                    slot,
-                    size: isize::MAX as usize + 1,
-                },
+                0 => Op::Malloc { slot, size: usize::MAX - rng.below(64) as usize },
+                1 => Op::Calloc { slot, n: usize::MAX / 3, size: 7 },
+                2 => Op::Memalign { slot, align: usize::MAX / 2 + 2, size: 16 },
+                3 => Op::PosixMemalign { slot, align: 24 + 8 * rng.below(3) as usize, size: 16 },
+                4 => Op::ReallocArray { slot, n: usize::MAX / 2, size: 4 },
+                _ => Op::Realloc { slot, size: isize::MAX as usize + 1 },
             };
         }
         match rng.below(100) {
-            0..=39 => Op::Malloc {
-                slot,
-                size: self.size(rng),
-            },
+            0..=39 => Op::Malloc { slot, size: self.size(rng) },
             40..=44 => {
                 let size = self.size(rng);
                 let n = 1 + rng.below(8) as usize;
-                Op::Calloc {
-                    slot,
-                    n,
-                    size: size / n,
-                }
+                Op::Calloc { slot, n, size: size / n }
             }
-            45..=57 => Op::Realloc {
-                slot,
-                size: self.size(rng),
-            },
-            58..=59 => Op::ReallocArray {
-                slot,
-                n: 1 + rng.below(4) as usize,
-                size: self.size(rng) / 4,
-            },
+            45..=57 => Op::Realloc { slot, size: self.size(rng) },
+            58..=59 => Op::ReallocArray { slot, n: 1 + rng.below(4) as usize, size: self.size(rng) / 4 },
             60..=62 => {
                 // memalign also takes alignments that are not powers of two.
                 let align = if rng.chance(20) {
@@ -299,35 +256,15 @@ impl Mix {
                 } else {
                     self.align(rng)
                 };
-                Op::Memalign {
-                    slot,
-                    align,
-                    size: self.size(rng),
-                }
+                Op::Memalign { slot, align, size: self.size(rng) }
             }
-            63..=64 => Op::PosixMemalign {
-                slot,
-                align: self.align(rng),
-                size: self.size(rng),
-            },
-            65 => Op::AlignedAlloc {
-                slot,
-                align: self.align(rng),
-                size: self.size(rng),
-            },
-            66 => Op::Valloc {
-                slot,
-                size: self.size(rng),
-            },
-            67 => Op::Pvalloc {
-                slot,
-                size: self.size(rng),
-            },
+            63..=64 => Op::PosixMemalign { slot, align: self.align(rng), size: self.size(rng) },
+            65 => Op::AlignedAlloc { slot, align: self.align(rng), size: self.size(rng) },
+            66 => Op::Valloc { slot, size: self.size(rng) },
+            67 => Op::Pvalloc { slot, size: self.size(rng) },
             68..=98 => Op::Free { slot },
             _ => match rng.below(20) {
-                0 => Op::Trim {
-                    pad: rng.below(1 << 20) as usize,
-                },
+                0 => Op::Trim { pad: rng.below(1 << 20) as usize },
                 1..=4 => Op::Info,
                 _ => Op::Free { slot },
             },
@@ -370,22 +307,10 @@ pub fn decode(bytes: &[u8], slots: usize) -> Vec<Op> {
         let Some(s) = input.byte() else { break };
         let slot = s as usize % slots;
         let op = match code % 14 {
-            0 | 1 | 2 => input.size().map(|size| Op::Malloc { slot, size }),
-            3 => (|| {
-                Some(Op::Calloc {
-                    slot,
-                    n: input.byte()? as usize % 9,
-                    size: input.size()?,
-                })
-            })(),
+            0..=2 => input.size().map(|size| Op::Malloc { slot, size }),
+            3 => (|| Some(Op::Calloc { slot, n: input.byte()? as usize % 9, size: input.size()? }))(),
             4 | 5 => input.size().map(|size| Op::Realloc { slot, size }),
-            6 => (|| {
-                Some(Op::ReallocArray {
-                    slot,
-                    n: input.byte()? as usize % 5,
-                    size: input.size()?,
-                })
-            })(),
+            6 => (|| Some(Op::ReallocArray { slot, n: input.byte()? as usize % 5, size: input.size()? }))(),
             7 => (|| {
                 Some(Op::Memalign {
                     slot,
@@ -393,20 +318,8 @@ pub fn decode(bytes: &[u8], slots: usize) -> Vec<Op> {
                     size: input.size()?,
                 })
             })(),
-            8 => (|| {
-                Some(Op::PosixMemalign {
-                    slot,
-                    align: input.align()?,
-                    size: input.size()?,
-                })
-            })(),
-            9 => (|| {
-                Some(Op::AlignedAlloc {
-                    slot,
-                    align: input.align()?,
-                    size: input.size()?,
-                })
-            })(),
+            8 => (|| Some(Op::PosixMemalign { slot, align: input.align()?, size: input.size()? }))(),
+            9 => (|| Some(Op::AlignedAlloc { slot, align: input.align()?, size: input.size()? }))(),
             10 => input.size().map(|size| {
                 if size % 2 == 0 {
                     Op::Valloc { slot, size }
@@ -416,9 +329,7 @@ pub fn decode(bytes: &[u8], slots: usize) -> Vec<Op> {
             }),
             11 | 12 => Some(Op::Free { slot }),
             _ => Some(match s % 3 {
-                0 => Op::Trim {
-                    pad: s as usize * 4096,
-                },
+                0 => Op::Trim { pad: s as usize * 4096 },
                 1 => Op::Info,
                 _ => Op::Check,
             }),
@@ -499,10 +410,7 @@ fn verify(b: &Block, upto: usize) -> Result<u64, String> {
             let v = unsafe { base.add(i).read() };
             checked += 8;
             if v != pattern_word(b.seed, i) {
-                err = Some(format!(
-                    "block {:#x} (size {}): word {} overwritten",
-                    b.ptr, b.size, i
-                ));
+                err = Some(format!("block {:#x} (size {}): word {} overwritten", b.ptr, b.size, i));
             }
         }
     });
@@ -515,10 +423,7 @@ fn verify(b: &Block, upto: usize) -> Result<u64, String> {
             // SAFETY: the last bytes of the block.
             let v = unsafe { ((b.ptr + b.size - tail + j) as *const u8).read() };
             if v != (b.seed >> (8 * j)) as u8 {
-                return Err(format!(
-                    "block {:#x} (size {}): tail byte {} overwritten",
-                    b.ptr, b.size, j
-                ));
+                return Err(format!("block {:#x} (size {}): tail byte {} overwritten", b.ptr, b.size, j));
             }
         }
     }
@@ -551,25 +456,15 @@ impl<A: Allocator> Model<A> {
     }
 
     /// Record a new block after checking it against C's promises and the live blocks.
-    fn admit(
-        &self,
-        p: *mut u8,
-        size: usize,
-        align: usize,
-        seed: u64,
-        zeroed: bool,
-    ) -> Result<Block, String> {
+    fn admit(&self, p: *mut u8, size: usize, align: usize, seed: u64, zeroed: bool) -> Result<Block, String> {
         let addr = p as usize;
-        if addr % align.max(16) != 0 {
+        if !addr.is_multiple_of(align.max(16)) {
             return Err(format!("{:#x} is not aligned to {}", addr, align.max(16)));
         }
         // SAFETY: a live block just returned.
         let usable = unsafe { self.alloc.usable_size(p) };
         if usable < size {
-            return Err(format!(
-                "{:#x}: usable size {} < requested {}",
-                addr, usable, size
-            ));
+            return Err(format!("{:#x}: usable size {} < requested {}", addr, usable, size));
         }
         {
             let mut live = self.live.lock().unwrap();
@@ -600,22 +495,13 @@ impl<A: Allocator> Model<A> {
             let ok = if size <= DENSE_LIMIT {
                 (0..size).all(check)
             } else {
-                (0..4096).all(check)
-                    && (size - 4096..size).all(check)
-                    && (0..size).step_by(4093).all(check)
+                (0..4096).all(check) && (size - 4096..size).all(check) && (0..size).step_by(4093).all(check)
             };
             if !ok {
-                return Err(format!(
-                    "calloc block {:#x} (size {}) is not zeroed",
-                    addr, size
-                ));
+                return Err(format!("calloc block {:#x} (size {}) is not zeroed", addr, size));
             }
         }
-        let b = Block {
-            ptr: addr,
-            size,
-            seed,
-        };
+        let b = Block { ptr: addr, size, seed };
         fill(&b);
         Ok(b)
     }
@@ -635,37 +521,24 @@ impl<A: Allocator> Model<A> {
                 })
             }
             Op::Malloc { slot, size } => {
-                self.replace(slot_of(slot), stats, size, 1, seed, false, |a| {
-                    a.malloc(size)
-                })
+                self.replace(slot_of(slot), stats, size, 1, seed, false, |a| a.malloc(size))
             }
             Op::Calloc { slot, n, size } => match n.checked_mul(size) {
                 Some(total) if total <= isize::MAX as usize => {
-                    self.replace(slot_of(slot), stats, total, 1, seed, true, |a| {
-                        a.calloc(n, size)
-                    })
+                    self.replace(slot_of(slot), stats, total, 1, seed, true, |a| a.calloc(n, size))
                 }
-                _ => self.expect_failure(stats, libc::ENOMEM, "calloc overflow", || {
-                    self.alloc.calloc(n, size)
-                }),
+                _ => {
+                    self.expect_failure(stats, libc::ENOMEM, "calloc overflow", || self.alloc.calloc(n, size))
+                }
             },
             Op::Memalign { slot, align, size } => {
                 if align > usize::MAX / 2 + 1 {
-                    return self.expect_failure(
-                        stats,
-                        libc::EINVAL,
-                        "memalign huge alignment",
-                        || self.alloc.memalign(align, size),
-                    );
+                    return self.expect_failure(stats, libc::EINVAL, "memalign huge alignment", || {
+                        self.alloc.memalign(align, size)
+                    });
                 }
-                let effective = if align <= 16 {
-                    16
-                } else {
-                    align.next_power_of_two()
-                };
-                self.replace(slot_of(slot), stats, size, effective, seed, false, |a| {
-                    a.memalign(align, size)
-                })
+                let effective = if align <= 16 { 16 } else { align.next_power_of_two() };
+                self.replace(slot_of(slot), stats, size, effective, seed, false, |a| a.memalign(align, size))
             }
             Op::AlignedAlloc { slot, align, size } => {
                 let effective = align.max(16).next_power_of_two();
@@ -679,7 +552,9 @@ impl<A: Allocator> Model<A> {
                     let mut out = 0x1234 as *mut u8;
                     let r = self.alloc.posix_memalign(&mut out, align, size);
                     if r != libc::EINVAL || out as usize != 0x1234 {
-                        return Err(format!("posix_memalign({align}) returned {r}, expected EINVAL with *memptr untouched"));
+                        return Err(format!(
+                            "posix_memalign({align}) returned {r}, expected EINVAL with *memptr untouched"
+                        ));
                     }
                     stats.failures_expected += 1;
                     return Ok(());
@@ -694,16 +569,12 @@ impl<A: Allocator> Model<A> {
             }
             Op::Valloc { slot, size } => {
                 let ps = self.page_size;
-                self.replace(slot_of(slot), stats, size, ps, seed, false, |a| {
-                    a.valloc(size)
-                })
+                self.replace(slot_of(slot), stats, size, ps, seed, false, |a| a.valloc(size))
             }
             Op::Pvalloc { slot, size } => {
                 let ps = self.page_size;
                 let rounded = size.div_ceil(ps) * ps;
-                self.replace(slot_of(slot), stats, rounded, ps, seed, false, |a| {
-                    a.pvalloc(size)
-                })
+                self.replace(slot_of(slot), stats, rounded, ps, seed, false, |a| a.pvalloc(size))
             }
             Op::Free { slot } => {
                 let mut s = slot_of(slot).lock().unwrap();
@@ -725,15 +596,10 @@ impl<A: Allocator> Model<A> {
                 if size > isize::MAX as usize {
                     let s = slot_of(slot).lock().unwrap();
                     let old = s.map_or(core::ptr::null_mut(), |b| b.ptr as *mut u8);
-                    let r = self.expect_failure(
-                        stats,
-                        libc::ENOMEM,
-                        "realloc above PTRDIFF_MAX",
-                        || {
-                            // SAFETY: a live block of the table, or null.
-                            unsafe { self.alloc.realloc(old, size) }
-                        },
-                    );
+                    let r = self.expect_failure(stats, libc::ENOMEM, "realloc above PTRDIFF_MAX", || {
+                        // SAFETY: a live block of the table, or null.
+                        unsafe { self.alloc.realloc(old, size) }
+                    });
                     if let Some(b) = *s {
                         stats.bytes_checked += verify(&b, b.size)?;
                     }
@@ -754,11 +620,10 @@ impl<A: Allocator> Model<A> {
                 _ => {
                     let s = slot_of(slot).lock().unwrap();
                     let old = s.map_or(core::ptr::null_mut(), |b| b.ptr as *mut u8);
-                    let r =
-                        self.expect_failure(stats, libc::ENOMEM, "reallocarray overflow", || {
-                            // SAFETY: a live block of the table, or null.
-                            unsafe { self.alloc.reallocarray(old, n, size) }
-                        });
+                    let r = self.expect_failure(stats, libc::ENOMEM, "reallocarray overflow", || {
+                        // SAFETY: a live block of the table, or null.
+                        unsafe { self.alloc.reallocarray(old, n, size) }
+                    });
                     if let Some(b) = *s {
                         stats.bytes_checked += verify(&b, b.size)?;
                     }
@@ -809,10 +674,7 @@ impl<A: Allocator> Model<A> {
         }
         let p = f(&self.alloc);
         if p.is_null() {
-            return Err(format!(
-                "allocation of {size} bytes (alignment {align}) failed: errno {}",
-                errno()
-            ));
+            return Err(format!("allocation of {size} bytes (alignment {align}) failed: errno {}", errno()));
         }
         stats.allocations += 1;
         *s = Some(self.admit(p, size, align, seed, zeroed)?);
@@ -833,13 +695,11 @@ impl<A: Allocator> Model<A> {
         if let Some(b) = old {
             stats.bytes_checked += verify(&b, b.size)?;
         }
-        let p = f(
-            &self.alloc,
-            old.map_or(core::ptr::null_mut(), |b| b.ptr as *mut u8),
-        );
+        // Forget the old range first: once realloc frees it another thread may get it.
         if let Some(b) = old {
             self.forget(&b);
         }
+        let p = f(&self.alloc, old.map_or(core::ptr::null_mut(), |b| b.ptr as *mut u8));
         if size == 0 && old.is_some() {
             // realloc(p, 0) frees p and returns NULL.
             if !p.is_null() {
@@ -855,10 +715,7 @@ impl<A: Allocator> Model<A> {
         stats.allocations += 1;
         if let Some(b) = old {
             // The common prefix must have survived the move.
-            let moved = Block {
-                ptr: p as usize,
-                ..b
-            };
+            let moved = Block { ptr: p as usize, ..b };
             stats.bytes_checked +=
                 verify(&moved, b.size.min(size)).map_err(|e| format!("realloc lost data: {e}"))?;
         }
@@ -901,24 +758,15 @@ impl<A: Allocator> Model<A> {
     }
 
     /// Run `ops` random operations from `seed`, checking the heap every `check_every`.
-    pub fn run_random(
-        &self,
-        mix: &Mix,
-        seed: u64,
-        ops: u64,
-        check_every: u64,
-    ) -> Result<RunStats, String> {
+    pub fn run_random(&self, mix: &Mix, seed: u64, ops: u64, check_every: u64) -> Result<RunStats, String> {
         let mut rng = Rng::new(seed);
         let mut stats = RunStats::default();
         for i in 0..ops {
             let op = mix.op(&mut rng);
             let block_seed = rng.next_u64();
-            self.apply(op, block_seed, &mut stats)
-                .map_err(|e| format!("seed {seed}, op {i} {op:?}: {e}"))?;
+            self.apply(op, block_seed, &mut stats).map_err(|e| format!("seed {seed}, op {i} {op:?}: {e}"))?;
             if check_every > 0 && i % check_every == check_every - 1 {
-                self.alloc
-                    .check()
-                    .map_err(|e| format!("seed {seed}, after op {i}: heap check: {e}"))?;
+                self.alloc.check().map_err(|e| format!("seed {seed}, after op {i}: heap check: {e}"))?;
             }
         }
         Ok(stats)

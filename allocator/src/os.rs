@@ -20,8 +20,7 @@ impl<K: Kernel> Malloc<K> {
                     s.brk_grown.fetch_add(increment as u64, Relaxed);
                 }
                 Ok(_) => {
-                    s.brk_shrunk
-                        .fetch_add(increment.unsigned_abs() as u64, Relaxed);
+                    s.brk_shrunk.fetch_add(increment.unsigned_abs() as u64, Relaxed);
                 }
                 Err(_) => {
                     s.failed_calls.fetch_add(1, Relaxed);
@@ -31,16 +30,8 @@ impl<K: Kernel> Malloc<K> {
         r
     }
 
-    pub(crate) fn sys_mmap(
-        &self,
-        addr: usize,
-        len: usize,
-        prot: i32,
-        flags: i32,
-    ) -> Result<usize, Errno> {
-        let r = self
-            .kernel
-            .mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS);
+    pub(crate) fn sys_mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
+        let r = self.kernel.mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS);
         self.stats.mmap_calls.fetch_add(1, Relaxed);
         match r {
             Ok(_) => self.stats.mmap_bytes.fetch_add(len as u64, Relaxed),
@@ -67,9 +58,13 @@ impl<K: Kernel> Malloc<K> {
     ) -> Result<usize, Errno> {
         self.stats.mremap_calls.fetch_add(1, Relaxed);
         let r = self.kernel.mremap(addr, old_len, new_len, flags);
-        if r.is_err() {
-            self.stats.failed_calls.fetch_add(1, Relaxed);
-        }
+        match r {
+            Ok(_) if new_len >= old_len => {
+                self.stats.mremap_grown.fetch_add((new_len - old_len) as u64, Relaxed)
+            }
+            Ok(_) => self.stats.mremap_shrunk.fetch_add((old_len - new_len) as u64, Relaxed),
+            Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
+        };
         r
     }
 

@@ -141,8 +141,7 @@ impl Params {
             return false;
         }
         self.tcache_max_bytes.store(value, Relaxed);
-        self.tcache_bins
-            .store(csize2tidx(request2size(value)) + 1, Relaxed);
+        self.tcache_bins.store(csize2tidx(request2size(value)) + 1, Relaxed);
         true
     }
 
@@ -295,10 +294,7 @@ const TUNABLES: [TunableInfo; 13] = [
         tunable: Tunable::MmapMax,
         name: b"glibc.malloc.mmap_max",
         alias: Some(b"MALLOC_MMAP_MAX_"),
-        kind: Kind::Int32 {
-            min: 0,
-            max: i32::MAX as i64,
-        },
+        kind: Kind::Int32 { min: 0, max: i32::MAX as i64 },
     },
     TunableInfo {
         tunable: Tunable::ArenaMax,
@@ -312,12 +308,7 @@ const TUNABLES: [TunableInfo; 13] = [
         alias: Some(b"MALLOC_ARENA_TEST"),
         kind: Kind::Size { min: 1 },
     },
-    TunableInfo {
-        tunable: Tunable::TcacheMax,
-        name: b"glibc.malloc.tcache_max",
-        alias: None,
-        kind: SIZE,
-    },
+    TunableInfo { tunable: Tunable::TcacheMax, name: b"glibc.malloc.tcache_max", alias: None, kind: SIZE },
     TunableInfo {
         tunable: Tunable::TcacheCount,
         name: b"glibc.malloc.tcache_count",
@@ -330,18 +321,8 @@ const TUNABLES: [TunableInfo; 13] = [
         alias: None,
         kind: SIZE,
     },
-    TunableInfo {
-        tunable: Tunable::Mxfast,
-        name: b"glibc.malloc.mxfast",
-        alias: None,
-        kind: SIZE,
-    },
-    TunableInfo {
-        tunable: Tunable::Hugetlb,
-        name: b"glibc.malloc.hugetlb",
-        alias: None,
-        kind: SIZE,
-    },
+    TunableInfo { tunable: Tunable::Mxfast, name: b"glibc.malloc.mxfast", alias: None, kind: SIZE },
+    TunableInfo { tunable: Tunable::Hugetlb, name: b"glibc.malloc.hugetlb", alias: None, kind: SIZE },
 ];
 
 /// Values found in the environment, before they are applied.
@@ -502,12 +483,7 @@ mod tests {
     }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&[u8]) -> Option<&'a [u8]> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k.as_bytes() == name)
-                .map(|(_, v)| v.as_bytes())
-        }
+        move |name| pairs.iter().find(|(k, _)| k.as_bytes() == name).map(|(_, v)| v.as_bytes())
     }
 
     #[test]
@@ -547,11 +523,7 @@ mod tests {
         assert_eq!(p.mallopt(M_MXFAST, 161), 0);
         assert_eq!(p.mallopt(M_MXFAST, -1), 0);
         assert_eq!(p.mallopt(M_MXFAST, 0), 1);
-        assert_eq!(
-            p.max_fast(),
-            16,
-            "mxfast 0 leaves no chunk size small enough"
-        );
+        assert_eq!(p.max_fast(), 16, "mxfast 0 leaves no chunk size small enough");
         assert!(!p.no_dyn_threshold.load(Relaxed));
         assert_eq!(p.mallopt(M_MMAP_THRESHOLD, 1 << 20), 1);
         assert!(p.no_dyn_threshold.load(Relaxed));
@@ -560,11 +532,7 @@ mod tests {
         assert_eq!(p.arena_max.load(Relaxed), 0);
         assert_eq!(p.mallopt(M_ARENA_MAX, 3), 1);
         assert_eq!(p.arena_max.load(Relaxed), 3);
-        assert_eq!(
-            p.mallopt(12345, 1),
-            1,
-            "unknown parameters are accepted and ignored"
-        );
+        assert_eq!(p.mallopt(12345, 1), 1, "unknown parameters are accepted and ignored");
     }
 
     #[test]

@@ -14,13 +14,7 @@ use crate::printerr::malloc_printerr;
 impl<K: Kernel> Malloc<K> {
     /// Resize the in-use chunk `oldp` (of `oldsize`) of arena `av` (held) to chunk size `nb`.
     /// Returns the user pointer, or null with the old chunk untouched.
-    pub(crate) fn int_realloc(
-        &'static self,
-        av: &Arena,
-        oldp: Chunk,
-        oldsize: usize,
-        nb: usize,
-    ) -> *mut u8 {
+    pub(crate) fn int_realloc(&'static self, av: &Arena, oldp: Chunk, oldsize: usize, nb: usize) -> *mut u8 {
         let system_mem = av.system_mem.get();
         if oldp.head() <= CHUNK_HDR_SZ || oldsize >= system_mem {
             malloc_printerr("realloc(): invalid old size");
@@ -41,12 +35,14 @@ impl<K: Kernel> Malloc<K> {
             let top = oldp.plus(nb);
             av.set_top(top);
             top.set_head((oldsize + nextsize - nb) | PREV_INUSE);
+            self.taken(av, nb - oldsize);
             return oldp.mem();
         } else if next != av.top() && !next.inuse() && oldsize + nextsize >= nb {
             // Grow into the free chunk after us.
             newp = oldp;
             newsize = oldsize + nextsize;
             unlink_chunk(next);
+            self.taken(av, nextsize);
         } else {
             let newmem = self.int_malloc(av, nb - MALLOC_ALIGN_MASK);
             if newmem.is_null() {

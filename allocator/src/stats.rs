@@ -85,12 +85,16 @@ pub(crate) struct SysStats {
     pub(crate) munmap_calls: AtomicU64,
     pub(crate) munmap_bytes: AtomicU64,
     pub(crate) mremap_calls: AtomicU64,
+    pub(crate) mremap_grown: AtomicU64,
+    pub(crate) mremap_shrunk: AtomicU64,
     pub(crate) mprotect_calls: AtomicU64,
     pub(crate) madvise_calls: AtomicU64,
     pub(crate) madvise_bytes: AtomicU64,
     pub(crate) failed_calls: AtomicU64,
     pub(crate) arenas_created: AtomicU64,
     pub(crate) heaps_created: AtomicU64,
+    /// Threads that used the allocator (each got its cache set up).
+    pub(crate) threads_seen: AtomicU64,
 }
 
 impl SysStats {
@@ -104,12 +108,15 @@ impl SysStats {
             munmap_calls: AtomicU64::new(0),
             munmap_bytes: AtomicU64::new(0),
             mremap_calls: AtomicU64::new(0),
+            mremap_grown: AtomicU64::new(0),
+            mremap_shrunk: AtomicU64::new(0),
             mprotect_calls: AtomicU64::new(0),
             madvise_calls: AtomicU64::new(0),
             madvise_bytes: AtomicU64::new(0),
             failed_calls: AtomicU64::new(0),
             arenas_created: AtomicU64::new(0),
             heaps_created: AtomicU64::new(0),
+            threads_seen: AtomicU64::new(0),
         }
     }
 }
@@ -126,7 +133,10 @@ pub struct Stats {
     pub mmap_bytes: u64,
     pub munmap_calls: u64,
     pub munmap_bytes: u64,
+    /// `mremap` calls, and the bytes by which they grew and shrank mappings.
     pub mremap_calls: u64,
+    pub mremap_grown: u64,
+    pub mremap_shrunk: u64,
     pub mprotect_calls: u64,
     /// `madvise(MADV_DONTNEED)` calls and the bytes they released.
     pub madvise_calls: u64,
@@ -138,6 +148,12 @@ pub struct Stats {
     pub heaps_created: u64,
     /// The current mmap threshold (it moves with glibc's dynamic rule).
     pub mmap_threshold: usize,
+    /// Bytes held by the program or in thread caches (chunk sizes, mmapped chunks included),
+    /// now and at the peak (the peak within 64 KiB per arena).
+    pub in_use: usize,
+    pub peak_in_use: usize,
+    /// Threads that have used the allocator.
+    pub threads_seen: u64,
     /// The same figures as `mallinfo2`.
     pub info: MallInfo2,
 }
@@ -230,7 +246,13 @@ impl<K: Kernel> Malloc<K> {
         let info = self.mallinfo2();
         let s = &self.stats;
         let mut arenas = 0;
-        self.for_each_arena(|_| arenas += 1);
+        let mut in_use = self.mp.mmapped_mem.load(Relaxed);
+        self.for_each_arena(|av| {
+            arenas += 1;
+            av.mutex.lock();
+            in_use += av.in_use.get();
+            av.mutex.unlock();
+        });
         Stats {
             brk_calls: s.brk_calls.load(Relaxed),
             brk_grown: s.brk_grown.load(Relaxed),
@@ -240,6 +262,8 @@ impl<K: Kernel> Malloc<K> {
             munmap_calls: s.munmap_calls.load(Relaxed),
             munmap_bytes: s.munmap_bytes.load(Relaxed),
             mremap_calls: s.mremap_calls.load(Relaxed),
+            mremap_grown: s.mremap_grown.load(Relaxed),
+            mremap_shrunk: s.mremap_shrunk.load(Relaxed),
             mprotect_calls: s.mprotect_calls.load(Relaxed),
             madvise_calls: s.madvise_calls.load(Relaxed),
             madvise_bytes: s.madvise_bytes.load(Relaxed),
@@ -247,6 +271,9 @@ impl<K: Kernel> Malloc<K> {
             arenas,
             heaps_created: s.heaps_created.load(Relaxed),
             mmap_threshold: self.mp.mmap_threshold.load(Relaxed),
+            in_use,
+            peak_in_use: self.peak_in_use().max(in_use),
+            threads_seen: s.threads_seen.load(Relaxed),
             info,
         }
     }
@@ -451,19 +478,14 @@ pub struct FdWriter {
 
 impl FdWriter {
     pub const fn new(fd: i32) -> FdWriter {
-        FdWriter {
-            fd,
-            buf: [0; 512],
-            len: 0,
-        }
+        FdWriter { fd, buf: [0; 512], len: 0 }
     }
 
     pub fn flush(&mut self) {
         let mut done = 0;
         while done < self.len {
             // SAFETY: writing initialised bytes of our own buffer.
-            let n =
-                unsafe { libc::write(self.fd, self.buf[done..].as_ptr().cast(), self.len - done) };
+            let n = unsafe { libc::write(self.fd, self.buf[done..].as_ptr().cast(), self.len - done) };
             if n <= 0 {
                 break;
             }

@@ -13,8 +13,8 @@ use core::sync::atomic::Ordering;
 use crate::arena::Arena;
 use crate::bins::{bin_index, NBINS};
 use crate::chunk::{
-    align_down, align_up, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK,
-    MINSIZE, NON_MAIN_ARENA, PREV_INUSE, SIZE_SZ,
+    align_down, align_up, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK, MINSIZE,
+    NON_MAIN_ARENA, PREV_INUSE, SIZE_SZ,
 };
 use crate::heap::{heap_for_ptr, HEAP_INFO_SIZE};
 use crate::kernel::Kernel;
@@ -55,6 +55,7 @@ impl<K: Kernel> Malloc<K> {
             av.set_top(remainder);
             p.set_head(nb | PREV_INUSE | av.arena_bit());
             remainder.set_head((size - nb) | PREV_INUSE);
+            self.taken(av, nb);
             return p.mem();
         }
         core::ptr::null_mut()
@@ -68,14 +69,7 @@ impl<K: Kernel> Malloc<K> {
         if size <= nb {
             return None;
         }
-        let mm = self
-            .sys_mmap(
-                0,
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-            )
-            .ok()?;
+        let mm = self.sys_mmap(0, size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE).ok()?;
         // SAFETY: a fresh mapping of `size` bytes, page-aligned.
         let p = unsafe { Chunk::at(mm) };
         p.set_prev_size(0);
@@ -84,6 +78,7 @@ impl<K: Kernel> Malloc<K> {
         self.mp.max_n_mmaps.fetch_max(n, Ordering::Relaxed);
         let sum = self.mp.mmapped_mem.fetch_add(size, Ordering::Relaxed) + size;
         self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
+        self.mmap_taken(size as isize);
         Some(p.mem())
     }
 
@@ -117,10 +112,16 @@ impl<K: Kernel> Malloc<K> {
             old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             old_top.plus(old_size).set_foot(CHUNK_HDR_SZ);
             old_top.set_head(old_size | PREV_INUSE | NON_MAIN_ARENA);
+            // Free space, not the program's: count it taken so that freeing it balances.
+            self.taken(av, old_size);
             self.int_free(av, old_top, true);
         } else {
             old_top.set_head((old_size + CHUNK_HDR_SZ) | PREV_INUSE | NON_MAIN_ARENA);
             old_top.set_foot(old_size + CHUNK_HDR_SZ);
+            if old_size + CHUNK_HDR_SZ >= MINSIZE {
+                // An in-use chunk that closes the heap.
+                self.taken(av, old_size + CHUNK_HDR_SZ);
+            }
         }
         true
     }
@@ -154,12 +155,8 @@ impl<K: Kernel> Malloc<K> {
             }
             msize = msize.max(MMAP_AS_MORECORE_SIZE);
             if msize > nb {
-                if let Ok(m) = self.sys_mmap(
-                    0,
-                    msize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE,
-                ) {
+                if let Ok(m) = self.sys_mmap(0, msize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE)
+                {
                     brk = Some(m);
                     snd_brk = Some(m + msize);
                     size = msize;
@@ -230,10 +227,9 @@ impl<K: Kernel> Malloc<K> {
             let old_size = (old_size - 2 * CHUNK_HDR_SZ) & !MALLOC_ALIGN_MASK;
             old_top.set_head(old_size | PREV_INUSE);
             old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
-            old_top
-                .plus(old_size + CHUNK_HDR_SZ)
-                .set_head(CHUNK_HDR_SZ | PREV_INUSE);
+            old_top.plus(old_size + CHUNK_HDR_SZ).set_head(CHUNK_HDR_SZ | PREV_INUSE);
             if old_size >= MINSIZE {
+                self.taken(av, old_size);
                 self.int_free(av, old_top, true);
             }
         }
@@ -320,22 +316,15 @@ impl<K: Kernel> Malloc<K> {
         if new_size == total {
             return Some(p);
         }
-        let cp = self
-            .sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE)
-            .ok()?;
+        let cp = self.sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE).ok()?;
         // SAFETY: the chunk header at the same offset in the moved mapping.
         let p = unsafe { Chunk::at(cp + offset) };
         p.set_head((new_size - offset) | IS_MMAPPED);
+        self.mmap_taken(new_size as isize - total as isize);
         let sum = if new_size >= total {
-            self.mp
-                .mmapped_mem
-                .fetch_add(new_size - total, Ordering::Relaxed)
-                + (new_size - total)
+            self.mp.mmapped_mem.fetch_add(new_size - total, Ordering::Relaxed) + (new_size - total)
         } else {
-            self.mp
-                .mmapped_mem
-                .fetch_sub(total - new_size, Ordering::Relaxed)
-                - (total - new_size)
+            self.mp.mmapped_mem.fetch_sub(total - new_size, Ordering::Relaxed) - (total - new_size)
         };
         self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
         Some(p)

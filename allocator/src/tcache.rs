@@ -1,36 +1,57 @@
 //! The thread cache (tcache): per-thread LIFO lists of recently freed small chunks, one list
 //! per size class, used before any lock is taken.
 //!
-//! 64 bins cover chunk sizes 32 to 1040 bytes (requests up to 1032 bytes) in 16-byte steps,
-//! 7 entries each by default. An entry lives in the freed chunk's user area: a safe-linked
-//! `next` pointer and a `key` equal to the process-wide [`Malloc::tcache_key`] while the chunk
-//! sits in a tcache, which lets `free` notice the same chunk being freed twice.
+//! glibc's 64 bins cover chunk sizes 32 to 1040 bytes (requests up to 1032 bytes) in 16-byte
+//! steps, 7 entries each by default. An entry lives in the freed chunk's user area: a
+//! safe-linked `next` pointer and a `key` equal to the process-wide tcache key while the chunk
+//! sits in a cache, which lets `free` notice the same chunk being freed twice.
 //!
-//! [`Malloc::tcache_key`]: crate::Malloc
+//! ptalloc indexes the bins by *slot* `size >> 4` (2 to 65) instead of glibc's `tidx`
+//! (`slot - 2`), and keeps for each bin the *room* left rather than a count. Both choices are
+//! for the fast paths: the slot falls straight out of the chunk header, and one test of the
+//! room (0 for slots that are disabled, out of range, or full) replaces three. Slots 0 and 1
+//! (sizes 0 and 16, never valid) always have no room.
 
 use core::cell::Cell;
 
-use crate::bins::csize2tidx;
-use crate::chunk::{
-    aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE,
-};
+use crate::chunk::{aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE};
 use crate::printerr::malloc_printerr;
 
 pub(crate) const TCACHE_MAX_BINS: usize = 64;
 pub(crate) const TCACHE_FILL_COUNT: usize = 7;
 pub(crate) const MAX_TCACHE_COUNT: usize = u16::MAX as usize;
-/// The largest request a tcache serves (bin 63).
+/// The largest request a tcache serves (glibc's bin 63).
 pub(crate) const MAX_TCACHE_SIZE: usize = tidx2usize(TCACHE_MAX_BINS - 1);
+/// Slots: chunk size >> 4, for chunk sizes up to 1040.
+pub(crate) const TCACHE_SLOTS: usize = TCACHE_MAX_BINS + 2;
 
-/// The largest request that maps to thread-cache bin `idx`.
+/// Requests up to this size have a slot the fast path can compute without a range check
+/// beyond this one (slot <= 63).
+pub(crate) const FAST_MAX_REQUEST: usize = 1000;
+/// On free, a chunk header `h` takes the fast path only if `h & FAST_FREE_MASK == 0`: size
+/// below 1024, a multiple of 16, not mmapped (bits 1 and 3 clear; bits 0 and 2 may be set).
+pub(crate) const FAST_FREE_MASK: usize = !0x3f5;
+
+/// The largest request that maps to glibc's thread-cache bin `idx`.
 pub(crate) const fn tidx2usize(idx: usize) -> usize {
     idx * MALLOC_ALIGNMENT + MINSIZE - core::mem::size_of::<usize>()
 }
 
-/// Thread-cache bin for a request of `bytes` (callers ensure `bytes <= MAX_TCACHE_SIZE`).
+/// The slot of a chunk size.
 #[inline(always)]
-pub(crate) const fn request2tidx(bytes: usize) -> usize {
-    csize2tidx(request2size(bytes))
+pub(crate) const fn slot_of(chunk_size: usize) -> usize {
+    chunk_size >> 4
+}
+
+/// The slot for a request of `bytes` (`bytes <= MAX_TCACHE_SIZE`): the chunk size >> 4.
+#[inline(always)]
+pub(crate) const fn request_slot(bytes: usize) -> usize {
+    let s = (bytes + 23) >> 4;
+    if s < 2 {
+        2
+    } else {
+        s
+    }
 }
 
 /// The links a cached chunk keeps in its user area.
@@ -43,19 +64,18 @@ pub(crate) struct TcacheEntry {
 /// One thread's cache. It is itself allocated as a chunk of the thread's arena.
 #[repr(C)]
 pub struct Tcache {
-    /// Bins in use (`tcache_bins`); 0 turns the cache off.
-    nbins: Cell<usize>,
-    /// Entries per bin (`tcache_count`), copied when the cache is made.
+    /// Entries each bin may still take; 0 for disabled and invalid slots.
+    room: [Cell<u16>; TCACHE_SLOTS],
+    /// Entries per bin (`tcache_count`).
     max_count: Cell<u16>,
-    counts: [Cell<u16>; TCACHE_MAX_BINS],
-    entries: [Cell<*mut TcacheEntry>; TCACHE_MAX_BINS],
+    entries: [Cell<*mut TcacheEntry>; TCACHE_SLOTS],
 }
 
-/// The cache every thread starts with and returns to at exit: empty and accepting nothing,
-/// so the fast paths miss without a separate "has a cache" test.
+/// The cache every thread starts with and returns to at exit: empty and with no room, so
+/// the fast paths miss without a separate "has a cache" test.
 pub(crate) struct DisabledTcache(pub(crate) Tcache);
 
-// SAFETY: the disabled cache is never written: its `nbins` of 0 rejects every `put`, and
+// SAFETY: the disabled cache is never written: no room anywhere rejects every `put`, and
 // `get` is reached only through a non-null entry, of which it has none.
 unsafe impl Sync for DisabledTcache {}
 
@@ -64,10 +84,9 @@ pub(crate) static DISABLED_TCACHE: DisabledTcache = DisabledTcache(Tcache::empty
 impl Tcache {
     pub(crate) const fn empty() -> Tcache {
         Tcache {
-            nbins: Cell::new(0),
+            room: [const { Cell::new(0) }; TCACHE_SLOTS],
             max_count: Cell::new(0),
-            counts: [const { Cell::new(0) }; TCACHE_MAX_BINS],
-            entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_MAX_BINS],
+            entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_SLOTS],
         }
     }
 
@@ -75,20 +94,29 @@ impl Tcache {
         &DISABLED_TCACHE.0
     }
 
-    /// Set the limits from the parameters: `bins` bins, `count` entries each.
+    /// Set the limits from the parameters: glibc's first `bins` bins, `count` entries each.
+    /// Entries already cached stay; a bin over its new limit takes nothing until it drains.
     pub(crate) fn set_limits(&self, bins: usize, count: usize) {
-        let bins = if count == 0 {
-            0
-        } else {
-            bins.min(TCACHE_MAX_BINS)
-        };
-        self.nbins.set(bins);
-        self.max_count.set(count.min(MAX_TCACHE_COUNT) as u16);
+        let count = count.min(MAX_TCACHE_COUNT);
+        self.max_count.set(count as u16);
+        let last_slot = 2 + bins.min(TCACHE_MAX_BINS);
+        for slot in 0..TCACHE_SLOTS {
+            let room = if (2..last_slot).contains(&slot) { count.saturating_sub(self.len(slot)) } else { 0 };
+            self.room[slot].set(room as u16);
+        }
     }
 
-    #[inline(always)]
-    pub(crate) fn nbins(&self) -> usize {
-        self.nbins.get()
+    /// Entries in a bin, by walking it.
+    fn len(&self, slot: usize) -> usize {
+        let mut n = 0;
+        let mut e = self.entries[slot].get();
+        while !e.is_null() && aligned_ok(e as usize) && n <= MAX_TCACHE_COUNT {
+            n += 1;
+            // SAFETY: an aligned entry of our own list.
+            let entry = unsafe { &*e };
+            e = reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry;
+        }
+        n
     }
 
     #[inline(always)]
@@ -96,53 +124,73 @@ impl Tcache {
         self.max_count.get() as usize
     }
 
-    #[cfg(test)]
-    pub(crate) fn count(&self, idx: usize) -> usize {
-        self.counts[idx].get() as usize
+    /// Whether chunks of this slot may be cached here now.
+    #[inline(always)]
+    pub(crate) fn has_room(&self, slot: usize) -> bool {
+        slot < TCACHE_SLOTS && self.room[slot].get() != 0
+    }
+
+    /// Whether the slot is one this cache uses at all (glibc's `tc_idx < tcache_bins`).
+    #[inline(always)]
+    pub(crate) fn serves(&self, slot: usize) -> bool {
+        slot < TCACHE_SLOTS && (self.room[slot].get() != 0 || !self.entries[slot].get().is_null())
     }
 
     #[inline(always)]
-    pub(crate) fn has_room(&self, idx: usize) -> bool {
-        self.counts[idx].get() < self.max_count.get()
+    pub(crate) fn first(&self, slot: usize) -> *mut TcacheEntry {
+        self.entries[slot].get()
     }
 
+    /// The fast path's view of a slot known to be below [`TCACHE_SLOTS`].
+    ///
+    /// # Safety
+    /// `slot < TCACHE_SLOTS`.
     #[inline(always)]
-    pub(crate) fn first(&self, idx: usize) -> *mut TcacheEntry {
-        self.entries[idx].get()
+    pub(crate) unsafe fn first_unchecked(&self, slot: usize) -> *mut TcacheEntry {
+        // SAFETY: in range by the caller's promise.
+        unsafe { self.entries.get_unchecked(slot).get() }
     }
 
-    /// Push a chunk (caller checked `idx` is in range and `has_room`).
+    /// # Safety
+    /// `slot < TCACHE_SLOTS`.
     #[inline(always)]
-    pub(crate) fn put(&self, chunk: Chunk, idx: usize, key: usize) {
+    pub(crate) unsafe fn has_room_unchecked(&self, slot: usize) -> bool {
+        // SAFETY: in range by the caller's promise.
+        unsafe { self.room.get_unchecked(slot).get() != 0 }
+    }
+
+    /// Push a chunk (caller checked `has_room(slot)`).
+    #[inline(always)]
+    pub(crate) fn put(&self, chunk: Chunk, slot: usize, key: usize) {
         let e = chunk.mem() as *mut TcacheEntry;
         // SAFETY: the chunk is ours and at least MINSIZE, so its user area holds both words.
         let entry = unsafe { &*e };
         entry.key.set(key);
-        entry.next.set(protect_ptr(
-            entry.next.as_ptr() as usize,
-            self.entries[idx].get() as usize,
-        ));
-        self.entries[idx].set(e);
-        self.counts[idx].set(self.counts[idx].get() + 1);
+        let head = &self.entries[slot];
+        entry.next.set(protect_ptr(entry.next.as_ptr() as usize, head.get() as usize));
+        head.set(e);
+        let room = &self.room[slot];
+        room.set(room.get() - 1);
     }
 
     /// Pop the first entry of a non-empty bin.
     #[inline(always)]
-    pub(crate) fn get(&self, idx: usize) -> *mut u8 {
-        let e = self.entries[idx].get();
+    pub(crate) fn get(&self, slot: usize) -> *mut u8 {
+        let head = &self.entries[slot];
+        let e = head.get();
         if !aligned_ok(e as usize) {
             malloc_printerr("malloc(): unaligned tcache chunk detected");
         }
         // SAFETY: a non-null, aligned entry of our list: the user area of a cached chunk.
         let entry = unsafe { &*e };
-        self.entries[idx]
-            .set(reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry);
-        self.counts[idx].set(self.counts[idx].get() - 1);
+        head.set(reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry);
+        let room = &self.room[slot];
+        room.set(room.get().wrapping_add(1));
         entry.key.set(0);
         e as *mut u8
     }
 
-    /// Whether the chunk at `mem` carries the in-cache key.
+    /// The key word of the chunk at `mem` (equal to the tcache key while it is cached).
     #[inline(always)]
     pub(crate) fn entry_key(mem: *mut u8) -> usize {
         // SAFETY: `mem` is the user area of a chunk of at least MINSIZE being freed.
@@ -152,11 +200,11 @@ impl Tcache {
     /// The key matched: walk the bin to tell a real double free from a coincidence.
     #[cold]
     #[inline(never)]
-    pub(crate) fn verify_not_cached(&self, mem: *mut u8, idx: usize, tcache_count: usize) {
-        let mut e = self.entries[idx].get();
+    pub(crate) fn verify_not_cached(&self, mem: *mut u8, slot: usize) {
+        let mut e = self.entries[slot].get();
         let mut n = 0;
         while !e.is_null() {
-            if n >= tcache_count.max(self.max_count()) {
+            if n >= self.max_count() {
                 malloc_printerr("free(): too many chunks detected in tcache");
             }
             if !aligned_ok(e as usize) {
@@ -174,24 +222,23 @@ impl Tcache {
 
     /// Take every cached chunk out, handing each to `release` (used at thread exit).
     pub(crate) fn drain(&self, mut release: impl FnMut(*mut u8)) {
-        for idx in 0..TCACHE_MAX_BINS {
-            while !self.entries[idx].get().is_null() {
-                let e = self.entries[idx].get();
+        for slot in 0..TCACHE_SLOTS {
+            while !self.entries[slot].get().is_null() {
+                let e = self.entries[slot].get();
                 if !aligned_ok(e as usize) {
                     malloc_printerr("tcache_thread_shutdown(): unaligned tcache chunk detected");
                 }
-                let mem = self.get(idx);
-                release(mem);
+                release(self.get(slot));
             }
         }
     }
 
     /// Visit every cached chunk's user pointer without removing it (heap checker).
     pub(crate) fn for_each(&self, mut visit: impl FnMut(usize, *mut u8)) {
-        for idx in 0..TCACHE_MAX_BINS {
-            let mut e = self.entries[idx].get();
+        for slot in 0..TCACHE_SLOTS {
+            let mut e = self.entries[slot].get();
             while !e.is_null() && aligned_ok(e as usize) {
-                visit(idx, e as *mut u8);
+                visit(slot, e as *mut u8);
                 // SAFETY: an aligned entry of our own list.
                 let entry = unsafe { &*e };
                 e = reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry;
@@ -200,25 +247,63 @@ impl Tcache {
     }
 }
 
+/// The slot a request would use, if the cache covers requests of that size at all.
+#[inline(always)]
+pub(crate) fn slot_for_request(bytes: usize) -> Option<usize> {
+    (bytes <= MAX_TCACHE_SIZE).then(|| request_slot(bytes))
+}
+
+/// Chunk size for a slot (for tests and assertions).
+#[allow(dead_code)]
+pub(crate) const fn slot_size(slot: usize) -> usize {
+    slot << 4
+}
+
+const _: () = assert!(request_slot(0) == slot_of(request2size(0)));
+const _: () = assert!(request_slot(MAX_TCACHE_SIZE) == TCACHE_SLOTS - 1);
+const _: () = assert!(request_slot(FAST_MAX_REQUEST) <= 63);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::{IS_MMAPPED, NON_MAIN_ARENA, PREV_INUSE};
+
+    #[test]
+    fn slots_follow_chunk_sizes() {
+        assert_eq!(MAX_TCACHE_SIZE, 1032);
+        for bytes in 0..=MAX_TCACHE_SIZE {
+            assert_eq!(request_slot(bytes), slot_of(request2size(bytes)), "request {bytes}");
+        }
+        assert_eq!(request_slot(24), 2);
+        assert_eq!(request_slot(25), 3);
+        assert_eq!(request_slot(1032), 65);
+    }
+
+    #[test]
+    fn fast_free_mask() {
+        for size in (32..1024).step_by(16) {
+            for flags in [0, PREV_INUSE, NON_MAIN_ARENA, PREV_INUSE | NON_MAIN_ARENA] {
+                assert_eq!((size | flags) & FAST_FREE_MASK, 0, "size {size} flags {flags}");
+            }
+            assert_ne!((size | IS_MMAPPED) & FAST_FREE_MASK, 0);
+            assert_ne!((size + 8) & FAST_FREE_MASK, 0);
+        }
+        assert_ne!(1024 & FAST_FREE_MASK, 0);
+        assert_ne!((1 << 20) & FAST_FREE_MASK, 0);
+    }
 
     #[test]
     fn limits() {
-        assert_eq!(MAX_TCACHE_SIZE, 1032);
-        assert_eq!(request2tidx(0), 0);
-        assert_eq!(request2tidx(24), 0);
-        assert_eq!(request2tidx(25), 1);
-        assert_eq!(request2tidx(1032), 63);
         let t = Tcache::empty();
         t.set_limits(64, 7);
-        assert_eq!(t.nbins(), 64);
+        assert!(!t.has_room(0) && !t.has_room(1));
+        assert!(t.has_room(2) && t.has_room(65));
+        assert!(!t.has_room(66));
         assert_eq!(t.max_count(), 7);
         t.set_limits(1, 7);
-        assert_eq!(t.nbins(), 1);
+        assert!(t.has_room(2) && !t.has_room(3));
         t.set_limits(64, 0);
-        assert_eq!(t.nbins(), 0);
+        assert!(!t.has_room(2));
     }
 
     #[test]
@@ -234,19 +319,22 @@ mod tests {
             .map(|m| unsafe { Chunk::at(m.0.as_mut_ptr() as usize) })
             .collect();
         for c in &chunks {
-            t.put(*c, 1, 0xfeed);
+            t.put(*c, 3, 0xfeed);
             assert_eq!(Tcache::entry_key(c.mem()), 0xfeed);
         }
-        assert_eq!(t.count(1), 3);
+        assert_eq!(t.len(3), 3);
         // The stored link is mangled: it is not the plain address of the older entry.
         // SAFETY: reading the first word of our own buffer's user area.
         let stored = unsafe { *(chunks[2].mem() as *const usize) };
         assert_ne!(stored, chunks[1].mem() as usize);
         for c in chunks.iter().rev() {
-            assert_eq!(t.get(1), c.mem());
+            assert_eq!(t.get(3), c.mem());
             assert_eq!(Tcache::entry_key(c.mem()), 0);
         }
-        assert!(t.first(1).is_null());
-        assert_eq!(t.count(1), 0);
+        assert!(t.first(3).is_null());
+        assert_eq!(t.len(3), 0);
+        // Room is back to the limit.
+        t.set_limits(64, 7);
+        assert!(t.has_room(3));
     }
 }

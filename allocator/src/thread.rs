@@ -17,7 +17,9 @@ const ACTIVE: u8 = 1;
 const EXITED: u8 = 2;
 
 /// A thread's allocator state. Create it only as the `const` initialiser of a
-/// `thread_local!` in [`Kernel::thread_slot`].
+/// `thread_local!` in [`Kernel::thread_slot`]. (`repr(C)`: `LinuxKernel` lays it out in
+/// assembly, see `linux.rs`.)
+#[repr(C)]
 pub struct ThreadSlot {
     /// Never null: the disabled cache until the thread has its own, and again after exit.
     tcache: Cell<*const Tcache>,
@@ -33,6 +35,11 @@ impl ThreadSlot {
             arena: Cell::new(core::ptr::null()),
             state: Cell::new(NEW),
         }
+    }
+
+    #[inline(always)]
+    pub(crate) fn tcache_ptr(&self) -> *const Tcache {
+        self.tcache.get()
     }
 
     #[inline(always)]
@@ -53,8 +60,7 @@ impl ThreadSlot {
     }
 
     pub(crate) fn set_arena(&self, a: Option<&Arena>) {
-        self.arena
-            .set(a.map_or(core::ptr::null(), |a| a as *const Arena))
+        self.arena.set(a.map_or(core::ptr::null(), |a| a as *const Arena))
     }
 
     /// The thread has not yet been given a cache (nor exited).

@@ -1,0 +1,312 @@
+//! `libptalloc.so`: ptalloc behind the C allocation functions, for `LD_PRELOAD`.
+//!
+//! Every function of glibc's malloc family is exported, with glibc's semantics (they are
+//! those of `ptalloc::Malloc`): `malloc free calloc realloc reallocarray memalign
+//! posix_memalign aligned_alloc valloc pvalloc malloc_usable_size cfree free_sized
+//! free_aligned_sized mallopt mallinfo mallinfo2 malloc_trim malloc_stats malloc_info`, and
+//! the `__libc_*` names glibc also exports. glibc calls these through the PLT from inside
+//! libc too (its manual's "Replacing malloc"), so the whole process uses ptalloc.
+//!
+//! Rules this file keeps: nothing here allocates except through ptalloc itself; the
+//! allocator initialises itself on the first call (the dynamic loader frees memory before
+//! any constructor runs); no panic can unwind out of an `extern "C"` function (Rust aborts
+//! the process when one tries), and the allocator has no panicking paths by design.
+//!
+//! `PTALLOC_STATS=1` prints a summary on standard error when the process exits;
+//! `PTALLOC_STATS=/some/file` appends it to that file instead.
+
+#![allow(clippy::missing_safety_doc)]
+
+use core::ffi::{c_char, c_int, c_void};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+use ptalloc_core::{linux, FdWriter, MallInfo, MallInfo2, PtAlloc};
+
+// Rust code in this library (the statistics report) allocates from ptalloc too.
+#[global_allocator]
+static GLOBAL: PtAlloc = PtAlloc;
+
+// ------------------------------------------------------------------ the C functions
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    linux().malloc(size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the C contract of free.
+    unsafe { linux().free(p.cast()) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    linux().calloc(n, size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the C contract of realloc.
+    unsafe { linux().realloc(p.cast(), size).cast() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    // SAFETY: the C contract of reallocarray.
+    unsafe { linux().reallocarray(p.cast(), n, size).cast() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
+    linux().memalign(alignment, size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
+    linux().aligned_alloc(alignment, size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
+    let mut out = core::ptr::null_mut();
+    let r = linux().posix_memalign(&mut out, alignment, size);
+    if r == 0 {
+        // SAFETY: the caller passes a valid pointer to store the result in.
+        unsafe { *memptr = out.cast() };
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    linux().valloc(size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    linux().pvalloc(size).cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: the C contract: null or a live block.
+    unsafe { linux().usable_size(p.cast()) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: as free.
+    unsafe { free(p) }
+}
+
+/// C23's sized free: glibc ignores the size, and so does ptalloc (the chunk knows it).
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: as free.
+    unsafe { free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _alignment: usize, _size: usize) {
+    // SAFETY: as free.
+    unsafe { free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    linux().mallopt(param, value)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mallinfo() -> MallInfo {
+    linux().mallinfo()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
+    linux().mallinfo2()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
+    linux().malloc_trim(pad)
+}
+
+extern "C" {
+    static mut stderr: *mut libc::FILE;
+    fn flockfile(f: *mut libc::FILE);
+    fn funlockfile(f: *mut libc::FILE);
+}
+
+/// `fmt::Write` into a C stream.
+struct FileWriter(*mut libc::FILE);
+
+impl Write for FileWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // SAFETY: writing initialised bytes to a stream the caller gave us.
+        let n = unsafe { libc::fwrite(s.as_ptr().cast(), 1, s.len(), self.0) };
+        if n == s.len() {
+            Ok(())
+        } else {
+            Err(core::fmt::Error)
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_stats() {
+    // SAFETY: libc's stderr stream, locked for the whole report as glibc does.
+    unsafe {
+        let err = stderr;
+        flockfile(err);
+        linux().write_malloc_stats(&mut FileWriter(err));
+        funlockfile(err);
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+    match linux().malloc_info(options, &mut FileWriter(fp)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+// glibc's internal names, which some programs and libraries call directly.
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    // SAFETY: as malloc.
+    unsafe { malloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: as free.
+    unsafe { free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    // SAFETY: as calloc.
+    unsafe { calloc(n, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: as realloc.
+    unsafe { realloc(p, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void {
+    // SAFETY: as memalign.
+    unsafe { memalign(alignment, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    // SAFETY: as valloc.
+    unsafe { valloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    // SAFETY: as pvalloc.
+    unsafe { pvalloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_mallinfo() -> MallInfo {
+    // SAFETY: as mallinfo.
+    unsafe { mallinfo() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_mallopt(param: c_int, value: c_int) -> c_int {
+    // SAFETY: as mallopt.
+    unsafe { mallopt(param, value) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __posix_memalign(memptr: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
+    // SAFETY: as posix_memalign.
+    unsafe { posix_memalign(memptr, alignment, size) }
+}
+
+// ------------------------------------------------------------------ PTALLOC_STATS
+
+/// Runs when the library is loaded (after libc is ready, before `main`): registering the
+/// exit report may allocate, so it cannot wait for the first malloc.
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = on_load;
+
+/// Where the exit report goes: a private copy of stderr, because many programs close
+/// stderr in their own exit handlers (which run before ours, registered first); or the file
+/// `PTALLOC_STATS` names, when it is a path.
+static REPORT_FD: AtomicI32 = AtomicI32::new(2);
+
+extern "C" fn on_load() {
+    // SAFETY: getenv with a NUL-terminated name returns NULL or a NUL-terminated string;
+    // open/fcntl make a close-on-exec descriptor (duplicates at a high number, out of the
+    // program's way); atexit takes a plain extern "C" function.
+    unsafe {
+        let v = libc::getenv(c"PTALLOC_STATS".as_ptr());
+        if v.is_null() || *v == 0 || (*v == b'0' as c_char && *v.add(1) == 0) {
+            return;
+        }
+        let fd = if *v == b'/' as c_char {
+            let f = libc::open(v, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644);
+            let high = if f >= 0 { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 100) } else { -1 };
+            if high >= 0 {
+                libc::close(f);
+                high
+            } else {
+                f
+            }
+        } else {
+            libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100)
+        };
+        if fd >= 0 {
+            REPORT_FD.store(fd, Ordering::Relaxed);
+        }
+        libc::atexit(report_at_exit);
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+extern "C" fn report_at_exit() {
+    let s = linux().stats();
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // One write of under 512 bytes: reports of concurrent processes appending to one file
+    // do not interleave.
+    let mut out = FdWriter::new(REPORT_FD.load(Ordering::Relaxed));
+    let _ = write!(
+        out,
+        "ptalloc[{pid}]: in use {:.1} MiB at exit, {:.1} MiB at peak\n\
+         ptalloc[{pid}]: brk {} calls (+{:.1} MiB, -{:.1} MiB), mmap {} calls ({:.1} MiB), \
+         munmap {} calls ({:.1} MiB), mremap {} calls (+{:.1} MiB, -{:.1} MiB)\n\
+         ptalloc[{pid}]: {} arenas, {} threads seen\n",
+        mib(s.in_use as u64),
+        mib(s.peak_in_use as u64),
+        s.brk_calls,
+        mib(s.brk_grown),
+        mib(s.brk_shrunk),
+        s.mmap_calls,
+        mib(s.mmap_bytes),
+        s.munmap_calls,
+        mib(s.munmap_bytes),
+        s.mremap_calls,
+        mib(s.mremap_grown),
+        mib(s.mremap_shrunk),
+        s.arenas,
+        s.threads_seen,
+    );
+    out.flush();
+}

@@ -1,0 +1,65 @@
+//! Helpers shared by the preload tests: where libptalloc.so is, compiling C test programs,
+//! and running a program with the library preloaded into that child process only.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// libptalloc.so, freshly built. `cargo test` compiles a cdylib only as an rlib for test
+/// dependencies, so the tests build the real library themselves (a no-op when it is up to
+/// date) in a target directory of their own; `PTALLOC_LIB` names a prebuilt one instead.
+pub fn library() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(lib) = std::env::var_os("PTALLOC_LIB") {
+            return PathBuf::from(lib);
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = manifest.parent().unwrap().join("target").join("preload-tests");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .args(["build", "--release", "--quiet", "--lib", "-p", "ptalloc-preload", "--target-dir"])
+            .arg(&target)
+            .current_dir(manifest)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+        assert!(out.status.success(), "building libptalloc.so failed:\n{}", describe(&out));
+        let lib = target.join("release").join("libptalloc.so");
+        assert!(lib.exists(), "{} was not built", lib.display());
+        lib
+    })
+    .clone()
+}
+
+/// Compile `source` (under tests/c) with the system C compiler; returns the executable.
+pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(source);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(".c"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-O2", "-g", "-fno-builtin", "-Wall", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(extra)
+        .args(["-ldl"])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e}"));
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
+}
+
+/// Run `cmd` with libptalloc.so preloaded (in the child only).
+pub fn with_ptalloc(cmd: &mut Command) -> &mut Command {
+    cmd.env("LD_PRELOAD", library())
+}
+
+pub fn describe(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

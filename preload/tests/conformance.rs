@@ -1,0 +1,138 @@
+//! The C conformance program (tests/c/conformance.c): each case runs on glibc's malloc and
+//! with libptalloc.so preloaded, and must pass on both — its expectations are glibc's.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn program() -> &'static PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| common::compile_c("conformance.c", &[]))
+}
+
+fn case(name: &str) {
+    case_with_env(name, &[]);
+}
+
+fn case_with_env(name: &str, env: &[(&str, &str)]) {
+    let glibc = Command::new(program())
+        .arg(name)
+        .env_remove("LD_PRELOAD")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(glibc.status.success(), "case {name} fails on glibc itself:\n{}", common::describe(&glibc));
+    let ours = common::with_ptalloc(Command::new(program()).arg(name))
+        .env("EXPECT_MALLOC_FROM", "libptalloc.so")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "case {name} fails on ptalloc:\n{}", common::describe(&ours));
+}
+
+#[test]
+fn every_case_is_run() {
+    let out = Command::new(program()).arg("list").output().unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let here = [
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "memalign",
+        "shape",
+        "mallopt",
+        "introspection",
+        "corruption",
+        "threads",
+        "fork",
+        "rlimit_as",
+        "thread_churn",
+        "tunables",
+        "env_aliases",
+        "signal_fork",
+        "interposed",
+    ];
+    assert_eq!(listed, here, "conformance.c and this file list different cases");
+}
+
+#[test]
+fn malloc() {
+    case("malloc");
+}
+#[test]
+fn free() {
+    case("free");
+}
+#[test]
+fn calloc() {
+    case("calloc");
+}
+#[test]
+fn realloc() {
+    case("realloc");
+}
+#[test]
+fn memalign_family() {
+    case("memalign");
+}
+#[test]
+fn brk_below_threshold_mmap_above() {
+    case("shape");
+}
+#[test]
+fn mallopt() {
+    case("mallopt");
+}
+#[test]
+fn mallinfo_trim_stats_info() {
+    case("introspection");
+}
+#[test]
+fn corruption_aborts_with_glibc_messages() {
+    case("corruption");
+}
+#[test]
+fn threads_with_cross_thread_frees() {
+    case("threads");
+}
+#[test]
+fn fork_while_threads_allocate_and_use_stdio() {
+    case("fork");
+}
+#[test]
+fn rlimit_as_exhaustion_and_recovery() {
+    case("rlimit_as");
+}
+#[test]
+fn twenty_thousand_threads_keep_rss_flat() {
+    case("thread_churn");
+}
+
+#[test]
+fn glibc_tunables_apply() {
+    case_with_env("tunables", &[("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0:glibc.malloc.perturb=165")]);
+}
+
+#[test]
+fn malloc_environment_names_apply() {
+    case_with_env("env_aliases", &[("MALLOC_MMAP_MAX_", "0"), ("MALLOC_PERTURB_", "90")]);
+}
+
+#[test]
+fn fork_from_a_signal_handler() {
+    case("signal_fork");
+}
+
+#[test]
+fn interposition_names_libptalloc() {
+    // dladdr(dlsym(RTLD_DEFAULT, "malloc")) in the preloaded child names our library.
+    let out = common::with_ptalloc(Command::new(program()).arg("interposed")).output().unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let name = String::from_utf8_lossy(&out.stdout);
+    assert!(name.trim_end().ends_with("libptalloc.so"), "malloc resolved to {name}");
+    let plain = Command::new(program()).arg("interposed").env_remove("LD_PRELOAD").output().unwrap();
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("libc.so"));
+}
