@@ -26,9 +26,6 @@ impl World {
     fn shared(&self) -> usize {
         self.base + 32 * PAGE
     }
-    fn readonly(&self) -> usize {
-        self.base + 36 * PAGE
-    }
     fn locked(&self) -> usize {
         self.base + 40 * PAGE
     }
