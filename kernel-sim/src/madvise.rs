@@ -176,9 +176,23 @@ fn madvise_vma_behavior(
             if flags & (VM_SHARED | VM_MAYWRITE) != (VM_SHARED | VM_MAYWRITE) {
                 return Err(Errno::EACCES);
             }
-            crate::memory::zap_page_range(st, start, end);
             if let Some(inode) = vma.file() {
+                // Punching a hole unmaps the pages from every mapping of the inode first
+                // (`unmap_mapping_range`), then frees them.
                 let (a, b) = (vma.pgoff_at(start), vma.pgoff_at(end));
+                let mut cur = st.mm.vmas.first();
+                while let Some(v) = cur {
+                    cur = v.next();
+                    if v.file() != Some(inode) {
+                        continue;
+                    }
+                    let (lo, hi) = (a.max(v.pgoff()), b.min(v.pgoff() + v.pages()));
+                    if lo < hi {
+                        let s = v.start() + ((lo - v.pgoff()) << crate::page::PAGE_SHIFT);
+                        let e = v.start() + ((hi - v.pgoff()) << crate::page::PAGE_SHIFT);
+                        crate::memory::zap_page_range(st, s, e);
+                    }
+                }
                 crate::shmem::truncate_range(&mut st.phys, &inode, a, b);
             }
             return Ok(());

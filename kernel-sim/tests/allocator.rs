@@ -27,7 +27,10 @@ fn model_single_threaded() {
     let _g = serial();
     let model = Model::new(&SIM_MALLOC, 2000);
     let mix = Mix { max_size: 4 << 20, ..Mix::default() };
-    let ops = std::env::var("KSIM_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(300_000);
+    let ops = std::env::var("KSIM_MODEL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 30_000 } else { 300_000 });
     let stats = model.run_random(&mix, 0x5eed, ops, 1000).unwrap();
     println!("{stats:?}");
     model.drain(&mut Default::default()).unwrap();
@@ -45,7 +48,10 @@ fn model_eight_threads_share_blocks() {
     let _g = serial();
     let model = Arc::new(Model::new(&SIM_MALLOC, 4000));
     let mix = Mix { slots: 4000, max_size: 4 << 20, ..Mix::default() };
-    let ops = std::env::var("KSIM_MODEL_THREAD_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(40_000);
+    let ops = std::env::var("KSIM_MODEL_THREAD_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 5_000 } else { 40_000 });
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
             let model = model.clone();

@@ -1036,7 +1036,11 @@ fn differential_against_linux() {
     let first: u64 = std::env::var("KSIM_DIFF_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut total = 0;
     let mut cov = Coverage::default();
+    let verbose = std::env::var_os("KSIM_DIFF_VERBOSE").is_some();
     for seed in first..first + seeds {
+        if verbose {
+            eprintln!("seed {seed}");
+        }
         match run_seed(seed, &shared, &mut cov) {
             Ok(n) => total += n,
             Err(e) => panic!("{e}"),
