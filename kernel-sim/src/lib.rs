@@ -42,6 +42,7 @@ mod sim_kernel;
 pub mod slab;
 pub mod stats;
 pub mod sync;
+mod syscalls;
 pub mod util;
 pub mod vma;
 pub mod vma_tree;

@@ -5,7 +5,7 @@
 use crate::machine::State;
 use crate::mm::{VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};
 use crate::mmu::Batch;
-use crate::page::{PAGE_SIZE, PG_ANON, PG_FILE, PG_SWAPBACKED};
+use crate::page::{PG_ANON, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
     for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special,
 };
@@ -142,8 +142,4 @@ pub(crate) fn count_ptes(
             f(e, Some(st.phys.page(pte_pfn(e))));
         }
     });
-}
-
-pub const fn pages_in(start: usize, end: usize) -> usize {
-    (end - start) / PAGE_SIZE
 }
