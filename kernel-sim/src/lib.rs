@@ -41,6 +41,7 @@ pub mod signal;
 mod sim_kernel;
 pub mod slab;
 pub mod stats;
+mod svg;
 pub mod sync;
 mod syscalls;
 pub mod util;

@@ -151,3 +151,13 @@ fn smaps_and_rollup_agree_with_the_counters() {
         .unwrap();
     assert_eq!(vmas, c.map_count);
 }
+
+#[test]
+fn the_svg_picture_has_a_box_per_vma_and_a_bar_per_zone() {
+    let m = busy_machine();
+    let mut svg = String::new();
+    m.write_svg(&mut svg).unwrap();
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<title>").count(), m.counters().map_count);
+    assert!(svg.contains("zone DMA32:"));
+}
