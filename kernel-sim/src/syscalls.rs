@@ -118,6 +118,11 @@ impl Machine {
         crate::check::check_mm(&st)
     }
 
+    /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
+    pub fn check_mm(&self) -> Result<(), crate::buddy::CheckError> {
+        crate::check::check_mm(&self.lock())
+    }
+
     /// `check_buddy` alone.
     pub fn check_buddy(&self) -> Result<crate::buddy::BuddyReport, crate::buddy::CheckError> {
         self.lock().phys.check_buddy()

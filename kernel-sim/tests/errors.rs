@@ -257,3 +257,35 @@ fn mincore_bad_arguments() {
     expect(&w, "unmapped", Errno::ENOMEM, |m| m.mincore(w.hole(), PAGE, &mut vec));
     expect(&w, "vector too short", Errno::EFAULT, |m| m.mincore(w.private(), 16 * PAGE, &mut vec[..8]));
 }
+
+#[test]
+fn map_count_and_address_space_limits() {
+    let w = world();
+    let m = &w.m;
+    let n = m.counters().map_count;
+    // mmap refuses only once map_count exceeds the limit; splitting refuses at the limit.
+    m.set_max_map_count(n + 1);
+    let a = m.mmap(w.hole(), PAGE, libc::PROT_READ, FIXED, -1, 0).unwrap();
+    let b = m.mmap(w.hole() + 2 * PAGE, PAGE, libc::PROT_READ, FIXED, -1, 0).unwrap();
+    assert_eq!(m.counters().map_count, n + 2);
+    expect(&w, "mmap beyond vm.max_map_count", Errno::ENOMEM, |m| {
+        m.mmap(w.hole() + 4 * PAGE, PAGE, libc::PROT_READ, FIXED, -1, 0).map(|_| ())
+    });
+    expect(&w, "munmap that would split a VMA in three", Errno::ENOMEM, |m| {
+        m.munmap(w.private() + PAGE, PAGE)
+    });
+    expect(&w, "mprotect that would split", Errno::ENOMEM, |m| {
+        m.mprotect(w.private(), PAGE, libc::PROT_READ)
+    });
+    // Unmapping whole VMAs, or merging, is always allowed.
+    m.munmap(a, PAGE).unwrap();
+    m.munmap(b, PAGE).unwrap();
+    m.set_max_map_count(65530);
+    // RLIMIT_AS bounds total_vm.
+    let total = m.counters().total_vm;
+    m.set_rlimits(Rlimits { address_space: ((total + 8) * PAGE) as u64, ..m.rlimits() });
+    assert!(m.mmap(0, 8 * PAGE, libc::PROT_READ, ANON, -1, 0).is_ok());
+    expect(&w, "mmap beyond RLIMIT_AS", Errno::ENOMEM, |m| {
+        m.mmap(0, PAGE, libc::PROT_READ, ANON, -1, 0).map(|_| ())
+    });
+}
