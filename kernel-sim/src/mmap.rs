@@ -111,7 +111,7 @@ pub(crate) fn sys_mmap(
     len: usize,
     prot: i32,
     flags: i32,
-    fd: i32,
+    _fd: i32,
     off: u64,
 ) -> Result<usize, Errno> {
     if off & (PAGE_SIZE as u64 - 1) != 0 {
@@ -119,7 +119,6 @@ pub(crate) fn sys_mmap(
     }
     if flags & libc::MAP_ANONYMOUS == 0 {
         // There are no files to map: every descriptor is bad.
-        let _ = fd;
         return Err(Errno::EBADF);
     }
     if flags & libc::MAP_HUGETLB != 0 {
