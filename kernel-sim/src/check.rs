@@ -1,0 +1,159 @@
+//! `check_mm`: the address space's invariants, verified from scratch. Tests call it after
+//! operations so that a broken invariant fails at the step that broke it.
+//!
+//! - the VMA tree is ordered, balanced, its gaps right, and agrees with the list;
+//! - every VMA lies in the user range and has sane flags; `anon_vma` and inode reference
+//!   counts equal the number of VMAs that point at them;
+//! - `total_vm`, `exec_vm`, `stack_vm`, `data_vm` and `locked_vm` equal sums over the VMAs;
+//! - every present PTE lies inside a VMA, maps a frame of the right kind, and allows no
+//!   more than the VMA does; the RSS counters equal the pages mapped;
+//! - the page-table pages counted equal the tables reachable from the PGD;
+//! - `Committed_AS` equals the charged VMAs plus the charged shmem inodes.
+
+use crate::buddy::{fail, CheckError};
+use crate::machine::State;
+use crate::mm::*;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_BUDDY, PG_FILE, PG_SWAPBACKED};
+use crate::page_table::{
+    count_tables, for_each_pte, pte_pfn, pte_present, pte_special, PTE_NX, PTE_PRESENT, PTE_RW,
+};
+
+pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
+    let mm = &st.mm;
+    let n = mm.vmas.check()?;
+    let (mut total, mut exec, mut stack, mut data, mut locked, mut accounted) = (0, 0, 0, 0, 0, 0);
+    let mut shmem_charged = 0;
+    for v in mm.iter() {
+        if v.start() < mm.mmap_min_addr.min(st.host.base + PAGE_SIZE) || v.end() > mm.task_size {
+            return fail("VMA outside the user range", v.start(), v.end());
+        }
+        if v.start() % PAGE_SIZE != 0 || v.end() % PAGE_SIZE != 0 {
+            return fail("VMA not page aligned", v.start(), v.end());
+        }
+        let f = v.flags();
+        let pages = v.pages();
+        total += pages;
+        if is_exec_mapping(f) {
+            exec += pages;
+        } else if is_stack_mapping(f) {
+            stack += pages;
+        } else if is_data_mapping(f) {
+            data += pages;
+        }
+        if f & VM_LOCKED != 0 {
+            locked += pages;
+        }
+        if f & VM_ACCOUNT != 0 {
+            accounted += pages;
+        }
+        if (f & VM_SHARED != 0) != v.is_shmem() {
+            return fail("shared VMA without a shmem inode (or the reverse)", v.start(), f as usize);
+        }
+        if let Some(a) = v.anon() {
+            let refs = mm.iter().filter(|w| w.anon() == Some(a)).count();
+            if refs != a.refcount.get() {
+                return fail("anon_vma reference count wrong", a.refcount.get(), refs);
+            }
+        }
+        if let Some(file) = v.file() {
+            let refs = mm.iter().filter(|w| w.file() == Some(file)).count();
+            if refs != file.refcount.get() {
+                return fail("inode reference count wrong", file.refcount.get(), refs);
+            }
+            // Count each inode's charge once: at its first VMA.
+            if mm.iter().find(|w| w.file() == Some(file)) == Some(v) {
+                shmem_charged += file.charged.get();
+            }
+        }
+    }
+    if n != mm.map_count() {
+        return fail("map_count wrong", n, mm.map_count());
+    }
+    if (total, exec, stack, data) != (mm.total_vm, mm.exec_vm, mm.stack_vm, mm.data_vm) {
+        return fail("total_vm/exec_vm/stack_vm/data_vm differ from the VMAs", total, mm.total_vm);
+    }
+    // Linux keeps counting the pages an MREMAP_DONTUNMAP move leaves behind unlocked, so
+    // locked_vm may exceed what the VMAs hold, never fall short.
+    if mm.locked_vm < locked {
+        return fail("locked_vm below the locked VMAs", mm.locked_vm, locked);
+    }
+    if (accounted + shmem_charged + st.sys.committed_leaked) as isize != st.sys.committed_as {
+        return fail(
+            "Committed_AS differs from the charged mappings",
+            accounted + shmem_charged,
+            st.sys.committed_as as usize,
+        );
+    }
+    let mut rss = [0usize; NR_MM_COUNTERS];
+    let mut bad: Option<CheckError> = None;
+    let mut cursor = mm.vmas.first();
+    for_each_pte(st.phys.direct_map, mm.pgd, 0, usize::MAX, &mut |addr, slot| {
+        if bad.is_some() {
+            return;
+        }
+        let e = slot.get();
+        while cursor.is_some_and(|v| v.end() <= addr) {
+            cursor = cursor.and_then(|v| v.next());
+        }
+        let Some(v) = cursor.filter(|v| v.start() <= addr) else {
+            bad = Some(CheckError { what: "PTE outside every VMA", a: addr, b: e as usize });
+            return;
+        };
+        if !pte_present(e) {
+            bad = Some(CheckError { what: "PTE neither none nor present", a: addr, b: e as usize });
+            return;
+        }
+        let f = v.flags();
+        let allowed_present = f & VM_ACCESS_FLAGS != 0;
+        if (e & PTE_PRESENT != 0) != allowed_present
+            || (e & PTE_RW != 0 && f & VM_WRITE == 0)
+            || (e & PTE_NX == 0 && e & PTE_PRESENT != 0 && f & VM_EXEC == 0)
+        {
+            bad = Some(CheckError { what: "PTE allows more than its VMA", a: addr, b: f as usize });
+            return;
+        }
+        if pte_special(e) {
+            if pte_pfn(e) != st.phys.zero_pfn || e & PTE_RW != 0 {
+                bad = Some(CheckError {
+                    what: "special PTE is not the read-only zero page",
+                    a: addr,
+                    b: e as usize,
+                });
+            }
+            return;
+        }
+        let page = st.phys.page(pte_pfn(e));
+        if page.has(PG_BUDDY) || page.mapcount.get() == 0 {
+            bad = Some(CheckError { what: "PTE maps a free or unmapped frame", a: addr, b: pte_pfn(e) });
+        } else if page.has(PG_ANON) {
+            if v.file().is_some() && f & VM_SHARED != 0 {
+                bad = Some(CheckError { what: "anonymous page in a shared mapping", a: addr, b: 0 });
+            }
+            if v.anon().is_none() {
+                bad = Some(CheckError { what: "anonymous page in a VMA without anon_vma", a: addr, b: 0 });
+            }
+            rss[MM_ANONPAGES] += 1;
+        } else if page.has(PG_SWAPBACKED) {
+            rss[MM_SHMEMPAGES] += 1;
+        } else if page.has(PG_FILE) {
+            rss[MM_FILEPAGES] += 1;
+        } else {
+            bad = Some(CheckError { what: "PTE maps a frame of no known kind", a: addr, b: pte_pfn(e) });
+        }
+    });
+    if let Some(b) = bad {
+        return Err(b);
+    }
+    if rss != mm.rss {
+        return fail("RSS counters differ from the page tables", rss[MM_ANONPAGES], mm.rss[MM_ANONPAGES]);
+    }
+    let tables = count_tables(&st.phys, mm.pgd, 3);
+    if tables << PAGE_SHIFT != mm.pgtables_bytes {
+        return fail(
+            "pgtables_bytes differs from the tables reachable",
+            tables << PAGE_SHIFT,
+            mm.pgtables_bytes,
+        );
+    }
+    Ok(())
+}

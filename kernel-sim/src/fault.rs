@@ -1,0 +1,417 @@
+//! Demand paging: what happens when an access reaches a page the page tables do not
+//! allow (Linux's `do_user_addr_fault` → `handle_mm_fault`).
+//!
+//! 1. Find the VMA (growing a stack VMA down to the address if that is where it falls);
+//!    none is `SIGSEGV` with `SEGV_MAPERR`.
+//! 2. Check the access against the VMA's flags; a write to a read-only VMA, or any access
+//!    to a `PROT_NONE` one, is `SIGSEGV` with `SEGV_ACCERR`.
+//! 3. `handle_mm_fault`: allocate page tables as needed and resolve the PTE —
+//!    - none, private anonymous: a read maps the shared zero page read-only; a write
+//!      takes a zeroed frame from the buddy allocator (`do_anonymous_page`);
+//!    - none, shared anonymous: the shmem inode's page at that offset, allocated zeroed on
+//!      first use (`SIGBUS` beyond the inode's size);
+//!    - none, private file: the page-cache page read-only, or a private copy on a write;
+//!    - present but read-only, on a write: copy-on-write from the zero page or the page
+//!      cache, or simply make the process's own page writable (`do_wp_page`).
+//! 4. Mirror the new PTE into the host range, so the access retries and succeeds.
+//!
+//! Running out of frames is `VM_FAULT_OOM`; the signal handler turns it into the OOM kill.
+
+use crate::machine::State;
+use crate::mm::{
+    VmaPtr, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, STACK_GUARD_GAP, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_EXEC,
+    VM_GROWSDOWN, VM_LOCKED, VM_SHARED, VM_SOFTDIRTY, VM_WRITE,
+};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_SWAPBACKED};
+use crate::page_table::{
+    mk_pte, mk_pte_writable, pte_alloc, pte_host_prot, pte_none, pte_pfn, pte_present, pte_special,
+    pte_write, PteSlot, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_SPECIAL,
+};
+use crate::vma::{anon_vma_alloc, set_anon_vma};
+
+pub const SEGV_MAPERR: i32 = 1;
+pub const SEGV_ACCERR: i32 = 2;
+pub const BUS_ADRERR: i32 = 2;
+
+/// Why a fault could not be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultError {
+    /// `SIGSEGV` with this `si_code` (`SEGV_MAPERR` or `SEGV_ACCERR`).
+    Segv(i32),
+    /// `SIGBUS` (`BUS_ADRERR`): a shared mapping beyond the end of its object.
+    Bus,
+    /// No frame could be found (`VM_FAULT_OOM`).
+    Oom,
+}
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub write: bool,
+    pub exec: bool,
+}
+
+/// A fault taken by an access of the process (from the SIGSEGV handler): counted as the
+/// process's fault when resolved.
+pub(crate) fn handle_user_fault(st: &mut State, addr: usize, access: Access) -> Result<(), FaultError> {
+    let r = do_user_addr_fault(st, addr, access);
+    match r {
+        Ok(true) => {
+            st.stats.faults += 1;
+            st.mm.min_flt += 1;
+        }
+        Ok(false) => st.stats.spurious_faults += 1,
+        Err(FaultError::Segv(_)) => st.stats.segv += 1,
+        Err(FaultError::Bus) => st.stats.sigbus += 1,
+        Err(FaultError::Oom) => {}
+    }
+    r.map(|_| ())
+}
+
+/// Resolve a fault at `addr` as an access would, without the access (`get_user_pages`).
+pub(crate) fn fault_in(st: &mut State, addr: usize, write: bool) -> Result<(), FaultError> {
+    do_user_addr_fault(st, addr, Access { write, exec: false }).map(|_| ())
+}
+
+/// Returns whether a PTE had to change (false: another thread already resolved it).
+fn do_user_addr_fault(st: &mut State, addr: usize, access: Access) -> Result<bool, FaultError> {
+    let vma = lock_mm_and_find_vma(st, addr)?;
+    if access_error(vma, access) {
+        return Err(FaultError::Segv(SEGV_ACCERR));
+    }
+    handle_mm_fault(st, vma, addr, access.write)
+}
+
+/// The VMA for `addr`, expanding a stack VMA downwards if `addr` is just below it.
+fn lock_mm_and_find_vma(st: &mut State, addr: usize) -> Result<VmaPtr, FaultError> {
+    let vma = st.mm.find_vma(addr).ok_or(FaultError::Segv(SEGV_MAPERR))?;
+    if vma.start() <= addr {
+        return Ok(vma);
+    }
+    if vma.flags() & VM_GROWSDOWN == 0 || expand_downwards(st, vma, addr).is_err() {
+        return Err(FaultError::Segv(SEGV_MAPERR));
+    }
+    Ok(vma)
+}
+
+/// x86's `access_error`: writes need `VM_WRITE`, instruction fetches `VM_EXEC`, reads any
+/// access right at all.
+fn access_error(vma: VmaPtr, access: Access) -> bool {
+    if access.write {
+        return vma.flags() & VM_WRITE == 0;
+    }
+    if access.exec {
+        return vma.flags() & VM_EXEC == 0;
+    }
+    vma.flags() & VM_ACCESS_FLAGS == 0
+}
+
+/// Grow a stack VMA down to `addr` (`expand_downwards` with `acct_stack_growth`).
+fn expand_downwards(st: &mut State, vma: VmaPtr, addr: usize) -> Result<(), ()> {
+    let address = addr & PAGE_MASK;
+    if address < st.mm.mmap_min_addr {
+        return Err(());
+    }
+    if let Some(prev) = vma.prev() {
+        if prev.flags() & VM_GROWSDOWN == 0 && prev.is_accessible() && address - prev.end() < STACK_GUARD_GAP
+        {
+            return Err(());
+        }
+    }
+    anon_vma_prepare(st, vma).map_err(|_| ())?;
+    let grow = (vma.start() - address) >> PAGE_SHIFT;
+    let size = vma.end() - address;
+    let flags = vma.flags();
+    if grow > vma.pgoff() {
+        return Err(());
+    }
+    if !st.mm.may_expand_vm(flags, grow) || size as u64 > st.mm.rlimits.stack {
+        return Err(());
+    }
+    if !st.mm.mlock_future_ok(flags, grow << PAGE_SHIFT, st.sys.cap_ipc_lock) {
+        return Err(());
+    }
+    // Linux charges stack growth whether or not the VMA is VM_ACCOUNT; without it the
+    // charge is never given back.
+    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+    st.sys.vm_enough_memory(grow, ram, total).map_err(|_| ())?;
+    if flags & VM_ACCOUNT == 0 {
+        st.sys.committed_leaked += grow;
+    }
+    if flags & VM_LOCKED != 0 {
+        st.mm.locked_vm += grow;
+    }
+    st.mm.vm_stat_account(flags, grow as isize);
+    vma.vm_pgoff.set(vma.pgoff() - grow);
+    vma.vm_start.set(address);
+    st.mm.vmas.adjusted(vma);
+    Ok(())
+}
+
+/// Give `vma` an anon_vma before its first anonymous page: a compatible neighbour's if
+/// there is one (`find_mergeable_anon_vma`), so that a later mprotect can merge them again.
+pub(crate) fn anon_vma_prepare(st: &mut State, vma: VmaPtr) -> Result<(), crate::Errno> {
+    if vma.anon().is_some() {
+        return Ok(());
+    }
+    let compatible = |a: VmaPtr, b: VmaPtr| {
+        a.end() == b.start()
+            && crate::kptr::KPtr::ptr_eq(a.file(), b.file())
+            && (a.flags() ^ b.flags()) & !(VM_ACCESS_FLAGS | VM_SOFTDIRTY) == 0
+            && b.pgoff() == a.pgoff() + ((b.start() - a.start()) >> PAGE_SHIFT)
+    };
+    let reuse = vma
+        .next()
+        .filter(|n| compatible(vma, *n))
+        .and_then(|n| n.anon())
+        .or_else(|| vma.prev().filter(|p| compatible(*p, vma)).and_then(|p| p.anon()));
+    let av = match reuse {
+        Some(av) => av,
+        None => anon_vma_alloc(st)?,
+    };
+    set_anon_vma(st, vma, Some(av));
+    Ok(())
+}
+
+/// Resolve the PTE for `addr` in `vma` for a read or a write. Returns whether a PTE was
+/// changed.
+pub(crate) fn handle_mm_fault(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    write: bool,
+) -> Result<bool, FaultError> {
+    st.phys.vmstat.pgfault += 1;
+    let addr = addr & PAGE_MASK;
+    let pgd = st.mm.pgd;
+    let slot = pte_alloc(&mut st.phys, &mut st.mm.pgtables_bytes, pgd, addr).map_err(|_| FaultError::Oom)?;
+    let e = slot.get();
+    if pte_none(e) && !write && !vma.is_anonymous() {
+        do_fault_around(st, vma, addr);
+        if !pte_none(slot.get()) {
+            return Ok(true);
+        }
+    }
+    if pte_none(e) {
+        if vma.is_anonymous() {
+            do_anonymous_page(st, vma, addr, slot, write)?;
+        } else if vma.is_shmem() {
+            do_shmem_fault(st, vma, addr, slot, write)?;
+        } else if write && vma.flags() & VM_SHARED == 0 {
+            do_cow_fault(st, vma, addr, slot)?;
+        } else {
+            do_read_fault(st, vma, addr, slot)?;
+        }
+        return Ok(true);
+    }
+    if write && !pte_write(e) {
+        do_wp_page(st, vma, addr, slot, e)?;
+        return Ok(true);
+    }
+    if e & PTE_PRESENT == 0 {
+        // A PROT_NONE entry under an accessible VMA: give it the VMA's protection.
+        let n = crate::page_table::pte_modify(e, vma.flags(), !pte_special(e) && vma.flags() & VM_WRITE != 0);
+        slot.set(n);
+        st.host.protect(addr, PAGE_SIZE, pte_host_prot(n));
+        return Ok(true);
+    }
+    // Another thread resolved it first; make sure the host agrees and retry.
+    if pte_present(e) {
+        st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e));
+    }
+    Ok(false)
+}
+
+/// Pages around a read fault on a file or shmem mapping that are already in the page
+/// cache get mapped too (`do_fault_around`, 64 KiB windows: `fault_around_bytes`), each
+/// counted in RSS. Nothing is allocated for them.
+fn do_fault_around(st: &mut State, vma: VmaPtr, addr: usize) {
+    const FAULT_AROUND_PAGES: usize = 16;
+    let Some(inode) = vma.file() else { return };
+    let pte_off = (addr >> PAGE_SHIFT) & 511;
+    let vma_off = (addr - vma.start()) >> PAGE_SHIFT;
+    let from = (pte_off & !(FAULT_AROUND_PAGES - 1)).max(pte_off - pte_off.min(vma_off));
+    let to = (from + FAULT_AROUND_PAGES).min(512).min(pte_off + vma.pages() - vma_off);
+    let table_base = addr & !((512 << PAGE_SHIFT) - 1);
+    let pgd = st.mm.pgd;
+    let shmem = vma.is_shmem();
+    // Writable only where the mapping is shared; private mappings copy on write.
+    let flags = if shmem { vma.flags() } else { vma.flags() & !VM_WRITE };
+    let mut batch = crate::mmu::Batch::mapping(st.host);
+    for i in from..to {
+        let a = table_base + (i << PAGE_SHIFT);
+        let index = vma.pgoff_at(a);
+        if index >= inode.size_pages.get() {
+            break;
+        }
+        let Some(pfn) = crate::shmem::find_page(&st.phys, &inode, index) else { continue };
+        let Some(slot) = crate::page_table::pte_lookup(&st.phys, pgd, a) else { continue };
+        if !pte_none(slot.get()) {
+            continue;
+        }
+        let page = st.phys.page(pfn);
+        page.mapcount.set(page.mapcount.get() + 1);
+        st.mm.rss[if shmem { MM_SHMEMPAGES } else { MM_FILEPAGES }] += 1;
+        let mut e = mk_pte(pfn, flags);
+        if flags & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
+            e |= PTE_RW;
+        }
+        slot.set(e);
+        batch.push(a, pfn, pte_host_prot(e));
+    }
+}
+
+fn set_pte(st: &mut State, addr: usize, slot: PteSlot, e: u64) {
+    slot.set(e);
+    st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e));
+}
+
+fn new_anon_page(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    copy_from: Option<usize>,
+) -> Result<usize, FaultError> {
+    anon_vma_prepare(st, vma).map_err(|_| FaultError::Oom)?;
+    let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
+    if let Some(src) = copy_from {
+        st.phys.copy_frame(pfn, src);
+    }
+    let page = st.phys.page(pfn);
+    page.set(PG_ANON | PG_DIRTY);
+    page.mapcount.set(1);
+    page.index.set(vma.pgoff_at(addr) as u64);
+    page.mapping.set(vma.anon().map_or(0, |a| a.addr()));
+    st.mm.rss[MM_ANONPAGES] += 1;
+    st.phys.vmstat.nr_anon_pages += 1;
+    Ok(pfn)
+}
+
+fn do_anonymous_page(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    slot: PteSlot,
+    write: bool,
+) -> Result<(), FaultError> {
+    if !write {
+        let e = mk_pte(st.phys.zero_pfn, vma.flags() & !VM_WRITE) | PTE_SPECIAL;
+        set_pte(st, addr, slot, e);
+        return Ok(());
+    }
+    let pfn = new_anon_page(st, vma, addr, None)?;
+    set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    Ok(())
+}
+
+fn do_shmem_fault(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    slot: PteSlot,
+    write: bool,
+) -> Result<(), FaultError> {
+    let Some(inode) = vma.file() else {
+        return Err(FaultError::Bus);
+    };
+    let index = vma.pgoff_at(addr);
+    if index >= inode.size_pages.get() {
+        return Err(FaultError::Bus);
+    }
+    let pfn = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
+    let page = st.phys.page(pfn);
+    page.mapcount.set(page.mapcount.get() + 1);
+    st.mm.rss[MM_SHMEMPAGES] += 1;
+    let mut e = mk_pte(pfn, vma.flags());
+    if vma.flags() & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
+        e |= PTE_RW;
+        if write {
+            e |= PTE_DIRTY;
+        }
+    }
+    set_pte(st, addr, slot, e);
+    Ok(())
+}
+
+/// Map the page-cache page read-only (a private file mapping, read).
+fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
+    let Some(inode) = vma.file() else {
+        return Err(FaultError::Bus);
+    };
+    let index = vma.pgoff_at(addr);
+    if index >= inode.size_pages.get() {
+        return Err(FaultError::Bus);
+    }
+    let pfn = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
+    let page = st.phys.page(pfn);
+    page.mapcount.set(page.mapcount.get() + 1);
+    st.mm.rss[MM_FILEPAGES] += 1;
+    set_pte(st, addr, slot, mk_pte(pfn, vma.flags() & !VM_WRITE));
+    Ok(())
+}
+
+/// A private copy of the page-cache page (a private file mapping, written).
+fn do_cow_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
+    let Some(inode) = vma.file() else {
+        return Err(FaultError::Bus);
+    };
+    let index = vma.pgoff_at(addr);
+    if index >= inode.size_pages.get() {
+        return Err(FaultError::Bus);
+    }
+    let src = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
+    let pfn = new_anon_page(st, vma, addr, Some(src))?;
+    set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    Ok(())
+}
+
+/// A write to a present, read-only page of a writable VMA.
+fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -> Result<(), FaultError> {
+    if pte_special(e) {
+        let pfn = new_anon_page(st, vma, addr, None)?;
+        set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+        return Ok(());
+    }
+    let old = pte_pfn(e);
+    let page = st.phys.page(old);
+    if page.has(PG_ANON) || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED)) {
+        // The page is ours alone (or shared by design): just allow the write.
+        let n = e | PTE_RW | PTE_DIRTY;
+        slot.set(n);
+        st.host.protect(addr, PAGE_SIZE, pte_host_prot(n));
+        return Ok(());
+    }
+    let pfn = new_anon_page(st, vma, addr, Some(old))?;
+    let page = st.phys.page(old);
+    page.mapcount.set(page.mapcount.get().saturating_sub(1));
+    st.mm.rss[MM_FILEPAGES] -= 1;
+    set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    Ok(())
+}
+
+/// Fault in every page of `[start, end)` as `MAP_POPULATE` and `MAP_LOCKED` do: writes
+/// for private writable VMAs, reads otherwise; `PROT_NONE` VMAs and holes stop it. Errors
+/// are not reported (the mapping itself succeeded).
+pub(crate) fn populate(st: &mut State, start: usize, end: usize) {
+    let mut addr = start;
+    while addr < end {
+        let Some(vma) = st.mm.vma_lookup(addr) else {
+            return;
+        };
+        if vma.flags() & VM_ACCESS_FLAGS == 0 {
+            return;
+        }
+        let write = vma.flags() & (VM_WRITE | VM_SHARED) == VM_WRITE;
+        let stop = vma.end().min(end);
+        while addr < stop {
+            let pgd = st.mm.pgd;
+            let present = crate::page_table::pte_lookup(&st.phys, pgd, addr)
+                .map(|s| s.get())
+                .is_some_and(|e| e & PTE_PRESENT != 0 && (!write || pte_write(e)));
+            if !present && handle_mm_fault(st, vma, addr, write).is_err() {
+                return;
+            }
+            addr += PAGE_SIZE;
+        }
+    }
+}

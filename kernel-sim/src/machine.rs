@@ -1,0 +1,496 @@
+//! A simulated machine: physical memory, the kernel's slab caches, and one process's
+//! address space, behind one lock; and its system-call interface.
+//!
+//! A machine is booted from a [`Config`] and lives in its own anonymous host mapping (never
+//! the host heap). Its user address space is a reserved range of host memory; the fault
+//! handler (see `signal`) finds the machine owning a faulting address through a fixed
+//! registry. [`Machine::boot`] returns an owning [`MachineBox`]; [`default_machine`] is a
+//! lazily booted process-wide machine used by `SimKernel::new()`.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use crate::mm::{Mm, Rlimits, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES};
+use crate::mmu::Host;
+use crate::overcommit::VmSysctl;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE};
+use crate::physmem::PhysMem;
+use crate::slab::Slab;
+use crate::stats::{Counters, Stats, Syscall};
+use crate::sync::MmapLock;
+use crate::vma_tree::VmaTree;
+use crate::Errno;
+
+/// How to build a machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Simulated RAM (rounded down to pages).
+    pub phys_bytes: usize,
+    /// Size of the user address space (the reserved host range).
+    pub user_bytes: usize,
+    /// Overrides Linux's sizing of the zone watermarks.
+    pub min_free_kbytes: Option<usize>,
+    /// `vm.overcommit_memory`: 0 heuristic, 1 always, 2 never.
+    pub overcommit_memory: u32,
+    /// `vm.overcommit_ratio` (percent of RAM under mode 2).
+    pub overcommit_ratio: usize,
+    /// `vm.max_map_count`.
+    pub max_map_count: usize,
+    pub rlimits: Rlimits,
+    pub cap_sys_admin: bool,
+    pub cap_ipc_lock: bool,
+    /// Place anonymous mappings whose length is a multiple of 2 MiB on a 2 MiB boundary,
+    /// as kernels with transparent huge pages do since 6.7 (the pages are still 4 KiB).
+    pub thp_align: bool,
+    /// `vm.mmap_min_addr`, relative to the start of the user range.
+    pub mmap_min_addr: usize,
+    /// Extra space between the end of the data segment and `start_brk`, rounded to pages:
+    /// where Linux's brk randomisation would put the heap (0 is `setarch -R`).
+    pub brk_offset: usize,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        phys_bytes: 1 << 30,
+        user_bytes: 64 << 30,
+        min_free_kbytes: None,
+        overcommit_memory: 0,
+        overcommit_ratio: 50,
+        max_map_count: 65530,
+        rlimits: Rlimits { data: u64::MAX, address_space: u64::MAX, stack: 8 << 20, memlock: 8 << 20 },
+        cap_sys_admin: false,
+        cap_ipc_lock: false,
+        thp_align: true,
+        mmap_min_addr: 65536,
+        brk_offset: 0,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+/// Where the simulated program image and stack sit, relative to the user range.
+pub const IMAGE_OFFSET: usize = 0x40_0000;
+/// Initial stack: 132 KiB below the top of the user range.
+pub const STACK_SIZE: usize = 0x21000;
+
+/// Everything the machine lock protects.
+pub(crate) struct State {
+    pub phys: PhysMem,
+    pub slab: Slab,
+    pub mm: Mm,
+    pub host: Host,
+    pub sys: VmSysctl,
+    pub stats: Stats,
+    pub thp_align: bool,
+    pub next_ino: u64,
+}
+
+pub struct Machine {
+    lock: MmapLock,
+    state: UnsafeCell<State>,
+    host: Host,
+    slot: core::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: `state` is only reached through `lock()`, which serialises all threads (and the
+// fault handler); `host` is immutable after boot.
+unsafe impl Sync for Machine {}
+// SAFETY: as above; nothing in a machine is tied to the thread that booted it.
+unsafe impl Send for Machine {}
+
+/// The state, locked.
+pub(crate) struct Guard<'a> {
+    m: &'a Machine,
+}
+
+impl Deref for Guard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // SAFETY: the lock is held for the guard's life, so no other reference exists.
+        unsafe { &*self.m.state.get() }
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        // SAFETY: as in `deref`.
+        unsafe { &mut *self.m.state.get() }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.m.lock.unlock();
+    }
+}
+
+const VMA_SIZE: usize = core::mem::size_of::<crate::mm::Vma>();
+const ANON_VMA_SIZE: usize = core::mem::size_of::<crate::mm::AnonVma>();
+const INODE_SIZE: usize = core::mem::size_of::<crate::shmem::Inode>();
+
+impl State {
+    fn boot(config: &Config) -> Result<State, Errno> {
+        if config.user_bytes < (1 << 30) || !config.user_bytes.is_multiple_of(1 << 30) {
+            return Err(Errno::EINVAL);
+        }
+        let host = reserve_user_range(config.user_bytes)?;
+        let mut phys = match PhysMem::boot(config.phys_bytes, config.min_free_kbytes) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: our own reservation, not yet used.
+                unsafe { libc::munmap(host.base as *mut libc::c_void, host.size) };
+                return Err(e);
+            }
+        };
+        let host = Host { memfd: phys.memfd, ..host };
+        let slab = Slab::new([
+            ("vm_area_struct", VMA_SIZE),
+            ("anon_vma", ANON_VMA_SIZE),
+            ("shmem_inode_cache", INODE_SIZE),
+        ]);
+        let mut sys = VmSysctl::new(phys.nr_free_pages());
+        sys.overcommit_memory = config.overcommit_memory;
+        sys.overcommit_ratio = config.overcommit_ratio;
+        sys.max_map_count = config.max_map_count;
+        sys.cap_sys_admin = config.cap_sys_admin;
+        sys.cap_ipc_lock = config.cap_ipc_lock;
+        let mut pgtables_bytes = 0;
+        let pgd = crate::page_table::pgd_alloc(&mut phys, &mut pgtables_bytes)?;
+        let task_size = host.base + host.size;
+        // Linux's mmap_base(): the stack rlimit plus the guard gap, at least 128 MiB.
+        let gap = (config.rlimits.stack.min(task_size as u64) as usize + crate::mm::STACK_GUARD_GAP)
+            .clamp(128 << 20, host.size / 6 * 5);
+        let start_code = host.base + IMAGE_OFFSET;
+        let mm = Mm {
+            vmas: VmaTree::new(),
+            pgd,
+            task_size,
+            mmap_min_addr: host.base + config.mmap_min_addr.max(PAGE_SIZE),
+            mmap_base: crate::page::page_align(task_size - gap) & crate::page::PAGE_MASK,
+            mmap_legacy_base: crate::page::page_align(host.base + host.size / 3),
+            start_code,
+            end_code: start_code + PAGE_SIZE,
+            start_data: start_code + PAGE_SIZE,
+            end_data: start_code + 2 * PAGE_SIZE,
+            start_brk: start_code + 2 * PAGE_SIZE + (config.brk_offset & crate::page::PAGE_MASK),
+            brk: start_code + 2 * PAGE_SIZE + (config.brk_offset & crate::page::PAGE_MASK),
+            start_stack: task_size - 0x800,
+            total_vm: 0,
+            data_vm: 0,
+            exec_vm: 0,
+            stack_vm: 0,
+            locked_vm: 0,
+            rss: [0; crate::mm::NR_MM_COUNTERS],
+            hiwater_rss: 0,
+            hiwater_vm: 0,
+            pgtables_bytes,
+            def_flags: 0,
+            min_flt: 0,
+            next_anon_vma_id: 1,
+            rlimits: config.rlimits,
+        };
+        let mut st = State {
+            phys,
+            slab,
+            mm,
+            host,
+            sys,
+            stats: Stats::default(),
+            thp_align: config.thp_align,
+            next_ino: 1000,
+        };
+        st.setup_image()?;
+        Ok(st)
+    }
+
+    /// Map the program text, its data and the initial stack, as `execve` would.
+    fn setup_image(&mut self) -> Result<(), Errno> {
+        use crate::mm::*;
+        let ino = self.next_ino();
+        let file = crate::shmem::new_inode(&mut self.slab, &mut self.phys, crate::shmem::INODE_FILE, ino, 2)?;
+        let (sc, ec, sd, ed) = (self.mm.start_code, self.mm.end_code, self.mm.start_data, self.mm.end_data);
+        let text = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
+        let data = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT;
+        let top = self.mm.task_size;
+        let totalram = self.phys.totalram_pages();
+        let stack_pages = STACK_SIZE >> PAGE_SHIFT;
+        self.sys.vm_enough_memory(1 + stack_pages, totalram, 0)?;
+        for (start, end, flags, pgoff, f) in [
+            (sc, ec, text, 0, Some(file)),
+            (sd, ed, data, 1, Some(file)),
+            (top - STACK_SIZE, top, VM_STACK_FLAGS, (top - STACK_SIZE) >> PAGE_SHIFT, None),
+        ] {
+            let v = crate::vma::vm_area_alloc(self)?;
+            v.vm_start.set(start);
+            v.vm_end.set(end);
+            v.vm_flags.set(flags);
+            v.vm_pgoff.set(pgoff);
+            if let Some(f) = f {
+                f.refcount.set(f.refcount.get() + 1);
+                v.vm_file.set(Some(f));
+            }
+            self.mm.vmas.insert(v);
+            self.mm.vm_stat_account(flags, ((end - start) >> PAGE_SHIFT) as isize);
+        }
+        // The reference new_inode gave us was only to keep the inode alive while mapping.
+        file.refcount.set(file.refcount.get() - 1);
+        self.mm.hiwater_vm = self.mm.total_vm;
+        Ok(())
+    }
+
+    pub fn next_ino(&mut self) -> u64 {
+        self.next_ino += 1;
+        self.next_ino
+    }
+
+    pub fn count(&mut self, s: Syscall, ok: bool) {
+        self.stats.calls[s as usize] += 1;
+        if !ok {
+            self.stats.failed[s as usize] += 1;
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mm = &self.mm;
+        Counters {
+            faults: self.stats.faults,
+            pgfault: self.phys.vmstat.pgfault,
+            syscalls: self.stats.calls,
+            syscalls_failed: self.stats.failed,
+            segv: self.stats.segv,
+            sigbus: self.stats.sigbus,
+            rss_anon: mm.rss[MM_ANONPAGES],
+            rss_file: mm.rss[MM_FILEPAGES],
+            rss_shmem: mm.rss[MM_SHMEMPAGES],
+            rss: mm.rss(),
+            hiwater_rss: mm.hiwater_rss.max(mm.rss()),
+            total_vm: mm.total_vm,
+            hiwater_vm: mm.hiwater_vm.max(mm.total_vm),
+            data_vm: mm.data_vm,
+            exec_vm: mm.exec_vm,
+            stack_vm: mm.stack_vm,
+            locked_vm: mm.locked_vm,
+            map_count: mm.map_count(),
+            pgtables_bytes: mm.pgtables_bytes,
+            brk: mm.brk,
+            start_brk: mm.start_brk,
+            totalram_pages: self.phys.totalram_pages(),
+            free_pages: self.phys.nr_free_pages(),
+            committed_as: self.sys.committed_as,
+            commit_limit: self.sys.commit_limit(self.phys.totalram_pages()),
+            nr_anon_pages: self.phys.vmstat.nr_anon_pages,
+            nr_shmem: self.phys.vmstat.nr_shmem,
+            nr_file_pages: self.phys.vmstat.nr_file_pages,
+            nr_page_table_pages: self.phys.vmstat.nr_page_table_pages,
+            nr_slab: self.phys.vmstat.nr_slab_unreclaimable,
+            pgalloc: self.phys.vmstat.pgalloc,
+            pgfree: self.phys.vmstat.pgfree,
+            oom_kill: self.phys.vmstat.oom_kill,
+        }
+    }
+}
+
+/// Reserve the user range: `size` bytes of `PROT_NONE`, aligned to 1 GiB.
+fn reserve_user_range(size: usize) -> Result<Host, Errno> {
+    let align = 1usize << 30;
+    // SAFETY: a fresh anonymous reservation; nothing is replaced.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size + align,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno(crate::util::errno()));
+    }
+    let raw = p as usize;
+    let base = (raw + align - 1) & !(align - 1);
+    // SAFETY: trimming the unaligned ends of our own reservation.
+    unsafe {
+        if base > raw {
+            libc::munmap(raw as *mut libc::c_void, base - raw);
+        }
+        let tail = raw + size + align - (base + size);
+        if tail > 0 {
+            libc::munmap((base + size) as *mut libc::c_void, tail);
+        }
+    }
+    Ok(Host { base, size, memfd: -1 })
+}
+
+impl Machine {
+    /// Boot a machine. It owns a reserved host range of `config.user_bytes` and a memfd of
+    /// `config.phys_bytes` (whose pages cost host memory only once touched).
+    pub fn boot(config: &Config) -> Result<MachineBox, Errno> {
+        let st = State::boot(config)?;
+        let host = st.host;
+        let size = core::mem::size_of::<Machine>();
+        // SAFETY: a fresh private anonymous mapping to hold the Machine.
+        let mem = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(Errno(crate::util::errno()));
+        }
+        let m = mem as *mut Machine;
+        // SAFETY: `m` is a fresh, suitably aligned (page) allocation of the right size.
+        unsafe {
+            m.write(Machine {
+                lock: MmapLock::new(),
+                state: UnsafeCell::new(st),
+                host,
+                slot: core::sync::atomic::AtomicUsize::new(usize::MAX),
+            })
+        };
+        // SAFETY: just initialised; lives until MachineBox::drop.
+        let shared: &'static Machine = unsafe { &*m };
+        match crate::signal::register(shared) {
+            Some(slot) => shared.slot.store(slot, Ordering::Relaxed),
+            None => {
+                // SAFETY: not registered, so this is the only reference.
+                drop(MachineBox(unsafe { &mut *m }));
+                return Err(Errno::EAGAIN);
+            }
+        }
+        // SAFETY: the registry holds only a shared reference, used only by the fault handler
+        // under the machine lock; the box is the owner.
+        Ok(MachineBox(unsafe { &mut *m }))
+    }
+
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        if self.lock.held_by_me() {
+            crate::util::bug("machine lock taken twice by one thread", self.host.base, 0);
+        }
+        self.lock.lock();
+        Guard { m: self }
+    }
+
+    pub(crate) fn mmap_lock(&self) -> &MmapLock {
+        &self.lock
+    }
+
+    /// The reserved host range of user memory and the physical-memory memfd.
+    pub fn host(&self) -> Host {
+        self.host
+    }
+
+    /// The first address of the user range.
+    pub fn user_base(&self) -> usize {
+        self.host.base
+    }
+
+    /// One past the last address of the user range (`TASK_SIZE`).
+    pub fn task_size(&self) -> usize {
+        self.host.base + self.host.size
+    }
+
+    pub fn page_size(&self) -> usize {
+        PAGE_SIZE
+    }
+
+    /// Whether `addr` is in this machine's user range.
+    pub fn contains(&self, addr: usize) -> bool {
+        self.host.contains(addr)
+    }
+}
+
+/// An owned machine: dropping it unregisters it and releases its host memory. Every
+/// mapping of its user range becomes inaccessible.
+pub struct MachineBox(&'static mut Machine);
+
+impl MachineBox {
+    /// Keep the machine for the rest of the process.
+    pub fn leak(self) -> &'static Machine {
+        let m: *const Machine = &*self.0;
+        core::mem::forget(self);
+        // SAFETY: the machine is never freed now.
+        unsafe { &*m }
+    }
+}
+
+impl Deref for MachineBox {
+    type Target = Machine;
+    fn deref(&self) -> &Machine {
+        self.0
+    }
+}
+
+impl Drop for MachineBox {
+    fn drop(&mut self) {
+        let slot = self.0.slot.load(Ordering::Relaxed);
+        if slot != usize::MAX {
+            crate::signal::unregister(slot);
+        }
+        let host = self.0.host;
+        {
+            let st = self.0.state.get_mut();
+            st.phys.shutdown();
+        }
+        // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
+        // the box was its only owner. Release the user range and the Machine's own mapping.
+        unsafe {
+            libc::munmap(host.base as *mut libc::c_void, host.size);
+            let m: *mut Machine = self.0;
+            core::ptr::drop_in_place(m);
+            libc::munmap(m as *mut libc::c_void, core::mem::size_of::<Machine>());
+        }
+    }
+}
+
+const UNBOOTED: u8 = 0;
+const BOOTING: u8 = 1;
+const READY: u8 = 2;
+
+static DEFAULT_STATE: AtomicU8 = AtomicU8::new(UNBOOTED);
+static DEFAULT_MACHINE: AtomicPtr<Machine> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The process-wide machine `SimKernel::new()` uses, booted with [`Config::DEFAULT`] on first
+/// use. If it cannot boot (the host refused memory), the process cannot go on: it prints the
+/// reason and aborts.
+pub fn default_machine() -> &'static Machine {
+    if DEFAULT_STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: set once before READY and never freed.
+        return unsafe { &*DEFAULT_MACHINE.load(Ordering::Acquire) };
+    }
+    boot_default()
+}
+
+#[cold]
+#[inline(never)]
+fn boot_default() -> &'static Machine {
+    loop {
+        match DEFAULT_STATE.compare_exchange(UNBOOTED, BOOTING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(READY) => {
+                // SAFETY: set once before READY and never freed.
+                return unsafe { &*DEFAULT_MACHINE.load(Ordering::Acquire) };
+            }
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+    match Machine::boot(&Config::DEFAULT) {
+        Ok(b) => {
+            let m = b.leak();
+            DEFAULT_MACHINE.store(m as *const Machine as *mut Machine, Ordering::Release);
+            DEFAULT_STATE.store(READY, Ordering::Release);
+            m
+        }
+        Err(e) => crate::util::bug("cannot boot the default machine (host errno)", e.0 as usize, 0),
+    }
+}

@@ -1,0 +1,145 @@
+//! Page-level work on ranges of the address space (Linux's `mm/memory.c` and friends):
+//! zapping pages, freeing page tables, changing protections and moving page-table entries,
+//! each followed by the host update that keeps the MMU in step.
+
+use crate::machine::State;
+use crate::mm::{VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};
+use crate::mmu::Batch;
+use crate::page::{PG_ANON, PG_FILE, PG_SWAPBACKED};
+use crate::page_table::{
+    for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special,
+};
+use crate::Errno;
+
+/// Drop every page mapped in `[start, end)`: anonymous pages go back to the buddy
+/// allocator, page-cache pages stay in their inode; RSS falls. The host range becomes
+/// inaccessible, so the next touch faults again.
+pub(crate) fn zap_page_range(st: &mut State, start: usize, end: usize) {
+    st.mm.update_hiwater_rss();
+    let (dm, pgd) = (st.phys.direct_map, st.mm.pgd);
+    let mut any = false;
+    for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
+        let e = slot.get();
+        slot.set(0);
+        any = true;
+        if !pte_present(e) || pte_special(e) {
+            return;
+        }
+        let pfn = pte_pfn(e);
+        let page = st.phys.page(pfn);
+        page.mapcount.set(page.mapcount.get().saturating_sub(1));
+        if page.has(PG_ANON) {
+            st.mm.rss[MM_ANONPAGES] -= 1;
+            st.phys.vmstat.nr_anon_pages -= 1;
+            st.phys.free_pages(pfn, 0);
+        } else if page.has(PG_SWAPBACKED) {
+            st.mm.rss[MM_SHMEMPAGES] -= 1;
+        } else if page.has(PG_FILE) {
+            st.mm.rss[MM_FILEPAGES] -= 1;
+        }
+    });
+    if any {
+        st.host.unmap(start, end - start);
+    }
+}
+
+/// Tear down `[start, end)` after its VMAs are gone: zap the pages, then free the page
+/// tables that only mapped `[floor, ceiling)` (`unmap_region`).
+pub(crate) fn unmap_region(st: &mut State, start: usize, end: usize, floor: usize, ceiling: usize) {
+    zap_page_range(st, start, end);
+    let pgd = st.mm.pgd;
+    crate::page_table::free_pgtables(
+        &mut st.phys,
+        &mut st.mm.pgtables_bytes,
+        pgd,
+        floor,
+        ceiling,
+        start,
+        end,
+    );
+}
+
+/// Give the pages mapped in `[start, end)` the protection of `flags`
+/// (`change_protection`). Anonymous pages of a private writable VMA may be written
+/// straight away (they are the process's own); the zero page and page-cache pages of a
+/// private mapping stay read-only so that a write still faults and copies.
+pub(crate) fn change_protection(st: &mut State, start: usize, end: usize, flags: VmFlags) {
+    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let phys = &st.phys;
+    let mut batch = Batch::protecting(host);
+    for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
+        let e = slot.get();
+        if !pte_present(e) {
+            return;
+        }
+        let writable = if pte_special(e) {
+            false
+        } else if flags & VM_SHARED != 0 {
+            true
+        } else {
+            phys.page(pte_pfn(e)).has(PG_ANON)
+        };
+        let n = pte_modify(e, flags, writable && flags & VM_WRITE != 0);
+        slot.set(n);
+        batch.push(addr, 0, pte_host_prot(n));
+    });
+}
+
+/// Make sure page tables exist for every page of `[start, end)`.
+pub(crate) fn prealloc_page_tables(st: &mut State, start: usize, end: usize) -> Result<(), Errno> {
+    let pgd = st.mm.pgd;
+    let mut a = start;
+    while a < end {
+        pte_alloc(&mut st.phys, &mut st.mm.pgtables_bytes, pgd, a)?;
+        a = (a | (crate::page_table::entry_span(1) - 1)) + 1;
+    }
+    Ok(())
+}
+
+/// Move the entries of `[old, old + len)` to `[new, new + len)` (`move_page_tables`): the
+/// same frames, mapped at the new place with their protection; nothing is copied. Page
+/// tables for the new range must already exist. The old host range becomes inaccessible.
+pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
+    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let phys = &st.phys;
+    let mut batch = Batch::mapping(host);
+    let mut any = false;
+    for_each_pte(dm, pgd, old, old + len, &mut |addr, slot| {
+        let e = slot.get();
+        slot.set(0);
+        any = true;
+        let target = new + (addr - old);
+        match crate::page_table::pte_lookup(phys, pgd, target) {
+            Some(t) => t.set(e),
+            None => crate::util::bug("move_page_tables: no table at the target", target, addr),
+        }
+        if pte_present(e) {
+            batch.push(target, pte_pfn(e), pte_host_prot(e));
+        }
+    });
+    batch.flush();
+    if any {
+        host.unmap(old, len);
+    }
+}
+
+/// Resident pages of `[start, end)`, counted by `f(page_kind)`; used by the views.
+pub(crate) fn count_ptes(
+    st: &State,
+    start: usize,
+    end: usize,
+    f: &mut dyn FnMut(u64, Option<&crate::page::Page>),
+) {
+    let (dm, pgd) = (st.phys.direct_map, st.mm.pgd);
+    for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
+        let e = slot.get();
+        if !pte_present(e) {
+            return;
+        }
+        if pte_special(e) {
+            f(e, None);
+        } else {
+            f(e, Some(st.phys.page(pte_pfn(e))));
+        }
+    });
+}

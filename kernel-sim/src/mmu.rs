@@ -1,0 +1,154 @@
+//! The simulated MMU: keeping the host's view of the user range equal to the page tables.
+//!
+//! The user address space is a range of host memory reserved with `PROT_NONE`. A page the
+//! page tables map is a `MAP_SHARED | MAP_FIXED` mapping of its frame's page of the memfd,
+//! with the protection of its PTE; every other page of the range is the reservation again,
+//! so any access to it faults. The host calls here are the simulation's hardware: if one
+//! fails the host and the page tables no longer agree, so the machine stops (abort) rather
+//! than run on wrongly.
+
+use crate::page::{PAGE_SHIFT, PAGE_SIZE};
+use crate::util::{errno, StackWriter};
+
+/// The reserved host range and the memfd of physical memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub base: usize,
+    pub size: usize,
+    pub memfd: i32,
+}
+
+#[cold]
+#[inline(never)]
+fn host_failure(what: &str, addr: usize, len: usize) -> ! {
+    use core::fmt::Write;
+    let e = errno();
+    let mut w = StackWriter::<256>::new();
+    let _ = writeln!(w, "kernel-sim: host {what}({addr:#x}, {len:#x}) failed with errno {e}: the simulated MMU is out of step with the page tables");
+    if e == libc::ENOMEM {
+        let _ = writeln!(
+            w,
+            "kernel-sim: the host ran out of mappings: each resident page whose frame does not follow its neighbour's is one host VMA (see vm.max_map_count)"
+        );
+    }
+    w.emit();
+    // SAFETY: abort() does not return.
+    unsafe { libc::abort() }
+}
+
+impl Host {
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.base && addr - self.base < self.size
+    }
+
+    pub fn end(&self) -> usize {
+        self.base + self.size
+    }
+
+    /// Map frames `pfn..pfn + npages` at `addr` with `prot`.
+    pub fn map_frames(&self, addr: usize, pfn: usize, npages: usize, prot: i32) {
+        let len = npages * PAGE_SIZE;
+        // SAFETY: [addr, addr + len) lies in our reservation; MAP_FIXED replaces only it.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE,
+                self.memfd,
+                (pfn << PAGE_SHIFT) as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            host_failure("mmap", addr, len);
+        }
+    }
+
+    /// Return `[addr, addr + len)` to the reservation: nothing mapped, every access faults.
+    pub fn unmap(&self, addr: usize, len: usize) {
+        // Never touch host memory outside the reservation, whatever range a caller names.
+        let start = addr.max(self.base);
+        let end = addr.saturating_add(len).min(self.end());
+        if start >= end {
+            return;
+        }
+        let (addr, len) = (start, end - start);
+        // SAFETY: [addr, addr + len) lies in our reservation; MAP_FIXED replaces only it.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            host_failure("mmap(PROT_NONE)", addr, len);
+        }
+    }
+
+    /// Change the protection of mapped pages `[addr, addr + len)`.
+    pub fn protect(&self, addr: usize, len: usize, prot: i32) {
+        // SAFETY: the pages are frames we mapped in our reservation.
+        if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } != 0 {
+            host_failure("mprotect", addr, len);
+        }
+    }
+}
+
+/// Collects per-page host updates into runs, so that neighbouring pages with neighbouring
+/// frames and equal protection cost one host call.
+pub struct Batch {
+    host: Host,
+    remap: bool,
+    start: usize,
+    pfn: usize,
+    n: usize,
+    prot: i32,
+}
+
+impl Batch {
+    /// A batch of `map_frames` calls.
+    pub fn mapping(host: Host) -> Batch {
+        Batch { host, remap: true, start: 0, pfn: 0, n: 0, prot: 0 }
+    }
+
+    /// A batch of `protect` calls (frames are already mapped).
+    pub fn protecting(host: Host) -> Batch {
+        Batch { host, remap: false, start: 0, pfn: 0, n: 0, prot: 0 }
+    }
+
+    pub fn push(&mut self, addr: usize, pfn: usize, prot: i32) {
+        let contiguous = self.n > 0
+            && addr == self.start + self.n * PAGE_SIZE
+            && prot == self.prot
+            && (!self.remap || pfn == self.pfn + self.n);
+        if !contiguous {
+            self.flush();
+            self.start = addr;
+            self.pfn = pfn;
+            self.prot = prot;
+        }
+        self.n += 1;
+    }
+
+    pub fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        if self.remap {
+            self.host.map_frames(self.start, self.pfn, self.n, self.prot);
+        } else {
+            self.host.protect(self.start, self.n * PAGE_SIZE, self.prot);
+        }
+        self.n = 0;
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,138 @@
+//! `mprotect` (Linux's `mm/mprotect.c`): change the protection of whole VMAs or parts of
+//! them, splitting and merging as `vma_modify` decides, and change the page-table entries
+//! (and the host pages) already present.
+//!
+//! Like Linux it works VMA by VMA from the start of the range and stops at the first hole,
+//! so a range with a hole in the middle is changed up to the hole and reported `ENOMEM`.
+//! Making a private mapping writable charges it to the commit limit (`VM_ACCOUNT`); making
+//! a never-faulted one read-only again gives the charge back.
+
+use crate::machine::State;
+use crate::mm::{
+    calc_vm_prot_bits, VmFlags, VmaPtr, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED, VM_NORESERVE,
+    VM_SHARED, VM_WRITE,
+};
+use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
+use crate::vma::vma_modify;
+use crate::Errno;
+
+const PROT_GROWSDOWN: i32 = 0x0100_0000;
+const PROT_GROWSUP: i32 = 0x0200_0000;
+const PROT_SEM: i32 = 0x8;
+
+pub(crate) fn sys_mprotect(st: &mut State, start: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
+    let prot = prot & !(PROT_GROWSDOWN | PROT_GROWSUP);
+    if grows == PROT_GROWSDOWN | PROT_GROWSUP {
+        return Err(Errno::EINVAL);
+    }
+    if offset_in_page(start) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    let len = page_align(len);
+    let end = start.wrapping_add(len);
+    if end <= start {
+        return Err(Errno::ENOMEM);
+    }
+    if prot & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | PROT_SEM) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let Some(mut vma) = st.mm.find_vma(start).filter(|v| v.start() < end) else {
+        return Err(Errno::ENOMEM);
+    };
+    let mut start = start;
+    if grows & PROT_GROWSDOWN != 0 {
+        start = vma.start();
+        if vma.flags() & VM_GROWSDOWN == 0 {
+            return Err(Errno::EINVAL);
+        }
+    } else {
+        if vma.start() > start {
+            return Err(Errno::ENOMEM);
+        }
+        if grows & PROT_GROWSUP != 0 {
+            // No VMA grows up on x86-64.
+            return Err(Errno::EINVAL);
+        }
+    }
+    let mut prev = if start > vma.start() { Some(vma) } else { vma.prev() };
+    let mut tmp = vma.start();
+    let mut nstart = start;
+    let new_prot = calc_vm_prot_bits(prot);
+    loop {
+        if vma.start() != tmp {
+            return Err(Errno::ENOMEM);
+        }
+        let newflags = new_prot | (vma.flags() & !VM_ACCESS_FLAGS);
+        // VM_MAY* say what may ever be allowed (always everything for anonymous memory).
+        if newflags & !(newflags >> 4) & VM_ACCESS_FLAGS != 0 {
+            return Err(Errno::EACCES);
+        }
+        tmp = vma.end().min(end);
+        let fixed = mprotect_fixup(st, &mut prev, vma, nstart, tmp, newflags)?;
+        tmp = fixed.end();
+        nstart = tmp;
+        if nstart >= end {
+            return Ok(());
+        }
+        match fixed.next() {
+            Some(n) if n.start() < end => vma = n,
+            _ => return Err(Errno::ENOMEM),
+        }
+    }
+}
+
+/// Apply `newflags` to `[start, end)` of `vma` (`mprotect_fixup`). Returns the VMA that now
+/// covers the range.
+pub(crate) fn mprotect_fixup(
+    st: &mut State,
+    pprev: &mut Option<VmaPtr>,
+    vma: VmaPtr,
+    start: usize,
+    end: usize,
+    mut newflags: VmFlags,
+) -> Result<VmaPtr, Errno> {
+    let oldflags = vma.flags();
+    if newflags == oldflags {
+        *pprev = Some(vma);
+        return Ok(vma);
+    }
+    let nrpages = (end - start) >> PAGE_SHIFT;
+    let mut charged = 0;
+    if newflags & VM_WRITE != 0 {
+        if !st.mm.may_expand_vm(newflags, nrpages) && st.mm.may_expand_vm(oldflags, nrpages) {
+            return Err(Errno::ENOMEM);
+        }
+        if oldflags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE) == 0 {
+            charged = nrpages;
+            let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+            st.sys.vm_enough_memory(charged, ram, total)?;
+            newflags |= VM_ACCOUNT;
+        }
+    } else if oldflags & VM_ACCOUNT != 0 && vma.is_anonymous() && vma.anon().is_none() {
+        newflags &= !VM_ACCOUNT;
+    }
+    let vma = match vma_modify(st, *pprev, vma, start, end, newflags) {
+        Ok(v) => v,
+        Err(e) => {
+            st.sys.vm_unacct_memory(charged);
+            return Err(e);
+        }
+    };
+    *pprev = Some(vma);
+    vma.vm_flags.set(newflags);
+    crate::memory::change_protection(st, start, end, newflags);
+    if oldflags & VM_ACCOUNT != 0 && newflags & VM_ACCOUNT == 0 {
+        st.sys.vm_unacct_memory(nrpages);
+    }
+    // A locked private mapping made writable is faulted in for writing straight away.
+    if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED && newflags & VM_WRITE != 0 {
+        crate::fault::populate(st, start, end);
+    }
+    st.mm.vm_stat_account(oldflags, -(nrpages as isize));
+    st.mm.vm_stat_account(newflags, nrpages as isize);
+    Ok(vma)
+}

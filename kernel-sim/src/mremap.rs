@@ -1,0 +1,422 @@
+//! `mremap` (Linux's `mm/mremap.c`, as restructured in 6.17): shrink a mapping, grow it
+//! in place, or move it — moving the page-table entries, so the same frames appear at the
+//! new address and nothing is copied.
+//!
+//! The parameters are checked first (flags, alignment, lengths, and that an explicit
+//! destination does not overlap the source). Then:
+//! - a fixed move that keeps the size (`MREMAP_FIXED`, `old_len == new_len`) may span
+//!   several VMAs: each is moved to the same offset from the destination, gaps kept;
+//! - otherwise the range must lie in one VMA. A shrink unmaps the tail. Growing extends
+//!   the VMA in place (merging with the next one where the rules allow) when the space
+//!   after it is free, else, with `MREMAP_MAYMOVE`, moves it.
+//!
+//! A move makes the VMA at the destination with `copy_vma` (merging with neighbours; a
+//! never-faulted anonymous VMA takes the page offset of its new address so it can), moves
+//! the entries, then unmaps the source without giving back its commit charge, which the new
+//! VMA inherits. `MREMAP_FIXED` unmaps whatever is at the destination first;
+//! `MREMAP_DONTUNMAP` leaves the source VMA in place, empty.
+
+use crate::machine::State;
+use crate::mm::{VmaPtr, VM_ACCOUNT, VM_DONTEXPAND, VM_LOCKED, VM_LOCKED_MASK, VM_MAYSHARE, VM_SHARED};
+use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
+use crate::vma::{do_munmap, vm_area_dup, vma_link, vma_merge_new_range, VmaDesc};
+use crate::Errno;
+
+pub const MREMAP_MAYMOVE: i32 = 1;
+pub const MREMAP_FIXED: i32 = 2;
+pub const MREMAP_DONTUNMAP: i32 = 4;
+
+/// One remap in progress (Linux's `vma_remap_struct`).
+struct Remap {
+    addr: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: i32,
+    new_addr: usize,
+    /// |old_len - new_len|, fixed when the VMA is first examined.
+    delta: usize,
+    vma: Option<VmaPtr>,
+    charged: usize,
+    populate_expand: bool,
+}
+
+impl Remap {
+    fn implies_new_addr(&self) -> bool {
+        self.flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
+    }
+    fn shrink(&self) -> bool {
+        self.old_len > self.new_len
+    }
+    fn expand(&self) -> bool {
+        self.new_len > self.old_len
+    }
+}
+
+pub(crate) fn sys_mremap(
+    st: &mut State,
+    addr: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: i32,
+    new_addr: usize,
+) -> Result<usize, Errno> {
+    let mut r = Remap {
+        addr,
+        old_len: page_align(old_len),
+        new_len: page_align(new_len),
+        flags,
+        new_addr,
+        delta: 0,
+        vma: None,
+        charged: 0,
+        populate_expand: false,
+    };
+    check_mremap_params(st, &r)?;
+    // Room for the splits of the unmaps before the move and of the move itself.
+    if st.mm.map_count() + 4 > st.sys.max_map_count {
+        return Err(Errno::ENOMEM);
+    }
+    let res = if r.flags & MREMAP_FIXED != 0 && r.old_len == r.new_len {
+        remap_move(st, &mut r)
+    } else {
+        r.vma = st.mm.vma_lookup(r.addr);
+        check_prep_vma(st, &mut r)?;
+        if r.implies_new_addr() {
+            mremap_to(st, &mut r)
+        } else {
+            mremap_at(st, &mut r)
+        }
+    }?;
+    if r.populate_expand {
+        crate::fault::populate(st, r.new_addr + r.old_len, r.new_addr + r.new_len);
+    }
+    Ok(res)
+}
+
+fn check_mremap_params(st: &State, r: &Remap) -> Result<(), Errno> {
+    let task_size = st.mm.task_size;
+    if r.flags & !(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if offset_in_page(r.addr) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // A zero old_len duplicates a shared mapping; a zero new_len makes no sense.
+    if r.new_len == 0 || r.new_len > task_size {
+        return Err(Errno::EINVAL);
+    }
+    if !r.implies_new_addr() {
+        return Ok(());
+    }
+    if r.new_addr > task_size - r.new_len || offset_in_page(r.new_addr) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.flags & MREMAP_MAYMOVE == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.flags & MREMAP_DONTUNMAP != 0 && r.old_len != r.new_len {
+        return Err(Errno::EINVAL);
+    }
+    let (old_end, new_end) = (r.addr.wrapping_add(r.old_len), r.new_addr + r.new_len);
+    if old_end > r.new_addr && new_end > r.addr {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Checks that need the VMA (`check_prep_vma`).
+fn check_prep_vma(st: &State, r: &mut Remap) -> Result<(), Errno> {
+    let vma = r.vma.ok_or(Errno::EFAULT)?;
+    r.delta = r.old_len.abs_diff(r.new_len);
+    if !r.implies_new_addr() {
+        r.new_addr = r.addr;
+    }
+    // Shrinking or keeping the size in place maps nothing new: no more to check.
+    if !r.expand() && !r.implies_new_addr() {
+        return Ok(());
+    }
+    let flags = vma.flags();
+    // A zero old_len duplicates a shared mapping; for a private one it would make an
+    // unrelated new mapping, so Linux refuses it.
+    if r.old_len == 0 && flags & (VM_SHARED | VM_MAYSHARE) == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.flags & MREMAP_DONTUNMAP != 0 && flags & VM_DONTEXPAND != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // The part that moves must lie in this one VMA (a shrink may unmap past its end).
+    let old_len = if r.shrink() { r.new_len } else { r.old_len };
+    if old_len > vma.end() - r.addr {
+        return Err(Errno::EFAULT);
+    }
+    if r.new_len == old_len {
+        return Ok(());
+    }
+    if flags & VM_LOCKED != 0 {
+        r.populate_expand = true;
+    }
+    if vma.pgoff_at(r.addr).checked_add(r.new_len >> PAGE_SHIFT).is_none() {
+        return Err(Errno::EINVAL);
+    }
+    if flags & VM_DONTEXPAND != 0 {
+        return Err(Errno::EFAULT);
+    }
+    if !st.mm.mlock_future_ok(flags, r.delta, st.sys.cap_ipc_lock) {
+        return Err(Errno::EAGAIN);
+    }
+    if !st.mm.may_expand_vm(flags, r.delta >> PAGE_SHIFT) {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(())
+}
+
+/// A resize without a destination: shrink, grow in place, or grow by moving.
+fn mremap_at(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+    if r.delta == 0 {
+        return Ok(r.addr);
+    }
+    if r.shrink() {
+        do_munmap(st, r.addr + r.new_len, r.delta)?;
+        return Ok(r.addr);
+    }
+    let vma = r.vma.ok_or(Errno::EFAULT)?;
+    if vma.end() - r.addr == r.old_len && vma_expandable(st, vma, r.delta) {
+        expand_vma_in_place(st, r, vma)?;
+        return Ok(r.addr);
+    }
+    if r.flags & MREMAP_MAYMOVE == 0 {
+        return Err(Errno::ENOMEM);
+    }
+    set_new_addr(st, r)?;
+    move_vma(st, r)
+}
+
+/// Whether `vma` can grow by `delta` bytes where it is.
+fn vma_expandable(st: &State, vma: VmaPtr, delta: usize) -> bool {
+    let Some(end) = vma.end().checked_add(delta) else { return false };
+    if st.mm.find_vma_intersection(vma.end(), end).is_some() {
+        return false;
+    }
+    crate::mmap::get_unmapped_area(st, vma.start(), end - vma.start(), libc::MAP_FIXED).is_ok()
+}
+
+fn expand_vma_in_place(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(), Errno> {
+    calc_charge(st, r, vma)?;
+    let d = VmaDesc {
+        start: vma.end(),
+        end: vma.end() + r.delta,
+        flags: vma.flags(),
+        pgoff: vma.pgoff_at(vma.end()),
+        file: vma.file(),
+        anon: vma.anon(),
+    };
+    let next = vma.next();
+    let Some(vma) = vma_merge_new_range(st, Some(vma), next, &d, false) else {
+        st.sys.vm_unacct_memory(r.charged);
+        return Err(Errno::ENOMEM);
+    };
+    r.vma = Some(vma);
+    stat_account(st, vma, r.delta);
+    Ok(())
+}
+
+/// Charge what the remap adds, if the VMA is charged at all.
+fn calc_charge(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(), Errno> {
+    if vma.flags() & VM_ACCOUNT == 0 {
+        return Ok(());
+    }
+    let pages = if r.flags & MREMAP_DONTUNMAP != 0 {
+        r.new_len >> PAGE_SHIFT
+    } else {
+        r.new_len.saturating_sub(r.old_len) >> PAGE_SHIFT
+    };
+    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+    st.sys.vm_enough_memory(pages, ram, total)?;
+    r.charged = pages;
+    Ok(())
+}
+
+fn stat_account(st: &mut State, vma: VmaPtr, bytes: usize) {
+    let pages = bytes >> PAGE_SHIFT;
+    st.mm.vm_stat_account(vma.flags(), pages as isize);
+    if vma.flags() & VM_LOCKED != 0 {
+        st.mm.locked_vm += pages;
+    }
+}
+
+/// Pick the destination: `MREMAP_FIXED`'s address, a `MREMAP_DONTUNMAP` hint, or anywhere.
+fn set_new_addr(st: &State, r: &mut Remap) -> Result<(), Errno> {
+    let vma = r.vma.ok_or(Errno::EFAULT)?;
+    let mut map_flags = 0;
+    if r.flags & MREMAP_FIXED != 0 {
+        map_flags |= libc::MAP_FIXED;
+    }
+    if vma.flags() & VM_MAYSHARE != 0 {
+        map_flags |= libc::MAP_SHARED;
+    }
+    let hint = if r.implies_new_addr() { r.new_addr } else { 0 };
+    r.new_addr = crate::mmap::get_unmapped_area(st, hint, r.new_len, map_flags)?;
+    Ok(())
+}
+
+/// A remap to a chosen destination.
+fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+    if r.flags & MREMAP_FIXED != 0 {
+        do_munmap(st, r.new_addr, r.new_len)?;
+        r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
+    }
+    if r.shrink() {
+        do_munmap(st, r.addr + r.new_len, r.delta)?;
+        r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
+        r.old_len = r.new_len;
+    }
+    if r.flags & MREMAP_DONTUNMAP != 0 {
+        let vma = r.vma.ok_or(Errno::EFAULT)?;
+        if !st.mm.may_expand_vm(vma.flags(), r.old_len >> PAGE_SHIFT) {
+            return Err(Errno::ENOMEM);
+        }
+    }
+    set_new_addr(st, r)?;
+    move_vma(st, r)
+}
+
+/// A fixed move of unchanged size, which may span several VMAs (`remap_move`): each is
+/// moved to the same distance from the last one's destination, so gaps are kept.
+fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+    let start = r.addr;
+    // A range wrapping past the top holds no VMA: EFAULT below.
+    let end = r.addr.wrapping_add(r.old_len);
+    let mut target = r.new_addr;
+    let mut result = Err(Errno::EFAULT);
+    let mut last_end = 0;
+    let mut seen = false;
+    let mut cursor = start;
+    while let Some(vma) = st.mm.find_vma(cursor).filter(|v| v.start() < end) {
+        if !seen && start < vma.start() {
+            return Err(Errno::EFAULT);
+        }
+        let addr = vma.start().max(start);
+        let len = end.min(vma.end()) - addr;
+        let offset = if seen { vma.start() - last_end } else { 0 };
+        last_end = vma.end();
+        let next_cursor = vma.end().min(end);
+        let mut piece = Remap {
+            addr,
+            old_len: len,
+            new_len: len,
+            flags: r.flags,
+            new_addr: target + offset,
+            delta: 0,
+            vma: Some(vma),
+            charged: 0,
+            populate_expand: false,
+        };
+        check_prep_vma(st, &mut piece)?;
+        let moved = mremap_to(st, &mut piece)?;
+        if !seen {
+            result = Ok(moved);
+        }
+        seen = true;
+        target = moved + len;
+        cursor = next_cursor;
+        if cursor >= end {
+            break;
+        }
+    }
+    result
+}
+
+/// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
+fn copy_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize, pgoff: usize) -> Result<VmaPtr, Errno> {
+    // A never-faulted anonymous VMA has no pages tied to its offset: give it the offset of
+    // its new address so it can merge there.
+    let pgoff = if vma.is_anonymous() && vma.anon().is_none() { addr >> PAGE_SHIFT } else { pgoff };
+    let (next, prev) = st.mm.find_vma_prev(addr);
+    if next.is_some_and(|n| n.start() < addr + len) {
+        crate::util::bug("copy_vma: destination not empty", addr, len);
+    }
+    let d = VmaDesc {
+        start: addr,
+        end: addr + len,
+        flags: vma.flags(),
+        pgoff,
+        file: vma.file(),
+        anon: vma.anon(),
+    };
+    if let Some(v) = vma_merge_new_range(st, prev, next, &d, false) {
+        return Ok(v);
+    }
+    let new = vm_area_dup(st, vma)?;
+    new.vm_start.set(addr);
+    new.vm_end.set(addr + len);
+    new.vm_pgoff.set(pgoff);
+    vma_link(st, new);
+    Ok(new)
+}
+
+fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+    if st.mm.map_count() + 2 > st.sys.max_map_count {
+        return Err(Errno::ENOMEM);
+    }
+    let vma = r.vma.ok_or(Errno::EFAULT)?;
+    calc_charge(st, r, vma)?;
+    let (old_addr, old_len, new_addr, new_len) = (r.addr, r.old_len, r.new_addr, r.new_len);
+    // Page tables for the destination first: after this nothing can fail.
+    if let Err(e) = crate::memory::prealloc_page_tables(st, new_addr, new_addr + old_len) {
+        st.sys.vm_unacct_memory(r.charged);
+        return Err(e);
+    }
+    let old_start = vma.start();
+    let new_vma = match copy_vma(st, vma, new_addr, new_len, vma.pgoff_at(old_addr)) {
+        Ok(v) => v,
+        Err(e) => {
+            st.sys.vm_unacct_memory(r.charged);
+            return Err(e);
+        }
+    };
+    // The source may have merged into the new VMA (a never-faulted VMA moved next to itself).
+    let vma = if old_start >= new_vma.start() && old_start < new_vma.end() { new_vma } else { vma };
+    crate::memory::move_page_tables(st, old_addr, new_addr, old_len);
+    let hiwater_vm = st.mm.hiwater_vm;
+    stat_account(st, vma, new_len);
+    if r.flags & MREMAP_DONTUNMAP != 0 {
+        // The old VMA stays, empty; it can no longer be locked, and if all of it moved it no
+        // longer holds any anonymous page. locked_vm is left as it is.
+        vma.vm_flags.set(vma.flags() & !VM_LOCKED_MASK);
+        if new_vma != vma && vma.start() == old_addr && vma.end() == old_addr + old_len {
+            crate::vma::set_anon_vma(st, vma, None);
+        }
+    } else {
+        unmap_source_vma(st, vma, old_addr, old_len);
+    }
+    st.mm.hiwater_vm = hiwater_vm;
+    Ok(new_addr)
+}
+
+/// Unmap the source of a move without giving back its commit charge: the new VMA took it
+/// over. VM_ACCOUNT is hidden during the unmap and put back on what remains of the VMA.
+fn unmap_source_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize) {
+    let accountable = vma.flags() & VM_ACCOUNT != 0;
+    let (vm_start, vm_end) = (vma.start(), vma.end());
+    if accountable {
+        vma.vm_flags.set(vma.flags() & !VM_ACCOUNT);
+    }
+    if do_munmap(st, addr, len).is_err() {
+        if accountable {
+            st.sys.committed_as += (len >> PAGE_SHIFT) as isize;
+        }
+        return;
+    }
+    if accountable {
+        if vm_start < addr {
+            if let Some(p) = st.mm.find_vma_prev(addr).1 {
+                p.vm_flags.set(p.flags() | VM_ACCOUNT);
+            }
+        }
+        if vm_end > addr + len {
+            if let Some(n) = st.mm.find_vma(addr) {
+                n.vm_flags.set(n.flags() | VM_ACCOUNT);
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `struct page`: what the kernel records about each page frame. The array of them
+//! (`mem_map`) lives in simulated physical memory itself, in frames reserved at boot, as
+//! Linux's does.
+
+use core::cell::Cell;
+
+pub const PAGE_SHIFT: u32 = 12;
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+pub const PAGE_MASK: usize = !(PAGE_SIZE - 1);
+
+/// The null link in the intrusive lists threaded through `mem_map`.
+pub const NIL: u32 = u32::MAX;
+
+/// The frame is not managed by the buddy allocator (firmware, the zero page, `mem_map`).
+pub const PG_RESERVED: u32 = 1 << 0;
+/// The first frame of a free block on a buddy free list; `order` says how big.
+pub const PG_BUDDY: u32 = 1 << 1;
+/// A slab: frames carved into kernel objects of one cache.
+pub const PG_SLAB: u32 = 1 << 2;
+/// A page-table page.
+pub const PG_PGTABLE: u32 = 1 << 3;
+/// Anonymous memory mapped by a process.
+pub const PG_ANON: u32 = 1 << 4;
+/// Page cache of a shmem inode (shared anonymous memory).
+pub const PG_SWAPBACKED: u32 = 1 << 5;
+/// Page cache of a regular file.
+pub const PG_FILE: u32 = 1 << 6;
+/// Written since it was read in (page cache) or since it was allocated.
+pub const PG_DIRTY: u32 = 1 << 7;
+/// A node of a shmem inode's page index.
+pub const PG_RADIX: u32 = 1 << 8;
+
+/// One page frame's descriptor. Fields are `Cell`s: the whole of `mem_map` is reached
+/// through shared references while the machine lock is held.
+#[repr(C)]
+pub struct Page {
+    pub flags: Cell<u32>,
+    /// Order of the free block this frame heads (with `PG_BUDDY`).
+    pub order: Cell<u8>,
+    _pad: Cell<u8>,
+    /// Which slab cache owns the frame (with `PG_SLAB`).
+    pub slab_cache: Cell<u16>,
+    /// Links of the buddy free list or of a slab cache's partial list (frame numbers).
+    pub next: Cell<u32>,
+    pub prev: Cell<u32>,
+    pub refcount: Cell<u32>,
+    /// How many page-table entries map this frame.
+    pub mapcount: Cell<u32>,
+    /// First free object of a slab (an object index, or `NIL`).
+    pub freelist: Cell<u32>,
+    /// Objects in use in a slab.
+    pub inuse: Cell<u32>,
+    /// Offset in pages within its inode, for page-cache pages.
+    pub index: Cell<u64>,
+    /// The inode of a page-cache page (a direct-map address), or 0.
+    pub mapping: Cell<usize>,
+}
+
+impl Page {
+    #[inline]
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    #[inline]
+    pub fn set(&self, flag: u32) {
+        self.flags.set(self.flags.get() | flag)
+    }
+
+    #[inline]
+    pub fn clear(&self, flag: u32) {
+        self.flags.set(self.flags.get() & !flag)
+    }
+
+    /// Reset to the state of a frame just taken from the buddy allocator.
+    pub fn reset_allocated(&self) {
+        self.flags.set(0);
+        self.order.set(0);
+        self.slab_cache.set(0);
+        self.next.set(NIL);
+        self.prev.set(NIL);
+        self.refcount.set(1);
+        self.mapcount.set(0);
+        self.freelist.set(NIL);
+        self.inuse.set(0);
+        self.index.set(0);
+        self.mapping.set(0);
+    }
+}
+
+#[inline]
+pub const fn page_align(x: usize) -> usize {
+    x.wrapping_add(PAGE_SIZE - 1) & PAGE_MASK
+}
+
+#[inline]
+pub const fn offset_in_page(x: usize) -> usize {
+    x & (PAGE_SIZE - 1)
+}

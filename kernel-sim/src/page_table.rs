@@ -1,0 +1,317 @@
+//! Four-level page tables (PGD, PUD, PMD, PTE; nine bits of the address each, 4 KiB
+//! pages) whose tables are frames from the buddy allocator, read and written through the
+//! direct map. Entries use x86-64's bits where they exist: present, writable, user,
+//! accessed, dirty, no-execute; a page of a `PROT_NONE` VMA is `PROTNONE` rather than
+//! present (as x86 reuses the global bit), and the shared zero page is marked `SPECIAL`.
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+use crate::mm::{VmFlags, VM_ACCESS_FLAGS, VM_EXEC, VM_WRITE};
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_PGTABLE};
+use crate::physmem::PhysMem;
+use crate::Errno;
+
+pub const PTRS_PER_TABLE: usize = 512;
+pub const PTE_PRESENT: u64 = 1 << 0;
+pub const PTE_RW: u64 = 1 << 1;
+pub const PTE_USER: u64 = 1 << 2;
+pub const PTE_ACCESSED: u64 = 1 << 5;
+pub const PTE_DIRTY: u64 = 1 << 6;
+pub const PTE_PROTNONE: u64 = 1 << 8;
+pub const PTE_SPECIAL: u64 = 1 << 9;
+pub const PTE_NX: u64 = 1 << 63;
+const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
+const TABLE_ENTRY: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED;
+
+/// Span of memory one entry of a table at `level` maps (level 0 is the PTE table).
+pub const fn entry_span(level: u32) -> usize {
+    1usize << (PAGE_SHIFT + 9 * level)
+}
+
+#[inline]
+fn index(addr: usize, level: u32) -> usize {
+    (addr >> (PAGE_SHIFT + 9 * level)) & (PTRS_PER_TABLE - 1)
+}
+
+#[inline]
+pub fn pte_none(e: u64) -> bool {
+    e == 0
+}
+
+/// Whether the entry maps a frame (readable or not).
+#[inline]
+pub fn pte_present(e: u64) -> bool {
+    e & (PTE_PRESENT | PTE_PROTNONE) != 0
+}
+
+#[inline]
+pub fn pte_pfn(e: u64) -> usize {
+    ((e & PFN_MASK) >> PAGE_SHIFT) as usize
+}
+
+#[inline]
+pub fn pte_write(e: u64) -> bool {
+    e & PTE_RW != 0 && e & PTE_PRESENT != 0
+}
+
+#[inline]
+pub fn pte_special(e: u64) -> bool {
+    e & PTE_SPECIAL != 0
+}
+
+/// The entry mapping `pfn` with a VMA's protection (`mk_pte(page, vm_page_prot)`); write
+/// permission is added separately where the fault allows it.
+pub fn mk_pte(pfn: usize, flags: VmFlags) -> u64 {
+    let mut e = ((pfn as u64) << PAGE_SHIFT) & PFN_MASK;
+    if flags & VM_ACCESS_FLAGS == 0 {
+        return e | PTE_PROTNONE;
+    }
+    e |= PTE_PRESENT | PTE_USER | PTE_ACCESSED;
+    if flags & VM_EXEC == 0 {
+        e |= PTE_NX;
+    }
+    e
+}
+
+/// `mk_pte` plus writable and dirty when the VMA is writable.
+pub fn mk_pte_writable(pfn: usize, flags: VmFlags) -> u64 {
+    let e = mk_pte(pfn, flags);
+    if flags & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
+        e | PTE_RW | PTE_DIRTY
+    } else {
+        e
+    }
+}
+
+/// The entry with its protection changed to `flags`, keeping frame, dirty and special
+/// bits; `writable` says whether the new entry may allow writes.
+pub fn pte_modify(e: u64, flags: VmFlags, writable: bool) -> u64 {
+    let keep = e & (PFN_MASK | PTE_DIRTY | PTE_SPECIAL);
+    let mut n = mk_pte(0, flags) | keep;
+    if writable && flags & VM_WRITE != 0 && n & PTE_PRESENT != 0 {
+        n |= PTE_RW;
+    }
+    n
+}
+
+/// The host protection that makes the hardware behave as the entry says.
+pub fn pte_host_prot(e: u64) -> i32 {
+    if e & PTE_PRESENT == 0 {
+        return libc::PROT_NONE;
+    }
+    let mut p = libc::PROT_READ;
+    if e & PTE_RW != 0 {
+        p |= libc::PROT_WRITE;
+    }
+    if e & PTE_NX == 0 {
+        p |= libc::PROT_EXEC;
+    }
+    p
+}
+
+/// One page-table entry, in a table frame of the direct map.
+#[derive(Clone, Copy)]
+pub struct PteSlot(NonNull<Cell<u64>>);
+
+impl PteSlot {
+    #[inline]
+    pub fn get(self) -> u64 {
+        // SAFETY: the slot points into a live table frame: tables are only freed after
+        // every entry in them has been cleared and no slot of theirs is still in use.
+        unsafe { self.0.as_ref().get() }
+    }
+    #[inline]
+    pub fn set(self, v: u64) {
+        // SAFETY: as in `get`.
+        unsafe { self.0.as_ref().set(v) }
+    }
+}
+
+fn slot(phys: &PhysMem, table: usize, i: usize) -> PteSlot {
+    slot_in(phys.direct_map, table, i)
+}
+
+fn slot_in(direct_map: usize, table: usize, i: usize) -> PteSlot {
+    let p = ((direct_map + table * PAGE_SIZE) as *mut Cell<u64>).wrapping_add(i & (PTRS_PER_TABLE - 1));
+    match NonNull::new(p) {
+        Some(p) => PteSlot(p),
+        None => crate::util::bug("page table slot at null", table, i),
+    }
+}
+
+/// Allocate a zeroed table frame.
+fn alloc_table(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize, Errno> {
+    let pfn = phys.alloc_pages(0, true)?;
+    phys.page(pfn).set(PG_PGTABLE);
+    phys.vmstat.nr_page_table_pages += 1;
+    *pgtables_bytes += PAGE_SIZE;
+    Ok(pfn)
+}
+
+fn free_table(phys: &mut PhysMem, pgtables_bytes: &mut usize, pfn: usize) {
+    phys.page(pfn).clear(PG_PGTABLE);
+    phys.vmstat.nr_page_table_pages -= 1;
+    *pgtables_bytes -= PAGE_SIZE;
+    phys.free_pages(pfn, 0);
+}
+
+/// A new, empty top-level table.
+pub fn pgd_alloc(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize, Errno> {
+    alloc_table(phys, pgtables_bytes)
+}
+
+/// The PTE slot for `addr`, if every level above it exists.
+pub fn pte_lookup(phys: &PhysMem, pgd: usize, addr: usize) -> Option<PteSlot> {
+    let mut table = pgd;
+    for level in (1..=3).rev() {
+        let e = slot(phys, table, index(addr, level)).get();
+        if e & PTE_PRESENT == 0 {
+            return None;
+        }
+        table = pte_pfn(e);
+    }
+    Some(slot(phys, table, index(addr, 0)))
+}
+
+/// The PTE slot for `addr`, allocating any missing table on the way (`pte_alloc`).
+pub fn pte_alloc(
+    phys: &mut PhysMem,
+    pgtables_bytes: &mut usize,
+    pgd: usize,
+    addr: usize,
+) -> Result<PteSlot, Errno> {
+    let mut table = pgd;
+    for level in (1..=3).rev() {
+        let s = slot(phys, table, index(addr, level));
+        let e = s.get();
+        table = if e & PTE_PRESENT == 0 {
+            let t = alloc_table(phys, pgtables_bytes)?;
+            s.set(((t as u64) << PAGE_SHIFT) | TABLE_ENTRY);
+            t
+        } else {
+            pte_pfn(e)
+        };
+    }
+    Ok(slot(phys, table, index(addr, 0)))
+}
+
+/// Call `f(addr, slot)` for every non-empty PTE in `[start, end)`, in address order,
+/// skipping whole tables that are absent. `direct_map` is `PhysMem::direct_map`; taking
+/// it rather than the `PhysMem` leaves the callback free to allocate and free frames (it
+/// must not free page tables).
+pub fn for_each_pte(
+    direct_map: usize,
+    pgd: usize,
+    start: usize,
+    end: usize,
+    f: &mut dyn FnMut(usize, PteSlot),
+) {
+    walk(direct_map, pgd, 3, 0, start, end, f);
+}
+
+fn walk(
+    dm: usize,
+    table: usize,
+    level: u32,
+    base: usize,
+    start: usize,
+    end: usize,
+    f: &mut dyn FnMut(usize, PteSlot),
+) {
+    let span = entry_span(level);
+    let first = if start > base { (start - base) / span } else { 0 };
+    for i in first..PTRS_PER_TABLE {
+        let a = base + i * span;
+        if a >= end {
+            break;
+        }
+        let s = slot_in(dm, table, i);
+        let e = s.get();
+        if level == 0 {
+            if !pte_none(e) {
+                f(a, s);
+            }
+        } else if e & PTE_PRESENT != 0 {
+            walk(dm, pte_pfn(e), level - 1, a, start.max(a), end, f);
+        }
+    }
+}
+
+/// Free the tables that map only `[floor, ceiling)` — space no VMA uses any more — among
+/// those that map some of `[start, end)` (Linux's `free_pgtables`). `ceiling == 0` means
+/// the top of the address space.
+pub fn free_pgtables(
+    phys: &mut PhysMem,
+    pgtables_bytes: &mut usize,
+    pgd: usize,
+    floor: usize,
+    ceiling: usize,
+    start: usize,
+    end: usize,
+) {
+    let ceiling = if ceiling == 0 { usize::MAX } else { ceiling };
+    free_level(phys, pgtables_bytes, pgd, 3, 0, floor, ceiling, start, end);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn free_level(
+    phys: &mut PhysMem,
+    pgtables_bytes: &mut usize,
+    table: usize,
+    level: u32,
+    base: usize,
+    floor: usize,
+    ceiling: usize,
+    start: usize,
+    end: usize,
+) {
+    let span = entry_span(level);
+    let first = if start > base { (start - base) / span } else { 0 };
+    for i in first..PTRS_PER_TABLE {
+        let a = base + i * span;
+        if a >= end {
+            break;
+        }
+        let s = slot(phys, table, i);
+        let e = s.get();
+        if e & PTE_PRESENT == 0 {
+            continue;
+        }
+        let child = pte_pfn(e);
+        if a >= floor && a.checked_add(span).is_some_and(|top| top <= ceiling) {
+            free_subtree(phys, pgtables_bytes, child, level - 1);
+            s.set(0);
+        } else if level > 1 {
+            free_level(phys, pgtables_bytes, child, level - 1, a, floor, ceiling, start.max(a), end);
+        }
+    }
+}
+
+fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: usize, level: u32) {
+    for i in 0..PTRS_PER_TABLE {
+        let e = slot(phys, table, i).get();
+        if level == 0 {
+            if !pte_none(e) {
+                crate::util::bug("free_pgtables: freeing a table that still maps a page", table, i);
+            }
+        } else if e & PTE_PRESENT != 0 {
+            free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1);
+        }
+    }
+    free_table(phys, pgtables_bytes, table);
+}
+
+/// Count the tables from `table` down (for the checker).
+pub fn count_tables(phys: &PhysMem, table: usize, level: u32) -> usize {
+    let mut n = 1;
+    if level > 0 {
+        for i in 0..PTRS_PER_TABLE {
+            let e = slot(phys, table, i).get();
+            if e & PTE_PRESENT != 0 {
+                n += count_tables(phys, pte_pfn(e), level - 1);
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,193 @@
+//! Simulated physical memory: a `memfd` holding every page frame, the kernel's direct map
+//! of all of it, and `mem_map`, the array of frame descriptors.
+//!
+//! Frame `pfn` is bytes `pfn * PAGE_SIZE ..` of the memfd. The kernel reaches any frame
+//! through the direct map (one `MAP_SHARED` mapping of the whole memfd, as Linux maps all
+//! of RAM at `PAGE_OFFSET`); user pages are further `MAP_SHARED` mappings of single frames
+//! at user addresses, so user and kernel views of a frame are the same bytes.
+//!
+//! Boot reserves frame 0 (as firmware would), frame 1 for the shared zero page, and the
+//! frames at the top of memory for `mem_map` (memblock allocates it top-down), then gives
+//! every other frame to the buddy allocator.
+
+use crate::buddy::{Zone, MAX_NR_ZONES, MAX_ORDER};
+use crate::page::{Page, NIL, PAGE_SHIFT, PAGE_SIZE, PG_RESERVED};
+use crate::Errno;
+
+/// Frame numbers that start each zone, as on x86-64: DMA below 16 MiB, DMA32 below 4 GiB.
+pub const ZONE_DMA_END_PFN: usize = (16 << 20) >> PAGE_SHIFT;
+pub const ZONE_DMA32_END_PFN: usize = (4usize << 30) >> PAGE_SHIFT;
+
+/// Counters of page use and of allocator events (Linux's `vmstat`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmStat {
+    pub nr_anon_pages: usize,
+    pub nr_file_pages: usize,
+    pub nr_shmem: usize,
+    pub nr_page_table_pages: usize,
+    pub nr_slab_unreclaimable: usize,
+    pub pgalloc: u64,
+    pub pgfree: u64,
+    pub pgfault: u64,
+    /// Allocations that fell below the low watermark (where Linux would wake kswapd).
+    pub kswapd_wakeups: u64,
+    /// Allocations that found no zone above its min watermark.
+    pub alloc_fail: u64,
+    pub oom_kill: u64,
+}
+
+pub struct PhysMem {
+    pub memfd: i32,
+    /// Address of frame 0 in the direct map.
+    pub direct_map: usize,
+    pub nr_frames: usize,
+    mem_map: *const Page,
+    pub mem_map_frames: usize,
+    pub zones: [Zone; MAX_NR_ZONES],
+    pub zero_pfn: usize,
+    pub reserved_pages: usize,
+    pub min_free_kbytes: usize,
+    pub vmstat: VmStat,
+}
+
+impl PhysMem {
+    /// Create `bytes` of physical memory (rounded down to whole frames) and hand its free
+    /// frames to the buddy allocator. `min_free_kbytes` overrides Linux's default sizing
+    /// of the watermarks.
+    pub fn boot(bytes: usize, min_free_kbytes: Option<usize>) -> Result<PhysMem, Errno> {
+        let nr_frames = bytes >> PAGE_SHIFT;
+        let mem_map_bytes = nr_frames * core::mem::size_of::<Page>();
+        let mem_map_frames = mem_map_bytes.div_ceil(PAGE_SIZE);
+        // Frame 0, the zero page, mem_map and at least a few frames to manage.
+        if nr_frames > NIL as usize || nr_frames < mem_map_frames + 16 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: memfd_create with a NUL-terminated name; no pointers kept.
+        let memfd = unsafe { libc::memfd_create(c"kernel-sim-phys".as_ptr(), libc::MFD_CLOEXEC) };
+        if memfd < 0 {
+            return Err(Errno(crate::util::errno()));
+        }
+        let len = nr_frames * PAGE_SIZE;
+        // SAFETY: sizing a descriptor we own.
+        if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
+            let e = crate::util::errno();
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(memfd) };
+            return Err(Errno(e));
+        }
+        // SAFETY: a new shared mapping of the whole memfd; nothing else is at that address.
+        let dm = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd,
+                0,
+            )
+        };
+        if dm == libc::MAP_FAILED {
+            let e = crate::util::errno();
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(memfd) };
+            return Err(Errno(e));
+        }
+        let direct_map = dm as usize;
+        let mem_map_pfn = nr_frames - mem_map_frames;
+        let mut pm = PhysMem {
+            memfd,
+            direct_map,
+            nr_frames,
+            mem_map: (direct_map + mem_map_pfn * PAGE_SIZE) as *const Page,
+            mem_map_frames,
+            zones: Zone::layout(nr_frames),
+            zero_pfn: 1,
+            reserved_pages: 0,
+            min_free_kbytes: 0,
+            vmstat: VmStat::default(),
+        };
+        // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
+        // free. Mark the reserved frames, then free the rest in maximal aligned blocks.
+        let reserve = |pm: &mut PhysMem, pfn: usize| {
+            let p = pm.page(pfn);
+            p.set(PG_RESERVED);
+            p.refcount.set(1);
+            p.next.set(NIL);
+            p.prev.set(NIL);
+            pm.reserved_pages += 1;
+        };
+        reserve(&mut pm, 0);
+        let zero_pfn = pm.zero_pfn;
+        reserve(&mut pm, zero_pfn);
+        for pfn in mem_map_pfn..nr_frames {
+            reserve(&mut pm, pfn);
+        }
+        for z in 0..MAX_NR_ZONES {
+            let (start, end) = (pm.zones[z].zone_start_pfn, pm.zones[z].zone_end_pfn());
+            let (start, end) = (start.max(2), end.min(mem_map_pfn));
+            let mut pfn = start;
+            while pfn < end {
+                let mut order = (pfn.trailing_zeros() as usize).min(MAX_ORDER);
+                while pfn + (1 << order) > end {
+                    order -= 1;
+                }
+                pm.zones[z].managed_pages += 1 << order;
+                pm.free_boot_block(pfn, order);
+                pfn += 1 << order;
+            }
+        }
+        pm.setup_watermarks(min_free_kbytes);
+        Ok(pm)
+    }
+
+    /// The descriptor of frame `pfn` (which must exist).
+    #[inline]
+    pub fn page(&self, pfn: usize) -> &Page {
+        if pfn >= self.nr_frames {
+            crate::util::bug("page(): no such frame", pfn, self.nr_frames);
+        }
+        // SAFETY: mem_map holds nr_frames descriptors in the direct map, which stays mapped
+        // while the machine exists; Page is all Cells, so shared references may coexist.
+        unsafe { &*self.mem_map.add(pfn) }
+    }
+
+    /// The frame's bytes in the direct map.
+    #[inline]
+    pub fn frame(&self, pfn: usize) -> *mut u8 {
+        (self.direct_map + pfn * PAGE_SIZE) as *mut u8
+    }
+
+    /// The frame that holds direct-map address `addr`.
+    #[inline]
+    pub fn virt_to_pfn(&self, addr: usize) -> usize {
+        (addr - self.direct_map) >> PAGE_SHIFT
+    }
+
+    pub fn clear_frame(&self, pfn: usize) {
+        // SAFETY: a whole frame of the direct map, owned by the caller (just allocated).
+        unsafe { core::ptr::write_bytes(self.frame(pfn), 0, PAGE_SIZE) }
+    }
+
+    pub fn copy_frame(&self, dst: usize, src: usize) {
+        // SAFETY: two distinct frames of the direct map; `dst` is owned by the caller.
+        unsafe { core::ptr::copy_nonoverlapping(self.frame(src), self.frame(dst), PAGE_SIZE) }
+    }
+
+    /// Total pages managed by the buddy allocator (Linux's `totalram_pages`).
+    pub fn totalram_pages(&self) -> usize {
+        self.zones.iter().map(|z| z.managed_pages).sum()
+    }
+
+    pub fn nr_free_pages(&self) -> usize {
+        self.zones.iter().map(|z| z.free_pages).sum()
+    }
+
+    /// Release the host resources. The caller guarantees nothing uses them any more.
+    pub fn shutdown(&mut self) {
+        // SAFETY: our own mapping and descriptor, no longer referenced.
+        unsafe {
+            libc::munmap(self.direct_map as *mut libc::c_void, self.nr_frames * PAGE_SIZE);
+            libc::close(self.memfd);
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Text views in the formats of Linux's `/proc`: `/proc/PID/maps`, `/proc/PID/smaps`,
+//! `/proc/PID/smaps_rollup`, `/proc/PID/status` (memory lines), `/proc/buddyinfo`,
+//! `/proc/meminfo` (memory lines) and `/proc/slabinfo`.
+//!
+//! The views are not system-call paths: they write into any `fmt::Write`. They copy what
+//! they need out of the machine in small batches under its lock and format without it, so
+//! the writer may allocate even from an allocator running on the same machine.
+
+use core::fmt::{self, Write};
+
+use crate::buddy::{MAX_NR_ZONES, NR_PAGE_ORDERS};
+use crate::machine::{Machine, State};
+use crate::mm::*;
+use crate::page::{Page, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_FILE, PG_SWAPBACKED};
+use crate::page_table::PTE_DIRTY;
+
+/// PSS is kept in bytes shifted left by this much, as Linux does.
+const PSS_SHIFT: u32 = 12;
+
+/// Page statistics of a range, in bytes (smaps' `mem_size_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemStats {
+    pub resident: u64,
+    pub pss: u64,
+    pub pss_dirty: u64,
+    pub pss_anon: u64,
+    pub pss_file: u64,
+    pub pss_shmem: u64,
+    pub shared_clean: u64,
+    pub shared_dirty: u64,
+    pub private_clean: u64,
+    pub private_dirty: u64,
+    pub referenced: u64,
+    pub anonymous: u64,
+    pub pss_locked: u64,
+}
+
+impl MemStats {
+    fn add(&mut self, o: &MemStats) {
+        self.resident += o.resident;
+        self.pss += o.pss;
+        self.pss_dirty += o.pss_dirty;
+        self.pss_anon += o.pss_anon;
+        self.pss_file += o.pss_file;
+        self.pss_shmem += o.pss_shmem;
+        self.shared_clean += o.shared_clean;
+        self.shared_dirty += o.shared_dirty;
+        self.private_clean += o.private_clean;
+        self.private_dirty += o.private_dirty;
+        self.referenced += o.referenced;
+        self.anonymous += o.anonymous;
+        self.pss_locked += o.pss_locked;
+    }
+
+    fn account(&mut self, page: &Page, pte: u64, locked: bool) {
+        let size = PAGE_SIZE as u64;
+        let mapcount = page.mapcount.get().max(1) as u64;
+        let dirty = pte & PTE_DIRTY != 0 || page.has(PG_DIRTY);
+        self.resident += size;
+        self.referenced += size;
+        if page.has(PG_ANON) {
+            self.anonymous += size;
+        }
+        let pss = (size << PSS_SHIFT) / mapcount;
+        self.pss += pss;
+        if dirty {
+            self.pss_dirty += pss;
+        }
+        if page.has(PG_ANON) {
+            self.pss_anon += pss;
+        } else if page.has(PG_SWAPBACKED) {
+            self.pss_shmem += pss;
+        } else if page.has(PG_FILE) {
+            self.pss_file += pss;
+        }
+        if locked {
+            self.pss_locked += pss;
+        }
+        match (mapcount >= 2, dirty) {
+            (true, true) => self.shared_dirty += size,
+            (true, false) => self.shared_clean += size,
+            (false, true) => self.private_dirty += size,
+            (false, false) => self.private_clean += size,
+        }
+    }
+}
+
+/// What a view needs to know about one VMA, copied out under the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaInfo {
+    pub start: usize,
+    pub end: usize,
+    pub flags: VmFlags,
+    /// `vm_pgoff`, whatever the mapping.
+    pub pgoff: usize,
+    /// The offset `/proc/PID/maps` shows (0 for anonymous memory).
+    pub offset: u64,
+    pub dev: (u32, u32),
+    pub ino: u64,
+    pub name: &'static str,
+    /// Pages mapped by present PTEs, including the shared zero page.
+    pub present: usize,
+    /// Of those, the zero page.
+    pub zero_pages: usize,
+    /// The anon_vma's serial number, 0 if none.
+    pub anon_vma: u64,
+    /// Size of the mapped object (file or shmem inode) in pages; 0 for anonymous memory.
+    pub object_pages: usize,
+    pub stats: MemStats,
+}
+
+impl VmaInfo {
+    pub const EMPTY: VmaInfo = VmaInfo {
+        start: 0,
+        end: 0,
+        flags: 0,
+        pgoff: 0,
+        offset: 0,
+        dev: (0, 0),
+        ino: 0,
+        name: "",
+        present: 0,
+        zero_pages: 0,
+        anon_vma: 0,
+        object_pages: 0,
+        stats: MemStats {
+            resident: 0,
+            pss: 0,
+            pss_dirty: 0,
+            pss_anon: 0,
+            pss_file: 0,
+            pss_shmem: 0,
+            shared_clean: 0,
+            shared_dirty: 0,
+            private_clean: 0,
+            private_dirty: 0,
+            referenced: 0,
+            anonymous: 0,
+            pss_locked: 0,
+        },
+    };
+
+    pub(crate) fn of(st: &State, v: VmaPtr) -> VmaInfo {
+        let mut info = VmaInfo {
+            start: v.start(),
+            end: v.end(),
+            flags: v.flags(),
+            pgoff: v.pgoff(),
+            anon_vma: v.anon().map_or(0, |a| a.id.get()),
+            ..VmaInfo::EMPTY
+        };
+        if let Some(f) = v.file() {
+            info.offset = (v.pgoff() as u64) << PAGE_SHIFT;
+            info.dev = crate::shmem::inode_dev(&f);
+            info.ino = f.ino.get();
+            info.name = crate::shmem::inode_path(&f);
+            info.object_pages = f.size_pages.get();
+        } else if st.mm.is_heap(&v) {
+            info.name = "[heap]";
+        } else if st.mm.is_stack(&v) {
+            info.name = "[stack]";
+        }
+        let locked = v.flags() & VM_LOCKED != 0;
+        let mut stats = MemStats::default();
+        let (mut present, mut zero) = (0, 0);
+        crate::memory::count_ptes(st, v.start(), v.end(), &mut |pte, page| {
+            present += 1;
+            match page {
+                Some(p) => stats.account(p, pte, locked),
+                None => zero += 1,
+            }
+        });
+        info.present = present;
+        info.zero_pages = zero;
+        info.stats = stats;
+        info
+    }
+
+    /// `rwxp`-style permissions.
+    pub fn perms(&self) -> [u8; 4] {
+        let f = self.flags;
+        [
+            if f & VM_READ != 0 { b'r' } else { b'-' },
+            if f & VM_WRITE != 0 { b'w' } else { b'-' },
+            if f & VM_EXEC != 0 { b'x' } else { b'-' },
+            if f & VM_MAYSHARE != 0 { b's' } else { b'p' },
+        ]
+    }
+
+    pub fn perms_str(&self) -> &'static str {
+        const ALL: [&str; 16] = [
+            "---p", "r--p", "-w-p", "rw-p", "--xp", "r-xp", "-wxp", "rwxp", "---s", "r--s", "-w-s", "rw-s",
+            "--xs", "r-xs", "-wxs", "rwxs",
+        ];
+        let f = self.flags;
+        let i = (f & 7) as usize | if f & VM_MAYSHARE != 0 { 8 } else { 0 };
+        ALL[i]
+    }
+
+    /// The line `/proc/PID/maps` shows for this VMA (without the newline).
+    pub fn write_maps_line(&self, w: &mut dyn Write) -> fmt::Result {
+        let mut line = crate::util::StackWriter::<128>::new();
+        let _ = write!(
+            line,
+            "{:08x}-{:08x} {} {:08x} {:02x}:{:02x} {} ",
+            self.start,
+            self.end,
+            self.perms_str(),
+            self.offset,
+            self.dev.0,
+            self.dev.1,
+            self.ino
+        );
+        let prefix = core::str::from_utf8(line.as_bytes()).unwrap_or("");
+        w.write_str(prefix)?;
+        if !self.name.is_empty() {
+            for _ in prefix.len()..72 {
+                w.write_char(' ')?;
+            }
+            w.write_char(' ')?;
+            w.write_str(self.name)?;
+        }
+        Ok(())
+    }
+
+    /// `VmFlags:` mnemonics, as smaps prints them (space separated, trailing space).
+    pub fn write_vm_flags(&self, w: &mut dyn Write) -> fmt::Result {
+        const NAMES: [(VmFlags, &str); 23] = [
+            (VM_READ, "rd"),
+            (VM_WRITE, "wr"),
+            (VM_EXEC, "ex"),
+            (VM_SHARED, "sh"),
+            (VM_MAYREAD, "mr"),
+            (VM_MAYWRITE, "mw"),
+            (VM_MAYEXEC, "me"),
+            (VM_MAYSHARE, "ms"),
+            (VM_GROWSDOWN, "gd"),
+            (VM_LOCKED, "lo"),
+            (VM_SEQ_READ, "sr"),
+            (VM_RAND_READ, "rr"),
+            (VM_DONTCOPY, "dc"),
+            (VM_DONTEXPAND, "de"),
+            (VM_LOCKONFAULT, "lf"),
+            (VM_ACCOUNT, "ac"),
+            (VM_NORESERVE, "nr"),
+            (VM_WIPEONFORK, "wf"),
+            (VM_DONTDUMP, "dd"),
+            (VM_SOFTDIRTY, "sd"),
+            (VM_HUGEPAGE, "hg"),
+            (VM_NOHUGEPAGE, "nh"),
+            (crate::madvise::VM_MERGEABLE, "mg"),
+        ];
+        for (bit, name) in NAMES {
+            if self.flags & bit != 0 {
+                write!(w, "{name} ")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kb(w: &mut dyn Write, label: &str, bytes: u64) -> fmt::Result {
+    writeln!(w, "{label:<16}{:>8} kB", bytes >> 10)
+}
+
+fn write_stats(w: &mut dyn Write, s: &MemStats, rollup: bool) -> fmt::Result {
+    kb(w, "Rss:", s.resident)?;
+    kb(w, "Pss:", s.pss >> PSS_SHIFT)?;
+    kb(w, "Pss_Dirty:", s.pss_dirty >> PSS_SHIFT)?;
+    if rollup {
+        kb(w, "Pss_Anon:", s.pss_anon >> PSS_SHIFT)?;
+        kb(w, "Pss_File:", s.pss_file >> PSS_SHIFT)?;
+        kb(w, "Pss_Shmem:", s.pss_shmem >> PSS_SHIFT)?;
+    }
+    kb(w, "Shared_Clean:", s.shared_clean)?;
+    kb(w, "Shared_Dirty:", s.shared_dirty)?;
+    kb(w, "Private_Clean:", s.private_clean)?;
+    kb(w, "Private_Dirty:", s.private_dirty)?;
+    kb(w, "Referenced:", s.referenced)?;
+    kb(w, "Anonymous:", s.anonymous)?;
+    for label in ["KSM:", "LazyFree:", "AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"] {
+        kb(w, label, 0)?;
+    }
+    writeln!(w, "{:<16}{:>8} kB", "Shared_Hugetlb:", 0)?;
+    writeln!(w, "{:<16}{:>8} kB", "Private_Hugetlb:", 0)?;
+    kb(w, "Swap:", 0)?;
+    kb(w, "SwapPss:", 0)?;
+    kb(w, "Locked:", s.pss_locked >> PSS_SHIFT)
+}
+
+impl Machine {
+    /// `/proc/PID/maps`.
+    pub fn write_maps(&self, w: &mut dyn Write) -> fmt::Result {
+        let mut r = Ok(());
+        self.for_each_vma(|v| {
+            if r.is_ok() {
+                r = v.write_maps_line(w).and_then(|_| w.write_char('\n'));
+            }
+        });
+        r
+    }
+
+    /// `/proc/PID/smaps`.
+    pub fn write_smaps(&self, w: &mut dyn Write) -> fmt::Result {
+        let mut r = Ok(());
+        self.for_each_vma(|v| {
+            if r.is_err() {
+                return;
+            }
+            r = (|| {
+                v.write_maps_line(w)?;
+                w.write_char('\n')?;
+                kb(w, "Size:", (v.end - v.start) as u64)?;
+                kb(w, "KernelPageSize:", PAGE_SIZE as u64)?;
+                kb(w, "MMUPageSize:", PAGE_SIZE as u64)?;
+                write_stats(w, &v.stats, false)?;
+                writeln!(w, "{:<16}{:>8}", "THPeligible:", 0)?;
+                w.write_str("VmFlags: ")?;
+                v.write_vm_flags(w)?;
+                w.write_char('\n')
+            })();
+        });
+        r
+    }
+
+    /// `/proc/PID/smaps_rollup`.
+    pub fn write_smaps_rollup(&self, w: &mut dyn Write) -> fmt::Result {
+        let mut total = MemStats::default();
+        let (mut first, mut last) = (None, 0);
+        self.for_each_vma(|v| {
+            first.get_or_insert(v.start);
+            last = v.end;
+            total.add(&v.stats);
+        });
+        let header =
+            VmaInfo { start: first.unwrap_or(0), end: last, flags: 0, name: "[rollup]", ..VmaInfo::EMPTY };
+        header.write_maps_line(w)?;
+        w.write_char('\n')?;
+        write_stats(w, &total, true)
+    }
+
+    /// The memory lines of `/proc/PID/status`.
+    pub fn write_status(&self, w: &mut dyn Write) -> fmt::Result {
+        let c = self.counters();
+        let (exe, lib) = {
+            let st = self.lock();
+            let exe = (st.mm.end_code - st.mm.start_code) >> 10;
+            (exe, (st.mm.exec_vm << (PAGE_SHIFT - 10)).saturating_sub(exe))
+        };
+        let k = |p: usize| p << (PAGE_SHIFT - 10);
+        writeln!(w, "VmPeak:\t{:>8} kB", k(c.hiwater_vm))?;
+        writeln!(w, "VmSize:\t{:>8} kB", k(c.total_vm))?;
+        writeln!(w, "VmLck:\t{:>8} kB", k(c.locked_vm))?;
+        writeln!(w, "VmPin:\t{:>8} kB", 0)?;
+        writeln!(w, "VmHWM:\t{:>8} kB", k(c.hiwater_rss))?;
+        writeln!(w, "VmRSS:\t{:>8} kB", k(c.rss))?;
+        writeln!(w, "RssAnon:\t{:>8} kB", k(c.rss_anon))?;
+        writeln!(w, "RssFile:\t{:>8} kB", k(c.rss_file))?;
+        writeln!(w, "RssShmem:\t{:>8} kB", k(c.rss_shmem))?;
+        writeln!(w, "VmData:\t{:>8} kB", k(c.data_vm))?;
+        writeln!(w, "VmStk:\t{:>8} kB", k(c.stack_vm))?;
+        writeln!(w, "VmExe:\t{:>8} kB", exe)?;
+        writeln!(w, "VmLib:\t{:>8} kB", lib)?;
+        writeln!(w, "VmPTE:\t{:>8} kB", c.pgtables_bytes >> 10)?;
+        writeln!(w, "VmSwap:\t{:>8} kB", 0)
+    }
+
+    /// `/proc/buddyinfo`: free blocks per order in each populated zone.
+    pub fn write_buddyinfo(&self, w: &mut dyn Write) -> fmt::Result {
+        let snapshot: [(bool, &str, [usize; NR_PAGE_ORDERS]); MAX_NR_ZONES] = {
+            let st = self.lock();
+            core::array::from_fn(|i| {
+                let z = &st.phys.zones[i];
+                (z.populated(), z.name, core::array::from_fn(|o| z.free_area[o].nr_free))
+            })
+        };
+        for (populated, name, free) in snapshot {
+            if !populated {
+                continue;
+            }
+            write!(w, "Node 0, zone {name:>8} ")?;
+            for n in free {
+                write!(w, "{n:>6} ")?;
+            }
+            w.write_char('\n')?;
+        }
+        Ok(())
+    }
+
+    /// The memory lines of `/proc/meminfo`.
+    pub fn write_meminfo(&self, w: &mut dyn Write) -> fmt::Result {
+        let c = self.counters();
+        let k = |p: usize| (p as u64) << (PAGE_SHIFT - 10);
+        let line = |w: &mut dyn Write, label: &str, v: u64| writeln!(w, "{label:<16}{v:>8} kB");
+        line(w, "MemTotal:", k(c.totalram_pages))?;
+        line(w, "MemFree:", k(c.free_pages))?;
+        line(w, "MemAvailable:", k(c.free_pages))?;
+        line(w, "Buffers:", 0)?;
+        line(w, "Cached:", k(c.nr_file_pages))?;
+        line(w, "SwapCached:", 0)?;
+        line(w, "AnonPages:", k(c.nr_anon_pages))?;
+        line(w, "Shmem:", k(c.nr_shmem))?;
+        line(w, "Slab:", k(c.nr_slab))?;
+        line(w, "SUnreclaim:", k(c.nr_slab))?;
+        line(w, "PageTables:", k(c.nr_page_table_pages))?;
+        line(w, "SwapTotal:", 0)?;
+        line(w, "SwapFree:", 0)?;
+        line(w, "CommitLimit:", k(c.commit_limit))?;
+        line(w, "Committed_AS:", k(c.committed_as.max(0) as usize))
+    }
+
+    /// `/proc/slabinfo` (version 2.1 format) for the kernel's caches.
+    pub fn write_slabinfo(&self, w: &mut dyn Write) -> fmt::Result {
+        let caches = {
+            let st = self.lock();
+            st.slab.caches.clone()
+        };
+        writeln!(w, "slabinfo - version: 2.1")?;
+        writeln!(w, "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>")?;
+        for c in &caches {
+            writeln!(
+                w,
+                "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+                c.name,
+                c.active_objs,
+                c.total_objs(),
+                c.object_size,
+                c.objects_per_slab,
+                1,
+                0,
+                0,
+                0,
+                c.nr_slabs,
+                c.nr_slabs,
+                0
+            )?;
+        }
+        Ok(())
+    }
+}

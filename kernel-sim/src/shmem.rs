@@ -1,0 +1,237 @@
+//! Inodes with a page cache: shmem objects behind shared anonymous mappings, and the
+//! simulated executable's file.
+//!
+//! `mmap(MAP_SHARED | MAP_ANONYMOUS)` gets a fresh shmem inode the size of the mapping
+//! (Linux's `shmem_zero_setup`, shown as `/dev/zero (deleted)`). Its pages live in the
+//! inode's page cache, found by page offset through a three-level index of 1024-entry
+//! frames (an entry is a frame number; 0, never a page-cache frame, means a hole). Pages
+//! stay in the cache when unmapped or dropped with `MADV_DONTNEED`, so their contents
+//! survive, and go back to the buddy allocator when the last mapping of the inode goes.
+//! Touching a page beyond the inode's size (a shared mapping grown with `mremap`) is a
+//! `SIGBUS`, as in Linux.
+
+use core::cell::Cell;
+
+use crate::kptr::KPtr;
+use crate::page::{PAGE_SIZE, PG_DIRTY, PG_FILE, PG_RADIX, PG_SWAPBACKED};
+use crate::physmem::PhysMem;
+use crate::slab::{Slab, CACHE_INODE};
+use crate::Errno;
+
+pub const INODE_SHMEM: u32 = 1;
+pub const INODE_FILE: u32 = 2;
+
+const FANOUT_BITS: u32 = 10;
+const FANOUT: usize = 1 << FANOUT_BITS;
+/// The largest inode, in pages (three levels of 1024).
+pub const MAX_INODE_PAGES: usize = 1 << (3 * FANOUT_BITS);
+
+#[repr(C)]
+pub struct Inode {
+    /// VMAs that map this inode (the simulation's stand-in for the file's reference count).
+    pub refcount: Cell<usize>,
+    pub kind: Cell<u32>,
+    pub ino: Cell<u64>,
+    /// `i_size` in pages.
+    pub size_pages: Cell<usize>,
+    /// Pages in the cache.
+    pub nr_pages: Cell<usize>,
+    /// Pages charged to the commit limit when the inode was made (released with it).
+    pub charged: Cell<usize>,
+    /// Root frame of the page index, or 0.
+    pub root: Cell<usize>,
+}
+
+pub type InodePtr = KPtr<Inode>;
+
+impl Inode {
+    pub fn is_shmem(&self) -> bool {
+        self.kind.get() == INODE_SHMEM
+    }
+}
+
+/// The name `/proc/PID/maps` gives the mapping of an inode.
+pub fn inode_path(inode: &Inode) -> &'static str {
+    if inode.is_shmem() {
+        "/dev/zero (deleted)"
+    } else {
+        "/ksim/bin/init"
+    }
+}
+
+/// The device `/proc/PID/maps` shows for an inode (major, minor).
+pub fn inode_dev(inode: &Inode) -> (u32, u32) {
+    if inode.is_shmem() {
+        (0, 1)
+    } else {
+        (0xfe, 0)
+    }
+}
+
+fn entry(phys: &PhysMem, node: usize, i: usize) -> *mut u32 {
+    if i >= FANOUT {
+        crate::util::bug("shmem: index digit out of range", node, i);
+    }
+    (phys.frame(node) as *mut u32).wrapping_add(i)
+}
+
+fn get(phys: &PhysMem, node: usize, i: usize) -> usize {
+    // SAFETY: an index frame holds FANOUT u32 entries and `i < FANOUT`.
+    unsafe { entry(phys, node, i).read() as usize }
+}
+
+fn put(phys: &PhysMem, node: usize, i: usize, v: usize) {
+    // SAFETY: as in `get`; the frame belongs to this inode's index.
+    unsafe { entry(phys, node, i).write(v as u32) }
+}
+
+const _: () = assert!(FANOUT * core::mem::size_of::<u32>() == PAGE_SIZE);
+
+fn digits(index: usize) -> [usize; 3] {
+    [index >> (2 * FANOUT_BITS), (index >> FANOUT_BITS) & (FANOUT - 1), index & (FANOUT - 1)]
+}
+
+/// Make an inode of `kind` and `size_pages` pages with one reference.
+pub fn new_inode(
+    slab: &mut Slab,
+    phys: &mut PhysMem,
+    kind: u32,
+    ino: u64,
+    size_pages: usize,
+) -> Result<InodePtr, Errno> {
+    let addr = slab.alloc(phys, CACHE_INODE)?;
+    // SAFETY: a fresh, zeroed Inode-sized object of the inode cache.
+    let inode: InodePtr = unsafe { KPtr::from_addr(addr) };
+    inode.refcount.set(1);
+    inode.kind.set(kind);
+    inode.ino.set(ino);
+    inode.size_pages.set(size_pages);
+    Ok(inode)
+}
+
+/// The cached page at `index`, if any.
+pub fn find_page(phys: &PhysMem, inode: &Inode, index: usize) -> Option<usize> {
+    if index >= MAX_INODE_PAGES {
+        return None;
+    }
+    let mut node = inode.root.get();
+    for d in digits(index) {
+        if node == 0 {
+            return None;
+        }
+        node = get(phys, node, d);
+    }
+    (node != 0).then_some(node)
+}
+
+/// The page at `index`, allocating a zeroed one into the cache if there is none.
+pub fn get_page(phys: &mut PhysMem, inode: &Inode, index: usize) -> Result<usize, Errno> {
+    if let Some(pfn) = find_page(phys, inode, index) {
+        return Ok(pfn);
+    }
+    if index >= MAX_INODE_PAGES {
+        return Err(Errno(libc::EFBIG));
+    }
+    let [a, b, c] = digits(index);
+    let mut root = inode.root.get();
+    if root == 0 {
+        root = new_node(phys)?;
+        inode.root.set(root);
+    }
+    let mut mid = get(phys, root, a);
+    if mid == 0 {
+        mid = new_node(phys)?;
+        put(phys, root, a, mid);
+    }
+    let mut leaf = get(phys, mid, b);
+    if leaf == 0 {
+        leaf = new_node(phys)?;
+        put(phys, mid, b, leaf);
+    }
+    let pfn = phys.alloc_pages(0, true)?;
+    let p = phys.page(pfn);
+    p.set(if inode.is_shmem() { PG_SWAPBACKED | PG_DIRTY } else { PG_FILE });
+    p.mapping.set(inode as *const Inode as usize);
+    p.index.set(index as u64);
+    put(phys, leaf, c, pfn);
+    inode.nr_pages.set(inode.nr_pages.get() + 1);
+    if inode.is_shmem() {
+        phys.vmstat.nr_shmem += 1;
+    }
+    phys.vmstat.nr_file_pages += 1;
+    Ok(pfn)
+}
+
+fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
+    let pfn = phys.alloc_pages(0, true)?;
+    phys.page(pfn).set(PG_RADIX);
+    Ok(pfn)
+}
+
+/// Drop the cached pages at indices `[start, end)` (mapped nowhere) back to the buddy
+/// allocator.
+pub fn truncate_range(phys: &mut PhysMem, inode: &Inode, start: usize, end: usize) {
+    let root = inode.root.get();
+    if root == 0 {
+        return;
+    }
+    let end = end.min(MAX_INODE_PAGES);
+    let mut index = start;
+    while index < end {
+        let [a, b, c] = digits(index);
+        let mid = get(phys, root, a);
+        if mid == 0 {
+            index = (index | ((1 << (2 * FANOUT_BITS)) - 1)) + 1;
+            continue;
+        }
+        let leaf = get(phys, mid, b);
+        if leaf == 0 {
+            index = (index | (FANOUT - 1)) + 1;
+            continue;
+        }
+        let pfn = get(phys, leaf, c);
+        if pfn != 0 {
+            put(phys, leaf, c, 0);
+            release_cache_page(phys, inode, pfn);
+        }
+        index += 1;
+    }
+}
+
+fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
+    if phys.page(pfn).mapcount.get() != 0 {
+        crate::util::bug("shmem: dropping a mapped page", pfn, phys.page(pfn).mapcount.get() as usize);
+    }
+    inode.nr_pages.set(inode.nr_pages.get() - 1);
+    if inode.is_shmem() {
+        phys.vmstat.nr_shmem -= 1;
+    }
+    phys.vmstat.nr_file_pages -= 1;
+    phys.free_pages(pfn, 0);
+}
+
+/// Free every page and index frame of an inode and the inode itself (its last reference
+/// is gone). Returns the pages it had charged to the commit limit.
+pub fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) -> usize {
+    truncate_range(phys, &inode, 0, MAX_INODE_PAGES);
+    let root = inode.root.get();
+    if root != 0 {
+        for a in 0..FANOUT {
+            let mid = get(phys, root, a);
+            if mid == 0 {
+                continue;
+            }
+            for b in 0..FANOUT {
+                let leaf = get(phys, mid, b);
+                if leaf != 0 {
+                    phys.free_pages(leaf, 0);
+                }
+            }
+            phys.free_pages(mid, 0);
+        }
+        phys.free_pages(root, 0);
+    }
+    let charged = inode.charged.get();
+    slab.free(phys, CACHE_INODE, inode.addr());
+    charged
+}

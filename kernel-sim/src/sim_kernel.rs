@@ -1,0 +1,87 @@
+//! `SimKernel`: the allocator's [`Kernel`] calls served by a simulated machine.
+
+use ptalloc::{Errno, Kernel, ThreadSlot};
+
+use crate::machine::{default_machine, Machine};
+use crate::page::PAGE_SIZE;
+
+/// A `Kernel` on a simulated machine: the process-wide default one ([`SimKernel::new`],
+/// booted on first use) or a given one ([`SimKernel::on`]). Const-constructible, so
+///
+/// ```ignore
+/// static SIM_MALLOC: ptalloc::Malloc<SimKernel> = unsafe { ptalloc::Malloc::new(SimKernel::new()) };
+/// ```
+pub struct SimKernel {
+    machine: Option<&'static Machine>,
+}
+
+impl SimKernel {
+    /// The kernel of the default machine.
+    pub const fn new() -> SimKernel {
+        SimKernel { machine: None }
+    }
+
+    /// The kernel of `machine`.
+    pub const fn on(machine: &'static Machine) -> SimKernel {
+        SimKernel { machine: Some(machine) }
+    }
+
+    /// The machine behind this kernel (booting the default one if needed).
+    #[inline]
+    pub fn machine(&self) -> &'static Machine {
+        match self.machine {
+            Some(m) => m,
+            None => default_machine(),
+        }
+    }
+}
+
+impl Default for SimKernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every call is the machine's system call with Linux's semantics. Memory reported
+// mapped readable and writable is a range of the machine's user space, where any access
+// either finds a host mapping of its frame or faults into the simulation, which maps one
+// (anonymous memory reads as zero: frames are zeroed or the zero page). The thread slot is a
+// thread_local of this module with a const initialiser and no destructor.
+unsafe impl Kernel for SimKernel {
+    fn page_size(&self) -> usize {
+        // Boot now, before the allocator registers anything of its own, so the machine
+        // exists by the allocator's first real call.
+        let _ = self.machine();
+        PAGE_SIZE
+    }
+
+    fn brk(&self, addr: usize) -> usize {
+        self.machine().brk(addr)
+    }
+
+    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
+        self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)
+    }
+
+    fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
+        self.machine().munmap(addr, len)
+    }
+
+    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
+        self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
+    }
+
+    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+        self.machine().mprotect(addr, len, prot)
+    }
+
+    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+        self.machine().madvise(addr, len, advice)
+    }
+
+    #[inline(always)]
+    fn thread_slot() -> *const ThreadSlot {
+        std::thread_local!(static SLOT: ThreadSlot = const { ThreadSlot::new() });
+        SLOT.with(|slot| slot as *const ThreadSlot)
+    }
+}

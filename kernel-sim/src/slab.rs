@@ -1,0 +1,255 @@
+//! A small slab allocator for the kernel's own objects (VMAs, anon_vmas, inodes).
+//!
+//! Each cache carves order-0 buddy pages ("slabs") into equal objects and reaches them
+//! through the direct map. A slab's free objects form a chain of object indices kept in
+//! the objects themselves; the slab's descriptor in `mem_map` holds the chain's head and
+//! the count in use. Slabs sit on one of three lists per cache — partial, full, empty — and
+//! a cache keeps at most `MIN_PARTIAL` empty slabs before returning pages to the buddy
+//! allocator (as SLUB's `min_partial` does). An object's slab is found from its address
+//! alone: direct-map address → frame → descriptor.
+
+use crate::buddy::{fail, CheckError};
+use crate::page::{NIL, PAGE_SIZE, PG_SLAB};
+use crate::physmem::PhysMem;
+use crate::Errno;
+
+pub const CACHE_VMA: usize = 0;
+pub const CACHE_ANON_VMA: usize = 1;
+pub const CACHE_INODE: usize = 2;
+pub const NR_CACHES: usize = 3;
+
+const MIN_PARTIAL: usize = 5;
+
+#[derive(Clone, Debug)]
+pub struct KmemCache {
+    pub name: &'static str,
+    pub object_size: usize,
+    pub objects_per_slab: usize,
+    partial: u32,
+    full: u32,
+    empty: u32,
+    pub nr_empty: usize,
+    pub nr_slabs: usize,
+    pub active_objs: usize,
+}
+
+impl KmemCache {
+    pub fn new(name: &'static str, size: usize) -> KmemCache {
+        let object_size = size.max(8).next_multiple_of(8);
+        KmemCache {
+            name,
+            object_size,
+            objects_per_slab: PAGE_SIZE / object_size,
+            partial: NIL,
+            full: NIL,
+            empty: NIL,
+            nr_empty: 0,
+            nr_slabs: 0,
+            active_objs: 0,
+        }
+    }
+
+    pub fn total_objs(&self) -> usize {
+        self.nr_slabs * self.objects_per_slab
+    }
+}
+
+pub struct Slab {
+    pub caches: [KmemCache; NR_CACHES],
+}
+
+fn list_add(phys: &PhysMem, head: &mut u32, pfn: usize) {
+    let p = phys.page(pfn);
+    p.prev.set(NIL);
+    p.next.set(*head);
+    if *head != NIL {
+        phys.page(*head as usize).prev.set(pfn as u32);
+    }
+    *head = pfn as u32;
+}
+
+fn list_del(phys: &PhysMem, head: &mut u32, pfn: usize) {
+    let p = phys.page(pfn);
+    let (next, prev) = (p.next.get(), p.prev.get());
+    if prev == NIL {
+        *head = next;
+    } else {
+        phys.page(prev as usize).next.set(next);
+    }
+    if next != NIL {
+        phys.page(next as usize).prev.set(prev);
+    }
+    p.next.set(NIL);
+    p.prev.set(NIL);
+}
+
+#[inline]
+fn read_link(addr: usize) -> u32 {
+    // SAFETY: `addr` is a free object of a slab in the direct map, at least 8 bytes and
+    // 8-byte aligned; its first word holds the free chain.
+    unsafe { (addr as *const u32).read() }
+}
+
+#[inline]
+fn write_link(addr: usize, v: u32) {
+    // SAFETY: as in `read_link`; the object is free, so nothing else uses its bytes.
+    unsafe { (addr as *mut u32).write(v) }
+}
+
+impl Slab {
+    pub fn new(sizes: [(&'static str, usize); NR_CACHES]) -> Slab {
+        Slab { caches: sizes.map(|(name, size)| KmemCache::new(name, size)) }
+    }
+
+    /// A zeroed object from cache `id`, as a direct-map address.
+    pub fn alloc(&mut self, phys: &mut PhysMem, id: usize) -> Result<usize, Errno> {
+        let c = &mut self.caches[id];
+        let n = c.objects_per_slab;
+        if c.partial == NIL {
+            if c.empty != NIL {
+                let pfn = c.empty as usize;
+                list_del(phys, &mut c.empty, pfn);
+                c.nr_empty -= 1;
+                list_add(phys, &mut c.partial, pfn);
+            } else {
+                let pfn = phys.alloc_pages(0, false)?;
+                let base = phys.frame(pfn) as usize;
+                let p = phys.page(pfn);
+                p.set(PG_SLAB);
+                p.slab_cache.set(id as u16);
+                p.inuse.set(0);
+                p.freelist.set(0);
+                for i in 0..n {
+                    write_link(base + i * c.object_size, if i + 1 < n { (i + 1) as u32 } else { NIL });
+                }
+                list_add(phys, &mut c.partial, pfn);
+                c.nr_slabs += 1;
+                phys.vmstat.nr_slab_unreclaimable += 1;
+            }
+        }
+        let pfn = c.partial as usize;
+        let base = phys.frame(pfn) as usize;
+        let p = phys.page(pfn);
+        let idx = p.freelist.get();
+        if idx == NIL || idx as usize >= n {
+            crate::util::bug("slab: partial slab without a free object", pfn, idx as usize);
+        }
+        let addr = base + idx as usize * c.object_size;
+        p.freelist.set(read_link(addr));
+        p.inuse.set(p.inuse.get() + 1);
+        if p.inuse.get() as usize == n {
+            list_del(phys, &mut c.partial, pfn);
+            list_add(phys, &mut c.full, pfn);
+        }
+        c.active_objs += 1;
+        // SAFETY: the object now belongs to the caller; zero its bytes.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, c.object_size) };
+        Ok(addr)
+    }
+
+    /// Return an object that `alloc(.., id)` gave out.
+    pub fn free(&mut self, phys: &mut PhysMem, id: usize, addr: usize) {
+        let c = &mut self.caches[id];
+        let n = c.objects_per_slab;
+        let pfn = phys.virt_to_pfn(addr);
+        let base = phys.frame(pfn) as usize;
+        let p = phys.page(pfn);
+        if !p.has(PG_SLAB)
+            || p.slab_cache.get() as usize != id
+            || !(addr - base).is_multiple_of(c.object_size)
+        {
+            crate::util::bug("slab: freeing an object not from this cache", addr, id);
+        }
+        let idx = ((addr - base) / c.object_size) as u32;
+        if cfg!(debug_assertions) {
+            let mut i = p.freelist.get();
+            let mut steps = 0;
+            while i != NIL && steps <= n {
+                if i == idx {
+                    crate::util::bug("slab: double free", addr, id);
+                }
+                i = read_link(base + i as usize * c.object_size);
+                steps += 1;
+            }
+        }
+        let was_full = p.inuse.get() as usize == n;
+        write_link(addr, p.freelist.get());
+        p.freelist.set(idx);
+        p.inuse.set(p.inuse.get() - 1);
+        c.active_objs -= 1;
+        if was_full {
+            list_del(phys, &mut c.full, pfn);
+            list_add(phys, &mut c.partial, pfn);
+        }
+        if p.inuse.get() == 0 {
+            list_del(phys, &mut c.partial, pfn);
+            list_add(phys, &mut c.empty, pfn);
+            c.nr_empty += 1;
+            if c.nr_empty > MIN_PARTIAL {
+                let victim = c.empty as usize;
+                list_del(phys, &mut c.empty, victim);
+                c.nr_empty -= 1;
+                c.nr_slabs -= 1;
+                phys.vmstat.nr_slab_unreclaimable -= 1;
+                let v = phys.page(victim);
+                v.clear(PG_SLAB);
+                v.slab_cache.set(0);
+                phys.free_pages(victim, 0);
+            }
+        }
+    }
+
+    /// Every slab on the list its use says, free chains of the right length, counts right.
+    pub fn check(&self, phys: &PhysMem) -> Result<(), CheckError> {
+        for (id, c) in self.caches.iter().enumerate() {
+            let n = c.objects_per_slab;
+            let mut slabs = 0;
+            let mut active = 0;
+            for (list, kind) in [(c.partial, 1), (c.full, 2), (c.empty, 0)] {
+                let mut pfn = list;
+                while pfn != NIL {
+                    let f = pfn as usize;
+                    let p = phys.page(f);
+                    if !p.has(PG_SLAB) || p.slab_cache.get() as usize != id {
+                        return fail("slab list holds a frame of another cache", f, id);
+                    }
+                    let inuse = p.inuse.get() as usize;
+                    let right_list = match kind {
+                        0 => inuse == 0,
+                        1 => inuse > 0 && inuse < n,
+                        _ => inuse == n,
+                    };
+                    if !right_list {
+                        return fail("slab on the wrong list for its use", f, inuse);
+                    }
+                    let base = phys.frame(f) as usize;
+                    let mut free = 0;
+                    let mut i = p.freelist.get();
+                    while i != NIL {
+                        if i as usize >= n || free > n {
+                            return fail("slab free chain corrupt", f, i as usize);
+                        }
+                        free += 1;
+                        i = read_link(base + i as usize * c.object_size);
+                    }
+                    if free + inuse != n {
+                        return fail("slab free chain length wrong", f, free);
+                    }
+                    slabs += 1;
+                    active += inuse;
+                    if slabs > phys.nr_frames {
+                        return fail("slab list loops", id, slabs);
+                    }
+                    pfn = p.next.get();
+                }
+            }
+            if slabs != c.nr_slabs || active != c.active_objs {
+                return fail("slab cache counters wrong", slabs, active);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! The system-call interface of a [`Machine`]: each call takes the machine lock, runs the
+//! simulated kernel's implementation and counts itself; plus the sysctls and rlimits a
+//! test may change, the invariant checkers, and copies of the VMA list for views.
+
+use crate::machine::Machine;
+use crate::mm::{Rlimits, VmaPtr};
+use crate::stats::{Counters, Syscall};
+use crate::Errno;
+
+impl Machine {
+    pub fn counters(&self) -> Counters {
+        self.lock().counters()
+    }
+
+    /// `brk(2)`: the new break, or the old one on failure.
+    pub fn brk(&self, addr: usize) -> usize {
+        let mut st = self.lock();
+        let r = crate::mmap::sys_brk(&mut st, addr);
+        st.count(Syscall::Brk, addr == 0 || r == addr);
+        r
+    }
+
+    /// `mmap(2)`. Only anonymous mappings exist: without `MAP_ANONYMOUS` the descriptor is
+    /// checked, and there are none (`EBADF`).
+    pub fn mmap(
+        &self,
+        addr: usize,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        fd: i32,
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let mut st = self.lock();
+        let r = crate::mmap::sys_mmap(&mut st, addr, len, prot, flags, fd, offset);
+        st.count(Syscall::Mmap, r.is_ok());
+        r
+    }
+
+    pub fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::mmap::sys_munmap(&mut st, addr, len);
+        st.count(Syscall::Munmap, r.is_ok());
+        r
+    }
+
+    /// `mremap(2)`, `new_addr` used with `MREMAP_FIXED`.
+    pub fn mremap(
+        &self,
+        addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+        new_addr: usize,
+    ) -> Result<usize, Errno> {
+        let mut st = self.lock();
+        let r = crate::mremap::sys_mremap(&mut st, addr, old_len, new_len, flags, new_addr);
+        st.count(Syscall::Mremap, r.is_ok());
+        r
+    }
+
+    pub fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::mprotect::sys_mprotect(&mut st, addr, len, prot);
+        st.count(Syscall::Mprotect, r.is_ok());
+        r
+    }
+
+    pub fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::madvise::sys_madvise(&mut st, addr, len, advice);
+        st.count(Syscall::Madvise, r.is_ok());
+        r
+    }
+
+    /// `mincore(2)`: one byte per page of `[addr, addr + len)` into `vec`, bit 0 set when
+    /// the page is resident.
+    pub fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::mincore::sys_mincore(&mut st, addr, len, vec);
+        st.count(Syscall::Mincore, r.is_ok());
+        r
+    }
+
+    /// Fault in the page at `addr` as an access would, without touching it (as
+    /// `get_user_pages` does). The fault is not counted as the process's.
+    pub fn fault_in(&self, addr: usize, write: bool) -> Result<(), crate::fault::FaultError> {
+        let mut st = self.lock();
+        crate::fault::fault_in(&mut st, addr, write)
+    }
+
+    /// `vm.overcommit_memory`.
+    pub fn set_overcommit(&self, mode: u32, ratio: usize) {
+        let mut st = self.lock();
+        st.sys.overcommit_memory = mode;
+        st.sys.overcommit_ratio = ratio;
+    }
+
+    /// `vm.max_map_count`.
+    pub fn set_max_map_count(&self, n: usize) {
+        self.lock().sys.max_map_count = n;
+    }
+
+    pub fn set_rlimits(&self, r: Rlimits) {
+        self.lock().mm.rlimits = r;
+    }
+
+    pub fn rlimits(&self) -> Rlimits {
+        self.lock().mm.rlimits
+    }
+
+    /// Check every structure: buddy free lists and frame conservation, slab caches, the
+    /// VMA tree, page tables against VMAs, and the RSS and VM counters.
+    pub fn check(&self) -> Result<(), crate::buddy::CheckError> {
+        let st = self.lock();
+        st.phys.check_buddy()?;
+        st.slab.check(&st.phys)?;
+        crate::check::check_mm(&st)
+    }
+
+    /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
+    pub fn check_mm(&self) -> Result<(), crate::buddy::CheckError> {
+        crate::check::check_mm(&self.lock())
+    }
+
+    /// `check_buddy` alone.
+    pub fn check_buddy(&self) -> Result<crate::buddy::BuddyReport, crate::buddy::CheckError> {
+        self.lock().phys.check_buddy()
+    }
+
+    /// Visit the VMAs in address order. They are copied out in small batches under the
+    /// lock and `f` runs without it, so `f` may allocate (even from an allocator on this
+    /// machine); like `/proc/PID/maps`, a concurrent change may be seen half-way.
+    pub fn for_each_vma(&self, mut f: impl FnMut(&crate::proc::VmaInfo)) {
+        let mut from = 0;
+        loop {
+            let mut batch = [crate::proc::VmaInfo::EMPTY; 32];
+            let mut n = 0;
+            {
+                let st = self.lock();
+                let mut cur: Option<VmaPtr> = st.mm.find_vma(from);
+                while let Some(v) = cur {
+                    if n == batch.len() {
+                        break;
+                    }
+                    batch[n] = crate::proc::VmaInfo::of(&st, v);
+                    n += 1;
+                    cur = v.next();
+                }
+            }
+            for info in &batch[..n] {
+                f(info);
+            }
+            if n < batch.len() {
+                return;
+            }
+            from = batch[n - 1].end;
+        }
+    }
+
+    /// The VMA containing `addr`, if any.
+    pub fn vma_at(&self, addr: usize) -> Option<crate::proc::VmaInfo> {
+        let st = self.lock();
+        st.mm.vma_lookup(addr).map(|v| crate::proc::VmaInfo::of(&st, v))
+    }
+}

@@ -1,0 +1,420 @@
+//! Making, merging, splitting and removing VMAs (Linux's `mm/vma.c`).
+//!
+//! Merge rules, as Linux applies them to anonymous memory: two neighbouring ranges merge
+//! when their flags are equal (ignoring `VM_SOFTDIRTY`), they map the same file (or both
+//! none), their page offsets continue each other, and their anon_vmas are compatible — equal,
+//! or at least one of them has none yet. A VMA gets an anon_vma when it first needs an
+//! anonymous page (a write fault), possibly borrowing a neighbour's (`anon_vma_prepare`).
+//! So two adjacent private mappings that were each written separately do not merge, while
+//! a never-written one merges with a written neighbour. When merging with both neighbours,
+//! the two neighbours' anon_vmas must also be compatible with each other.
+//!
+//! * `vma_merge_new_range` — a new range (mmap, brk, mremap) joins the VMA before it, the
+//!   one after it, or both.
+//! * `vma_modify` — changing the flags of part of a VMA (mprotect, madvise) merges the part
+//!   into a neighbour if it can, and otherwise splits it off.
+//! * `do_munmap` — splits at the ends and removes every VMA in between.
+
+use crate::kptr::KPtr;
+use crate::machine::State;
+use crate::mm::{
+    is_data_mapping, is_exec_mapping, is_stack_mapping, AnonVma, VmFlags, VmaPtr, VM_ACCOUNT, VM_LOCKED,
+    VM_SOFTDIRTY,
+};
+use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
+use crate::shmem::InodePtr;
+use crate::slab::{CACHE_ANON_VMA, CACHE_VMA};
+use crate::Errno;
+
+pub type AnonVmaPtr = KPtr<AnonVma>;
+
+/// A VMA that does not exist yet, or the new state of part of one (Linux's
+/// `vma_merge_struct`).
+#[derive(Clone, Copy, Debug)]
+pub struct VmaDesc {
+    pub start: usize,
+    pub end: usize,
+    pub flags: VmFlags,
+    pub pgoff: usize,
+    pub file: Option<InodePtr>,
+    pub anon: Option<AnonVmaPtr>,
+}
+
+impl VmaDesc {
+    fn pages(&self) -> usize {
+        (self.end - self.start) >> PAGE_SHIFT
+    }
+}
+
+pub(crate) fn vm_area_alloc(st: &mut State) -> Result<VmaPtr, Errno> {
+    let addr = st.slab.alloc(&mut st.phys, CACHE_VMA)?;
+    // SAFETY: a fresh zeroed object of the VMA cache; Vma is all Cells and zero is a valid
+    // (empty, unlinked) VMA.
+    Ok(unsafe { KPtr::from_addr(addr) })
+}
+
+/// Free a VMA that is not in the tree, dropping its references.
+pub(crate) fn vm_area_free(st: &mut State, v: VmaPtr) {
+    set_anon_vma(st, v, None);
+    if let Some(f) = v.file() {
+        v.vm_file.set(None);
+        inode_put(st, f);
+    }
+    st.slab.free(&mut st.phys, CACHE_VMA, v.addr());
+}
+
+/// A copy of `v` (not linked), holding its own references.
+pub(crate) fn vm_area_dup(st: &mut State, v: VmaPtr) -> Result<VmaPtr, Errno> {
+    let n = vm_area_alloc(st)?;
+    n.vm_start.set(v.start());
+    n.vm_end.set(v.end());
+    n.vm_flags.set(v.flags());
+    n.vm_pgoff.set(v.pgoff());
+    set_anon_vma(st, n, v.anon());
+    if let Some(f) = v.file() {
+        f.refcount.set(f.refcount.get() + 1);
+        n.vm_file.set(Some(f));
+    }
+    Ok(n)
+}
+
+/// Point `v` at `av`, moving the reference counts.
+pub(crate) fn set_anon_vma(st: &mut State, v: VmaPtr, av: Option<AnonVmaPtr>) {
+    if KPtr::ptr_eq(v.anon(), av) {
+        return;
+    }
+    if let Some(a) = av {
+        a.refcount.set(a.refcount.get() + 1);
+    }
+    if let Some(old) = v.anon() {
+        let n = old.refcount.get() - 1;
+        old.refcount.set(n);
+        if n == 0 {
+            st.slab.free(&mut st.phys, CACHE_ANON_VMA, old.addr());
+        }
+    }
+    v.anon_vma.set(av);
+}
+
+pub(crate) fn anon_vma_alloc(st: &mut State) -> Result<AnonVmaPtr, Errno> {
+    let addr = st.slab.alloc(&mut st.phys, CACHE_ANON_VMA)?;
+    // SAFETY: a fresh zeroed object of the anon_vma cache.
+    let av: AnonVmaPtr = unsafe { KPtr::from_addr(addr) };
+    av.id.set(st.mm.next_anon_vma_id);
+    st.mm.next_anon_vma_id += 1;
+    Ok(av)
+}
+
+/// Drop a reference to an inode; the last one frees it and its page cache.
+pub(crate) fn inode_put(st: &mut State, f: InodePtr) {
+    let n = f.refcount.get() - 1;
+    f.refcount.set(n);
+    if n == 0 {
+        let charged = crate::shmem::evict_inode(&mut st.slab, &mut st.phys, f);
+        st.sys.vm_unacct_memory(charged);
+    }
+}
+
+fn is_mergeable_anon_vma(a: Option<AnonVmaPtr>, b: Option<AnonVmaPtr>) -> bool {
+    a.is_none() || b.is_none() || a == b
+}
+
+fn is_mergeable_vma(v: VmaPtr, d: &VmaDesc) -> bool {
+    (v.flags() ^ d.flags) & !VM_SOFTDIRTY == 0 && KPtr::ptr_eq(v.file(), d.file)
+}
+
+/// `d` may go just below `next` and merge into it.
+fn can_vma_merge_before(d: &VmaDesc, next: VmaPtr) -> bool {
+    is_mergeable_vma(next, d)
+        && is_mergeable_anon_vma(d.anon, next.anon())
+        && next.pgoff() == d.pgoff + d.pages()
+}
+
+/// `d` may go just above `prev` and merge into it.
+fn can_vma_merge_after(d: &VmaDesc, prev: VmaPtr) -> bool {
+    is_mergeable_vma(prev, d)
+        && is_mergeable_anon_vma(d.anon, prev.anon())
+        && prev.pgoff() + prev.pages() == d.pgoff
+}
+
+/// `dst` takes `src`'s anon_vma if it has none (`dup_anon_vma`): pages that move into
+/// `dst` were faulted under it.
+fn dup_anon_vma(st: &mut State, dst: VmaPtr, src: Option<AnonVmaPtr>) {
+    if dst.anon().is_none() && src.is_some() {
+        set_anon_vma(st, dst, src);
+    }
+}
+
+/// Remove `v` from the tree and free it.
+fn remove_vma(st: &mut State, v: VmaPtr) {
+    st.mm.vmas.erase(v);
+    vm_area_free(st, v);
+}
+
+/// Try to make `[d.start, d.end)` part of `prev` and/or `next` instead of a VMA of its
+/// own. `prev` and `next` are the VMAs around the (empty) range; with `just_expand` only
+/// `prev` is considered (brk). Returns the VMA that now covers the range.
+pub(crate) fn vma_merge_new_range(
+    st: &mut State,
+    prev: Option<VmaPtr>,
+    next: Option<VmaPtr>,
+    d: &VmaDesc,
+    just_expand: bool,
+) -> Option<VmaPtr> {
+    let left = prev.filter(|p| p.end() == d.start && can_vma_merge_after(d, *p));
+    let right = if just_expand {
+        None
+    } else {
+        next.filter(|n| d.end == n.start() && can_vma_merge_before(d, *n))
+            .filter(|n| left.is_none_or(|l| is_mergeable_anon_vma(l.anon(), n.anon())))
+    };
+    match (left, right) {
+        (Some(l), Some(r)) => {
+            let (end, r_anon) = (r.end(), r.anon());
+            dup_anon_vma(st, l, r_anon.or(d.anon));
+            remove_vma(st, r);
+            l.vm_end.set(end);
+            st.mm.vmas.adjusted(l);
+            Some(l)
+        }
+        (Some(l), None) => {
+            dup_anon_vma(st, l, d.anon);
+            l.vm_end.set(d.end);
+            st.mm.vmas.adjusted(l);
+            Some(l)
+        }
+        (None, Some(r)) => {
+            dup_anon_vma(st, r, d.anon);
+            r.vm_start.set(d.start);
+            r.vm_pgoff.set(d.pgoff);
+            st.mm.vmas.adjusted(r);
+            Some(r)
+        }
+        (None, None) => None,
+    }
+}
+
+/// Merge `[start, end)` of `vma`, about to get `new_flags`, into a neighbour if one is
+/// compatible (Linux's `vma_merge_existing_range`). `prev` is the VMA before `vma`, or
+/// `vma` itself when `start` is inside it.
+fn vma_merge_existing_range(
+    st: &mut State,
+    prev: Option<VmaPtr>,
+    vma: VmaPtr,
+    start: usize,
+    end: usize,
+    new_flags: VmFlags,
+) -> Option<VmaPtr> {
+    let left_side = start == vma.start();
+    let right_side = end == vma.end();
+    if !left_side && !right_side {
+        return None;
+    }
+    let d = VmaDesc {
+        start,
+        end,
+        flags: new_flags,
+        pgoff: vma.pgoff_at(start),
+        file: vma.file(),
+        anon: vma.anon(),
+    };
+    let merge_left =
+        left_side && prev.is_some_and(|p| p != vma && p.end() == start && can_vma_merge_after(&d, p));
+    let next = if right_side { vma.next() } else { None };
+    let merge_right = right_side
+        && next.is_some_and(|n| n.start() == end && can_vma_merge_before(&d, n))
+        && (!merge_left || is_mergeable_anon_vma(prev.and_then(|p| p.anon()), next.and_then(|n| n.anon())));
+    match (merge_left.then_some(prev).flatten(), merge_right.then_some(next).flatten()) {
+        (Some(p), Some(n)) => {
+            // prev absorbs vma and next.
+            let src = if n.anon().is_some() { n.anon() } else { vma.anon() };
+            dup_anon_vma(st, p, src);
+            let new_end = n.end();
+            remove_vma(st, vma);
+            remove_vma(st, n);
+            p.vm_end.set(new_end);
+            st.mm.vmas.adjusted(p);
+            Some(p)
+        }
+        (Some(p), None) => {
+            dup_anon_vma(st, p, vma.anon());
+            if right_side {
+                remove_vma(st, vma);
+            } else {
+                vma.vm_pgoff.set(vma.pgoff_at(end));
+                vma.vm_start.set(end);
+                st.mm.vmas.adjusted(vma);
+            }
+            p.vm_end.set(end);
+            st.mm.vmas.adjusted(p);
+            Some(p)
+        }
+        (None, Some(n)) => {
+            dup_anon_vma(st, n, vma.anon());
+            let pglen = (end - start) >> PAGE_SHIFT;
+            if left_side {
+                remove_vma(st, vma);
+            } else {
+                vma.vm_end.set(start);
+                st.mm.vmas.adjusted(vma);
+            }
+            n.vm_start.set(start);
+            n.vm_pgoff.set(n.pgoff() - pglen);
+            st.mm.vmas.adjusted(n);
+            Some(n)
+        }
+        (None, None) => None,
+    }
+}
+
+/// Give `[start, end)` of `vma` the flags `new_flags`' VMA: merged into a neighbour, or
+/// split off. Returns the VMA that covers exactly the range afterwards (its flags are the
+/// caller's to set). `prev` is as for `vma_merge_existing_range`.
+pub(crate) fn vma_modify(
+    st: &mut State,
+    prev: Option<VmaPtr>,
+    vma: VmaPtr,
+    start: usize,
+    end: usize,
+    new_flags: VmFlags,
+) -> Result<VmaPtr, Errno> {
+    if let Some(merged) = vma_merge_existing_range(st, prev, vma, start, end, new_flags) {
+        return Ok(merged);
+    }
+    if vma.start() < start {
+        split_vma(st, vma, start, true)?;
+    }
+    if vma.end() > end {
+        split_vma(st, vma, end, false)?;
+    }
+    Ok(vma)
+}
+
+/// Split `vma` at `addr`, refusing if the map count is at its limit. With `new_below` the
+/// new VMA is the part below `addr` and `vma` keeps the upper part; otherwise the new one
+/// is the upper part. Returns the new VMA.
+pub(crate) fn split_vma(st: &mut State, vma: VmaPtr, addr: usize, new_below: bool) -> Result<VmaPtr, Errno> {
+    if st.mm.map_count() >= st.sys.max_map_count {
+        return Err(Errno::ENOMEM);
+    }
+    __split_vma(st, vma, addr, new_below)
+}
+
+/// `split_vma` without the map-count check.
+pub(crate) fn __split_vma(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    new_below: bool,
+) -> Result<VmaPtr, Errno> {
+    if addr <= vma.start() || addr >= vma.end() {
+        crate::util::bug("split_vma outside the VMA", addr, vma.start());
+    }
+    let new = vm_area_dup(st, vma)?;
+    if new_below {
+        new.vm_end.set(addr);
+        vma.vm_pgoff.set(vma.pgoff_at(addr));
+        vma.vm_start.set(addr);
+    } else {
+        new.vm_pgoff.set(vma.pgoff_at(addr));
+        new.vm_start.set(addr);
+        vma.vm_end.set(addr);
+    }
+    st.mm.vmas.adjusted(vma);
+    st.mm.vmas.insert(new);
+    Ok(new)
+}
+
+/// `munmap` of `[start, start + len)` (`do_vmi_munmap`).
+pub(crate) fn do_munmap(st: &mut State, start: usize, len: usize) -> Result<(), Errno> {
+    let task_size = st.mm.task_size;
+    if offset_in_page(start) != 0 || start > task_size || len > task_size - start {
+        return Err(Errno::EINVAL);
+    }
+    let end = start + page_align(len);
+    if end == start {
+        return Err(Errno::EINVAL);
+    }
+    match st.mm.find_vma(start) {
+        Some(vma) if vma.start() < end => do_align_munmap(st, vma, start, end),
+        _ => Ok(()),
+    }
+}
+
+/// Counts of what an unmap removes.
+#[derive(Default)]
+struct Removed {
+    pages: usize,
+    locked: usize,
+    accounted: usize,
+    exec: usize,
+    stack: usize,
+    data: usize,
+}
+
+/// Unmap `[start, end)` (page aligned), where `vma` is the first VMA that overlaps it.
+pub(crate) fn do_align_munmap(st: &mut State, vma: VmaPtr, start: usize, end: usize) -> Result<(), Errno> {
+    let mut first = vma;
+    if start > vma.start() {
+        // Splitting one VMA into three must not push the count past its limit.
+        if end < vma.end() && st.mm.map_count() >= st.sys.max_map_count {
+            return Err(Errno::ENOMEM);
+        }
+        __split_vma(st, vma, start, true)?;
+        first = vma;
+    }
+    let prev = first.prev();
+    let mut cur = Some(first);
+    let mut last = first;
+    while let Some(v) = cur.filter(|v| v.start() < end) {
+        if v.end() > end {
+            __split_vma(st, v, end, false)?;
+        }
+        last = v;
+        cur = v.next();
+    }
+    let next = last.next();
+    let mut removed = Removed::default();
+    let mut cur = Some(first);
+    while let Some(v) = cur.filter(|v| v.start() < end) {
+        let n = v.pages();
+        let f = v.flags();
+        removed.pages += n;
+        if f & VM_LOCKED != 0 {
+            removed.locked += n;
+        }
+        if f & VM_ACCOUNT != 0 {
+            removed.accounted += n;
+        }
+        if is_exec_mapping(f) {
+            removed.exec += n;
+        } else if is_stack_mapping(f) {
+            removed.stack += n;
+        } else if is_data_mapping(f) {
+            removed.data += n;
+        }
+        cur = v.next();
+    }
+    let floor = prev.map_or(0, |p| p.end());
+    let ceiling = next.map_or(0, |n| n.start());
+    crate::memory::unmap_region(st, start, end, floor, ceiling);
+    let mut cur = Some(first);
+    while let Some(v) = cur.filter(|v| v.start() < end) {
+        cur = v.next();
+        remove_vma(st, v);
+    }
+    let mm = &mut st.mm;
+    mm.locked_vm -= removed.locked;
+    mm.update_hiwater_vm();
+    mm.total_vm -= removed.pages;
+    mm.exec_vm -= removed.exec;
+    mm.stack_vm -= removed.stack;
+    mm.data_vm -= removed.data;
+    st.sys.vm_unacct_memory(removed.accounted);
+    Ok(())
+}
+
+/// Insert a new VMA and count it in `map_count` (the tree's length).
+pub(crate) fn vma_link(st: &mut State, v: VmaPtr) {
+    st.mm.vmas.insert(v);
+}

@@ -1,0 +1,143 @@
+//! Proof that no system-call or fault path touches the host heap: a global allocator that
+//! records every allocation a thread makes while its "forbidden" flag is set, around every
+//! system call and many page faults (including faults taken by other threads).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kernel_sim::{Config, Machine, MREMAP_FIXED, MREMAP_MAYMOVE};
+
+struct Watchdog;
+
+static VIOLATIONS: AtomicUsize = AtomicUsize::new(0);
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local!(static FORBIDDEN: Cell<bool> = const { Cell::new(false) });
+
+fn note() {
+    if FORBIDDEN.with(|f| f.get()) {
+        VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the system allocator; recording touches only atomics and a
+// const-initialised thread-local without destructor (neither allocates).
+unsafe impl GlobalAlloc for Watchdog {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        LAST_SIZE.store(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static WATCHDOG: Watchdog = Watchdog;
+
+/// Run `f` with host-heap use forbidden on this thread.
+fn forbidden<T>(f: impl FnOnce() -> T) -> T {
+    FORBIDDEN.with(|c| c.set(true));
+    let r = f();
+    FORBIDDEN.with(|c| c.set(false));
+    r
+}
+
+const PAGE: usize = 4096;
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+#[test]
+fn system_calls_and_faults_never_use_the_host_heap() {
+    // Booting may not use it either, but it is allowed to: do it outside.
+    let m = Machine::boot(&Config { phys_bytes: 256 << 20, ..Config::DEFAULT }).unwrap().leak();
+    let mut calls = 0;
+    forbidden(|| {
+        let mut ptrs = [0usize; 64];
+        for round in 0..20 {
+            for (i, p) in ptrs.iter_mut().enumerate() {
+                let len = (2 + (i + round) % 9) * PAGE;
+                let flags = if i % 7 == 0 { libc::MAP_SHARED | libc::MAP_ANONYMOUS } else { ANON };
+                *p = m.mmap(0, len, RW, flags, -1, 0).unwrap();
+                // Faults: anonymous write, zero-page read, copy-on-write of the zero page.
+                // SAFETY: the page was just mapped readable and writable.
+                unsafe {
+                    (*p as *mut u64).write_volatile(i as u64);
+                    let _ = ((*p + PAGE) as *const u64).read_volatile();
+                    ((*p + PAGE) as *mut u64).write_volatile(1);
+                }
+                calls += 1;
+            }
+            for (i, p) in ptrs.iter_mut().enumerate() {
+                let len = (2 + (i + round) % 9) * PAGE;
+                m.mprotect(*p, PAGE, libc::PROT_READ).unwrap();
+                m.mprotect(*p, PAGE, RW).unwrap();
+                m.madvise(*p, len, libc::MADV_DONTNEED).unwrap();
+                m.madvise(*p, len, libc::MADV_RANDOM).unwrap();
+                *p = m.mremap(*p, len, len + 3 * PAGE, MREMAP_MAYMOVE, 0).unwrap();
+                let fixed = m.mmap(0, len + 3 * PAGE, libc::PROT_NONE, ANON, -1, 0).unwrap();
+                *p = m
+                    .mremap(*p, len + 3 * PAGE, len + 3 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, fixed)
+                    .unwrap();
+                let mut vec = [0u8; 16];
+                m.mincore(*p, PAGE, &mut vec).unwrap();
+                // SAFETY: still mapped readable and writable after the moves.
+                unsafe { (*p as *mut u64).write_volatile(3) };
+                m.munmap(*p, len + 3 * PAGE).unwrap();
+                calls += 8;
+            }
+            let b = m.brk(0);
+            m.brk(b + 5 * PAGE);
+            // SAFETY: the heap page was just made.
+            unsafe { (b as *mut u64).write_volatile(1) };
+            m.brk(b);
+            // Failing calls too.
+            assert!(m.mmap(0, 0, RW, ANON, -1, 0).is_err());
+            assert!(m.munmap(1, PAGE).is_err());
+            assert!(m.mremap(b, PAGE, 2 * PAGE, 0, 0).is_err());
+            assert!(m.madvise(b + PAGE, PAGE, 99).is_err());
+            calls += 7;
+        }
+        let _ = m.counters();
+    });
+    // Faults taken by other threads at the same time.
+    let p = m.mmap(0, 1024 * PAGE, RW, ANON, -1, 0).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                forbidden(|| {
+                    for i in (t..1024).step_by(4) {
+                        // SAFETY: a page of the mapping above.
+                        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(i as u64) };
+                    }
+                    m.madvise(p + t * 256 * PAGE, 256 * PAGE, libc::MADV_DONTNEED).unwrap();
+                })
+            });
+        }
+    });
+    assert_eq!(
+        VIOLATIONS.load(Ordering::Relaxed),
+        0,
+        "the host heap was used ({} bytes last) during {calls} calls",
+        LAST_SIZE.load(Ordering::Relaxed)
+    );
+    m.check().unwrap();
+}
+
+#[test]
+fn the_watchdog_sees_allocations() {
+    let before = VIOLATIONS.load(Ordering::Relaxed);
+    forbidden(|| drop(std::hint::black_box(vec![1u8; 100])));
+    assert_eq!(VIOLATIONS.load(Ordering::Relaxed), before + 2, "alloc and dealloc were seen");
+    VIOLATIONS.fetch_sub(2, Ordering::Relaxed);
+}
