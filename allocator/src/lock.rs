@@ -70,7 +70,12 @@ impl Lock {
     }
 }
 
+// The futex calls go through libc's `syscall`, which sets errno when the kernel says EAGAIN
+// (the word changed before we slept) or EINTR. A lock inside malloc and free must not
+// change the program's errno, so it is put back.
+
 fn futex_wait(word: &AtomicU32, expected: u32) {
+    let saved = crate::linux::errno();
     // SAFETY: FUTEX_WAIT reads the word atomically and sleeps only while it equals
     // `expected`; the word outlives the call.
     unsafe {
@@ -82,13 +87,16 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             core::ptr::null::<libc::timespec>(),
         );
     }
+    crate::linux::set_errno(saved);
 }
 
 fn futex_wake(word: &AtomicU32) {
+    let saved = crate::linux::errno();
     // SAFETY: FUTEX_WAKE only wakes waiters on the word's address.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
     }
+    crate::linux::set_errno(saved);
 }
 
 #[cfg(test)]

@@ -4,6 +4,17 @@ use ptalloc::{Errno, Kernel, ThreadSlot};
 
 use crate::machine::{default_machine, Machine};
 use crate::page::PAGE_SIZE;
+use crate::util::{errno, set_errno};
+
+/// The `Kernel` contract: errors are returned as values and the thread's errno is left as
+/// it was (the machine's host calls may set it; `free` must not change it).
+#[inline]
+fn keeping_errno<T>(call: impl FnOnce() -> T) -> T {
+    let saved = errno();
+    let r = call();
+    set_errno(saved);
+    r
+}
 
 /// A `Kernel` on a simulated machine: the process-wide default one ([`SimKernel::new`],
 /// booted on first use) or a given one ([`SimKernel::on`]). Const-constructible, so
@@ -56,27 +67,29 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn brk(&self, addr: usize) -> usize {
-        self.machine().brk(addr)
+        keeping_errno(|| self.machine().brk(addr))
     }
 
     fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
-        self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)
+        keeping_errno(|| self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0))
     }
 
     fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
-        self.machine().munmap(addr, len)
+        keeping_errno(|| self.machine().munmap(addr, len))
     }
 
     fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
-        self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
+        keeping_errno(|| {
+            self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
+        })
     }
 
     fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
-        self.machine().mprotect(addr, len, prot)
+        keeping_errno(|| self.machine().mprotect(addr, len, prot))
     }
 
     fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
-        self.machine().madvise(addr, len, advice)
+        keeping_errno(|| self.machine().madvise(addr, len, advice))
     }
 
     #[inline(always)]
