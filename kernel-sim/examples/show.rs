@@ -2,7 +2,7 @@
 //! machine after a small allocation workload, and an SVG picture of it.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/main/target cargo run --release -p kernel-sim --example show [out.svg]
+//! cargo run --release -p kernel-sim --example show [out.svg]
 //! ```
 
 use kernel_sim::SimKernel;

@@ -1,7 +1,7 @@
 //! Throughput of the simulated kernel, next to the real one doing the same work.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/main/target cargo run --release -p kernel-sim --example sim_bench
+//! cargo run --release -p kernel-sim --example sim_bench
 //! ```
 //!
 //! Measures `mmap`+`munmap` pairs, page faults (sequential, random, and from 8 threads)

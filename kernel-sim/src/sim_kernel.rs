@@ -19,8 +19,19 @@ fn keeping_errno<T>(call: impl FnOnce() -> T) -> T {
 /// A `Kernel` on a simulated machine: the process-wide default one ([`SimKernel::new`],
 /// booted on first use) or a given one ([`SimKernel::on`]). Const-constructible, so
 ///
-/// ```ignore
+/// ```
+/// use kernel_sim::SimKernel;
+///
 /// static SIM_MALLOC: ptalloc::Malloc<SimKernel> = unsafe { ptalloc::Malloc::new(SimKernel::new()) };
+///
+/// let p = SIM_MALLOC.malloc(100_000);
+/// assert!(!p.is_null());
+/// // SAFETY: a block just allocated.
+/// unsafe {
+///     p.write_bytes(7, 100_000); // the first touch of each page faults into the simulation
+///     SIM_MALLOC.free(p);
+/// }
+/// SIM_MALLOC.check_heap().unwrap();
 /// ```
 pub struct SimKernel {
     machine: Option<&'static Machine>,
