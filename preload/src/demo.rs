@@ -109,14 +109,15 @@ fn thread_work(
         let (old, old_size) = table[slot];
         let r = rng.below(100);
         if r < 5 && old != 0 {
-            // Grow in place or move, keeping the contents.
-            let new_size = old_size + old_size / 2 + 16;
+            // Grow in place or move, keeping the contents; past 1 MiB, shrink back to an
+            // ordinary size (unbounded growth would make peak memory a matter of timing).
+            let new_size = if old_size > 1 << 20 { size_for(&mut rng) } else { old_size + old_size / 2 + 16 };
             requested += new_size as u64;
             // SAFETY: a live block of ours.
             let p = unsafe { (api.realloc)(old as *mut u8, new_size) };
             if !p.is_null() {
-                // SAFETY: the old last byte, inside the grown block.
-                if unsafe { *p.add(old_size - 1) } != 0xa5 {
+                // SAFETY: the old last byte, still inside the block when it grew.
+                if new_size >= old_size && unsafe { *p.add(old_size - 1) } != 0xa5 {
                     damaged += 1;
                 }
                 touch(p, new_size);
