@@ -13,29 +13,39 @@ const CONTENDED: u32 = 2;
 /// Spins before sleeping: arena critical sections are short.
 const SPIN_LIMIT: u32 = 100;
 
-pub(crate) struct Lock {
+/// A mutex that never allocates and never calls back into malloc: safe inside an allocator
+/// and, not being recursive, inside a signal handler that does not interrupt its own holder.
+/// It leaves `errno` as it found it.
+pub struct Lock {
     state: AtomicU32,
 }
 
+impl Default for Lock {
+    fn default() -> Lock {
+        Lock::new()
+    }
+}
+
 impl Lock {
-    pub(crate) const fn new() -> Lock {
+    pub const fn new() -> Lock {
         Lock { state: AtomicU32::new(UNLOCKED) }
     }
 
     #[inline]
-    pub(crate) fn lock(&self) {
+    pub fn lock(&self) {
         if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
     }
 
     #[inline]
-    pub(crate) fn try_lock(&self) -> bool {
+    pub fn try_lock(&self) -> bool {
         self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
+    /// Release the lock (the caller holds it).
     #[inline]
-    pub(crate) fn unlock(&self) {
+    pub fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake(&self.state);
         }
@@ -43,12 +53,12 @@ impl Lock {
 
     /// Forget any holder: used in a forked child, where the threads that held locks in the
     /// parent do not exist.
-    pub(crate) fn reset(&self) {
+    pub fn reset(&self) {
         self.state.store(UNLOCKED, Ordering::Relaxed);
     }
 
-    #[cfg(test)]
-    pub(crate) fn is_locked(&self) -> bool {
+    /// Whether some thread holds the lock (a snapshot).
+    pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != UNLOCKED
     }
 

@@ -333,8 +333,8 @@ fn do_shmem_fault(
     Ok(())
 }
 
-/// Map the page-cache page read-only (a private file mapping, read).
-fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
+/// The page-cache page behind `addr` of a file mapping; SIGBUS past the end of the file.
+fn file_page(st: &mut State, vma: VmaPtr, addr: usize) -> Result<usize, FaultError> {
     let Some(inode) = vma.file() else {
         return Err(FaultError::Bus);
     };
@@ -342,7 +342,12 @@ fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Res
     if index >= inode.size_pages.get() {
         return Err(FaultError::Bus);
     }
-    let pfn = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
+    crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)
+}
+
+/// Map the page-cache page read-only (a private file mapping, read).
+fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
+    let pfn = file_page(st, vma, addr)?;
     let page = st.phys.page(pfn);
     page.mapcount.set(page.mapcount.get() + 1);
     st.mm.rss[MM_FILEPAGES] += 1;
@@ -352,14 +357,7 @@ fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Res
 
 /// A private copy of the page-cache page (a private file mapping, written).
 fn do_cow_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
-    let Some(inode) = vma.file() else {
-        return Err(FaultError::Bus);
-    };
-    let index = vma.pgoff_at(addr);
-    if index >= inode.size_pages.get() {
-        return Err(FaultError::Bus);
-    }
-    let src = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
+    let src = file_page(st, vma, addr)?;
     let pfn = new_anon_page(st, vma, addr, Some(src))?;
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
     Ok(())

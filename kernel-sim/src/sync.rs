@@ -7,15 +7,11 @@
 //! holder so that a fault taken *while holding it* — which would otherwise deadlock — is
 //! reported as the bug it is.
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-const UNLOCKED: u32 = 0;
-const LOCKED: u32 = 1;
-const CONTENDED: u32 = 2;
-const SPIN_LIMIT: u32 = 100;
-
+/// ptalloc's futex lock (allocation-free, errno-preserving) plus the holder's identity.
 pub struct MmapLock {
-    state: AtomicU32,
+    lock: ptalloc::Lock,
     owner: AtomicUsize,
 }
 
@@ -28,77 +24,36 @@ pub fn thread_token() -> usize {
 
 impl MmapLock {
     pub const fn new() -> MmapLock {
-        MmapLock { state: AtomicU32::new(UNLOCKED), owner: AtomicUsize::new(0) }
+        MmapLock { lock: ptalloc::Lock::new(), owner: AtomicUsize::new(0) }
     }
 
     #[inline]
     pub fn lock(&self) {
-        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_contended();
-        }
+        self.lock.lock();
         self.owner.store(thread_token(), Ordering::Relaxed);
     }
 
     #[inline]
     pub fn unlock(&self) {
         self.owner.store(0, Ordering::Relaxed);
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            futex_wake(&self.state);
-        }
+        self.lock.unlock();
     }
 
     /// Whether the calling thread holds the lock.
     pub fn held_by_me(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != UNLOCKED && self.owner.load(Ordering::Relaxed) == thread_token()
+        self.lock.is_locked() && self.owner.load(Ordering::Relaxed) == thread_token()
     }
 
     /// Forget the holder: in a forked child the holder thread does not exist.
     pub fn reset(&self) {
         self.owner.store(0, Ordering::Relaxed);
-        self.state.store(UNLOCKED, Ordering::Release);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) {
-        for _ in 0..SPIN_LIMIT {
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
-                return;
-            }
-            core::hint::spin_loop();
-        }
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED);
-        }
+        self.lock.reset();
     }
 }
 
 impl Default for MmapLock {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT sleeps only while the word still equals `expected`; the word
-    // outlives the call. The futex system call is async-signal-safe.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only wakes waiters on this address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
     }
 }
 
