@@ -9,10 +9,10 @@
 
 use core::cell::Cell;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::bins::{idx2bit, idx2block, BINMAPSIZE, NBINS, NFASTBINS, UNSORTED};
-use crate::chunk::{Chunk, CHUNK_HDR_SZ, NON_MAIN_ARENA};
+use crate::chunk::{protect_ptr, Chunk, CHUNK_HDR_SZ, NON_MAIN_ARENA};
 use crate::heap::heap_for_ptr;
 use crate::kernel::Kernel;
 use crate::lock::Lock;
@@ -29,6 +29,12 @@ pub(crate) const MAX_SEGMENTS: usize = 16;
 #[repr(C)]
 pub(crate) struct Arena {
     pub(crate) mutex: Lock,
+    /// Chunks freed by threads that found the arena busy: a lock-free stack (safe-linked
+    /// through `fd`), emptied by the next holder of the lock (see `drain_deferred`).
+    deferred: AtomicUsize,
+    /// Keeps the lock and the deferred stack off the cache lines of the fields they guard:
+    /// other threads hammer these two words, which would take the holder's lines from it.
+    _lock_line: [u8; 52],
     flags: Cell<u32>,
     /// Whether any fastbin may be non-empty.
     pub(crate) have_fastchunks: Cell<bool>,
@@ -74,6 +80,8 @@ impl Arena {
     pub(crate) const fn new() -> Arena {
         Arena {
             mutex: Lock::new(),
+            deferred: AtomicUsize::new(0),
+            _lock_line: [0; 52],
             flags: Cell::new(0),
             have_fastchunks: Cell::new(false),
             arena_bit: Cell::new(0),
@@ -183,6 +191,28 @@ impl Arena {
         }
     }
 
+    /// Leave a chunk for the lock's holder to free (the arena is busy).
+    pub(crate) fn defer(&self, c: Chunk) {
+        let mut head = self.deferred.load(Ordering::Relaxed);
+        loop {
+            c.set_fd_word(protect_ptr(c.fd_addr(), head));
+            match self.deferred.compare_exchange_weak(head, c.addr(), Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Take the whole deferred stack (the caller holds the arena, or is the only thread).
+    #[inline]
+    pub(crate) fn take_deferred(&self) -> Chunk {
+        if self.deferred.load(Ordering::Relaxed) == 0 {
+            return Chunk::NULL;
+        }
+        // SAFETY: the stack holds chunks of this arena pushed by `defer`.
+        unsafe { Chunk::at(self.deferred.swap(0, Ordering::Acquire)) }
+    }
+
     /// The raw (unmangled) head of fastbin `i`.
     #[inline(always)]
     pub(crate) fn fastbin(&self, i: usize) -> Chunk {
@@ -277,15 +307,25 @@ impl<K: Kernel> Malloc<K> {
         }
     }
 
-    /// Lock `av` unless the process is single-threaded; returns whether it locked.
+    /// Lock `av` unless the process is single-threaded, and free what others deferred to
+    /// it; returns whether it locked.
     #[inline(always)]
-    pub(crate) fn lock_arena(&self, av: &Arena) -> bool {
-        if single_threaded() {
+    pub(crate) fn lock_arena(&'static self, av: &Arena) -> bool {
+        let locked = if single_threaded() {
             false
         } else {
             av.mutex.lock();
             true
-        }
+        };
+        self.drain_deferred(av);
+        locked
+    }
+
+    /// Lock `av` (blocking) and free what others deferred to it.
+    #[inline]
+    pub(crate) fn lock_and_drain(&'static self, av: &Arena) {
+        av.mutex.lock();
+        self.drain_deferred(av);
     }
 
     #[inline(always)]
@@ -299,7 +339,7 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> &'static Arena {
         match slot.arena() {
             Some(a) => {
-                a.mutex.lock();
+                self.lock_and_drain(a);
                 a
             }
             None => self.arena_get2(slot, size, None),
@@ -395,7 +435,7 @@ impl<K: Kernel> Malloc<K> {
         }
         // SAFETY: as above.
         let a = unsafe { &*result };
-        a.mutex.lock();
+        self.lock_and_drain(a);
         slot.set_arena(Some(a));
         Some(a)
     }
@@ -427,6 +467,7 @@ impl<K: Kernel> Malloc<K> {
             }
             result.mutex.lock();
         }
+        self.drain_deferred(result);
         let replaced = slot.arena();
         self.free_list_lock.lock();
         detach_arena(replaced);
@@ -468,7 +509,7 @@ impl<K: Kernel> Malloc<K> {
     ) -> &'static Arena {
         av.mutex.unlock();
         if !av.is_main() {
-            self.main_arena.mutex.lock();
+            self.lock_and_drain(&self.main_arena);
             &self.main_arena
         } else {
             self.arena_get2(slot, size, Some(av))

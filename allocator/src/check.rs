@@ -258,7 +258,7 @@ impl<K: Kernel> Malloc<K> {
             if result.is_err() {
                 return;
             }
-            av.mutex.lock();
+            self.lock_and_drain(av);
             result = self.check_arena(arena_no, av, &mut total);
             av.mutex.unlock();
             arena_no += 1;

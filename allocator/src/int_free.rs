@@ -7,9 +7,10 @@
 
 use core::sync::atomic::Ordering;
 
+use crate::arena::single_threaded;
 use crate::arena::Arena;
 use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
-use crate::chunk::{aligned_ok, protect_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
+use crate::chunk::{aligned_ok, protect_ptr, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
 use crate::heap::heap_for_ptr;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
@@ -42,14 +43,104 @@ impl<K: Kernel> Malloc<K> {
                 tc.put(p, slot, key);
                 return;
             }
+            if !have_lock && !p.is_mmapped() {
+                self.tcache_flush(tc, slot, p);
+                return;
+            }
         }
 
         if p.is_mmapped() {
             self.munmap_chunk(p);
             return;
         }
+        self.int_free_chunk(av, p, have_lock);
+    }
 
-        let locked = !have_lock && self.lock_arena(av);
+    /// A thread-cache bin is full and `p` is one more chunk of its size: give half the bin
+    /// back to the arenas in one go — each arena's lock taken once for a run of its chunks
+    /// rather than once per chunk — and cache `p` in the room made. (glibc frees only `p`,
+    /// under a lock of its own, so frees of another thread's blocks contend on that arena at
+    /// every call.) `p` goes into the cache so that freeing it again is still caught, by the
+    /// cache's double-free key.
+    #[cold]
+    fn tcache_flush(&'static self, tc: &Tcache, slot: usize, p: Chunk) {
+        const MAX_BATCH: usize = 32;
+        let mut batch = [Chunk::NULL; MAX_BATCH];
+        let mut n = 0;
+        let take = (tc.max_count() / 2).clamp(1, MAX_BATCH);
+        while n < take && !tc.first(slot).is_null() {
+            // SAFETY: a chunk taken from our own cache.
+            batch[n] = unsafe { Chunk::from_mem(tc.get(slot)) };
+            n += 1;
+        }
+        tc.put(p, slot, self.key());
+        // (arena, Some(locked) if taken, None if busy and its chunks deferred)
+        let mut held: Option<(&Arena, Option<bool>)> = None;
+        for &c in &batch[..n] {
+            let av = self.arena_for_chunk(c);
+            match held {
+                Some((h, _)) if core::ptr::eq(h, av) => {}
+                _ => {
+                    if let Some((h, Some(locked))) = held {
+                        self.unlock_arena(h, locked);
+                    }
+                    held = Some((av, self.try_take(av)));
+                }
+            }
+            match held {
+                Some((_, Some(_))) => self.int_free_chunk(av, c, true),
+                _ => av.defer(c),
+            }
+        }
+        if let Some((h, Some(locked))) = held {
+            self.unlock_arena(h, locked);
+        }
+    }
+
+    /// Free the chunks other threads deferred to `av` (which the caller holds).
+    #[inline]
+    pub(crate) fn drain_deferred(&'static self, av: &Arena) {
+        let mut c = av.take_deferred();
+        while !c.is_null() {
+            // SAFETY: the revealed link of a deferred chunk is another one or null.
+            let next = unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) };
+            self.int_free_chunk(av, c, true);
+            c = next;
+        }
+    }
+
+    /// Take `av` for a free without waiting: `Some(locked)` when the chunk can be freed now
+    /// (after freeing what was deferred), `None` when another thread holds the arena — the
+    /// chunk is then deferred to it rather than waited for.
+    #[inline]
+    fn try_take(&'static self, av: &Arena) -> Option<bool> {
+        let locked = if single_threaded() {
+            false
+        } else if av.mutex.try_lock() {
+            true
+        } else {
+            return None;
+        };
+        self.drain_deferred(av);
+        Some(locked)
+    }
+
+    /// Free a non-mmapped chunk into arena `av` itself (fastbin, or coalesced into the
+    /// unsorted bin or top), not into a thread cache. Without `have_lock`, a busy arena gets
+    /// the chunk deferred instead: frees never wait for another thread's lock.
+    fn int_free_chunk(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
+        let size = p.size();
+        let locked = if have_lock {
+            false
+        } else {
+            match self.try_take(av) {
+                Some(locked) => locked,
+                None => {
+                    av.defer(p);
+                    return;
+                }
+            }
+        };
         if size <= self.mp.max_fast() {
             let next = p.plus(size);
             if next.head() <= CHUNK_HDR_SZ || next.size() >= av.system_mem.get() {

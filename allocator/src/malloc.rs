@@ -183,7 +183,7 @@ impl<K: Kernel> Malloc<K> {
         if !environment_ready() || !self.env_pending.swap(false, Ordering::Relaxed) {
             return;
         }
-        self.main_arena.mutex.lock();
+        self.lock_and_drain(&self.main_arena);
         self.malloc_consolidate(&self.main_arena);
         self.mp.apply(&tunables_from_process_env());
         self.main_arena.mutex.unlock();
@@ -336,11 +336,54 @@ impl<K: Kernel> Malloc<K> {
                 return tc.get(s);
             }
         }
-        let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc(av, bytes));
+        let p = self.alloc_in_arena(slot, bytes, |av| {
+            let p = self.int_malloc(av, bytes);
+            if !p.is_null() {
+                self.tcache_refill(av, bytes, p);
+            }
+            p
+        });
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }
         p
+    }
+
+    /// The thread holds arena `av` for a small request its cache could not serve: while the
+    /// lock is held anyway, cache a few more chunks of the same size, so that the next
+    /// requests of this size take no lock. Only worth it when there is a lock to save.
+    /// (glibc refills the cache only from bins holding chunks of exactly this size.)
+    #[inline]
+    fn tcache_refill(&'static self, av: &Arena, bytes: usize, got: *mut u8) {
+        const REFILL: usize = 3;
+        if single_threaded() {
+            return;
+        }
+        // SAFETY: a chunk just allocated.
+        let size = unsafe { Chunk::from_mem(got) }.size();
+        let slot = slot_of(size);
+        let tc = self.thread_tcache();
+        if !tc.serves(slot) || !tc.first(slot).is_null() {
+            return;
+        }
+        let key = self.key();
+        for _ in 0..REFILL {
+            if !tc.has_room(slot) {
+                break;
+            }
+            let q = self.int_malloc(av, bytes);
+            if q.is_null() {
+                break;
+            }
+            // SAFETY: a chunk just allocated from `av`.
+            let c = unsafe { Chunk::from_mem(q) };
+            if c.size() != size || c.is_mmapped() {
+                // Not exactly this size (a split left too little to cut): give it back.
+                self.int_free(av, c, true);
+                break;
+            }
+            tc.put(c, slot, key);
+        }
     }
 
     // ----------------------------------------------------------------- free
@@ -651,7 +694,7 @@ impl<K: Kernel> Malloc<K> {
     pub fn mallopt(&'static self, param: i32, value: i32) -> i32 {
         self.ensure_ready();
         let av = &self.main_arena;
-        av.mutex.lock();
+        self.lock_and_drain(av);
         // Fastbins are indexed by the current max_fast: empty them before it changes.
         self.malloc_consolidate(av);
         let r = self.mp.mallopt(param, value);
@@ -666,7 +709,7 @@ impl<K: Kernel> Malloc<K> {
         self.ensure_ready();
         let mut result = false;
         self.for_each_arena(|av| {
-            av.mutex.lock();
+            self.lock_and_drain(av);
             result |= self.mtrim(av, pad);
             av.mutex.unlock();
         });

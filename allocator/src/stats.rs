@@ -229,7 +229,7 @@ impl<K: Kernel> Malloc<K> {
         self.ensure_ready();
         let mut m = MallInfo2::default();
         self.for_each_arena(|av| {
-            av.mutex.lock();
+            self.lock_and_drain(av);
             self.int_mallinfo(av, &mut m);
             av.mutex.unlock();
         });
@@ -249,7 +249,7 @@ impl<K: Kernel> Malloc<K> {
         let mut in_use = self.mp.mmapped_mem.load(Relaxed);
         self.for_each_arena(|av| {
             arenas += 1;
-            av.mutex.lock();
+            self.lock_and_drain(av);
             in_use += av.in_use.get();
             av.mutex.unlock();
         });
@@ -295,7 +295,7 @@ impl<K: Kernel> Malloc<K> {
         let mut i = 0;
         self.for_each_arena(|av| {
             let mut mi = MallInfo2::default();
-            av.mutex.lock();
+            self.lock_and_drain(av);
             self.int_mallinfo(av, &mut mi);
             av.mutex.unlock();
             let _ = write!(
@@ -398,7 +398,7 @@ impl<K: Kernel> Malloc<K> {
         let _ = out.write_str("<malloc version=\"1\">\n");
         let mut n = 0;
         self.for_each_arena(|av| {
-            av.mutex.lock();
+            self.lock_and_drain(av);
             let info = self.arena_info(av);
             av.mutex.unlock();
             let _ = write!(out, "<heap nr=\"{}\">\n<sizes>\n", n);

@@ -46,6 +46,7 @@ fn every_case_is_run() {
         "mallopt",
         "introspection",
         "corruption",
+        "corruption_fastbin",
         "threads",
         "fork",
         "rlimit_as",
@@ -94,6 +95,11 @@ fn mallinfo_trim_stats_info() {
 fn corruption_aborts_with_glibc_messages() {
     case("corruption");
 }
+#[test]
+fn fastbin_double_free_aborts_with_glibc_message() {
+    case_with_env("corruption_fastbin", &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")]);
+}
+
 #[test]
 fn threads_with_cross_thread_frees() {
     case("threads");
