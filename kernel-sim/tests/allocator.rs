@@ -74,7 +74,9 @@ fn a_large_block_is_an_mmap_and_freeing_it_unmaps() {
     let _g = serial();
     let m = machine();
     SIM_MALLOC.mallopt(ptalloc::M_MMAP_THRESHOLD, 128 << 10);
-    let size = 8 << 20;
+    // Larger than a whole non-main heap (64 MiB), so no arena's top could serve it, whatever
+    // earlier tests left there: only its own mmap can.
+    let size = 72 << 20;
     // Warm up: the thread's cache and the allocator's own set-up come from the heap.
     // SAFETY: freeing what we just allocated.
     unsafe { SIM_MALLOC.free(SIM_MALLOC.malloc(16)) };
