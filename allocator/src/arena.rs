@@ -203,6 +203,11 @@ impl Arena {
         }
     }
 
+    /// Whether other threads left chunks for the arena's next holder.
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.deferred.load(Ordering::Relaxed) != 0
+    }
+
     /// Take the whole deferred stack (the caller holds the arena, or is the only thread).
     #[inline]
     pub(crate) fn take_deferred(&self) -> Chunk {
@@ -311,21 +316,21 @@ impl<K: Kernel> Malloc<K> {
     /// it; returns whether it locked.
     #[inline(always)]
     pub(crate) fn lock_arena(&'static self, av: &Arena) -> bool {
-        let locked = if single_threaded() {
+        if single_threaded() {
+            self.drain_deferred(av);
             false
         } else {
-            av.mutex.lock();
-            true
-        };
-        self.drain_deferred(av);
-        locked
+            self.lock_and_drain(av)
+        }
     }
 
-    /// Lock `av` (blocking) and free what others deferred to it.
+    /// Lock `av` (waiting if need be) and free what others deferred to it; returns whether
+    /// it locked — not when the calling thread is forking and holds every arena already.
     #[inline]
-    pub(crate) fn lock_and_drain(&'static self, av: &Arena) {
-        av.mutex.lock();
+    pub(crate) fn lock_and_drain(&'static self, av: &Arena) -> bool {
+        let locked = acquire(av);
         self.drain_deferred(av);
+        locked
     }
 
     #[inline(always)]
@@ -335,14 +340,17 @@ impl<K: Kernel> Malloc<K> {
         }
     }
 
-    /// The calling thread's arena, locked (glibc's `arena_get`).
-    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> &'static Arena {
+    /// The calling thread's arena, held, and whether it was locked (glibc's `arena_get`).
+    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> (&'static Arena, bool) {
         match slot.arena() {
-            Some(a) => {
-                self.lock_and_drain(a);
-                a
+            Some(a) => (a, self.lock_and_drain(a)),
+            // A thread that has exited (its later allocations come from TLS destructors)
+            // borrows the main arena rather than attaching to one it would never leave; a
+            // forking thread may not wait for the arena list lock it holds.
+            None if slot.is_exited() || crate::fork::forking_thread() => {
+                (&self.main_arena, self.lock_and_drain(&self.main_arena))
             }
-            None => self.arena_get2(slot, size, None),
+            None => (self.arena_get2(slot, size, None), true),
         }
     }
 
@@ -416,16 +424,16 @@ impl<K: Kernel> Malloc<K> {
 
     /// Take an arena no thread uses, if any.
     fn get_free_list(&'static self, slot: &ThreadSlot) -> Option<&'static Arena> {
-        if self.free_list.get().is_null() {
+        if self.free_list.load(Ordering::Relaxed).is_null() {
             return None;
         }
         let replaced = slot.arena();
         self.free_list_lock.lock();
-        let result = self.free_list.get();
+        let result = self.free_list.load(Ordering::Relaxed);
         if !result.is_null() {
             // SAFETY: arenas on the free list are live arenas (never freed).
             let a = unsafe { &*result };
-            self.free_list.set(a.next_free.get());
+            self.free_list.store(a.next_free.get(), Ordering::Relaxed);
             a.attached_threads.set(1);
             detach_arena(replaced);
         }
@@ -482,13 +490,13 @@ impl<K: Kernel> Malloc<K> {
     /// Called with `free_list_lock` held.
     fn remove_from_free_list(&self, arena: &Arena) {
         let mut prev: Option<&Arena> = None;
-        let mut p = self.free_list.get();
+        let mut p = self.free_list.load(Ordering::Relaxed);
         while !p.is_null() {
             // SAFETY: free-list entries are live arenas.
             let a = unsafe { &*p };
             if core::ptr::eq(a, arena) {
                 match prev {
-                    None => self.free_list.set(a.next_free.get()),
+                    None => self.free_list.store(a.next_free.get(), Ordering::Relaxed),
                     Some(prev) => prev.next_free.set(a.next_free.get()),
                 }
                 return;
@@ -505,28 +513,36 @@ impl<K: Kernel> Malloc<K> {
         &'static self,
         slot: &ThreadSlot,
         av: &'static Arena,
+        locked: bool,
         size: usize,
-    ) -> &'static Arena {
-        av.mutex.unlock();
+    ) -> (&'static Arena, bool) {
+        self.unlock_arena(av, locked);
         if !av.is_main() {
-            self.lock_and_drain(&self.main_arena);
-            &self.main_arena
+            (&self.main_arena, self.lock_and_drain(&self.main_arena))
+        } else if !locked || slot.is_exited() {
+            // A forking or exited thread stays with the main arena (see `arena_get`).
+            (av, self.lock_and_drain(av))
         } else {
-            self.arena_get2(slot, size, Some(av))
+            (self.arena_get2(slot, size, Some(av)), true)
         }
     }
 
-    /// A thread is exiting: the arena it used may go on the free list.
-    pub(crate) fn arena_thread_detach(&self, slot: &ThreadSlot) {
+    /// A thread is exiting: the arena it used may go on the free list, with nothing left
+    /// deferred to it (an arena on the free list may wait long for its next holder).
+    pub(crate) fn arena_thread_detach(&'static self, slot: &ThreadSlot) {
         if let Some(a) = slot.arena() {
+            if a.has_deferred() {
+                let locked = self.lock_and_drain(a);
+                self.unlock_arena(a, locked);
+            }
             slot.set_arena(None);
             self.free_list_lock.lock();
             let n = a.attached_threads.get();
             if n > 0 {
                 a.attached_threads.set(n - 1);
                 if n == 1 {
-                    a.next_free.set(self.free_list.get());
-                    self.free_list.set(a as *const Arena as *mut Arena);
+                    a.next_free.set(self.free_list.load(Ordering::Relaxed));
+                    self.free_list.store(a as *const Arena as *mut Arena, Ordering::Relaxed);
                 }
             }
             self.free_list_lock.unlock();
@@ -546,6 +562,20 @@ impl<K: Kernel> Malloc<K> {
             a = unsafe { &*next };
         }
     }
+}
+
+/// Take `av`'s lock, waiting if need be, unless the calling thread holds every lock for a
+/// fork; returns whether it locked. The fork check is made only once the lock is seen taken.
+#[inline(always)]
+fn acquire(av: &Arena) -> bool {
+    if av.mutex.try_lock() {
+        return true;
+    }
+    if crate::fork::forking_thread() {
+        return false;
+    }
+    av.mutex.lock();
+    true
 }
 
 /// Drop a thread's attachment to its previous arena (with `free_list_lock` held). An arena

@@ -258,9 +258,9 @@ impl<K: Kernel> Malloc<K> {
             if result.is_err() {
                 return;
             }
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             result = self.check_arena(arena_no, av, &mut total);
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
             arena_no += 1;
         });
         result?;

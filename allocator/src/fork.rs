@@ -8,6 +8,11 @@
 //! stream lock and may be waiting for an arena, so ptalloc takes the stdio list lock itself
 //! first (it is recursive) to keep glibc's lock order. In a single-threaded process nothing is
 //! locked, so `fork` from a signal handler cannot deadlock on a lock its own thread holds.
+//!
+//! Atfork handlers registered before ours run *after* our prepare handler, while the forking
+//! thread holds every arena. If they allocate (many do), the forking thread must not wait for
+//! itself: it is recorded as the fork owner, and the arena paths skip locking for it — it
+//! holds every lock already, and no other thread can be inside the allocator.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -37,6 +42,24 @@ static NENTRIES: AtomicUsize = AtomicUsize::new(0);
 static HANDLERS_REGISTERED: AtomicBool = AtomicBool::new(false);
 /// The prepare handler took the locks (the process had threads).
 static LOCKED_FOR_FORK: AtomicBool = AtomicBool::new(false);
+/// `pthread_self()` of the thread holding every lock for a fork; 0 when none.
+static FORK_OWNER: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the calling thread is between the prepare and parent/child handlers of a fork and
+/// so already holds every arena lock. Only asked after a lock was found taken.
+#[cold]
+pub(crate) fn forking_thread() -> bool {
+    let owner = FORK_OWNER.load(Ordering::Acquire);
+    // SAFETY: pthread_self only reads the thread pointer.
+    owner != 0 && owner == unsafe { libc::pthread_self() } as usize
+}
+
+fn register_handlers() {
+    if !HANDLERS_REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering plain extern "C" functions; glibc copies the pointers.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+}
 
 type Hook = fn(usize);
 
@@ -56,10 +79,7 @@ pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
     e.unlock_parent.store(unlock_parent::<K> as Hook as usize, Ordering::Relaxed);
     e.reinit_child.store(reinit_child::<K> as Hook as usize, Ordering::Relaxed);
     e.instance.store(m as *const Malloc<K> as usize, Ordering::Release);
-    if !HANDLERS_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: registering plain extern "C" functions; glibc copies the pointers.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-    }
+    register_handlers();
 }
 
 fn for_each_entry(hook: impl Fn(&Entry) -> usize) {
@@ -81,10 +101,13 @@ extern "C" fn prepare() {
     unsafe { _IO_list_lock() };
     for_each_entry(|e| e.lock.load(Ordering::Relaxed));
     LOCKED_FOR_FORK.store(true, Ordering::Relaxed);
+    // SAFETY: pthread_self only reads the thread pointer.
+    FORK_OWNER.store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
 }
 
 extern "C" fn parent() {
     if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
+        FORK_OWNER.store(0, Ordering::Release);
         for_each_entry(|e| e.unlock_parent.load(Ordering::Relaxed));
         // SAFETY: balances the lock taken in `prepare`.
         unsafe { _IO_list_unlock() };
@@ -93,6 +116,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
+        FORK_OWNER.store(0, Ordering::Release);
         for_each_entry(|e| e.reinit_child.load(Ordering::Relaxed));
     }
 }
@@ -120,16 +144,17 @@ fn reinit_child<K: Kernel>(m: usize) {
     let m = instance::<K>(m);
     m.free_list_lock.reset();
     let mine = m.slot().arena();
-    m.free_list.set(core::ptr::null_mut());
+    let mut free: *mut crate::arena::Arena = core::ptr::null_mut();
     m.for_each_arena(|a| {
         a.mutex.reset();
         if mine.is_some_and(|mine| core::ptr::eq(mine, a)) {
             a.attached_threads.set(1);
         } else {
             a.attached_threads.set(0);
-            a.next_free.set(m.free_list.get());
-            m.free_list.set(a as *const _ as *mut _);
+            a.next_free.set(free);
+            free = a as *const _ as *mut _;
         }
     });
+    m.free_list.store(free, Ordering::Release);
     m.list_lock.reset();
 }

@@ -113,10 +113,12 @@ impl<K: Kernel> Malloc<K> {
     /// to `HEAP_MAX_SIZE`. Only the used part is made accessible.
     pub(crate) fn new_heap(&self, size: usize, top_pad: usize) -> Option<&'static HeapInfo> {
         let pagesize = self.pagesize();
-        let size = if size + top_pad < HEAP_MIN_SIZE {
+        // Unsigned arithmetic that wraps, as glibc's: a "negative" top pad is no pad.
+        let padded = size.wrapping_add(top_pad);
+        let size = if padded < HEAP_MIN_SIZE {
             HEAP_MIN_SIZE
-        } else if size + top_pad <= HEAP_MAX_SIZE {
-            size + top_pad
+        } else if padded <= HEAP_MAX_SIZE {
+            padded
         } else if size > HEAP_MAX_SIZE {
             return None;
         } else {
@@ -234,7 +236,7 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) fn new_heap_arena(&self, size: usize) -> Option<&'static Arena> {
         let overhead = HEAP_INFO_SIZE + core::mem::size_of::<Arena>() + MALLOC_ALIGN_MASK + 1;
         let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
-        let h = match self.new_heap(size + overhead, top_pad) {
+        let h = match self.new_heap(size.saturating_add(overhead), top_pad) {
             Some(h) => h,
             // The request may be served by mmap instead: make a minimal arena.
             None => self.new_heap(overhead, top_pad)?,

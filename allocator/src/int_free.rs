@@ -43,10 +43,6 @@ impl<K: Kernel> Malloc<K> {
                 tc.put(p, slot, key);
                 return;
             }
-            if !have_lock && !p.is_mmapped() {
-                self.tcache_flush(tc, slot, p);
-                return;
-            }
         }
 
         if p.is_mmapped() {
@@ -54,47 +50,6 @@ impl<K: Kernel> Malloc<K> {
             return;
         }
         self.int_free_chunk(av, p, have_lock);
-    }
-
-    /// A thread-cache bin is full and `p` is one more chunk of its size: give half the bin
-    /// back to the arenas in one go — each arena's lock taken once for a run of its chunks
-    /// rather than once per chunk — and cache `p` in the room made. (glibc frees only `p`,
-    /// under a lock of its own, so frees of another thread's blocks contend on that arena at
-    /// every call.) `p` goes into the cache so that freeing it again is still caught, by the
-    /// cache's double-free key.
-    #[cold]
-    fn tcache_flush(&'static self, tc: &Tcache, slot: usize, p: Chunk) {
-        const MAX_BATCH: usize = 32;
-        let mut batch = [Chunk::NULL; MAX_BATCH];
-        let mut n = 0;
-        let take = (tc.max_count() / 2).clamp(1, MAX_BATCH);
-        while n < take && !tc.first(slot).is_null() {
-            // SAFETY: a chunk taken from our own cache.
-            batch[n] = unsafe { Chunk::from_mem(tc.get(slot)) };
-            n += 1;
-        }
-        tc.put(p, slot, self.key());
-        // (arena, Some(locked) if taken, None if busy and its chunks deferred)
-        let mut held: Option<(&Arena, Option<bool>)> = None;
-        for &c in &batch[..n] {
-            let av = self.arena_for_chunk(c);
-            match held {
-                Some((h, _)) if core::ptr::eq(h, av) => {}
-                _ => {
-                    if let Some((h, Some(locked))) = held {
-                        self.unlock_arena(h, locked);
-                    }
-                    held = Some((av, self.try_take(av)));
-                }
-            }
-            match held {
-                Some((_, Some(_))) => self.int_free_chunk(av, c, true),
-                _ => av.defer(c),
-            }
-        }
-        if let Some((h, Some(locked))) = held {
-            self.unlock_arena(h, locked);
-        }
     }
 
     /// Free the chunks other threads deferred to `av` (which the caller holds).

@@ -411,8 +411,7 @@ impl<K: Kernel> Malloc<K> {
 
     #[inline(always)]
     pub(crate) fn alloc_perturb(&self, mem: *mut u8, bytes: usize) -> *mut u8 {
-        let perturb = self.mp.perturb();
-        if perturb != 0 {
+        if let Some(perturb) = self.mp.perturb() {
             // SAFETY: `bytes` bytes of the block just allocated.
             unsafe { core::ptr::write_bytes(mem, perturb ^ 0xff, bytes) };
         }
@@ -421,8 +420,7 @@ impl<K: Kernel> Malloc<K> {
 
     #[inline(always)]
     pub(crate) fn free_perturb(&self, mem: *mut u8, bytes: usize) {
-        let perturb = self.mp.perturb();
-        if perturb != 0 {
+        if let Some(perturb) = self.mp.perturb() {
             // SAFETY: `bytes` bytes of a block being freed.
             unsafe { core::ptr::write_bytes(mem, perturb, bytes) };
         }

@@ -44,7 +44,7 @@ pub struct Malloc<K: Kernel> {
     pub(crate) list_lock: Lock,
     /// Protects `free_list` and every arena's `next_free` and `attached_threads`.
     pub(crate) free_list_lock: Lock,
-    pub(crate) free_list: Cell<*mut Arena>,
+    pub(crate) free_list: AtomicPtr<Arena>,
     pub(crate) narenas: AtomicUsize,
     pub(crate) narenas_limit: AtomicUsize,
     pub(crate) next_to_use: AtomicPtr<Arena>,
@@ -83,7 +83,7 @@ impl<K: Kernel> Malloc<K> {
             env_pending: AtomicBool::new(false),
             list_lock: Lock::new(),
             free_list_lock: Lock::new(),
-            free_list: Cell::new(core::ptr::null_mut()),
+            free_list: AtomicPtr::new(core::ptr::null_mut()),
             narenas: AtomicUsize::new(1),
             narenas_limit: AtomicUsize::new(0),
             next_to_use: AtomicPtr::new(core::ptr::null_mut()),
@@ -139,6 +139,13 @@ impl<K: Kernel> Malloc<K> {
         }
     }
 
+    /// Initialise now rather than at the first call: read the environment, and register the
+    /// fork handlers before the program registers its own (`libptalloc.so` does this from
+    /// its constructor).
+    pub fn initialize(&'static self) {
+        self.ensure_ready();
+    }
+
     /// Whether the allocator has been initialised (by any call).
     pub fn is_initialized(&self) -> bool {
         self.state.load(Ordering::Acquire) == READY
@@ -183,10 +190,10 @@ impl<K: Kernel> Malloc<K> {
         if !environment_ready() || !self.env_pending.swap(false, Ordering::Relaxed) {
             return;
         }
-        self.lock_and_drain(&self.main_arena);
+        let locked = self.lock_and_drain(&self.main_arena);
         self.malloc_consolidate(&self.main_arena);
         self.mp.apply(&tunables_from_process_env());
-        self.main_arena.mutex.unlock();
+        self.unlock_arena(&self.main_arena, locked);
         // Caches made before the settings were known follow them from now on.
         let tc = self.thread_tcache();
         if !core::ptr::eq(tc, Tcache::disabled()) {
@@ -205,31 +212,38 @@ impl<K: Kernel> Malloc<K> {
         if !slot.is_new() {
             return;
         }
+        let first = slot.is_first_seen();
+        // Active before allocating: the allocation below must not come back here.
         slot.set_active();
-        self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
+        if first {
+            self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
+            if self.thread_key_ok.load(Ordering::Relaxed) {
+                // SAFETY: the value is this 'static instance, passed back to thread_exit::<K>.
+                unsafe {
+                    libc::pthread_setspecific(
+                        self.thread_key.load(Ordering::Relaxed),
+                        self as *const Self as *const libc::c_void,
+                    );
+                }
+            }
+        }
         let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
         let count = self.mp.tcache_count.load(Ordering::Relaxed);
         if bins > 0 && count > 0 {
             let bytes = core::mem::size_of::<Tcache>();
             let victim = self.alloc_in_arena(slot, bytes, |av| self.int_malloc(av, bytes));
-            if !victim.is_null() {
-                let tc = victim as *mut Tcache;
-                // SAFETY: a fresh chunk of at least size_of::<Tcache>() bytes, 16-aligned.
-                unsafe { tc.write(Tcache::empty()) };
-                // SAFETY: just initialised.
-                let tcr = unsafe { &*tc };
-                tcr.set_limits(bins, count);
-                slot.set_tcache(tc);
+            if victim.is_null() {
+                // Out of memory for now: like glibc, try again at a later slow path.
+                slot.set_no_cache_yet();
+                return;
             }
-        }
-        if self.thread_key_ok.load(Ordering::Relaxed) {
-            // SAFETY: the value is this 'static instance, passed back to thread_exit::<K>.
-            unsafe {
-                libc::pthread_setspecific(
-                    self.thread_key.load(Ordering::Relaxed),
-                    self as *const Self as *const libc::c_void,
-                );
-            }
+            let tc = victim as *mut Tcache;
+            // SAFETY: a fresh chunk of at least size_of::<Tcache>() bytes, 16-aligned.
+            unsafe { tc.write(Tcache::empty()) };
+            // SAFETY: just initialised.
+            let tcr = unsafe { &*tc };
+            tcr.set_limits(bins, count);
+            slot.set_tcache(tc);
         }
     }
 
@@ -246,13 +260,13 @@ impl<K: Kernel> Malloc<K> {
         if single_threaded() {
             return f(&self.main_arena);
         }
-        let mut av = self.arena_get(slot, size);
+        let (mut av, mut locked) = self.arena_get(slot, size);
         let mut p = f(av);
         if p.is_null() {
-            av = self.arena_get_retry(slot, av, size);
+            (av, locked) = self.arena_get_retry(slot, av, locked, size);
             p = f(av);
         }
-        av.mutex.unlock();
+        self.unlock_arena(av, locked);
         p
     }
 
@@ -498,7 +512,7 @@ impl<K: Kernel> Malloc<K> {
         }
         // SAFETY: the chunk just allocated.
         let p = unsafe { Chunk::from_mem(mem) };
-        let perturbed = self.mp.perturb() != 0;
+        let perturbed = self.mp.perturb().is_some();
         let len = if p.is_mmapped() {
             if perturbed {
                 bytes
@@ -694,11 +708,11 @@ impl<K: Kernel> Malloc<K> {
     pub fn mallopt(&'static self, param: i32, value: i32) -> i32 {
         self.ensure_ready();
         let av = &self.main_arena;
-        self.lock_and_drain(av);
+        let locked = self.lock_and_drain(av);
         // Fastbins are indexed by the current max_fast: empty them before it changes.
         self.malloc_consolidate(av);
         let r = self.mp.mallopt(param, value);
-        av.mutex.unlock();
+        self.unlock_arena(av, locked);
         r
     }
 
@@ -709,9 +723,9 @@ impl<K: Kernel> Malloc<K> {
         self.ensure_ready();
         let mut result = false;
         self.for_each_arena(|av| {
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             result |= self.mtrim(av, pad);
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
         });
         result as i32
     }

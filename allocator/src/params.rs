@@ -92,9 +92,14 @@ impl Params {
         self.max_fast.load(Relaxed)
     }
 
+    /// The fill byte, if perturbing is on: any non-zero `M_PERTURB` turns it on (glibc tests
+    /// the whole int), and the fill is its low byte (even when that is 0).
     #[inline(always)]
-    pub(crate) fn perturb(&self) -> u8 {
-        self.perturb_byte.load(Relaxed) as u8
+    pub(crate) fn perturb(&self) -> Option<u8> {
+        match self.perturb_byte.load(Relaxed) {
+            0 => None,
+            v => Some(v as u8),
+        }
     }
 
     pub(crate) fn set_trim_threshold(&self, value: usize) -> bool {

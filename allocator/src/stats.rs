@@ -229,9 +229,9 @@ impl<K: Kernel> Malloc<K> {
         self.ensure_ready();
         let mut m = MallInfo2::default();
         self.for_each_arena(|av| {
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             self.int_mallinfo(av, &mut m);
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
         });
         m
     }
@@ -249,9 +249,9 @@ impl<K: Kernel> Malloc<K> {
         let mut in_use = self.mp.mmapped_mem.load(Relaxed);
         self.for_each_arena(|av| {
             arenas += 1;
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             in_use += av.in_use.get();
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
         });
         Stats {
             brk_calls: s.brk_calls.load(Relaxed),
@@ -295,9 +295,9 @@ impl<K: Kernel> Malloc<K> {
         let mut i = 0;
         self.for_each_arena(|av| {
             let mut mi = MallInfo2::default();
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             self.int_mallinfo(av, &mut mi);
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
             let _ = write!(
                 out,
                 "Arena {}:\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n",
@@ -398,9 +398,9 @@ impl<K: Kernel> Malloc<K> {
         let _ = out.write_str("<malloc version=\"1\">\n");
         let mut n = 0;
         self.for_each_arena(|av| {
-            self.lock_and_drain(av);
+            let locked = self.lock_and_drain(av);
             let info = self.arena_info(av);
-            av.mutex.unlock();
+            self.unlock_arena(av, locked);
             let _ = write!(out, "<heap nr=\"{}\">\n<sizes>\n", n);
             n += 1;
             t_nfast += info.nfastblocks;

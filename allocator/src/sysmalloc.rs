@@ -134,18 +134,21 @@ impl<K: Kernel> Malloc<K> {
         let old_end = old_top.addr() + old_size;
         let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
 
-        let mut size = nb.saturating_add(top_pad).saturating_add(MINSIZE);
+        // Signed arithmetic that wraps, as glibc's `long`: a "negative" top pad set through
+        // mallopt or the environment cancels out rather than asking for the whole space.
+        let mut size = (nb as isize).wrapping_add(top_pad as isize).wrapping_add(MINSIZE as isize);
         if av.contiguous() {
             // Hope to merge with the existing top; added back below if the break moved.
-            size -= old_size;
+            size = size.wrapping_sub(old_size as isize);
         }
-        size = size.saturating_add(pagesize - 1) & !(pagesize - 1);
+        size = size.wrapping_add(pagesize as isize - 1) & !(pagesize as isize - 1);
 
         let mut brk = None;
         let mut snd_brk = None;
-        if size > 0 && size <= isize::MAX as usize {
-            brk = self.sys_sbrk(size as isize).ok();
+        if size > 0 {
+            brk = self.sys_sbrk(size).ok();
         }
+        let mut size = size as usize;
         if brk.is_none() {
             // mmap as a backup, ignoring the mmap threshold and count: this memory becomes
             // part of the heap, not a chunk of its own.

@@ -15,6 +15,8 @@ use crate::tcache::Tcache;
 const NEW: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITED: u8 = 2;
+/// Counted and registered for exit, but its cache could not be allocated: try again later.
+const NO_CACHE_YET: u8 = 3;
 
 /// A thread's allocator state. Create it only as the `const` initialiser of a
 /// `thread_local!` in [`Kernel::thread_slot`]. (`repr(C)`: `LinuxKernel` lays it out in
@@ -66,11 +68,25 @@ impl ThreadSlot {
     /// The thread has not yet been given a cache (nor exited).
     #[inline(always)]
     pub(crate) fn is_new(&self) -> bool {
+        matches!(self.state.get(), NEW | NO_CACHE_YET)
+    }
+
+    /// First time through `tcache_init` (the thread is counted and its exit hook set once).
+    pub(crate) fn is_first_seen(&self) -> bool {
         self.state.get() == NEW
+    }
+
+    /// The thread has run its exit hook; it may still allocate from later TLS destructors.
+    pub(crate) fn is_exited(&self) -> bool {
+        self.state.get() == EXITED
     }
 
     pub(crate) fn set_active(&self) {
         self.state.set(ACTIVE)
+    }
+
+    pub(crate) fn set_no_cache_yet(&self) {
+        self.state.set(NO_CACHE_YET)
     }
 }
 

@@ -133,8 +133,7 @@ pub fn xmalloc<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
     let queues: Vec<Mutex<Vec<Batch>>> = (0..pairs).map(|_| Mutex::new(Vec::with_capacity(64))).collect();
     let checksum = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for pair in 0..pairs {
-            let q = &queues[pair];
+        for (pair, q) in queues.iter().enumerate() {
             s.spawn(move || {
                 let mut rng = Rng::new(p.seed + pair as u64);
                 let mut made = 0;

@@ -249,6 +249,10 @@ static INIT: extern "C" fn() = on_load;
 static REPORT_FD: AtomicI32 = AtomicI32::new(2);
 
 extern "C" fn on_load() {
+    // Most libraries register their fork handlers from constructors that run after ours:
+    // registering first puts their handlers' allocations outside the window in which ours
+    // hold the arena locks.
+    linux().initialize();
     // SAFETY: getenv with a NUL-terminated name returns NULL or a NUL-terminated string;
     // open/fcntl make a close-on-exec descriptor (duplicates at a high number, out of the
     // program's way); atexit takes a plain extern "C" function.

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
 
 /// libptalloc.so, freshly built. `cargo test` compiles a cdylib only as an rlib for test
 /// dependencies, so the tests build the real library themselves (a no-op when it is up to
@@ -53,6 +54,29 @@ pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
 /// Run `cmd` with libptalloc.so preloaded (in the child only).
 pub fn with_ptalloc(cmd: &mut Command) -> &mut Command {
     cmd.env("LD_PRELOAD", library())
+}
+
+/// Run `cmd` to completion, killing it after two minutes (a deadlock must fail the test, not
+/// hang the suite).
+pub fn output_within(cmd: &mut Command) -> Output {
+    const LIMIT: Duration = Duration::from_secs(120);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: signalling our own child, which has not been reaped (no output yet).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv().unwrap();
+            panic!("{cmd:?} still running after {LIMIT:?} (deadlock?):\n{}", describe(&out));
+        }
+    }
 }
 
 pub fn describe(o: &Output) -> String {

@@ -17,18 +17,15 @@ fn case(name: &str) {
 }
 
 fn case_with_env(name: &str, env: &[(&str, &str)]) {
-    let glibc = Command::new(program())
-        .arg(name)
-        .env_remove("LD_PRELOAD")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let glibc = common::output_within(
+        Command::new(program()).arg(name).env_remove("LD_PRELOAD").envs(env.iter().copied()),
+    );
     assert!(glibc.status.success(), "case {name} fails on glibc itself:\n{}", common::describe(&glibc));
-    let ours = common::with_ptalloc(Command::new(program()).arg(name))
-        .env("EXPECT_MALLOC_FROM", "libptalloc.so")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let ours = common::output_within(
+        common::with_ptalloc(Command::new(program()).arg(name))
+            .env("EXPECT_MALLOC_FROM", "libptalloc.so")
+            .envs(env.iter().copied()),
+    );
     assert!(ours.status.success(), "case {name} fails on ptalloc:\n{}", common::describe(&ours));
 }
 
@@ -54,6 +51,7 @@ fn every_case_is_run() {
         "tunables",
         "env_aliases",
         "signal_fork",
+        "exit_destructors",
         "interposed",
     ];
     assert_eq!(listed, here, "conformance.c and this file list different cases");
@@ -130,6 +128,24 @@ fn malloc_environment_names_apply() {
 #[test]
 fn fork_from_a_signal_handler() {
     case("signal_fork");
+}
+
+#[test]
+fn late_thread_destructors_do_not_pin_arenas() {
+    case("exit_destructors");
+}
+
+/// Fork handlers that allocate, registered by a library whose constructor runs before the
+/// preloaded allocator's, run while the allocator holds its locks for the fork.
+#[test]
+fn fork_handlers_registered_first_may_allocate() {
+    let handlers = common::compile_c("atfork_handlers.c", &["-shared", "-fPIC"]);
+    let program = common::compile_c("atfork.c", &[handlers.to_str().unwrap()]);
+    let glibc = common::output_within(Command::new(&program).env_remove("LD_PRELOAD"));
+    assert!(glibc.status.success(), "fails on glibc itself:\n{}", common::describe(&glibc));
+    let ours = common::output_within(common::with_ptalloc(&mut Command::new(&program)));
+    assert!(ours.status.success(), "fails on ptalloc:\n{}", common::describe(&ours));
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), "ok\n");
 }
 
 #[test]

@@ -230,8 +230,7 @@ fn main() {
         vec![(command.join(" "), command[1..].to_vec())]
     };
 
-    // results[w][c] = (median time, median rss, median live)
-    let mut results: Vec<Vec<Option<(f64, f64, f64)>>> = Vec::new();
+    let mut results: Vec<Vec<Medians>> = Vec::new();
     for (w, wargs) in &workloads {
         eprintln!("{w}...");
         let mut samples: Vec<Vec<Measure>> = configs.iter().map(|_| Vec::new()).collect();
@@ -353,8 +352,12 @@ fn main() {
     }
 }
 
+/// One workload under one configuration: (median time, median RSS, median live bytes), or
+/// `None` if it failed.
+type Medians = Option<(f64, f64, f64)>;
+
 /// A grouped bar chart of time relative to glibc (1.0 = glibc; lower is better).
-fn svg_chart(workloads: &[String], configs: &[Config], results: &[Vec<Option<(f64, f64, f64)>>]) -> String {
+fn svg_chart(workloads: &[String], configs: &[Config], results: &[Vec<Medians>]) -> String {
     const COLORS: [&str; 8] =
         ["#888888", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"];
     let bar = 14.0;
