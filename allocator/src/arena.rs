@@ -26,11 +26,19 @@ const NONCONTIGUOUS: u32 = 0x2;
 /// checker's walk (regions after an `mmap` fallback or a foreign `sbrk`).
 pub(crate) const MAX_SEGMENTS: usize = 16;
 
+const DEFER_COUNT_SHIFT: u32 = 48;
+const DEFER_ADDR_MASK: usize = (1 << DEFER_COUNT_SHIFT) - 1;
+const DEFER_COUNT_MAX: usize = usize::MAX >> DEFER_COUNT_SHIFT;
+/// Chunks at or above this address cannot be deferred (their address would not fit beside
+/// the count); x86-64 and AArch64 user space lies below it unless asked for otherwise.
+pub(crate) const DEFER_ADDR_LIMIT: usize = DEFER_ADDR_MASK;
+
 #[repr(C)]
 pub(crate) struct Arena {
     pub(crate) mutex: Lock,
-    /// Chunks freed by threads that found the arena busy: a lock-free stack (safe-linked
-    /// through `fd`), emptied by the next holder of the lock (see `drain_deferred`).
+    /// Chunks other threads freed without taking the lock: a lock-free stack (safe-linked
+    /// through `fd`), emptied by the next holder of the lock (see `drain_deferred`). The
+    /// top 16 bits count the chunks waiting; the low 48 are the newest chunk's address.
     deferred: AtomicUsize,
     /// Keeps the lock and the deferred stack off the cache lines of the fields they guard:
     /// other threads hammer these two words, which would take the holder's lines from it.
@@ -191,13 +199,18 @@ impl Arena {
         }
     }
 
-    /// Leave a chunk for the lock's holder to free (the arena is busy).
-    pub(crate) fn defer(&self, c: Chunk) {
+    /// Leave a chunk for the lock's next holder to free; returns how many chunks are now
+    /// waiting. The chunk carries the tcache `key` meanwhile, so that freeing it a second
+    /// time is noticed (see `int_free`). `c` must lie below `DEFER_ADDR_LIMIT`.
+    pub(crate) fn defer(&self, c: Chunk, key: usize) -> usize {
+        c.set_bk_word(key);
         let mut head = self.deferred.load(Ordering::Relaxed);
         loop {
-            c.set_fd_word(protect_ptr(c.fd_addr(), head));
-            match self.deferred.compare_exchange_weak(head, c.addr(), Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+            let waiting = ((head >> DEFER_COUNT_SHIFT) + 1).min(DEFER_COUNT_MAX);
+            c.set_fd_word(protect_ptr(c.fd_addr(), head & DEFER_ADDR_MASK));
+            let new = c.addr() | (waiting << DEFER_COUNT_SHIFT);
+            match self.deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return waiting,
                 Err(h) => head = h,
             }
         }
@@ -215,7 +228,7 @@ impl Arena {
             return Chunk::NULL;
         }
         // SAFETY: the stack holds chunks of this arena pushed by `defer`.
-        unsafe { Chunk::at(self.deferred.swap(0, Ordering::Acquire)) }
+        unsafe { Chunk::at(self.deferred.swap(0, Ordering::Acquire) & DEFER_ADDR_MASK) }
     }
 
     /// The raw (unmangled) head of fastbin `i`.

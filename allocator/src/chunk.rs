@@ -292,6 +292,12 @@ impl Chunk {
         self.write(2 * SIZE_SZ, value)
     }
 
+    /// The raw `bk` word: where a cached or deferred chunk keeps the tcache key.
+    #[inline(always)]
+    pub(crate) fn set_bk_word(self, value: usize) {
+        self.write(3 * SIZE_SZ, value)
+    }
+
     /// Address of the `fd` word, the position safe-linking mixes into the link.
     #[inline(always)]
     pub(crate) const fn fd_addr(self) -> usize {

@@ -8,7 +8,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::arena::single_threaded;
-use crate::arena::Arena;
+use crate::arena::{Arena, DEFER_ADDR_LIMIT};
 use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
 use crate::chunk::{aligned_ok, protect_ptr, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
 use crate::heap::heap_for_ptr;
@@ -21,6 +21,13 @@ impl<K: Kernel> Malloc<K> {
     /// Free chunk `p` of arena `av`. `have_lock`: the caller already holds `av` (or is the
     /// only thread).
     pub(crate) fn int_free(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
+        self.int_free_inline(av, p, have_lock)
+    }
+
+    /// `int_free`, inlined into `free`'s slow path (one call layer less on every free the
+    /// thread cache cannot take).
+    #[inline(always)]
+    pub(crate) fn int_free_inline(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
         let size = p.size();
         // The allocator never wraps around the end of the address space, and every chunk is
         // aligned and at least MINSIZE: anything else was not allocated here.
@@ -38,6 +45,10 @@ impl<K: Kernel> Malloc<K> {
             let mem = p.mem();
             if Tcache::entry_key(mem) == key {
                 tc.verify_not_cached(mem, slot);
+                if !p.is_mmapped() {
+                    self.free_marked(av, p, have_lock);
+                    return;
+                }
             }
             if tc.has_room(slot) {
                 tc.put(p, slot, key);
@@ -52,6 +63,23 @@ impl<K: Kernel> Malloc<K> {
         self.int_free_chunk(av, p, have_lock);
     }
 
+    /// A chunk carrying the tcache key but not in this thread's cache: most likely one
+    /// deferred to its arena and now freed again (else another thread's cached chunk, or user
+    /// data that happens to equal the key). Free what waits for the arena first and then
+    /// this chunk, in the arena: a double free is caught there as glibc catches it.
+    #[cold]
+    #[inline(never)]
+    fn free_marked(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
+        if have_lock {
+            self.drain_deferred(av);
+            self.int_free_chunk(av, p, true);
+        } else {
+            let locked = self.lock_arena(av);
+            self.int_free_chunk(av, p, true);
+            self.unlock_arena(av, locked);
+        }
+    }
+
     /// Free the chunks other threads deferred to `av` (which the caller holds).
     #[inline]
     pub(crate) fn drain_deferred(&'static self, av: &Arena) {
@@ -59,25 +87,53 @@ impl<K: Kernel> Malloc<K> {
         while !c.is_null() {
             // SAFETY: the revealed link of a deferred chunk is another one or null.
             let next = unsafe { Chunk::at(reveal_ptr(c.fd_addr(), c.fd_word())) };
+            // The key goes: once freed here the chunk may be handed out from a bin.
+            c.set_bk_word(0);
             self.int_free_chunk(av, c, true);
             c = next;
         }
     }
 
-    /// Take `av` for a free without waiting: `Some(locked)` when the chunk can be freed now
-    /// (after freeing what was deferred), `None` when another thread holds the arena — the
-    /// chunk is then deferred to it rather than waited for.
+    /// Take `av` to free `p` without waiting: `Some(locked)` when `p` can be freed now (after
+    /// what was deferred), `None` when `p` was deferred for the lock's next holder instead.
+    ///
+    /// A chunk of an arena other than the thread's own is deferred even when the lock is
+    /// free: one atomic push, where freeing it here would take the lock and pull the owner's
+    /// bins into this thread's cache (the owner drains the stack under the lock it takes
+    /// anyway). Large chunks, whose free may consolidate and trim, are freed in place. Once
+    /// `DEFER_LIMIT` chunks wait, the freeing thread frees them all itself if the lock is
+    /// free (and waits for it past `DEFER_HARD_LIMIT`), so memory does not pile up behind an
+    /// owner that seldom allocates.
     #[inline]
-    fn try_take(&'static self, av: &Arena) -> Option<bool> {
-        let locked = if single_threaded() {
-            false
-        } else if av.mutex.try_lock() {
-            true
-        } else {
-            return None;
-        };
-        self.drain_deferred(av);
-        Some(locked)
+    fn take_or_defer(&'static self, av: &Arena, p: Chunk) -> Option<bool> {
+        const DEFER_MAX_SIZE: usize = 16 * 1024;
+        const DEFER_LIMIT: usize = 128;
+        const DEFER_HARD_LIMIT: usize = 4096;
+        if single_threaded() {
+            // Nothing is ever deferred before the second thread starts.
+            return Some(false);
+        }
+        let own = self.slot().arena().is_some_and(|a| core::ptr::eq(a, av));
+        if (own || p.size() > DEFER_MAX_SIZE) && av.mutex.try_lock() {
+            self.drain_deferred(av);
+            return Some(true);
+        }
+        if p.addr() >= DEFER_ADDR_LIMIT {
+            return Some(self.lock_and_drain(av));
+        }
+        let waiting = av.defer(p, self.key());
+        if waiting >= DEFER_LIMIT {
+            // A busy arena will be drained by its next holder soon; past the hard limit,
+            // wait for it.
+            if av.mutex.try_lock() {
+                self.drain_deferred(av);
+                av.mutex.unlock();
+            } else if waiting >= DEFER_HARD_LIMIT {
+                let locked = self.lock_and_drain(av);
+                self.unlock_arena(av, locked);
+            }
+        }
+        None
     }
 
     /// Free a non-mmapped chunk into arena `av` itself (fastbin, or coalesced into the
@@ -88,12 +144,9 @@ impl<K: Kernel> Malloc<K> {
         let locked = if have_lock {
             false
         } else {
-            match self.try_take(av) {
+            match self.take_or_defer(av, p) {
                 Some(locked) => locked,
-                None => {
-                    av.defer(p);
-                    return;
-                }
+                None => return,
             }
         };
         if size <= self.mp.max_fast() {

@@ -28,6 +28,8 @@ const IN_USE_BATCH: usize = 64 * 1024;
 const UNINIT: u8 = 0;
 const INITIALISING: u8 = 1;
 const READY: u8 = 2;
+/// Working, but the environment could not be read yet (see `load_environment`).
+const READY_ENV_PENDING: u8 = 3;
 
 /// One allocator: a kernel, the main arena, the parameters, the list of arenas.
 ///
@@ -132,10 +134,9 @@ impl<K: Kernel> Malloc<K> {
 
     #[inline(always)]
     pub(crate) fn ensure_ready(&'static self) {
+        // One test on the hot path; both rare cases are sorted out in `init`.
         if self.state.load(Ordering::Acquire) != READY {
             self.init();
-        } else if self.env_pending.load(Ordering::Relaxed) {
-            self.load_environment();
         }
     }
 
@@ -148,7 +149,7 @@ impl<K: Kernel> Malloc<K> {
 
     /// Whether the allocator has been initialised (by any call).
     pub fn is_initialized(&self) -> bool {
-        self.state.load(Ordering::Acquire) == READY
+        matches!(self.state.load(Ordering::Acquire), READY | READY_ENV_PENDING)
     }
 
     #[cold]
@@ -158,6 +159,7 @@ impl<K: Kernel> Malloc<K> {
             match self.state.compare_exchange(UNINIT, INITIALISING, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(READY) => return,
+                Err(READY_ENV_PENDING) => return self.load_environment(),
                 // Another thread is initialising: nothing in `init` calls malloc, so it
                 // finishes without us.
                 Err(_) => core::hint::spin_loop(),
@@ -180,7 +182,8 @@ impl<K: Kernel> Malloc<K> {
         }
         self.slot().set_arena(Some(&self.main_arena));
         self.main_arena.attached_threads.set(1);
-        self.state.store(READY, Ordering::Release);
+        let ready = if self.env_pending.load(Ordering::Relaxed) { READY_ENV_PENDING } else { READY };
+        self.state.store(ready, Ordering::Release);
         // Registration may allocate, so it comes after the allocator works.
         crate::fork::register(self);
     }
@@ -190,6 +193,7 @@ impl<K: Kernel> Malloc<K> {
         if !environment_ready() || !self.env_pending.swap(false, Ordering::Relaxed) {
             return;
         }
+        self.state.store(READY, Ordering::Release);
         let locked = self.lock_and_drain(&self.main_arena);
         self.malloc_consolidate(&self.main_arena);
         self.mp.apply(&tunables_from_process_env());
@@ -257,17 +261,20 @@ impl<K: Kernel> Malloc<K> {
         size: usize,
         f: impl Fn(&'static Arena) -> *mut u8,
     ) -> *mut u8 {
-        if single_threaded() {
-            return f(&self.main_arena);
-        }
-        let (mut av, mut locked) = self.arena_get(slot, size);
-        let mut p = f(av);
-        if p.is_null() {
+        let single = single_threaded();
+        let (mut av, mut locked) =
+            if single { (&self.main_arena, false) } else { self.arena_get(slot, size) };
+        let mut may_retry = !single;
+        // One call site for `f`, so that it is inlined.
+        loop {
+            let p = f(av);
+            if !p.is_null() || !may_retry {
+                self.unlock_arena(av, locked);
+                return p;
+            }
+            may_retry = false;
             (av, locked) = self.arena_get_retry(slot, av, locked, size);
-            p = f(av);
         }
-        self.unlock_arena(av, locked);
-        p
     }
 
     // ----------------------------------------------------------------- accounting
@@ -458,7 +465,7 @@ impl<K: Kernel> Malloc<K> {
                 self.tcache_init(slot);
             }
             let av = self.arena_for_chunk(p);
-            self.int_free(av, p, false);
+            self.int_free_inline(av, p, false);
         }
     }
 

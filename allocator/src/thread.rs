@@ -12,11 +12,12 @@ use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::tcache::Tcache;
 
+// The two states that want `tcache_init` come first, so that one comparison finds them.
 const NEW: u8 = 0;
-const ACTIVE: u8 = 1;
-const EXITED: u8 = 2;
 /// Counted and registered for exit, but its cache could not be allocated: try again later.
-const NO_CACHE_YET: u8 = 3;
+const NO_CACHE_YET: u8 = 1;
+const ACTIVE: u8 = 2;
+const EXITED: u8 = 3;
 
 /// A thread's allocator state. Create it only as the `const` initialiser of a
 /// `thread_local!` in [`Kernel::thread_slot`]. (`repr(C)`: `LinuxKernel` lays it out in
@@ -68,7 +69,7 @@ impl ThreadSlot {
     /// The thread has not yet been given a cache (nor exited).
     #[inline(always)]
     pub(crate) fn is_new(&self) -> bool {
-        matches!(self.state.get(), NEW | NO_CACHE_YET)
+        self.state.get() <= NO_CACHE_YET
     }
 
     /// First time through `tcache_init` (the thread is counted and its exit hook set once).

@@ -5,7 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Barrier, Condvar, Mutex};
 
 use ptalloc::model::Rng;
 
@@ -124,49 +124,56 @@ struct Batch {
     sizes: [u16; 64],
 }
 
+/// A bounded hand-off between one producer and one consumer; both sleep rather than spin
+/// (with as many threads as cores, a spinning waiter takes the core its partner needs).
+struct Handoff {
+    queue: Mutex<Vec<Batch>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
 /// xmalloc-test: producers allocate, consumers free. Threads are paired; each producer fills
-/// batches of 64 blocks (16–1024 bytes) and hands them over through a queue; its consumer
-/// frees them. Nearly every free is of another thread's block.
+/// batches of 64 blocks (16–1024 bytes) and hands them over through a bounded queue; its
+/// consumer frees them. Nearly every free is of another thread's block.
 pub fn xmalloc<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
+    const QUEUE: usize = 64;
     let pairs = (p.threads / 2).max(1);
     let batches = scaled(80_000, p) as usize;
-    let queues: Vec<Mutex<Vec<Batch>>> = (0..pairs).map(|_| Mutex::new(Vec::with_capacity(64))).collect();
+    let handoffs: Vec<Handoff> = (0..pairs)
+        .map(|_| Handoff {
+            queue: Mutex::new(Vec::with_capacity(QUEUE)),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+        })
+        .collect();
     let checksum = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for (pair, q) in queues.iter().enumerate() {
+        for (pair, h) in handoffs.iter().enumerate() {
             s.spawn(move || {
                 let mut rng = Rng::new(p.seed + pair as u64);
-                let mut made = 0;
-                while made < batches {
+                for _ in 0..batches {
                     let mut b = Batch { blocks: [0; 64], sizes: [0; 64] };
                     for i in 0..64 {
                         let size = 16 + rng.below(1009) as usize;
                         b.blocks[i] = get(a, size, i as u8) as usize;
                         b.sizes[i] = size as u16;
                     }
-                    loop {
-                        let mut g = q.lock().unwrap();
-                        if g.len() < g.capacity() {
-                            g.push(b);
-                            break;
-                        }
-                        drop(g);
-                        std::thread::yield_now();
-                    }
-                    made += 1;
+                    let mut q = h.not_full.wait_while(h.queue.lock().unwrap(), |q| q.len() >= QUEUE).unwrap();
+                    q.push(b);
+                    drop(q);
+                    h.not_empty.notify_one();
                 }
             });
             let checksum = &checksum;
             s.spawn(move || {
                 let mut freed = 0;
                 let mut sum = 0u64;
-                let mut local: Vec<Batch> = Vec::with_capacity(64);
+                let mut local: Vec<Batch> = Vec::with_capacity(QUEUE);
                 while freed < batches {
-                    std::mem::swap(&mut *q.lock().unwrap(), &mut local);
-                    if local.is_empty() {
-                        std::thread::yield_now();
-                        continue;
-                    }
+                    let mut q = h.not_empty.wait_while(h.queue.lock().unwrap(), |q| q.is_empty()).unwrap();
+                    std::mem::swap(&mut *q, &mut local);
+                    drop(q);
+                    h.not_full.notify_one();
                     for b in local.drain(..) {
                         for i in 0..64 {
                             sum += put(a, b.blocks[i] as *mut u8, b.sizes[i] as usize);
@@ -180,7 +187,7 @@ pub fn xmalloc<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
     });
     Outcome {
         calls: (pairs * batches * 64 * 2) as u64,
-        peak_live: (pairs * 64 * 64 * 520) as u64,
+        peak_live: (pairs * QUEUE * 64 * 520) as u64,
         checksum: checksum.into_inner() as u64,
     }
 }
