@@ -60,7 +60,7 @@ impl<K: Kernel> Malloc<K> {
             self.munmap_chunk(p);
             return;
         }
-        self.int_free_chunk(av, p, have_lock);
+        self.int_free_chunk_inline(av, p, have_lock);
     }
 
     /// A chunk carrying the tcache key but not in this thread's cache: most likely one
@@ -104,15 +104,11 @@ impl<K: Kernel> Malloc<K> {
     /// `DEFER_LIMIT` chunks wait, the freeing thread frees them all itself if the lock is
     /// free (and waits for it past `DEFER_HARD_LIMIT`), so memory does not pile up behind an
     /// owner that seldom allocates.
-    #[inline]
+    #[inline(never)]
     fn take_or_defer(&'static self, av: &Arena, p: Chunk) -> Option<bool> {
         const DEFER_MAX_SIZE: usize = 16 * 1024;
         const DEFER_LIMIT: usize = 128;
         const DEFER_HARD_LIMIT: usize = 4096;
-        if single_threaded() {
-            // Nothing is ever deferred before the second thread starts.
-            return Some(false);
-        }
         let own = self.slot().arena().is_some_and(|a| core::ptr::eq(a, av));
         if (own || p.size() > DEFER_MAX_SIZE) && av.mutex.try_lock() {
             self.drain_deferred(av);
@@ -140,8 +136,15 @@ impl<K: Kernel> Malloc<K> {
     /// unsorted bin or top), not into a thread cache. Without `have_lock`, a busy arena gets
     /// the chunk deferred instead: frees never wait for another thread's lock.
     fn int_free_chunk(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
+        self.int_free_chunk_inline(av, p, have_lock)
+    }
+
+    /// `int_free_chunk`, inlined into `free`'s slow path.
+    #[inline(always)]
+    fn int_free_chunk_inline(&'static self, av: &Arena, p: Chunk, have_lock: bool) {
         let size = p.size();
-        let locked = if have_lock {
+        // Nothing is ever deferred before the second thread starts.
+        let locked = if have_lock || single_threaded() {
             false
         } else {
             match self.take_or_defer(av, p) {

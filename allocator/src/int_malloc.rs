@@ -34,6 +34,13 @@ impl<K: Kernel> Malloc<K> {
     /// Allocate `bytes` from arena `av`, which the caller holds (or the process is
     /// single-threaded). Returns null if even the kernel has no more memory.
     pub(crate) fn int_malloc(&'static self, av: &Arena, bytes: usize) -> *mut u8 {
+        self.int_malloc_inline(av, bytes)
+    }
+
+    /// `int_malloc`, inlined into `malloc`'s slow path (one call layer less on every
+    /// request the thread cache cannot serve).
+    #[inline(always)]
+    pub(crate) fn int_malloc_inline(&'static self, av: &Arena, bytes: usize) -> *mut u8 {
         let Some(nb) = checked_request2size(bytes) else {
             return core::ptr::null_mut();
         };

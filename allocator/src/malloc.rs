@@ -358,7 +358,7 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         let p = self.alloc_in_arena(slot, bytes, |av| {
-            let p = self.int_malloc(av, bytes);
+            let p = self.int_malloc_inline(av, bytes);
             if !p.is_null() {
                 self.tcache_refill(av, bytes, p);
             }
