@@ -217,6 +217,7 @@ impl Arena {
     }
 
     /// Whether other threads left chunks for the arena's next holder.
+    #[inline(always)]
     pub(crate) fn has_deferred(&self) -> bool {
         self.deferred.load(Ordering::Relaxed) != 0
     }

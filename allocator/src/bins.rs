@@ -45,11 +45,21 @@ pub(crate) const fn smallbin_index(size: usize) -> usize {
 
 /// Largebin index for a 64-bit size: 32 bins 64 B apart, 16 bins 512 B apart, 8 bins 4 KiB
 /// apart, 4 bins 32 KiB apart, 2 bins 256 KiB apart, and one for everything above.
-#[inline]
+#[inline(always)]
 pub(crate) const fn largebin_index(size: usize) -> usize {
     if (size >> 6) <= 48 {
         48 + (size >> 6)
-    } else if (size >> 9) <= 20 {
+    } else {
+        largebin_index_wide(size)
+    }
+}
+
+/// The bins past the first group, out of line: inlined, the whole chain was computed
+/// branch-free (a dozen conditional moves) ahead of the test for a small request, on every
+/// call of `int_malloc`.
+#[inline(never)]
+const fn largebin_index_wide(size: usize) -> usize {
+    if (size >> 9) <= 20 {
         91 + (size >> 9)
     } else if (size >> 12) <= 10 {
         110 + (size >> 12)

@@ -81,8 +81,17 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Free the chunks other threads deferred to `av` (which the caller holds).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn drain_deferred(&'static self, av: &Arena) {
+        // Nearly always empty: one load inline, the loop out of line.
+        if av.has_deferred() {
+            self.drain_deferred_slow(av);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_deferred_slow(&'static self, av: &Arena) {
         let mut c = av.take_deferred();
         while !c.is_null() {
             // SAFETY: the revealed link of a deferred chunk is another one or null.

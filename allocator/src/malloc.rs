@@ -308,6 +308,15 @@ impl<K: Kernel> Malloc<K> {
 
     /// Change of in-use bytes outside any arena (mmapped chunks), or a flushed batch.
     pub(crate) fn mmap_taken(&self, delta: isize) {
+        if single_threaded() {
+            // No other thread to race with: plain loads and stores, not locked instructions.
+            let total = self.in_use_total.load(Ordering::Relaxed) + delta;
+            self.in_use_total.store(total, Ordering::Relaxed);
+            if total > self.peak_in_use.load(Ordering::Relaxed) {
+                self.peak_in_use.store(total, Ordering::Relaxed);
+            }
+            return;
+        }
         let total = self.in_use_total.fetch_add(delta, Ordering::Relaxed) + delta;
         if delta > 0 {
             self.peak_in_use.fetch_max(total, Ordering::Relaxed);

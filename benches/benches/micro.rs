@@ -3,41 +3,62 @@
 //! order, realloc growth, calloc, frees from another thread, and many-thread churn.
 //!
 //! `cargo bench -p ptalloc-benches --features compare --bench micro`
+//!
+//! Each allocator is measured in a process of its own (the binary re-runs itself once per
+//! allocator), and criterion's own allocations go to mimalloc, which does not use `brk`:
+//! ptalloc and glibc both grow their heaps with `brk`, and a second heap moving the break
+//! stops the first one's top chunk from growing in place (a realloc that should extend into
+//! top copies instead), which would measure the neighbour rather than the allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::Mutex;
+use std::process::{exit, Command};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use mimalloc::MiMalloc;
 use ptalloc::model::Rng;
 use ptalloc::PtAlloc;
 use tikv_jemallocator::Jemalloc;
+
+/// The harness's allocator: not one that uses `brk` (see the module comment).
+#[global_allocator]
+static HARNESS: MiMalloc = MiMalloc;
+
+const ALLOCATORS: [&str; 4] = ["ptalloc", "glibc", "mimalloc", "jemalloc"];
+const SELECT_VAR: &str = "PTALLOC_MICRO_ALLOCATOR";
+
+/// Whether this process measures allocator `name`.
+fn selected(name: &str) -> bool {
+    static SELECTED: OnceLock<String> = OnceLock::new();
+    SELECTED.get_or_init(|| std::env::var(SELECT_VAR).unwrap_or_default()) == name
+}
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 16).unwrap()
 }
 
 /// Run `$body` once per allocator, with `$a` bound to it (static dispatch for each).
+/// Only the allocator this process measures runs.
 macro_rules! for_each_allocator {
     ($name:ident, $a:ident, $body:block) => {{
-        {
+        if selected("ptalloc") {
             let $name = "ptalloc";
             let $a = &PtAlloc;
             $body
         }
-        {
+        if selected("glibc") {
             let $name = "glibc";
             let $a = &System;
             $body
         }
-        {
+        if selected("mimalloc") {
             let $name = "mimalloc";
             let $a = &MiMalloc;
             $body
         }
-        {
+        if selected("jemalloc") {
             let $name = "jemalloc";
             let $a = &Jemalloc;
             $body
@@ -133,7 +154,9 @@ fn calloc(c: &mut Criterion) {
                 b.iter(|| {
                     // SAFETY: a valid layout; the block is freed at once.
                     unsafe {
-                        let p = a.alloc_zeroed(layout(size));
+                        // black_box: the compiler may otherwise drop a calloc+free pair
+                        // whose memory it knows to be zero.
+                        let p = black_box(a.alloc_zeroed(layout(size)));
                         black_box(p.add(size / 2).read());
                         a.dealloc(p, layout(size));
                     }
@@ -223,4 +246,30 @@ fn many_threads(c: &mut Criterion) {
 }
 
 criterion_group!(benches, pairs, batches, realloc_growth, calloc, producer_consumer, many_threads);
-criterion_main!(benches);
+/// With no allocator selected, run this binary once per allocator with the same arguments;
+/// with one selected, run criterion on it.
+fn main() {
+    if std::env::var_os(SELECT_VAR).is_some() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("micro: cannot find this benchmark's executable: {e}");
+        exit(1)
+    });
+    for name in ALLOCATORS {
+        let status = Command::new(&exe).args(std::env::args_os().skip(1)).env(SELECT_VAR, name).status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("micro: the {name} run failed ({s})");
+                exit(1)
+            }
+            Err(e) => {
+                eprintln!("micro: cannot run {}: {e}", exe.display());
+                exit(1)
+            }
+        }
+    }
+}
