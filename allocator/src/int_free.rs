@@ -50,7 +50,9 @@ impl<K: Kernel> Malloc<K> {
                     return;
                 }
             }
-            if tc.has_room(slot) {
+            // Another arena's chunk goes back to it (deferred), not into this cache: see
+            // `Tcache::home`.
+            if tc.has_room(slot) && (have_lock || self.slot().is_home(av)) {
                 tc.put(p, slot, key);
                 return;
             }

@@ -19,7 +19,7 @@ use crate::lock::Lock;
 use crate::params::{environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
-use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST};
+use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_HOME_MASK, FAST_MAX_REQUEST};
 use crate::thread::ThreadSlot;
 
 /// Granularity of the instance-wide in-use total.
@@ -440,15 +440,16 @@ impl<K: Kernel> Malloc<K> {
     #[inline(always)]
     pub unsafe fn free_nonnull(&'static self, mem: *mut u8) {
         // Thread-cache put, about 20 instructions: an aligned pointer whose header passes one
-        // mask test (small, not mmapped, a multiple of 16), a bin with room, and a chunk not
-        // already cached.
+        // mask test (small, not mmapped, a multiple of 16, of the thread's kind of arena), a
+        // bin with room, and a chunk not already cached.
         if aligned_ok(mem as usize) {
             // SAFETY: an aligned pointer from this allocator has its chunk header before it.
             let p = unsafe { Chunk::from_mem(mem) };
-            let head = p.head();
-            if head & FAST_FREE_MASK == 0 {
+            let tc = self.thread_tcache();
+            // The arena bit is below the size, so the slot is the same either way.
+            let head = p.head() ^ tc.home();
+            if head & FAST_FREE_HOME_MASK == 0 {
                 let slot = slot_of(head);
-                let tc = self.thread_tcache();
                 let key = self.key();
                 // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS.
                 if unsafe { tc.has_room_unchecked(slot) } && Tcache::entry_key(mem) != key {

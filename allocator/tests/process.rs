@@ -88,6 +88,12 @@ const CASES: &[Case] = &[
         expect: Expect::Success,
         run: thread_exit_returns_caches,
     },
+    Case {
+        name: "remote_free_returns_to_its_arena",
+        env: &[],
+        expect: Expect::Success,
+        run: remote_free_returns_to_its_arena,
+    },
     Case { name: "introspection", env: &[], expect: Expect::Success, run: introspection },
     Case {
         name: "glibc_tunables",
@@ -716,6 +722,51 @@ fn thread_exit_returns_caches() -> Result<(), String> {
     let arenas = m.stats().arenas;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     check(arenas <= 8 * cores.max(2) + 1, || format!("{arenas} arenas for {cores} cores"))?;
+    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A block the main thread allocated and another thread (on its own arena) freed is not
+/// recycled by that thread — which would put it next to the main thread's blocks, sharing
+/// their cache lines — but goes back to the main arena, where the main thread gets it again.
+fn remote_free_returns_to_its_arena() -> Result<(), String> {
+    let m = linux();
+    let given = m.malloc(24) as usize;
+    check(in_brk_heap(given as *mut u8), || "the main thread's block is not in the brk heap".into())?;
+    let (reused, own_heap) = std::thread::spawn(move || {
+        let m = linux();
+        // The thread's first allocation gives it a cache and an arena of its own.
+        let own = m.malloc(200);
+        let own_heap = !in_brk_heap(own);
+        let mut got = vec![own];
+        // SAFETY: the main thread handed this block over and no longer uses it.
+        unsafe { m.free(given as *mut u8) };
+        got.extend((0..20).map(|_| m.malloc(24)));
+        let reused = got.iter().any(|&p| p as usize == given);
+        for p in got {
+            // SAFETY: live blocks of this thread.
+            unsafe { m.free(p) };
+        }
+        (reused, own_heap)
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    check(own_heap, || "the second thread was not given an arena of its own".into())?;
+    check(!reused, || "the thread recycled the main thread's block".into())?;
+    let mut got = Vec::new();
+    let mut back = false;
+    for _ in 0..200 {
+        let p = m.malloc(24);
+        got.push(p);
+        if p as usize == given {
+            back = true;
+            break;
+        }
+    }
+    for p in got {
+        // SAFETY: live blocks.
+        unsafe { m.free(p) };
+    }
+    check(back, || "the block never came back to the main thread".into())?;
     m.check_heap().map(|_| ()).map_err(|e| e.to_string())
 }
 

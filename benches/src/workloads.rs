@@ -28,9 +28,14 @@ pub struct Params {
     pub seed: u64,
 }
 
+/// The layout of a `size`-byte block, aligned as malloc aligns a block that small (up to
+/// 16): with an alignment above the size, Rust's `System` allocator calls `posix_memalign`
+/// instead of `malloc`, and the workloads are meant to measure `malloc`.
 fn layout(size: usize) -> Layout {
-    // SAFETY: sizes are non-zero and small; 16 is a power of two.
-    unsafe { Layout::from_size_align_unchecked(size.max(1), 16) }
+    let size = size.max(1);
+    let align = (1usize << size.ilog2()).min(16);
+    // SAFETY: size is non-zero and small; align is a power of two no larger than 16.
+    unsafe { Layout::from_size_align_unchecked(size, align) }
 }
 
 /// Allocate, and write the first and last byte so the memory is really used.
