@@ -215,6 +215,18 @@ fn hammer(q: *mut u8, size: usize, rounds: usize) -> u64 {
     v
 }
 
+/// The false-sharing loop of cache-thrash and cache-scratch: allocate an 8-byte object,
+/// write it 50 times over, free it; `iterations` times. Returns a checksum.
+fn allocate_and_hammer<A: GlobalAlloc>(a: &A, iterations: usize) -> usize {
+    let mut sum = 0u64;
+    for _ in 0..iterations {
+        let q = get(a, 8, 1);
+        sum = sum.wrapping_add(hammer(q, 8, 50));
+        put(a, q, 8);
+    }
+    sum as usize
+}
+
 /// cache-thrash (active false sharing): every thread repeatedly allocates a small object,
 /// writes it many times, and frees it. An allocator that gives threads objects on the same
 /// cache line makes them fight over it.
@@ -227,13 +239,7 @@ pub fn cache_thrash<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
             let (checksum, barrier) = (&checksum, &barrier);
             s.spawn(move || {
                 barrier.wait();
-                let mut sum = 0u64;
-                for _ in 0..iterations {
-                    let q = get(a, 8, 1);
-                    sum = sum.wrapping_add(hammer(q, 8, 50));
-                    put(a, q, 8);
-                }
-                checksum.fetch_add(sum as usize, Ordering::Relaxed);
+                checksum.fetch_add(allocate_and_hammer(a, iterations), Ordering::Relaxed);
             });
         }
     });
@@ -259,13 +265,7 @@ pub fn cache_scratch<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
             s.spawn(move || {
                 put(a, first as *mut u8, 8);
                 barrier.wait();
-                let mut sum = 0u64;
-                for _ in 0..iterations {
-                    let q = get(a, 8, 1);
-                    sum = sum.wrapping_add(hammer(q, 8, 50));
-                    put(a, q, 8);
-                }
-                checksum.fetch_add(sum as usize, Ordering::Relaxed);
+                checksum.fetch_add(allocate_and_hammer(a, iterations), Ordering::Relaxed);
             });
         }
     });

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use ptalloc_benches::median;
+
 struct Sample {
     seconds: f64,
     max_rss_kib: u64,
@@ -34,16 +36,6 @@ fn measure(cmd: &mut Command) -> Result<Sample, String> {
         return Err(format!("exit status {status:#x}"));
     }
     Ok(Sample { seconds, max_rss_kib: usage.ru_maxrss as u64 })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use ptalloc_benches::median;
 use ptalloc_benches::workloads::WORKLOADS;
 
 struct Config {
@@ -39,19 +40,6 @@ struct Measure {
 fn die(msg: &str) -> ! {
     eprintln!("compare: {msg}");
     std::process::exit(2);
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Run once; time is the workload's own report if it gives one (`time_s=`), else wall time.
