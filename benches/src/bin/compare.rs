@@ -154,6 +154,12 @@ fn main() {
             other => die(&format!("unknown option {other:?} (see --help)")),
         }
     }
+    if let Some(names) = &only {
+        if let Some(bad) = names.iter().find(|n| !WORKLOADS.iter().any(|(w, _)| w == n)) {
+            let known: Vec<&str> = WORKLOADS.iter().map(|(w, _)| *w).collect();
+            die(&format!("unknown workload {bad:?} (one of {})", known.join(", ")));
+        }
+    }
     let bin_dir =
         std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)).unwrap_or_default();
     let mut notes: Vec<String> = Vec::new();
