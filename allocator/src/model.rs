@@ -648,7 +648,10 @@ impl<A: Allocator> Model<A> {
                             m.uordblks, m.fordblks, m.arena
                         ));
                     }
-                    if m.fsmblks > m.fordblks || m.smblks > m.ordblks || m.ordblks == 0 {
+                    // As in glibc, ordblks counts the free chunks in bins and top, and
+                    // smblks the fastbin chunks apart from them (there may be more of those).
+                    let min_fast_bytes = m.smblks * crate::chunk::MINSIZE;
+                    if m.fsmblks > m.fordblks || m.fsmblks < min_fast_bytes || m.ordblks == 0 {
                         return Err(format!("mallinfo2 counters inconsistent: {m:?}"));
                     }
                 }
