@@ -231,23 +231,7 @@ fn allocate_and_hammer<A: GlobalAlloc>(a: &A, iterations: usize) -> usize {
 /// writes it many times, and frees it. An allocator that gives threads objects on the same
 /// cache line makes them fight over it.
 pub fn cache_thrash<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
-    let iterations = scaled(4_000_000, p) as usize;
-    let checksum = AtomicUsize::new(0);
-    let barrier = Barrier::new(p.threads);
-    std::thread::scope(|s| {
-        for _ in 0..p.threads {
-            let (checksum, barrier) = (&checksum, &barrier);
-            s.spawn(move || {
-                barrier.wait();
-                checksum.fetch_add(allocate_and_hammer(a, iterations), Ordering::Relaxed);
-            });
-        }
-    });
-    Outcome {
-        calls: (p.threads * iterations * 2) as u64,
-        peak_live: (p.threads * 8) as u64,
-        checksum: checksum.into_inner() as u64,
-    }
+    false_sharing(a, p, scaled(4_000_000, p) as usize, false)
 }
 
 /// cache-scratch (passive false sharing): the main thread allocates one small object per
@@ -255,15 +239,23 @@ pub fn cache_thrash<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
 /// allocates, writes and frees small objects in a loop. An allocator that reuses the freed
 /// object (next to the other threads') makes the threads share cache lines.
 pub fn cache_scratch<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
-    let iterations = scaled(1_000_000, p) as usize;
-    let objects: Vec<usize> = (0..p.threads).map(|i| get(a, 8, i as u8) as usize).collect();
+    false_sharing(a, p, scaled(1_000_000, p) as usize, true)
+}
+
+/// The two false-sharing tests: each thread runs `allocate_and_hammer`, after freeing an
+/// object the main thread allocated for it if `hand_out`.
+fn false_sharing<A: GlobalAlloc + Sync>(a: &A, p: &Params, iterations: usize, hand_out: bool) -> Outcome {
+    let objects: Vec<usize> =
+        (0..p.threads).map(|i| if hand_out { get(a, 8, i as u8) as usize } else { 0 }).collect();
     let checksum = AtomicUsize::new(0);
     let barrier = Barrier::new(p.threads);
     std::thread::scope(|s| {
         for &first in &objects {
             let (checksum, barrier) = (&checksum, &barrier);
             s.spawn(move || {
-                put(a, first as *mut u8, 8);
+                if first != 0 {
+                    put(a, first as *mut u8, 8);
+                }
                 barrier.wait();
                 checksum.fetch_add(allocate_and_hammer(a, iterations), Ordering::Relaxed);
             });

@@ -100,6 +100,13 @@ fn find_lib(names: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// A Markdown table's header: the leading columns, then one per allocator.
+fn table_header(out: &mut String, leading: &[&str], configs: &[Config]) {
+    let names = leading.iter().copied().chain(configs.iter().map(|c| c.name.as_str()));
+    let _ = writeln!(out, "| {} |", names.collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(leading.len() + configs.len()));
+}
+
 fn main() {
     let mut runs = 5usize;
     let mut threads = 2usize;
@@ -273,15 +280,7 @@ fn main() {
         out,
         "Time in seconds (ratio to glibc), median of {runs} runs; {threads} threads, scale {scale}.\n"
     );
-    let _ = write!(out, "| workload |");
-    for c in &configs {
-        let _ = write!(out, " {} |", c.name);
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &configs {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
+    table_header(&mut out, &["workload"], &configs);
     let mut logs: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
     for (wi, (w, _)) in workloads.iter().enumerate() {
         let base = results[wi][0].map(|r| r.0);
@@ -308,15 +307,7 @@ fn main() {
         out,
         "\n\nPeak RSS in MiB (ratio to glibc); for workloads that report it, peak live data in MiB.\n"
     );
-    let _ = write!(out, "| workload | live |");
-    for c in &configs {
-        let _ = write!(out, " {} |", c.name);
-    }
-    let _ = write!(out, "\n|---|---|");
-    for _ in &configs {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
+    table_header(&mut out, &["workload", "live"], &configs);
     for (wi, (w, _)) in workloads.iter().enumerate() {
         let base = results[wi][0].map(|r| r.1);
         let live = results[wi].iter().flatten().map(|r| r.2).find(|v| v.is_finite());
