@@ -225,7 +225,7 @@ impl Arena {
     /// Take the whole deferred stack (the caller holds the arena, or is the only thread).
     #[inline]
     pub(crate) fn take_deferred(&self) -> Chunk {
-        if self.deferred.load(Ordering::Relaxed) == 0 {
+        if !self.has_deferred() {
             return Chunk::NULL;
         }
         // SAFETY: the stack holds chunks of this arena pushed by `defer`.
