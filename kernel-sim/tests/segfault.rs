@@ -71,6 +71,7 @@ fn touching_outside_any_vma_is_sigsegv_maperr() {
     let o = in_child(|| {
         // SAFETY: deliberately touching the page just unmapped: the child must die.
         unsafe { ((p + PAGE) as *mut u64).write_volatile(1) };
+        // SAFETY: as above.
         unsafe { ((p + 2 * PAGE) as *mut u64).write_volatile(1) };
     });
     assert_eq!(o.signal, Some(libc::SIGSEGV), "{}", o.stderr);
@@ -92,6 +93,7 @@ fn writing_a_read_only_vma_is_sigsegv_accerr() {
             // SAFETY: exiting the child with a distinctive status.
             unsafe { libc::_exit(3) };
         }
+        // SAFETY: the child's copy of the mapping, read just above.
         unsafe { (p as *mut u64).write_volatile(6) };
     });
     assert_eq!(o.signal, Some(libc::SIGSEGV), "exit {:?}: {}", o.exit, o.stderr);
@@ -118,6 +120,7 @@ fn a_shared_mapping_grown_past_its_object_is_sigbus() {
     let o = in_child(|| {
         // SAFETY: within the object: fine. Beyond it: SIGBUS.
         unsafe { ((q + PAGE) as *mut u64).write_volatile(1) };
+        // SAFETY: as above.
         unsafe { ((q + 3 * PAGE) as *mut u64).write_volatile(1) };
     });
     assert_eq!(o.signal, Some(libc::SIGBUS), "{}", o.stderr);

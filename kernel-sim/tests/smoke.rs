@@ -14,9 +14,11 @@ fn boot_mmap_touch_munmap() {
         .unwrap();
     println!("mapped at {p:#x}");
     for i in 0..16 {
+        // SAFETY: inside the 16-page mapping just made; the first touch faults the page in.
         unsafe { ((p + i * 4096) as *mut u64).write(i as u64 + 1) };
     }
     for i in 0..16 {
+        // SAFETY: as above, the page is now resident.
         assert_eq!(unsafe { ((p + i * 4096) as *const u64).read() }, i as u64 + 1);
     }
     let c = m.counters();

@@ -8,6 +8,7 @@ const PAGE: usize = 4096;
 fn new_vma(start: usize, end: usize, flags: u64) -> VmaPtr {
     // SAFETY: Vma is all Cells; a zeroed one is an empty, unlinked VMA.
     let b: Box<Vma> = Box::new(unsafe { core::mem::zeroed() });
+    // SAFETY: a leaked box, valid for the rest of the test.
     let v: VmaPtr = unsafe { KPtr::from_addr(Box::into_raw(b) as usize) };
     v.vm_start.set(start);
     v.vm_end.set(end);
