@@ -18,6 +18,7 @@ use crate::kernel::Kernel;
 use crate::lock::Lock;
 use crate::malloc::Malloc;
 use crate::params::ARENAS_PER_CORE;
+use crate::prim::{online_cpus, single_threaded};
 use crate::thread::ThreadSlot;
 
 const NONCONTIGUOUS: u32 = 0x2;
@@ -285,33 +286,6 @@ impl Arena {
         // SAFETY: the arena list is circular and arenas are never freed.
         unsafe { &*self.next.load(Ordering::Acquire) }
     }
-}
-
-/// Whether the process has only ever had one thread (glibc's `__libc_single_threaded`,
-/// cleared by `pthread_create` before the second thread starts). Arena locks are skipped
-/// while it holds, as glibc does.
-#[inline(always)]
-pub(crate) fn single_threaded() -> bool {
-    extern "C" {
-        static __libc_single_threaded: libc::c_char;
-    }
-    // SAFETY: a byte of libc that pthread_create writes before any second thread runs.
-    unsafe { core::ptr::addr_of!(__libc_single_threaded).read_volatile() != 0 }
-}
-
-/// Number of CPUs this process may run on, without allocating.
-pub(crate) fn online_cpus() -> usize {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let n = libc::CPU_COUNT(&set);
-            if n > 0 {
-                return n as usize;
-            }
-        }
-    }
-    2
 }
 
 impl<K: Kernel> Malloc<K> {

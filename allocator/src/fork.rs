@@ -16,9 +16,9 @@
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::arena::single_threaded;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
+use crate::prim::{single_threaded, stdio_list_lock, stdio_list_unlock, thread_id};
 
 const MAX_INSTANCES: usize = 4;
 
@@ -50,23 +50,16 @@ static FORK_OWNER: AtomicUsize = AtomicUsize::new(0);
 #[cold]
 pub(crate) fn forking_thread() -> bool {
     let owner = FORK_OWNER.load(Ordering::Acquire);
-    // SAFETY: pthread_self only reads the thread pointer.
-    owner != 0 && owner == unsafe { libc::pthread_self() } as usize
+    owner != 0 && owner == thread_id()
 }
 
 fn register_handlers() {
     if !HANDLERS_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: registering plain extern "C" functions; glibc copies the pointers.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        crate::prim::atfork(prepare, parent, child);
     }
 }
 
 type Hook = fn(usize);
-
-extern "C" {
-    fn _IO_list_lock();
-    fn _IO_list_unlock();
-}
 
 /// Add an instance to those the fork handlers look after.
 pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
@@ -97,20 +90,18 @@ extern "C" fn prepare() {
     if single_threaded() {
         return;
     }
-    // SAFETY: glibc's recursive stdio list lock; released in `parent`, reset by glibc in the child.
-    unsafe { _IO_list_lock() };
+    // glibc's recursive stdio list lock: released in `parent`, reset by glibc in the child.
+    stdio_list_lock();
     for_each_entry(|e| e.lock.load(Ordering::Relaxed));
     LOCKED_FOR_FORK.store(true, Ordering::Relaxed);
-    // SAFETY: pthread_self only reads the thread pointer.
-    FORK_OWNER.store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
+    FORK_OWNER.store(thread_id(), Ordering::Release);
 }
 
 extern "C" fn parent() {
     if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
         FORK_OWNER.store(0, Ordering::Release);
         for_each_entry(|e| e.unlock_parent.load(Ordering::Relaxed));
-        // SAFETY: balances the lock taken in `prepare`.
-        unsafe { _IO_list_unlock() };
+        stdio_list_unlock();
     }
 }
 

@@ -7,13 +7,13 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arena::single_threaded;
 use crate::arena::{Arena, DEFER_ADDR_LIMIT};
 use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
 use crate::chunk::{aligned_ok, protect_ptr, reveal_ptr, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
 use crate::heap::heap_for_ptr;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
+use crate::prim::single_threaded;
 use crate::printerr::malloc_printerr;
 use crate::tcache::{slot_of, Tcache};
 

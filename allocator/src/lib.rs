@@ -25,9 +25,9 @@ mod linux;
 mod lock;
 mod malloc;
 mod memalign;
-pub mod model;
 mod os;
 mod params;
+mod prim;
 mod printerr;
 mod realloc;
 mod stats;
@@ -45,6 +45,8 @@ pub use params::{
     M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB, M_TOP_PAD,
     M_TRIM_THRESHOLD,
 };
+/// The host's errno, for code that runs underneath an allocator (kernel-sim uses them too).
+pub use prim::{errno, keeping_errno, set_errno};
 pub use stats::{FdWriter, MallInfo, MallInfo2, Stats};
 #[doc(hidden)]
 pub use tcache::Tcache;

@@ -1,35 +1,13 @@
 //! `LinuxKernel`: the [`Kernel`] calls made as real Linux system calls.
 
 use crate::kernel::{Errno, Kernel};
+use crate::prim::keeping_errno;
 use crate::tcache::Tcache;
 use crate::thread::ThreadSlot;
 
 /// The real Linux kernel, reached through `libc`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LinuxKernel;
-
-#[inline]
-pub(crate) fn errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno, valid for the thread's life.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub(crate) fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = value }
-}
-
-/// Run a libc call that sets errno on failure, and give errno back its old value: the
-/// allocator reports errors as values, and `free` must not change errno.
-#[inline]
-fn keeping_errno<T>(call: impl FnOnce() -> T) -> (T, Errno) {
-    let saved = errno();
-    let r = call();
-    let e = Errno(errno());
-    set_errno(saved);
-    (r, e)
-}
 
 // SAFETY: every call is the system call itself; Linux maps what it reports as mapped, anonymous
 // memory reads as zero, and the thread slot is a `thread_local!` of this module.

@@ -6,6 +6,8 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::prim::{futex_wait, futex_wake};
+
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
@@ -78,35 +80,6 @@ impl Lock {
             futex_wait(&self.state, CONTENDED);
         }
     }
-}
-
-// The futex calls go through libc's `syscall`, which sets errno when the kernel says EAGAIN
-// (the word changed before we slept) or EINTR. A lock inside malloc and free must not
-// change the program's errno, so it is put back.
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    let saved = crate::linux::errno();
-    // SAFETY: FUTEX_WAIT reads the word atomically and sleeps only while it equals
-    // `expected`; the word outlives the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-    crate::linux::set_errno(saved);
-}
-
-fn futex_wake(word: &AtomicU32) {
-    let saved = crate::linux::errno();
-    // SAFETY: FUTEX_WAKE only wakes waiters on the word's address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
-    }
-    crate::linux::set_errno(saved);
 }
 
 #[cfg(test)]

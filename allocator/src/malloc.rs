@@ -9,14 +9,14 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
-use crate::arena::{single_threaded, Arena};
+use crate::arena::Arena;
 use crate::chunk::{
     aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
-use crate::linux::set_errno;
 use crate::lock::Lock;
-use crate::params::{environment_ready, tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
+use crate::params::{tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
+use crate::prim::{environment_ready, set_errno, single_threaded};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
 use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_HOME_MASK, FAST_MAX_REQUEST};
@@ -174,9 +174,7 @@ impl<K: Kernel> Malloc<K> {
         } else {
             self.env_pending.store(true, Ordering::Relaxed);
         }
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: pthread_key_create does not allocate; the destructor is our thread-exit hook.
-        if unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit::<K>)) } == 0 {
+        if let Some(key) = crate::prim::thread_key_create(crate::thread::thread_exit::<K>) {
             self.thread_key.store(key, Ordering::Relaxed);
             self.thread_key_ok.store(true, Ordering::Relaxed);
         }
@@ -222,13 +220,11 @@ impl<K: Kernel> Malloc<K> {
         if first {
             self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
             if self.thread_key_ok.load(Ordering::Relaxed) {
-                // SAFETY: the value is this 'static instance, passed back to thread_exit::<K>.
-                unsafe {
-                    libc::pthread_setspecific(
-                        self.thread_key.load(Ordering::Relaxed),
-                        self as *const Self as *const libc::c_void,
-                    );
-                }
+                // The value is this 'static instance, passed back to thread_exit::<K>.
+                crate::prim::thread_key_set(
+                    self.thread_key.load(Ordering::Relaxed),
+                    self as *const Self as *const libc::c_void,
+                );
             }
         }
         let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
@@ -710,24 +706,13 @@ impl<K: Kernel> Malloc<K> {
 
 /// A process-wide random key for the tcache double-free check.
 fn random_key() -> usize {
-    let mut key: usize = 0;
-    // SAFETY: getrandom writes at most the given number of bytes into `key`.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_getrandom,
-            &mut key as *mut usize,
-            core::mem::size_of::<usize>(),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if n != core::mem::size_of::<usize>() as libc::c_long || key == 0 {
+    match crate::prim::random_word() {
+        Some(key) if key != 0 => key,
         // No entropy yet: mix the clock with an address (ASLR makes it vary per process).
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime fills the timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        key = (ts.tv_nsec as usize ^ (ts.tv_sec as usize).rotate_left(32) ^ (&key as *const usize as usize))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            | 1;
+        _ => {
+            let local = 0u8;
+            let seed = crate::prim::clock_ns() as usize ^ (&local as *const u8 as usize);
+            seed.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+        }
     }
-    key
 }

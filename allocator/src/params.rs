@@ -434,40 +434,13 @@ pub(crate) fn strtoul(text: &[u8]) -> u64 {
     }
 }
 
-/// Read the process environment without allocating (`getenv` returns a pointer into the
-/// environment block). Secure-execution (setuid) processes ignore these settings, as glibc's
-/// malloc tunables are `SXID_IGNORE`.
+/// The settings of the process environment. Secure-execution (setuid) processes ignore
+/// them, as glibc's malloc tunables are `SXID_IGNORE`.
 pub(crate) fn tunables_from_process_env() -> Tunables {
-    // SAFETY: getauxval has no preconditions.
-    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+    if crate::prim::secure_mode() {
         return Tunables::default();
     }
-    Tunables::from_env(|name| {
-        let mut buf = [0u8; 40];
-        if name.len() >= buf.len() {
-            return None;
-        }
-        buf[..name.len()].copy_from_slice(name);
-        // SAFETY: buf is NUL-terminated; getenv returns NULL or a pointer into the
-        // environment, which lives for the rest of the process unless the program edits it.
-        let value = unsafe { libc::getenv(buf.as_ptr().cast()) };
-        if value.is_null() {
-            None
-        } else {
-            // SAFETY: a NUL-terminated string from the environment.
-            Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
-        }
-    })
-}
-
-/// Whether the environment block exists yet. The dynamic loader can call malloc before libc
-/// has set up `environ`; settings are then read on a later call.
-pub(crate) fn environment_ready() -> bool {
-    extern "C" {
-        static environ: *const *const libc::c_char;
-    }
-    // SAFETY: reading the address stored in libc's `environ` variable.
-    unsafe { !core::ptr::addr_of!(environ).read_volatile().is_null() }
+    Tunables::from_env(crate::prim::getenv)
 }
 
 #[cfg(test)]

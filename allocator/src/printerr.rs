@@ -10,9 +10,6 @@ pub(crate) fn malloc_printerr(message: &str) -> ! {
     let n = message.len().min(line.len() - 1);
     line[..n].copy_from_slice(&message.as_bytes()[..n]);
     line[n] = b'\n';
-    // SAFETY: writing a stack buffer to fd 2, then abort(), which does not return.
-    unsafe {
-        libc::write(2, line.as_ptr().cast(), n + 1);
-        libc::abort()
-    }
+    crate::prim::write_fd(2, &line[..n + 1]);
+    crate::prim::abort()
 }

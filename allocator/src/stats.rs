@@ -482,15 +482,7 @@ impl FdWriter {
     }
 
     pub fn flush(&mut self) {
-        let mut done = 0;
-        while done < self.len {
-            // SAFETY: writing initialised bytes of our own buffer.
-            let n = unsafe { libc::write(self.fd, self.buf[done..].as_ptr().cast(), self.len - done) };
-            if n <= 0 {
-                break;
-            }
-            done += n as usize;
-        }
+        crate::prim::write_fd(self.fd, &self.buf[..self.len]);
         self.len = 0;
     }
 }

@@ -10,7 +10,7 @@ static GLOBAL: ptalloc::PtAlloc = ptalloc::PtAlloc;
 
 use std::sync::Arc;
 
-use ptalloc::model::{decode, Mix, Model, RunStats};
+use ptalloc_testkit::model::{decode, Mix, Model, RunStats};
 
 const OPS: u64 = 1_000_000;
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use mimalloc::MiMalloc;
-use ptalloc::model::Rng;
 use ptalloc::PtAlloc;
+use ptalloc_testkit::Rng;
 use tikv_jemallocator::Jemalloc;
 
 /// The harness's allocator: not one that uses `brk` (see the module comment).

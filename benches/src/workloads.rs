@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Condvar, Mutex};
 
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 /// What a run reports.
 #[derive(Clone, Copy, Debug, Default)]

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use kernel_sim::{Config, Machine};
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 const PAGE: usize = 4096;
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use kernel_sim::{SimKernel, Syscall};
-use ptalloc::model::{Mix, Model};
 use ptalloc::Malloc;
+use ptalloc_testkit::model::{Mix, Model};
 
 // SAFETY: the only Malloc<SimKernel> in this test binary.
 static SIM_MALLOC: Malloc<SimKernel> = unsafe { Malloc::new(SimKernel::new()) };

@@ -18,7 +18,7 @@
 //! Linux depends on the host's memory pressure (`MADV_FREE`) are left out.
 
 use kernel_sim::{Config, Machine, MachineBox, VmaInfo};
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 const PAGE: usize = 4096;
 const REGION_PAGES: usize = 256;

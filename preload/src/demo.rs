@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
-use ptalloc_core::model::Rng;
+use ptalloc_testkit::Rng;
 
 /// Settings of one demo run.
 #[derive(Clone, Copy, Debug)]
@@ -36,15 +36,15 @@ struct Api {
 }
 
 fn pt_malloc(n: usize) -> *mut u8 {
-    ptalloc_core::linux().malloc(n)
+    ptalloc::linux().malloc(n)
 }
 unsafe fn pt_realloc(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: forwarded.
-    unsafe { ptalloc_core::linux().realloc(p, n) }
+    unsafe { ptalloc::linux().realloc(p, n) }
 }
 unsafe fn pt_free(p: *mut u8) {
     // SAFETY: forwarded.
-    unsafe { ptalloc_core::linux().free(p) }
+    unsafe { ptalloc::linux().free(p) }
 }
 fn sys_malloc(n: usize) -> *mut u8 {
     // SAFETY: plain malloc.
@@ -218,7 +218,7 @@ pub fn worker(which: &str, cfg: DemoConfig) -> i32 {
         println!("arena_bytes={}\nin_use={}\nfree={}", i.arena, i.uordblks, i.fordblks);
     }
     if which == "ptalloc" {
-        let s = ptalloc_core::linux().stats();
+        let s = ptalloc::linux().stats();
         let i = s.info;
         for (k, v) in [
             ("brk_calls", s.brk_calls),

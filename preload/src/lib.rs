@@ -21,7 +21,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, Ordering};
 
-use ptalloc_core::{linux, FdWriter, MallInfo, MallInfo2, PtAlloc};
+use ptalloc::{linux, FdWriter, MallInfo, MallInfo2, PtAlloc};
 
 // Rust code in this library (the statistics report) allocates from ptalloc too.
 #[global_allocator]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptalloc::model::{decode, Model, RunStats};
+use ptalloc_testkit::model::{decode, Model, RunStats};
 
 fuzz_target!(|data: &[u8]| {
     let model = Model::new(ptalloc::linux(), 64);

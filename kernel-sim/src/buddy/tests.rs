@@ -1,5 +1,5 @@
 use super::*;
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 fn boot(bytes: usize) -> PhysMem {
     PhysMem::boot(bytes, None).expect("boot")

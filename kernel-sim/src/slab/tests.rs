@@ -1,5 +1,5 @@
 use super::*;
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 #[test]
 fn objects_are_distinct_zeroed_and_pages_go_back() {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::kptr::KPtr;
 use crate::mm::{Vma, STACK_GUARD_GAP, VM_GROWSDOWN, VM_READ};
-use ptalloc::model::Rng;
+use ptalloc_testkit::Rng;
 
 const PAGE: usize = 4096;
 

@@ -8,15 +8,18 @@
 //! corruption shows up as a mismatch. New blocks are checked for alignment, usable size, not
 //! overlapping any live block, and (for `calloc`) zero contents.
 //!
-//! This is test machinery: it uses the host heap (for its own tables) and is not for use
-//! inside an allocator.
+//! It uses the host heap (for its own tables): it tests an allocator from outside, and is
+//! never part of one.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::kernel::Kernel;
-use crate::malloc::Malloc;
-use crate::stats::MallInfo2;
+use ptalloc::{errno, set_errno, Kernel, MallInfo2, Malloc};
+
+use crate::Rng;
+
+/// glibc's smallest chunk (a fastbin chunk holds at least this many bytes).
+const MINSIZE: usize = 32;
 
 /// Blocks larger than this are checked sparsely (head, tail, one word a page).
 const DENSE_LIMIT: usize = 64 * 1024;
@@ -153,34 +156,7 @@ impl<K: Kernel> Allocator for &'static Malloc<K> {
         Malloc::check_heap(self).map(|_| ()).map_err(|e| e.to_string())
     }
     fn page_size(&self) -> usize {
-        self.pagesize()
-    }
-}
-
-/// A small, fast, seedable generator (splitmix64), so every run can be replayed.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.kernel().page_size()
     }
 }
 
@@ -430,16 +406,6 @@ fn verify(b: &Block, upto: usize) -> Result<u64, String> {
     Ok(checked)
 }
 
-fn errno() -> i32 {
-    // SAFETY: the calling thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: the calling thread's errno.
-    unsafe { *libc::__errno_location() = v }
-}
-
 impl<A: Allocator> Model<A> {
     pub fn new(alloc: A, slots: usize) -> Model<A> {
         let page_size = alloc.page_size();
@@ -650,7 +616,7 @@ impl<A: Allocator> Model<A> {
                     }
                     // As in glibc, ordblks counts the free chunks in bins and top, and
                     // smblks the fastbin chunks apart from them (there may be more of those).
-                    let min_fast_bytes = m.smblks * crate::chunk::MINSIZE;
+                    let min_fast_bytes = m.smblks * MINSIZE;
                     if m.fsmblks > m.fordblks || m.fsmblks < min_fast_bytes || m.ordblks == 0 {
                         return Err(format!("mallinfo2 counters inconsistent: {m:?}"));
                     }
