@@ -6,14 +6,20 @@
 //! Threads are spread over arenas: a thread keeps the arena it first got, new arenas are
 //! made until there are 8 per core (or `M_ARENA_MAX`), after that threads share, picking an
 //! arena nobody holds if there is one.
+//!
+//! An [`Arena`] owns what its lock protects: the bins, the top chunk and the counts live in
+//! an [`ArenaState`] that only an [`ArenaGuard`] reaches, and the guard unlocks on drop. The
+//! free list (arenas no thread is attached to) is a [`Mutex`] of its own, whose guard is
+//! the only way to an arena's free-list link and thread count.
 
 use core::cell::Cell;
 use core::mem::offset_of;
+use core::ops::Deref;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::bins::{idx2bit, idx2block, BINMAPSIZE, NBINS, NFASTBINS, UNSORTED};
-use crate::chunk::{protect_ptr, Chunk, CHUNK_HDR_SZ, NON_MAIN_ARENA};
-use crate::heap::heap_for_ptr;
+use crate::chunk::{Chunk, CHUNK_HDR_SZ, NON_MAIN_ARENA};
+use crate::heap::{heap_for_ptr, HeapInfo};
 use crate::kernel::Kernel;
 use crate::lock::Lock;
 use crate::malloc::Malloc;
@@ -34,35 +40,73 @@ const DEFER_COUNT_MAX: usize = usize::MAX >> DEFER_COUNT_SHIFT;
 /// the count); x86-64 and AArch64 user space lies below it unless asked for otherwise.
 pub(crate) const DEFER_ADDR_LIMIT: usize = DEFER_ADDR_MASK;
 
-#[repr(C)]
-pub(crate) struct Arena {
-    pub(crate) mutex: Lock,
+/// Bytes in a cache line (x86-64, and the usual AArch64 parts).
+pub(crate) const CACHE_LINE: usize = 64;
+
+/// A value alone on its cache line(s): aligned to a line and padded to whole lines.
+#[repr(C, align(64))]
+pub(crate) struct CacheAligned<T>(pub(crate) T);
+
+const _: () = assert!(core::mem::align_of::<CacheAligned<u8>>() == CACHE_LINE);
+
+/// The words of an arena that other threads write: its lock, and the stack of chunks they
+/// freed without taking it.
+pub(crate) struct ArenaLock {
+    mutex: Lock,
     /// Chunks other threads freed without taking the lock: a lock-free stack (safe-linked
     /// through `fd`), emptied by the next holder of the lock (see `drain_deferred`). The
     /// top 16 bits count the chunks waiting; the low 48 are the newest chunk's address.
     deferred: AtomicUsize,
-    /// Keeps the lock and the deferred stack off the cache lines of the fields they guard:
-    /// other threads hammer these two words, which would take the holder's lines from it.
-    _lock_line: [u8; 52],
+}
+
+/// An arena. See the module documentation for who may touch which part.
+#[repr(C)]
+pub(crate) struct Arena {
+    /// Alone on the first cache line: other threads hammer these two words, which would
+    /// otherwise take the holder's lines of the state from it.
+    shared: CacheAligned<ArenaLock>,
+    /// What the lock protects; reached through an [`ArenaGuard`] only.
+    state: ArenaState,
+    /// The next arena in the circular list of all arenas (published under `list_lock`,
+    /// read without it: arenas are never freed).
+    pub(crate) next: AtomicPtr<Arena>,
+    /// Link in the free list; only [`FreeList`]'s methods touch it (under its lock).
+    next_free: Cell<*const Arena>,
+    /// Threads using this arena; only [`FreeList`]'s methods touch it (under its lock).
+    attached_threads: Cell<usize>,
+}
+
+// The lock line holds nothing else: the state starts on the next line.
+const _: () = assert!(offset_of!(Arena, state) == CACHE_LINE);
+const _: () = assert!(core::mem::size_of::<ArenaLock>() <= CACHE_LINE);
+
+// SAFETY: the state's Cells are reached only through an ArenaGuard, which one thread at a
+// time holds (the lock, or a process with a single thread); `next_free` and
+// `attached_threads` only by FreeList under its mutex; the rest is atomic or immutable.
+unsafe impl Sync for Arena {}
+
+/// Everything an arena's lock protects (glibc's `malloc_state` without the mutex).
+#[repr(C)]
+pub(crate) struct ArenaState {
+    /// `NON_MAIN_ARENA` for heap arenas, 0 for the main arena: or-ed into chunk headers.
+    /// Fixed at construction, so it may be read without the lock.
+    arena_bit: usize,
     flags: Cell<u32>,
     /// Whether any fastbin may be non-empty.
     pub(crate) have_fastchunks: Cell<bool>,
-    /// `NON_MAIN_ARENA` for heap arenas, 0 for the main arena: or-ed into chunk headers.
-    arena_bit: Cell<usize>,
-    fastbins: [Cell<usize>; NFASTBINS],
-    top: Cell<Chunk>,
+    /// Heads of the fastbins; a chunk's `fd` word holds the next one, safe-linked.
+    fastbins: [Cell<Option<Chunk>>; NFASTBINS],
+    /// The top chunk (`None` only before `init`, where it is the initial top).
+    top: Cell<Option<Chunk>>,
     /// The remainder of the last split for a small request (locality for runs of them).
     /// It must sit just before `bins`: the unsorted bin's header doubles as the initial top
     /// chunk, and this word is read as that chunk's size (0 until the first allocation).
-    pub(crate) last_remainder: Cell<Chunk>,
+    pub(crate) last_remainder: Cell<Option<Chunk>>,
+    /// Each bin's list head and tail, read as the `fd`/`bk` of a fake chunk (`bin_at`).
     bins: [Cell<usize>; NBINS * 2 - 2],
+    /// Bit `i` set if bin `i` may be non-empty (never clear while it is non-empty).
     binmap: [Cell<u32>; BINMAPSIZE],
-    /// The next arena in the circular list of all arenas.
-    pub(crate) next: AtomicPtr<Arena>,
-    /// Link in the list of arenas no thread is attached to (under `free_list_lock`).
-    pub(crate) next_free: Cell<*mut Arena>,
-    /// Threads using this arena (under `free_list_lock`).
-    pub(crate) attached_threads: Cell<usize>,
+    /// Bytes obtained from the kernel for this arena (its heaps, or the brk regions).
     pub(crate) system_mem: Cell<usize>,
     pub(crate) max_system_mem: Cell<usize>,
     /// Memory of the top chunk from this address up was never written since the kernel gave
@@ -78,66 +122,215 @@ pub(crate) struct Arena {
 }
 
 // The unsorted bin's header, read as a chunk, has its size word at `last_remainder`.
-const _: () = assert!(offset_of!(Arena, bins) == offset_of!(Arena, last_remainder) + 8);
-const _: () = assert!(offset_of!(Arena, last_remainder) == offset_of!(Arena, top) + 8);
-
-// SAFETY: the Cell fields are only touched by the thread holding `mutex` (or, for
-// `next_free` and `attached_threads`, the instance's `free_list_lock`); `next` is atomic.
-unsafe impl Sync for Arena {}
+const _: () = assert!(offset_of!(ArenaState, bins) == offset_of!(ArenaState, last_remainder) + 8);
+const _: () = assert!(offset_of!(ArenaState, last_remainder) == offset_of!(ArenaState, top) + 8);
 
 impl Arena {
-    pub(crate) const fn new() -> Arena {
+    /// An arena, empty until [`ArenaState::init`] runs on it.
+    pub(crate) const fn new(main: bool) -> Arena {
         Arena {
-            mutex: Lock::new(),
-            deferred: AtomicUsize::new(0),
-            _lock_line: [0; 52],
-            flags: Cell::new(0),
-            have_fastchunks: Cell::new(false),
-            arena_bit: Cell::new(0),
-            fastbins: [const { Cell::new(0) }; NFASTBINS],
-            top: Cell::new(Chunk::NULL),
-            last_remainder: Cell::new(Chunk::NULL),
-            bins: [const { Cell::new(0) }; NBINS * 2 - 2],
-            binmap: [const { Cell::new(0) }; BINMAPSIZE],
+            shared: CacheAligned(ArenaLock { mutex: Lock::new(), deferred: AtomicUsize::new(0) }),
+            state: ArenaState {
+                arena_bit: if main { 0 } else { NON_MAIN_ARENA },
+                flags: Cell::new(0),
+                have_fastchunks: Cell::new(false),
+                fastbins: [const { Cell::new(None) }; NFASTBINS],
+                top: Cell::new(None),
+                last_remainder: Cell::new(None),
+                bins: [const { Cell::new(0) }; NBINS * 2 - 2],
+                binmap: [const { Cell::new(0) }; BINMAPSIZE],
+                system_mem: Cell::new(0),
+                max_system_mem: Cell::new(0),
+                clean_from: Cell::new(usize::MAX),
+                in_use: Cell::new(0),
+                unflushed: Cell::new(0),
+                segments: [const { Cell::new(0) }; MAX_SEGMENTS],
+                nsegments: Cell::new(0),
+            },
             next: AtomicPtr::new(core::ptr::null_mut()),
-            next_free: Cell::new(core::ptr::null_mut()),
+            next_free: Cell::new(core::ptr::null()),
             attached_threads: Cell::new(0),
-            system_mem: Cell::new(0),
-            max_system_mem: Cell::new(0),
-            clean_from: Cell::new(usize::MAX),
-            in_use: Cell::new(0),
-            unflushed: Cell::new(0),
-            segments: [const { Cell::new(0) }; MAX_SEGMENTS],
-            nsegments: Cell::new(0),
         }
-    }
-
-    /// glibc's `malloc_init_state`: empty circular bins, no fast chunks, and the initial
-    /// top — the unsorted bin's header, of size 0 — so the first request goes to sysmalloc.
-    pub(crate) fn init(&self, main: bool) {
-        for i in 1..NBINS {
-            let bin = self.bin_at(i);
-            bin.set_fd(bin);
-            bin.set_bk(bin);
-        }
-        self.flags.set(if main { 0 } else { NONCONTIGUOUS });
-        self.arena_bit.set(if main { 0 } else { NON_MAIN_ARENA });
-        self.have_fastchunks.set(false);
-        for fb in &self.fastbins {
-            fb.set(0);
-        }
-        self.last_remainder.set(Chunk::NULL);
-        self.top.set(self.initial_top());
     }
 
     #[inline(always)]
     pub(crate) fn is_main(&self) -> bool {
-        self.arena_bit.get() == 0
+        self.state.arena_bit == 0
+    }
+
+    /// `NON_MAIN_ARENA` for a heap arena, 0 for the main arena.
+    #[inline(always)]
+    pub(crate) fn arena_bit(&self) -> usize {
+        self.state.arena_bit
+    }
+
+    /// Take the lock, waiting if need be — unless the calling thread is forking and holds
+    /// every arena already (see `fork.rs`); the guard then unlocks nothing. The fork check
+    /// is made only once the lock is seen taken.
+    #[inline(always)]
+    pub(crate) fn lock(&self) -> ArenaGuard<'_> {
+        if let Some(g) = self.try_lock() {
+            return g;
+        }
+        if crate::fork::forking_thread() {
+            return ArenaGuard { arena: self, locked: false };
+        }
+        self.shared.0.mutex.lock();
+        ArenaGuard { arena: self, locked: true }
+    }
+
+    /// Take the lock if nobody holds it.
+    #[inline(always)]
+    pub(crate) fn try_lock(&self) -> Option<ArenaGuard<'_>> {
+        // Not `then_some`: a guard built for a lock not taken would unlock it when dropped.
+        if self.shared.0.mutex.try_lock() {
+            Some(ArenaGuard { arena: self, locked: true })
+        } else {
+            None
+        }
+    }
+
+    /// Use the arena without its lock.
+    ///
+    /// # Safety
+    /// No other thread can touch the arena meanwhile: the process has a single thread
+    /// (nothing is deferred to an arena then either), or the caller holds its lock already.
+    #[inline(always)]
+    pub(crate) unsafe fn assume_held(&self) -> ArenaGuard<'_> {
+        ArenaGuard { arena: self, locked: false }
+    }
+
+    /// Take the lock and keep it past any guard (the fork handlers hold every arena across
+    /// `fork`).
+    pub(crate) fn lock_forever(&self) {
+        self.shared.0.mutex.lock();
+    }
+
+    /// # Safety
+    /// The calling thread took the lock with [`Arena::lock_forever`].
+    pub(crate) unsafe fn unlock_forever(&self) {
+        self.shared.0.mutex.unlock();
+    }
+
+    /// Leave a chunk for the lock's next holder to free; returns how many chunks are now
+    /// waiting. The chunk carries the tcache `key` meanwhile, so that freeing it a second
+    /// time is noticed (see `int_free`).
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this arena that the caller is freeing (nobody else touches
+    /// it), below `DEFER_ADDR_LIMIT`.
+    pub(crate) unsafe fn defer(&self, c: Chunk, key: usize) -> usize {
+        // SAFETY: the chunk is the caller's until the push below publishes it.
+        unsafe { c.set_bk_word(key) };
+        let deferred = &self.shared.0.deferred;
+        let mut head = deferred.load(Ordering::Relaxed);
+        loop {
+            let waiting = ((head >> DEFER_COUNT_SHIFT) + 1).min(DEFER_COUNT_MAX);
+            // SAFETY: as above; the link is rewritten on every attempt until the push wins.
+            unsafe { c.set_fd_protected(Chunk::new(head & DEFER_ADDR_MASK)) };
+            let new = c.addr() | (waiting << DEFER_COUNT_SHIFT);
+            match deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return waiting,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Whether other threads left chunks for the arena's next holder.
+    #[inline(always)]
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.shared.0.deferred.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// The right to use an arena's state: the arena's lock, or a process where no other thread
+/// can run. Dropping it releases the lock if it took one.
+pub(crate) struct ArenaGuard<'a> {
+    arena: &'a Arena,
+    locked: bool,
+}
+
+impl<'a> ArenaGuard<'a> {
+    /// The arena held.
+    #[inline(always)]
+    pub(crate) fn arena(&self) -> &'a Arena {
+        self.arena
+    }
+
+    /// Whether this guard took the lock (not in a single-threaded process, nor for the
+    /// forking thread, which holds every lock already).
+    #[inline(always)]
+    pub(crate) fn locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Take the whole deferred stack.
+    #[inline]
+    pub(crate) fn take_deferred(&self) -> Option<Chunk> {
+        if !self.arena.has_deferred() {
+            return None;
+        }
+        Chunk::new(self.arena.shared.0.deferred.swap(0, Ordering::Acquire) & DEFER_ADDR_MASK)
+    }
+}
+
+impl Deref for ArenaGuard<'_> {
+    type Target = ArenaState;
+    #[inline(always)]
+    fn deref(&self) -> &ArenaState {
+        &self.arena.state
+    }
+}
+
+impl Drop for ArenaGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.locked {
+            self.arena.shared.0.mutex.unlock();
+        }
+    }
+}
+
+impl Arena {
+    /// glibc's `malloc_init_state` (see [`ArenaState::init`]).
+    ///
+    /// # Safety
+    /// No other thread can reach the arena yet.
+    pub(crate) unsafe fn init(&self) {
+        // SAFETY: nobody else can reach the arena, so using it unlocked is exclusive use.
+        unsafe { self.assume_held() }.init();
+    }
+}
+
+impl ArenaState {
+    /// glibc's `malloc_init_state`: empty circular bins, no fast chunks, and the initial
+    /// top — the unsorted bin's header, of size 0 — so the first request goes to sysmalloc.
+    pub(crate) fn init(&self) {
+        for i in 1..NBINS {
+            let bin = self.bin_at(i);
+            // SAFETY: a bin's fake chunk has its fd/bk words inside `bins`.
+            unsafe {
+                bin.set_fd(bin);
+                bin.set_bk(bin);
+            }
+        }
+        self.flags.set(if self.is_main() { 0 } else { NONCONTIGUOUS });
+        self.have_fastchunks.set(false);
+        for fb in &self.fastbins {
+            fb.set(None);
+        }
+        self.last_remainder.set(None);
+        self.top.set(Some(self.initial_top()));
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_main(&self) -> bool {
+        self.arena_bit == 0
     }
 
     #[inline(always)]
     pub(crate) fn arena_bit(&self) -> usize {
-        self.arena_bit.get()
+        self.arena_bit
     }
 
     #[inline(always)]
@@ -153,7 +346,7 @@ impl Arena {
     #[inline(always)]
     pub(crate) fn bin_at(&self, i: usize) -> Chunk {
         let head = self.bins[(i - 1) * 2].as_ptr() as usize;
-        // SAFETY: the fake chunk's fd/bk words are this bin's two entries inside the arena.
+        // SAFETY: an address inside this arena, so not zero.
         unsafe { Chunk::at(head - CHUNK_HDR_SZ) }
     }
 
@@ -168,27 +361,30 @@ impl Arena {
 
     #[inline(always)]
     pub(crate) fn top(&self) -> Chunk {
-        self.top.get()
+        match self.top.get() {
+            Some(c) => c,
+            None => self.initial_top(),
+        }
     }
 
     #[inline(always)]
     pub(crate) fn set_top(&self, c: Chunk) {
-        self.top.set(c)
+        self.top.set(Some(c))
     }
 
     /// Freed memory joined the top chunk, which now starts lower, at `c`: the part of the
     /// new top below the old top's user area is not known to be zero.
     pub(crate) fn merge_into_top(&self, c: Chunk) {
-        let dirty_to = self.top.get().addr() + CHUNK_HDR_SZ;
+        let dirty_to = self.top().addr() + CHUNK_HDR_SZ;
         if self.clean_from.get() < dirty_to {
             self.clean_from.set(dirty_to);
         }
-        self.top.set(c);
+        self.set_top(c);
     }
 
     /// A new top chunk in memory fresh from the kernel (all of its user area reads zero).
     pub(crate) fn set_fresh_top(&self, c: Chunk) {
-        self.top.set(c);
+        self.set_top(c);
         self.clean_from.set(c.addr() + CHUNK_HDR_SZ);
     }
 
@@ -200,49 +396,15 @@ impl Arena {
         }
     }
 
-    /// Leave a chunk for the lock's next holder to free; returns how many chunks are now
-    /// waiting. The chunk carries the tcache `key` meanwhile, so that freeing it a second
-    /// time is noticed (see `int_free`). `c` must lie below `DEFER_ADDR_LIMIT`.
-    pub(crate) fn defer(&self, c: Chunk, key: usize) -> usize {
-        c.set_bk_word(key);
-        let mut head = self.deferred.load(Ordering::Relaxed);
-        loop {
-            let waiting = ((head >> DEFER_COUNT_SHIFT) + 1).min(DEFER_COUNT_MAX);
-            c.set_fd_word(protect_ptr(c.fd_addr(), head & DEFER_ADDR_MASK));
-            let new = c.addr() | (waiting << DEFER_COUNT_SHIFT);
-            match self.deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return waiting,
-                Err(h) => head = h,
-            }
-        }
-    }
-
-    /// Whether other threads left chunks for the arena's next holder.
+    /// The head of fastbin `i` (its chunks' links are safe-linked).
     #[inline(always)]
-    pub(crate) fn has_deferred(&self) -> bool {
-        self.deferred.load(Ordering::Relaxed) != 0
-    }
-
-    /// Take the whole deferred stack (the caller holds the arena, or is the only thread).
-    #[inline]
-    pub(crate) fn take_deferred(&self) -> Chunk {
-        if !self.has_deferred() {
-            return Chunk::NULL;
-        }
-        // SAFETY: the stack holds chunks of this arena pushed by `defer`.
-        unsafe { Chunk::at(self.deferred.swap(0, Ordering::Acquire) & DEFER_ADDR_MASK) }
-    }
-
-    /// The raw (unmangled) head of fastbin `i`.
-    #[inline(always)]
-    pub(crate) fn fastbin(&self, i: usize) -> Chunk {
-        // SAFETY: fastbin heads are chunks of this arena or null.
-        unsafe { Chunk::at(self.fastbins[i].get()) }
+    pub(crate) fn fastbin(&self, i: usize) -> Option<Chunk> {
+        self.fastbins[i].get()
     }
 
     #[inline(always)]
-    pub(crate) fn set_fastbin(&self, i: usize, c: Chunk) {
-        self.fastbins[i].set(c.addr())
+    pub(crate) fn set_fastbin(&self, i: usize, c: Option<Chunk>) {
+        self.fastbins[i].set(c)
     }
 
     #[inline(always)]
@@ -273,6 +435,12 @@ impl Arena {
         }
     }
 
+    /// The heap holding the top chunk of a heap arena; `None` for the main arena.
+    pub(crate) fn top_heap(&self) -> Option<&'static HeapInfo> {
+        // SAFETY: a heap arena's top lies in its newest heap, mapped while the arena lives.
+        (!self.is_main()).then(|| unsafe { heap_for_ptr(self.top().addr()) })
+    }
+
     pub(crate) fn add_segment(&self, start: usize) {
         let n = self.nsegments.get();
         if n < MAX_SEGMENTS {
@@ -280,19 +448,93 @@ impl Arena {
         }
         self.nsegments.set(n + 1);
     }
+}
 
-    #[inline(always)]
-    pub(crate) fn next_arena(&self) -> &'static Arena {
-        // SAFETY: the arena list is circular and arenas are never freed.
-        unsafe { &*self.next.load(Ordering::Acquire) }
+/// The arenas no thread is attached to (glibc's `free_list`), and every arena's count of
+/// attached threads: the data of `Malloc::free_list`, so only its guard reaches them.
+pub(crate) struct FreeList {
+    head: *const Arena,
+}
+
+// SAFETY: the pointers are to arenas, which are Sync and never freed.
+unsafe impl Send for FreeList {}
+
+impl FreeList {
+    pub(crate) const fn new() -> FreeList {
+        FreeList { head: core::ptr::null() }
+    }
+
+    /// Take an arena no thread uses, attaching the calling thread to it.
+    fn pop(&mut self) -> Option<&'static Arena> {
+        // SAFETY: free-list entries are live arenas, never freed.
+        let a: &'static Arena = unsafe { self.head.as_ref()? };
+        self.head = a.next_free.get();
+        a.attached_threads.set(1);
+        Some(a)
+    }
+
+    /// One more thread uses `a`.
+    pub(crate) fn attach(&mut self, a: &Arena) {
+        a.attached_threads.set(a.attached_threads.get() + 1);
+    }
+
+    /// A thread no longer uses `a`: an arena left without threads goes on the free list if
+    /// `release` (its last thread exited), else stays off it (the thread moved away because
+    /// an allocation failed there).
+    fn detach(&mut self, a: &Arena, release: bool) {
+        let n = a.attached_threads.get();
+        if n == 0 {
+            return;
+        }
+        a.attached_threads.set(n - 1);
+        if n == 1 && release {
+            a.next_free.set(self.head);
+            self.head = a;
+        }
+    }
+
+    fn remove(&mut self, arena: &Arena) {
+        let mut prev: Option<&Arena> = None;
+        let mut p = self.head;
+        // SAFETY: free-list entries are live arenas.
+        while let Some(a) = unsafe { p.as_ref() } {
+            if core::ptr::eq(a, arena) {
+                match prev {
+                    None => self.head = a.next_free.get(),
+                    Some(prev) => prev.next_free.set(a.next_free.get()),
+                }
+                return;
+            }
+            prev = Some(a);
+            p = a.next_free.get();
+        }
+    }
+
+    /// After `fork`, in the child: only the forking thread exists, attached to `mine`;
+    /// every other arena is free for the taking.
+    fn rebuild(&mut self, arenas: impl Iterator<Item = &'static Arena>, mine: Option<&Arena>) {
+        self.head = core::ptr::null();
+        for a in arenas {
+            if mine.is_some_and(|mine| core::ptr::eq(mine, a)) {
+                a.attached_threads.set(1);
+            } else {
+                a.attached_threads.set(0);
+                a.next_free.set(self.head);
+                self.head = a;
+            }
+        }
     }
 }
 
 impl<K: Kernel> Malloc<K> {
     /// The arena that owns a non-mmapped chunk.
+    ///
+    /// # Safety
+    /// `p` is a non-mmapped chunk this allocator handed out, its header intact.
     #[inline(always)]
-    pub(crate) fn arena_for_chunk(&self, p: Chunk) -> &Arena {
-        if p.non_main_arena() {
+    pub(crate) unsafe fn arena_for_chunk(&self, p: Chunk) -> &Arena {
+        // SAFETY: the caller promises an intact header.
+        if unsafe { p.non_main_arena() } {
             // SAFETY: a NON_MAIN_ARENA chunk lies in a heap whose header names its arena.
             unsafe { &*heap_for_ptr(p.addr()).ar_ptr() }
         } else {
@@ -300,45 +542,39 @@ impl<K: Kernel> Malloc<K> {
         }
     }
 
-    /// Lock `av` unless the process is single-threaded, and free what others deferred to
-    /// it; returns whether it locked.
+    /// Hold `av` — its lock, unless the process is single-threaded — and free what others
+    /// deferred to it.
     #[inline(always)]
-    pub(crate) fn lock_arena(&'static self, av: &Arena) -> bool {
+    pub(crate) fn lock_arena<'a>(&'static self, av: &'a Arena) -> ArenaGuard<'a> {
         if single_threaded() {
-            self.drain_deferred(av);
-            false
+            // SAFETY: no other thread exists to touch the arena.
+            let g = unsafe { av.assume_held() };
+            self.drain_deferred(&g);
+            g
         } else {
             self.lock_and_drain(av)
         }
     }
 
-    /// Lock `av` (waiting if need be) and free what others deferred to it; returns whether
-    /// it locked — not when the calling thread is forking and holds every arena already.
+    /// Lock `av` (waiting if need be) and free what others deferred to it.
     #[inline]
-    pub(crate) fn lock_and_drain(&'static self, av: &Arena) -> bool {
-        let locked = acquire(av);
-        self.drain_deferred(av);
-        locked
+    pub(crate) fn lock_and_drain<'a>(&'static self, av: &'a Arena) -> ArenaGuard<'a> {
+        let g = av.lock();
+        self.drain_deferred(&g);
+        g
     }
 
-    #[inline(always)]
-    pub(crate) fn unlock_arena(&self, av: &Arena, locked: bool) {
-        if locked {
-            av.mutex.unlock();
-        }
-    }
-
-    /// The calling thread's arena, held, and whether it was locked (glibc's `arena_get`).
-    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> (&'static Arena, bool) {
+    /// The calling thread's arena, held (glibc's `arena_get`).
+    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> ArenaGuard<'static> {
         match slot.arena() {
-            Some(a) => (a, self.lock_and_drain(a)),
+            Some(a) => self.lock_and_drain(a),
             // A thread that has exited (its later allocations come from TLS destructors)
             // borrows the main arena rather than attaching to one it would never leave; a
             // forking thread may not wait for the arena list lock it holds.
             None if slot.is_exited() || crate::fork::forking_thread() => {
-                (&self.main_arena, self.lock_and_drain(&self.main_arena))
+                self.lock_and_drain(&self.main_arena)
             }
-            None => (self.arena_get2(slot, size, None), true),
+            None => self.arena_get2(slot, size, None),
         }
     }
 
@@ -349,9 +585,9 @@ impl<K: Kernel> Malloc<K> {
         slot: &ThreadSlot,
         size: usize,
         avoid: Option<&'static Arena>,
-    ) -> &'static Arena {
-        if let Some(a) = self.get_free_list(slot) {
-            return a;
+    ) -> ArenaGuard<'static> {
+        if let Some(g) = self.get_free_list(slot) {
+            return g;
         }
         let limit = self.narenas_limit();
         loop {
@@ -361,7 +597,7 @@ impl<K: Kernel> Malloc<K> {
                     continue;
                 }
                 match self.new_arena(slot, size) {
-                    Some(a) => return a,
+                    Some(g) => return g,
                     None => {
                         self.narenas.fetch_sub(1, Ordering::Relaxed);
                         return self.reused_arena(slot, avoid);
@@ -392,126 +628,98 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Create an arena in a fresh heap, attach the thread to it, and return it locked.
-    fn new_arena(&'static self, slot: &ThreadSlot, size: usize) -> Option<&'static Arena> {
+    fn new_arena(&'static self, slot: &ThreadSlot, size: usize) -> Option<ArenaGuard<'static>> {
         let a = self.new_heap_arena(size)?;
-        a.attached_threads.set(1);
         let replaced = slot.arena();
         slot.set_arena(Some(a));
-        // Lock before publishing so reused_arena cannot hand it to another thread first.
-        a.mutex.lock();
-        self.list_lock.lock();
-        a.next.store(self.main_arena.next.load(Ordering::Acquire), Ordering::Release);
-        self.main_arena.next.store(a as *const Arena as *mut Arena, Ordering::Release);
-        self.list_lock.unlock();
-        self.free_list_lock.lock();
-        detach_arena(replaced);
-        self.free_list_lock.unlock();
+        // Locked before it is published, so reused_arena cannot hand it to another thread
+        // first (nobody else can know it yet, so this does not wait).
+        let g = a.lock();
+        {
+            let _list = self.list_lock.lock();
+            a.next.store(self.main_arena.next.load(Ordering::Acquire), Ordering::Release);
+            self.main_arena.next.store(a as *const Arena as *mut Arena, Ordering::Release);
+        }
+        {
+            let mut free = self.free_list.lock();
+            free.attach(a);
+            if let Some(r) = replaced {
+                free.detach(r, false);
+            }
+        }
         self.stats.arenas_created.fetch_add(1, Ordering::Relaxed);
-        Some(a)
+        Some(g)
     }
 
-    /// Take an arena no thread uses, if any.
-    fn get_free_list(&'static self, slot: &ThreadSlot) -> Option<&'static Arena> {
-        if self.free_list.load(Ordering::Relaxed).is_null() {
-            return None;
-        }
+    /// Take an arena no thread uses, if any, held.
+    fn get_free_list(&'static self, slot: &ThreadSlot) -> Option<ArenaGuard<'static>> {
         let replaced = slot.arena();
-        self.free_list_lock.lock();
-        let result = self.free_list.load(Ordering::Relaxed);
-        if !result.is_null() {
-            // SAFETY: arenas on the free list are live arenas (never freed).
-            let a = unsafe { &*result };
-            self.free_list.store(a.next_free.get(), Ordering::Relaxed);
-            a.attached_threads.set(1);
-            detach_arena(replaced);
-        }
-        self.free_list_lock.unlock();
-        if result.is_null() {
-            return None;
-        }
-        // SAFETY: as above.
-        let a = unsafe { &*result };
-        self.lock_and_drain(a);
+        let a = {
+            let mut free = self.free_list.lock();
+            let a = free.pop()?;
+            if let Some(r) = replaced {
+                free.detach(r, false);
+            }
+            a
+        };
+        let g = self.lock_and_drain(a);
         slot.set_arena(Some(a));
-        Some(a)
+        Some(g)
     }
 
     /// All arenas exist: take one no thread holds right now, or wait for the next in turn.
-    fn reused_arena(&'static self, slot: &ThreadSlot, avoid: Option<&'static Arena>) -> &'static Arena {
+    fn reused_arena(&'static self, slot: &ThreadSlot, avoid: Option<&'static Arena>) -> ArenaGuard<'static> {
         let start = match self.next_to_use.load(Ordering::Relaxed) {
             p if p.is_null() => &self.main_arena,
             // SAFETY: next_to_use only ever holds arenas of this instance.
             p => unsafe { &*p },
         };
         let mut result: &'static Arena = start;
-        let mut found = false;
-        loop {
-            if result.mutex.try_lock() {
-                found = true;
-                break;
+        let g = loop {
+            if let Some(g) = result.try_lock() {
+                break g;
             }
-            result = result.next_arena();
+            result = self.next_arena(result);
             if core::ptr::eq(result, start) {
-                break;
-            }
-        }
-        if !found {
-            if let Some(avoid) = avoid {
-                if core::ptr::eq(result, avoid) {
-                    result = result.next_arena();
+                if avoid.is_some_and(|avoid| core::ptr::eq(result, avoid)) {
+                    result = self.next_arena(result);
                 }
+                break result.lock();
             }
-            result.mutex.lock();
+        };
+        self.drain_deferred(&g);
+        {
+            let mut free = self.free_list.lock();
+            if let Some(r) = slot.arena() {
+                free.detach(r, false);
+            }
+            free.remove(result);
+            free.attach(result);
         }
-        self.drain_deferred(result);
-        let replaced = slot.arena();
-        self.free_list_lock.lock();
-        detach_arena(replaced);
-        self.remove_from_free_list(result);
-        result.attached_threads.set(result.attached_threads.get() + 1);
-        self.free_list_lock.unlock();
         slot.set_arena(Some(result));
         self.next_to_use.store(result.next.load(Ordering::Relaxed), Ordering::Relaxed);
-        result
+        g
     }
 
-    /// Called with `free_list_lock` held.
-    fn remove_from_free_list(&self, arena: &Arena) {
-        let mut prev: Option<&Arena> = None;
-        let mut p = self.free_list.load(Ordering::Relaxed);
-        while !p.is_null() {
-            // SAFETY: free-list entries are live arenas.
-            let a = unsafe { &*p };
-            if core::ptr::eq(a, arena) {
-                match prev {
-                    None => self.free_list.store(a.next_free.get(), Ordering::Relaxed),
-                    Some(prev) => prev.next_free.set(a.next_free.get()),
-                }
-                return;
-            }
-            prev = Some(a);
-            p = a.next_free.get();
-        }
-    }
-
-    /// An allocation failed in `av` (locked): try another arena, returned locked. From a
-    /// heap arena fall back to the main arena (the brk heap may still grow); from the main
-    /// arena to another (mmap may still work where brk did not).
+    /// An allocation failed in `av`: try another arena, returned held. From a heap arena
+    /// fall back to the main arena (the brk heap may still grow); from the main arena to
+    /// another (mmap may still work where brk did not).
     pub(crate) fn arena_get_retry(
         &'static self,
         slot: &ThreadSlot,
-        av: &'static Arena,
-        locked: bool,
+        av: ArenaGuard<'static>,
         size: usize,
-    ) -> (&'static Arena, bool) {
-        self.unlock_arena(av, locked);
-        if !av.is_main() {
-            (&self.main_arena, self.lock_and_drain(&self.main_arena))
+    ) -> ArenaGuard<'static> {
+        let failed = av.arena();
+        let locked = av.locked();
+        drop(av);
+        if !failed.is_main() {
+            self.lock_and_drain(&self.main_arena)
         } else if !locked || slot.is_exited() {
             // A forking or exited thread stays with the main arena (see `arena_get`).
-            (av, self.lock_and_drain(av))
+            self.lock_and_drain(failed)
         } else {
-            (self.arena_get2(slot, size, Some(av)), true)
+            self.arena_get2(slot, size, Some(failed))
         }
     }
 
@@ -520,60 +728,58 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) fn arena_thread_detach(&'static self, slot: &ThreadSlot) {
         if let Some(a) = slot.arena() {
             if a.has_deferred() {
-                let locked = self.lock_and_drain(a);
-                self.unlock_arena(a, locked);
+                drop(self.lock_and_drain(a));
             }
             slot.set_arena(None);
-            self.free_list_lock.lock();
-            let n = a.attached_threads.get();
-            if n > 0 {
-                a.attached_threads.set(n - 1);
-                if n == 1 {
-                    a.next_free.set(self.free_list.load(Ordering::Relaxed));
-                    self.free_list.store(a as *const Arena as *mut Arena, Ordering::Relaxed);
-                }
-            }
-            self.free_list_lock.unlock();
+            self.free_list.lock().detach(a, true);
         }
+    }
+
+    /// The first thread of the process uses the main arena.
+    pub(crate) fn attach_main_arena(&'static self, slot: &ThreadSlot) {
+        slot.set_arena(Some(&self.main_arena));
+        self.free_list.lock().attach(&self.main_arena);
+    }
+
+    /// After `fork`, in the child: every lock unlocked, the forking thread's arena kept,
+    /// every other arena free.
+    ///
+    /// # Safety
+    /// The calling process is the child of a `fork` whose prepare handler locked every
+    /// arena, the arena list and the free list; nothing else has run in it yet.
+    pub(crate) unsafe fn reinit_arenas_after_fork(&'static self) {
+        // SAFETY: the threads that held these locks do not exist in the child.
+        unsafe {
+            self.free_list.reset();
+            self.list_lock.reset();
+        }
+        let mine = self.slot().arena();
+        self.for_each_arena(|a| a.shared.0.mutex.reset());
+        self.free_list.lock().rebuild(self.arenas(), mine);
+    }
+
+    /// The arena after `a` in the circular list of all arenas.
+    #[inline(always)]
+    pub(crate) fn next_arena(&'static self, a: &Arena) -> &'static Arena {
+        let next = a.next.load(Ordering::Acquire);
+        // SAFETY: arenas on the list are never freed; a null link (before the list closes)
+        // leads back to the main arena.
+        unsafe { next.as_ref() }.unwrap_or(&self.main_arena)
+    }
+
+    /// Every arena, the main one first.
+    pub(crate) fn arenas(&'static self) -> impl Iterator<Item = &'static Arena> {
+        let mut next = Some(&self.main_arena);
+        core::iter::from_fn(move || {
+            let a = next?;
+            let after = self.next_arena(a);
+            next = (!core::ptr::eq(after, &self.main_arena)).then_some(after);
+            Some(a)
+        })
     }
 
     /// Visit every arena, the main one first.
-    pub(crate) fn for_each_arena(&self, mut visit: impl FnMut(&Arena)) {
-        let mut a: &Arena = &self.main_arena;
-        loop {
-            visit(a);
-            let next = a.next.load(Ordering::Acquire);
-            if next.is_null() || core::ptr::eq(next, &self.main_arena) {
-                break;
-            }
-            // SAFETY: arenas on the list are never freed.
-            a = unsafe { &*next };
-        }
-    }
-}
-
-/// Take `av`'s lock, waiting if need be, unless the calling thread holds every lock for a
-/// fork; returns whether it locked. The fork check is made only once the lock is seen taken.
-#[inline(always)]
-fn acquire(av: &Arena) -> bool {
-    if av.mutex.try_lock() {
-        return true;
-    }
-    if crate::fork::forking_thread() {
-        return false;
-    }
-    av.mutex.lock();
-    true
-}
-
-/// Drop a thread's attachment to its previous arena (with `free_list_lock` held). An arena
-/// left without threads is not put on the free list here: it was replaced because an
-/// allocation in it failed.
-fn detach_arena(replaced: Option<&Arena>) {
-    if let Some(a) = replaced {
-        let n = a.attached_threads.get();
-        if n > 0 {
-            a.attached_threads.set(n - 1);
-        }
+    pub(crate) fn for_each_arena(&'static self, visit: impl FnMut(&'static Arena)) {
+        self.arenas().for_each(visit);
     }
 }

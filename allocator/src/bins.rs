@@ -104,35 +104,49 @@ pub(crate) const fn idx2bit(i: usize) -> u32 {
 
 /// Take a free chunk out of its doubly linked bin (and, in a largebin, out of the
 /// nextsize skip list), after checking that its neighbours agree it is there.
-pub(crate) fn unlink_chunk(p: Chunk) {
-    if p.size() != p.next().prev_size() {
-        malloc_printerr("corrupted size vs. prev_size");
-    }
-    let fd = p.fd();
-    let bk = p.bk();
-    if fd.bk() != p || bk.fd() != p {
-        malloc_printerr("corrupted double-linked list");
-    }
-    fd.set_bk(bk);
-    bk.set_fd(fd);
-    if !in_smallbin_range(p.size()) && !p.fd_nextsize().is_null() {
-        if p.fd_nextsize().bk_nextsize() != p || p.bk_nextsize().fd_nextsize() != p {
-            malloc_printerr("corrupted double-linked list (not small)");
+///
+/// # Safety
+/// `p` is a free chunk linked into one of the bins of an arena the caller holds (the
+/// checks abort on a list that says otherwise, as far as they can see).
+pub(crate) unsafe fn unlink_chunk(p: Chunk) {
+    // SAFETY: p and its list neighbours are chunks or bin headers of the held arena; the
+    // nextsize words are touched only for large chunks, which have room for them.
+    unsafe {
+        if p.size() != p.next().prev_size() {
+            malloc_printerr("corrupted size vs. prev_size");
         }
-        if fd.fd_nextsize().is_null() {
+        let fd = p.fd();
+        let bk = p.bk();
+        if fd.bk() != p || bk.fd() != p {
+            malloc_printerr("corrupted double-linked list");
+        }
+        fd.set_bk(bk);
+        bk.set_fd(fd);
+        if in_smallbin_range(p.size()) {
+            return;
+        }
+        let Some(next_size) = p.fd_nextsize() else {
+            // A follower of an equal-sized chunk: it is not on the skip list.
+            return;
+        };
+        let prev_size = match p.bk_nextsize() {
+            Some(c) if next_size.bk_nextsize() == Some(p) && c.fd_nextsize() == Some(p) => c,
+            _ => malloc_printerr("corrupted double-linked list (not small)"),
+        };
+        if fd.fd_nextsize().is_none() {
             // `fd` was a follower of the same size: it becomes the size's representative.
-            if p.fd_nextsize() == p {
-                fd.set_fd_nextsize(fd);
-                fd.set_bk_nextsize(fd);
+            if next_size == p {
+                fd.set_fd_nextsize(Some(fd));
+                fd.set_bk_nextsize(Some(fd));
             } else {
-                fd.set_fd_nextsize(p.fd_nextsize());
-                fd.set_bk_nextsize(p.bk_nextsize());
-                p.fd_nextsize().set_bk_nextsize(fd);
-                p.bk_nextsize().set_fd_nextsize(fd);
+                fd.set_fd_nextsize(Some(next_size));
+                fd.set_bk_nextsize(Some(prev_size));
+                next_size.set_bk_nextsize(Some(fd));
+                prev_size.set_fd_nextsize(Some(fd));
             }
         } else {
-            p.fd_nextsize().set_bk_nextsize(p.bk_nextsize());
-            p.bk_nextsize().set_fd_nextsize(p.fd_nextsize());
+            next_size.set_bk_nextsize(Some(prev_size));
+            prev_size.set_fd_nextsize(Some(next_size));
         }
     }
 }

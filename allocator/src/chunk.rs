@@ -17,10 +17,10 @@
 //!
 //! A [`Chunk`] is the address of a chunk header. Its accessors read and write the header
 //! words with raw pointer operations, so they never create Rust references into memory the
-//! program may also be touching. The type's invariant — every `Chunk` points into memory
-//! this allocator obtained from its kernel (or at a bin header inside an arena) — is
-//! established by the unsafe constructor [`Chunk::at`]; neighbours derived through sizes
-//! inherit it as long as the heap metadata is intact, which the corruption checks guard.
+//! program may also be touching, and they are `unsafe fn`s: a chunk address proves nothing
+//! about the memory behind it (see the header rule on [`Chunk`]).
+
+use core::num::NonZeroUsize;
 
 /// Bytes in a size field.
 pub(crate) const SIZE_SZ: usize = core::mem::size_of::<usize>();
@@ -77,240 +77,404 @@ pub(crate) const fn align_down(value: usize, align: usize) -> usize {
     value & !(align - 1)
 }
 
-/// The address of a chunk header. See the module documentation for its invariant.
+/// The address of a chunk header: never zero (so `Option<Chunk>` is one word, `None` where
+/// a list ends or there is no chunk), and otherwise as free of promises as a raw pointer.
+///
+/// # Safety
+///
+/// Computing a chunk's address is safe; touching its memory is not. Every method that reads
+/// or writes header words or links is an `unsafe fn` whose caller promises the *header
+/// rule*: `self` is the header of a chunk (or a bin's fake chunk inside an arena) in memory
+/// this allocator holds mapped read-write, and no other thread changes those words meanwhile
+/// — the chunk's arena is held, or the chunk is this thread's alone (in use by the caller,
+/// in its thread cache, or in a mapping of its own). Methods that step to a neighbour
+/// (`next`, `prev`, `plus`, `minus`) promise less: only that the result is not zero, which
+/// holds for any address inside a heap or mapping of ours.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(transparent)]
-pub(crate) struct Chunk(usize);
+pub(crate) struct Chunk(NonZeroUsize);
+
+// `None` is the zero word: bins, links and the arena layout rely on it.
+const _: () = assert!(core::mem::size_of::<Option<Chunk>>() == SIZE_SZ);
 
 impl Chunk {
-    /// No chunk: ends singly linked lists.
-    pub(crate) const NULL: Chunk = Chunk(0);
+    /// The chunk whose header is at `addr`, or `None` for address 0 (the end of a list).
+    #[inline(always)]
+    pub(crate) const fn new(addr: usize) -> Option<Chunk> {
+        match NonZeroUsize::new(addr) {
+            Some(a) => Some(Chunk(a)),
+            None => None,
+        }
+    }
 
     /// The chunk whose header is at `addr`.
     ///
     /// # Safety
-    /// `addr` must be the header of a chunk in memory this allocator owns (or a bin header),
-    /// and stay so while the returned value is used.
+    /// `addr` is not zero.
     #[inline(always)]
     pub(crate) const unsafe fn at(addr: usize) -> Chunk {
-        Chunk(addr)
+        // SAFETY: the caller promises a non-zero address.
+        Chunk(unsafe { NonZeroUsize::new_unchecked(addr) })
     }
 
     /// The chunk holding the user pointer `mem` (glibc's `mem2chunk`).
     ///
     /// # Safety
-    /// As for [`Chunk::at`]: `mem` must be a pointer this allocator returned.
+    /// `mem` is a pointer this allocator returned (so it lies above its 16-byte header).
     #[inline(always)]
     pub(crate) unsafe fn from_mem(mem: *mut u8) -> Chunk {
-        Chunk((mem as usize).wrapping_sub(CHUNK_HDR_SZ))
+        // SAFETY: a returned pointer has its header below it, at a non-zero address.
+        unsafe { Chunk::at((mem as usize).wrapping_sub(CHUNK_HDR_SZ)) }
     }
 
     #[inline(always)]
     pub(crate) const fn addr(self) -> usize {
-        self.0
-    }
-
-    #[inline(always)]
-    pub(crate) const fn is_null(self) -> bool {
-        self.0 == 0
+        self.0.get()
     }
 
     /// The user pointer (glibc's `chunk2mem`).
     #[inline(always)]
     pub(crate) const fn mem(self) -> *mut u8 {
-        (self.0 + CHUNK_HDR_SZ) as *mut u8
-    }
-
-    #[inline(always)]
-    fn read(self, offset: usize) -> usize {
-        // SAFETY: by the type invariant the header words at these offsets are owned memory.
-        unsafe { core::ptr::read((self.0 + offset) as *const usize) }
-    }
-
-    #[inline(always)]
-    fn write(self, offset: usize, value: usize) {
-        // SAFETY: as in `read`.
-        unsafe { core::ptr::write((self.0 + offset) as *mut usize, value) }
-    }
-
-    #[inline(always)]
-    pub(crate) fn prev_size(self) -> usize {
-        self.read(0)
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_prev_size(self, value: usize) {
-        self.write(0, value)
-    }
-
-    /// The size word with its flag bits (glibc's `chunksize_nomask`).
-    #[inline(always)]
-    pub(crate) fn head(self) -> usize {
-        self.read(SIZE_SZ)
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_head(self, value: usize) {
-        self.write(SIZE_SZ, value)
-    }
-
-    /// Size in bytes, without the flag bits.
-    #[inline(always)]
-    pub(crate) fn size(self) -> usize {
-        self.head() & !SIZE_BITS
-    }
-
-    /// Set the size, keeping the `PREV_INUSE` bit (glibc's `set_head_size`).
-    #[inline(always)]
-    pub(crate) fn set_head_size(self, size: usize) {
-        self.set_head((self.head() & PREV_INUSE) | size)
-    }
-
-    /// Write the boundary tag: the size into the next chunk's `prev_size` (glibc's `set_foot`).
-    #[inline(always)]
-    pub(crate) fn set_foot(self, size: usize) {
-        self.plus(size).set_prev_size(size)
-    }
-
-    #[inline(always)]
-    pub(crate) fn prev_inuse(self) -> bool {
-        self.head() & PREV_INUSE != 0
-    }
-
-    #[inline(always)]
-    pub(crate) fn is_mmapped(self) -> bool {
-        self.head() & IS_MMAPPED != 0
-    }
-
-    #[inline(always)]
-    pub(crate) fn non_main_arena(self) -> bool {
-        self.head() & NON_MAIN_ARENA != 0
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_non_main_arena(self) {
-        self.set_head(self.head() | NON_MAIN_ARENA)
-    }
-
-    /// The chunk `delta` bytes above this one (glibc's `chunk_at_offset`).
-    #[inline(always)]
-    pub(crate) const fn plus(self, delta: usize) -> Chunk {
-        Chunk(self.0.wrapping_add(delta))
-    }
-
-    /// The chunk `delta` bytes below this one.
-    #[inline(always)]
-    pub(crate) const fn minus(self, delta: usize) -> Chunk {
-        Chunk(self.0.wrapping_sub(delta))
-    }
-
-    /// The physically next chunk.
-    #[inline(always)]
-    pub(crate) fn next(self) -> Chunk {
-        self.plus(self.size())
-    }
-
-    /// The physically previous chunk; meaningful only when `!prev_inuse()`.
-    #[inline(always)]
-    pub(crate) fn prev(self) -> Chunk {
-        self.minus(self.prev_size())
-    }
-
-    /// Whether this chunk is in use, as recorded in the next chunk's `PREV_INUSE`.
-    #[inline(always)]
-    pub(crate) fn inuse(self) -> bool {
-        self.next().prev_inuse()
-    }
-
-    #[inline(always)]
-    pub(crate) fn inuse_bit_at_offset(self, offset: usize) -> bool {
-        self.plus(offset).prev_inuse()
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_inuse_bit_at_offset(self, offset: usize) {
-        let c = self.plus(offset);
-        c.set_head(c.head() | PREV_INUSE)
-    }
-
-    #[inline(always)]
-    pub(crate) fn clear_inuse_bit_at_offset(self, offset: usize) {
-        let c = self.plus(offset);
-        c.set_head(c.head() & !PREV_INUSE)
-    }
-
-    // Free-list links, stored in the user area of free chunks.
-
-    #[inline(always)]
-    pub(crate) fn fd(self) -> Chunk {
-        Chunk(self.read(2 * SIZE_SZ))
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_fd(self, c: Chunk) {
-        self.write(2 * SIZE_SZ, c.0)
-    }
-
-    #[inline(always)]
-    pub(crate) fn bk(self) -> Chunk {
-        Chunk(self.read(3 * SIZE_SZ))
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_bk(self, c: Chunk) {
-        self.write(3 * SIZE_SZ, c.0)
-    }
-
-    #[inline(always)]
-    pub(crate) fn fd_nextsize(self) -> Chunk {
-        Chunk(self.read(4 * SIZE_SZ))
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_fd_nextsize(self, c: Chunk) {
-        self.write(4 * SIZE_SZ, c.0)
-    }
-
-    #[inline(always)]
-    pub(crate) fn bk_nextsize(self) -> Chunk {
-        Chunk(self.read(5 * SIZE_SZ))
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_bk_nextsize(self, c: Chunk) {
-        self.write(5 * SIZE_SZ, c.0)
-    }
-
-    /// The raw `fd` word, for singly linked lists whose links are mangled (safe-linking).
-    #[inline(always)]
-    pub(crate) fn fd_word(self) -> usize {
-        self.read(2 * SIZE_SZ)
-    }
-
-    #[inline(always)]
-    pub(crate) fn set_fd_word(self, value: usize) {
-        self.write(2 * SIZE_SZ, value)
-    }
-
-    /// The raw `bk` word: where a cached or deferred chunk keeps the tcache key.
-    #[inline(always)]
-    pub(crate) fn set_bk_word(self, value: usize) {
-        self.write(3 * SIZE_SZ, value)
+        (self.0.get() + CHUNK_HDR_SZ) as *mut u8
     }
 
     /// Address of the `fd` word, the position safe-linking mixes into the link.
     #[inline(always)]
     pub(crate) const fn fd_addr(self) -> usize {
-        self.0 + 2 * SIZE_SZ
+        self.0.get() + 2 * SIZE_SZ
     }
 
-    /// Bytes of user data an in-use, non-mmapped chunk holds (glibc's `memsize`).
+    /// The chunk `delta` bytes above this one (glibc's `chunk_at_offset`).
+    ///
+    /// # Safety
+    /// The result is not zero (it lies inside the same heap or mapping).
     #[inline(always)]
-    pub(crate) fn usable(self) -> usize {
-        if self.is_mmapped() {
-            self.size() - CHUNK_HDR_SZ
-        } else {
-            self.size() - SIZE_SZ
+    pub(crate) const unsafe fn plus(self, delta: usize) -> Chunk {
+        // SAFETY: the caller promises a non-zero result.
+        unsafe { Chunk::at(self.0.get().wrapping_add(delta)) }
+    }
+
+    /// The chunk `delta` bytes below this one.
+    ///
+    /// # Safety
+    /// As for [`Chunk::plus`].
+    #[inline(always)]
+    pub(crate) const unsafe fn minus(self, delta: usize) -> Chunk {
+        // SAFETY: the caller promises a non-zero result.
+        unsafe { Chunk::at(self.0.get().wrapping_sub(delta)) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]) for the word at `offset`.
+    #[inline(always)]
+    unsafe fn read(self, offset: usize) -> usize {
+        // SAFETY: the caller promises the word is ours to read.
+        unsafe { core::ptr::read((self.0.get() + offset) as *const usize) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]) for the word at `offset`.
+    #[inline(always)]
+    unsafe fn write(self, offset: usize, value: usize) {
+        // SAFETY: the caller promises the word is ours to write.
+        unsafe { core::ptr::write((self.0.get() + offset) as *mut usize, value) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn prev_size(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.read(0) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_prev_size(self, value: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.write(0, value) }
+    }
+
+    /// The size word with its flag bits (glibc's `chunksize_nomask`).
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn head(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.read(SIZE_SZ) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_head(self, value: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.write(SIZE_SZ, value) }
+    }
+
+    /// Size in bytes, without the flag bits.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn size(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.head() & !SIZE_BITS }
+    }
+
+    /// Set the size, keeping the `PREV_INUSE` bit (glibc's `set_head_size`).
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_head_size(self, size: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.set_head((self.head() & PREV_INUSE) | size) }
+    }
+
+    /// Write the boundary tag: the size into the next chunk's `prev_size` (glibc's `set_foot`).
+    ///
+    /// # Safety
+    /// The header rule for the chunk `size` bytes above this one.
+    #[inline(always)]
+    pub(crate) unsafe fn set_foot(self, size: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.plus(size).set_prev_size(size) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn prev_inuse(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.head() & PREV_INUSE != 0 }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn is_mmapped(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.head() & IS_MMAPPED != 0 }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn non_main_arena(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.head() & NON_MAIN_ARENA != 0 }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_non_main_arena(self) {
+        // SAFETY: forwarded.
+        unsafe { self.set_head(self.head() | NON_MAIN_ARENA) }
+    }
+
+    /// The physically next chunk.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]) for this chunk, whose size leads inside the heap.
+    #[inline(always)]
+    pub(crate) unsafe fn next(self) -> Chunk {
+        // SAFETY: a chunk's size never reaches past its heap's end, so the sum is not zero.
+        unsafe { self.plus(self.size()) }
+    }
+
+    /// The physically previous chunk.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]), and `!self.prev_inuse()`: only then does `prev_size`
+    /// hold the previous chunk's size.
+    #[inline(always)]
+    pub(crate) unsafe fn prev(self) -> Chunk {
+        // SAFETY: a free previous chunk's size leads to its header, inside the heap.
+        unsafe { self.minus(self.prev_size()) }
+    }
+
+    /// Whether this chunk is in use, as recorded in the next chunk's `PREV_INUSE`.
+    ///
+    /// # Safety
+    /// The header rule for this chunk and the next.
+    #[inline(always)]
+    pub(crate) unsafe fn inuse(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.next().prev_inuse() }
+    }
+
+    /// # Safety
+    /// The header rule for the chunk `offset` bytes above this one.
+    #[inline(always)]
+    pub(crate) unsafe fn inuse_bit_at_offset(self, offset: usize) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.plus(offset).prev_inuse() }
+    }
+
+    /// # Safety
+    /// The header rule for the chunk `offset` bytes above this one.
+    #[inline(always)]
+    pub(crate) unsafe fn set_inuse_bit_at_offset(self, offset: usize) {
+        // SAFETY: forwarded.
+        unsafe {
+            let c = self.plus(offset);
+            c.set_head(c.head() | PREV_INUSE)
+        }
+    }
+
+    /// # Safety
+    /// The header rule for the chunk `offset` bytes above this one.
+    #[inline(always)]
+    pub(crate) unsafe fn clear_inuse_bit_at_offset(self, offset: usize) {
+        // SAFETY: forwarded.
+        unsafe {
+            let c = self.plus(offset);
+            c.set_head(c.head() & !PREV_INUSE)
+        }
+    }
+
+    // Free-list links, stored in the user area of free chunks.
+
+    /// The next chunk of a doubly linked bin (never null there: bins are circular).
+    ///
+    /// # Safety
+    /// The header rule, and the chunk is in a bin (or is a bin's fake chunk).
+    #[inline(always)]
+    pub(crate) unsafe fn fd(self) -> Chunk {
+        // SAFETY: a binned chunk's links point at chunks or bin headers, never at 0.
+        unsafe { Chunk::at(self.read(2 * SIZE_SZ)) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_fd(self, c: Chunk) {
+        // SAFETY: forwarded.
+        unsafe { self.write(2 * SIZE_SZ, c.addr()) }
+    }
+
+    /// The previous chunk of a doubly linked bin.
+    ///
+    /// # Safety
+    /// As for [`Chunk::fd`].
+    #[inline(always)]
+    pub(crate) unsafe fn bk(self) -> Chunk {
+        // SAFETY: as in `fd`.
+        unsafe { Chunk::at(self.read(3 * SIZE_SZ)) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_bk(self, c: Chunk) {
+        // SAFETY: forwarded.
+        unsafe { self.write(3 * SIZE_SZ, c.addr()) }
+    }
+
+    /// The next larger size in a largebin's skip list; `None` for a chunk that is not on it
+    /// (a follower of an equal-sized chunk).
+    ///
+    /// # Safety
+    /// The header rule, and the chunk is a free large chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn fd_nextsize(self) -> Option<Chunk> {
+        // SAFETY: forwarded.
+        Chunk::new(unsafe { self.read(4 * SIZE_SZ) })
+    }
+
+    /// # Safety
+    /// The header rule, and the chunk is at least `MIN_LARGE_SIZE` bytes (the skip-list
+    /// words lie in its user area).
+    #[inline(always)]
+    pub(crate) unsafe fn set_fd_nextsize(self, c: Option<Chunk>) {
+        // SAFETY: forwarded.
+        unsafe { self.write(4 * SIZE_SZ, c.map_or(0, Chunk::addr)) }
+    }
+
+    /// The previous size in a largebin's skip list (see [`Chunk::fd_nextsize`]).
+    ///
+    /// # Safety
+    /// As for [`Chunk::fd_nextsize`].
+    #[inline(always)]
+    pub(crate) unsafe fn bk_nextsize(self) -> Option<Chunk> {
+        // SAFETY: forwarded.
+        Chunk::new(unsafe { self.read(5 * SIZE_SZ) })
+    }
+
+    /// # Safety
+    /// As for [`Chunk::set_fd_nextsize`].
+    #[inline(always)]
+    pub(crate) unsafe fn set_bk_nextsize(self, c: Option<Chunk>) {
+        // SAFETY: forwarded.
+        unsafe { self.write(5 * SIZE_SZ, c.map_or(0, Chunk::addr)) }
+    }
+
+    /// The raw `fd` word, for singly linked lists whose links are mangled (safe-linking).
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn fd_word(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.read(2 * SIZE_SZ) }
+    }
+
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_fd_word(self, value: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.write(2 * SIZE_SZ, value) }
+    }
+
+    /// The next chunk of a safe-linked singly linked list (fastbin, deferred stack), or
+    /// `None` at its end. The address is not checked: callers test its alignment.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn fd_revealed(self) -> Option<Chunk> {
+        // SAFETY: forwarded.
+        Chunk::new(reveal_ptr(self.fd_addr(), unsafe { self.fd_word() }))
+    }
+
+    /// Link this chunk in front of `next` in a safe-linked singly linked list.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_fd_protected(self, next: Option<Chunk>) {
+        // SAFETY: forwarded.
+        unsafe { self.set_fd_word(protect_ptr(self.fd_addr(), next.map_or(0, Chunk::addr))) }
+    }
+
+    /// Set the raw `bk` word: where a cached or deferred chunk keeps the tcache key.
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn set_bk_word(self, value: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.write(3 * SIZE_SZ, value) }
+    }
+
+    /// Bytes of user data an in-use chunk holds (glibc's `memsize`).
+    ///
+    /// # Safety
+    /// The header rule (see [`Chunk`]).
+    #[inline(always)]
+    pub(crate) unsafe fn usable(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe {
+            if self.is_mmapped() {
+                self.size() - CHUNK_HDR_SZ
+            } else {
+                self.size() - SIZE_SZ
+            }
         }
     }
 }
@@ -361,24 +525,26 @@ mod tests {
     fn header_words_and_flags() {
         let mut buf = [0usize; 16];
         let base = buf.as_mut_ptr() as usize;
-        // SAFETY: the buffer is ours and large enough for two chunk headers.
-        let c = unsafe { Chunk::at(base) };
-        c.set_head(48 | PREV_INUSE | NON_MAIN_ARENA);
-        assert_eq!(c.size(), 48);
-        assert!(c.prev_inuse() && c.non_main_arena() && !c.is_mmapped());
-        assert_eq!(c.next().addr(), base + 48);
-        c.next().set_head(32 | PREV_INUSE);
-        assert!(c.inuse());
-        c.clear_inuse_bit_at_offset(48);
-        assert!(!c.inuse());
-        c.set_foot(48);
-        assert_eq!(c.next().prev_size(), 48);
-        assert_eq!(c.next().prev(), c);
-        c.set_head_size(64);
-        assert_eq!(c.head(), 64 | PREV_INUSE);
-        assert_eq!(c.mem() as usize, base + 16);
-        // SAFETY: mem was derived from c.
-        assert_eq!(unsafe { Chunk::from_mem(c.mem()) }, c);
+        // SAFETY: the buffer is ours, not zero, and large enough for two chunk headers; all
+        // accesses below stay inside it.
+        unsafe {
+            let c = Chunk::at(base);
+            c.set_head(48 | PREV_INUSE | NON_MAIN_ARENA);
+            assert_eq!(c.size(), 48);
+            assert!(c.prev_inuse() && c.non_main_arena() && !c.is_mmapped());
+            assert_eq!(c.next().addr(), base + 48);
+            c.next().set_head(32 | PREV_INUSE);
+            assert!(c.inuse());
+            c.clear_inuse_bit_at_offset(48);
+            assert!(!c.inuse());
+            c.set_foot(48);
+            assert_eq!(c.next().prev_size(), 48);
+            assert_eq!(c.next().prev(), c);
+            c.set_head_size(64);
+            assert_eq!(c.head(), 64 | PREV_INUSE);
+            assert_eq!(c.mem() as usize, base + 16);
+            assert_eq!(Chunk::from_mem(c.mem()), c);
+        }
     }
 
     #[test]

@@ -117,35 +117,26 @@ fn instance<K: Kernel>(m: usize) -> &'static Malloc<K> {
     unsafe { &*(m as *const Malloc<K>) }
 }
 
+/// Hold the arena list and every arena across `fork`, in the list's order (as glibc does).
 fn lock_all<K: Kernel>(m: usize) {
     let m = instance::<K>(m);
-    m.list_lock.lock();
-    m.for_each_arena(|a| a.mutex.lock());
+    m.list_lock.lock_forever();
+    m.for_each_arena(|a| a.lock_forever());
 }
 
 fn unlock_parent<K: Kernel>(m: usize) {
     let m = instance::<K>(m);
-    m.for_each_arena(|a| a.mutex.unlock());
-    m.list_lock.unlock();
+    // SAFETY: `prepare` took these locks in this thread (LOCKED_FOR_FORK said so).
+    unsafe {
+        m.for_each_arena(|a| a.unlock_forever());
+        m.list_lock.unlock_forever();
+    }
 }
 
 /// In the child only the forking thread exists: it keeps its arena, every other arena is
 /// free for the taking, and every lock starts unlocked.
 fn reinit_child<K: Kernel>(m: usize) {
-    let m = instance::<K>(m);
-    m.free_list_lock.reset();
-    let mine = m.slot().arena();
-    let mut free: *mut crate::arena::Arena = core::ptr::null_mut();
-    m.for_each_arena(|a| {
-        a.mutex.reset();
-        if mine.is_some_and(|mine| core::ptr::eq(mine, a)) {
-            a.attached_threads.set(1);
-        } else {
-            a.attached_threads.set(0);
-            a.next_free.set(free);
-            free = a as *const _ as *mut _;
-        }
-    });
-    m.free_list.store(free, Ordering::Release);
-    m.list_lock.reset();
+    // SAFETY: the child of a fork whose prepare handler locked everything (LOCKED_FOR_FORK
+    // said so); the child runs this before anything else of ours.
+    unsafe { instance::<K>(m).reinit_arenas_after_fork() };
 }

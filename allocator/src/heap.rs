@@ -12,7 +12,7 @@
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
-use crate::arena::Arena;
+use crate::arena::{Arena, ArenaState, CACHE_LINE};
 use crate::bins::unlink_chunk;
 use crate::chunk::{
     align_down, align_up, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGN_MASK, MINSIZE, PREV_INUSE, SIZE_SZ,
@@ -43,12 +43,21 @@ const _: () = assert!((core::mem::size_of::<HeapInfo>() + 2 * SIZE_SZ) & MALLOC_
 
 pub(crate) const HEAP_INFO_SIZE: usize = core::mem::size_of::<HeapInfo>();
 
-/// The heap containing `addr` (which must lie in a non-main arena's heap).
+/// The heap containing `addr`.
+///
+/// # Safety
+/// `addr` lies in a heap of a non-main arena that stays mapped while the result is used
+/// (it does as long as any chunk of the heap exists).
 #[inline(always)]
-pub(crate) fn heap_for_ptr(addr: usize) -> &'static HeapInfo {
-    // SAFETY: heaps are aligned to HEAP_MAX_SIZE and start with their HeapInfo, which stays
-    // mapped as long as any chunk of the heap exists.
+pub(crate) unsafe fn heap_for_ptr(addr: usize) -> &'static HeapInfo {
+    // SAFETY: heaps are aligned to HEAP_MAX_SIZE and start with their HeapInfo.
     unsafe { &*((addr & !(HEAP_MAX_SIZE - 1)) as *const HeapInfo) }
+}
+
+/// Where a heap arena's header goes in its first heap: after the heap's header, on a cache
+/// line of its own.
+pub(crate) const fn arena_addr(heap: usize) -> usize {
+    align_up(heap + HEAP_INFO_SIZE, CACHE_LINE)
 }
 
 impl HeapInfo {
@@ -87,11 +96,12 @@ impl HeapInfo {
 
     /// The first chunk of this heap (after the arena header in an arena's first heap).
     pub(crate) fn first_chunk(&self) -> Chunk {
-        let mut start = self.addr() + HEAP_INFO_SIZE;
-        if start == self.ar_ptr.get() as usize {
-            start = first_chunk_after_arena(start);
-        }
-        // SAFETY: the first chunk header of a live heap.
+        let start = if arena_addr(self.addr()) == self.ar_ptr.get() as usize {
+            first_chunk_after_arena(arena_addr(self.addr()))
+        } else {
+            self.addr() + HEAP_INFO_SIZE
+        };
+        // SAFETY: an address inside a live heap, so not zero.
         unsafe { Chunk::at(start) }
     }
 }
@@ -234,79 +244,88 @@ impl<K: Kernel> Malloc<K> {
     /// Create a new arena at the start of a fresh heap big enough for `size` (glibc's
     /// `_int_new_arena` without the bookkeeping of the arena list).
     pub(crate) fn new_heap_arena(&self, size: usize) -> Option<&'static Arena> {
-        let overhead = HEAP_INFO_SIZE + core::mem::size_of::<Arena>() + MALLOC_ALIGN_MASK + 1;
+        let overhead = CACHE_LINE + core::mem::size_of::<Arena>() + MALLOC_ALIGN_MASK + 1;
         let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
         let h = match self.new_heap(size.saturating_add(overhead), top_pad) {
             Some(h) => h,
             // The request may be served by mmap instead: make a minimal arena.
             None => self.new_heap(overhead, top_pad)?,
         };
-        let arena_addr = h.addr() + HEAP_INFO_SIZE;
-        // SAFETY: the heap's first page holds the header and the arena struct; an Arena is
-        // valid when built by Arena::new.
+        let arena_addr = arena_addr(h.addr());
+        // SAFETY: the heap's first page holds the header and the arena struct, at an address
+        // aligned as an Arena must be; an Arena is valid when built by Arena::new.
         let a: &'static Arena = unsafe {
             let a = arena_addr as *mut Arena;
-            a.write(Arena::new());
+            a.write(Arena::new(false));
             &*a
         };
         h.ar_ptr.set(a);
-        a.init(false);
-        a.system_mem.set(h.size());
-        a.max_system_mem.set(h.size());
+        // SAFETY: nobody else knows the arena yet.
+        let av = unsafe {
+            a.init();
+            a.assume_held()
+        };
+        av.system_mem.set(h.size());
+        av.max_system_mem.set(h.size());
         let top_addr = first_chunk_after_arena(arena_addr);
         // SAFETY: inside the heap's accessible part, after the arena.
-        let top = unsafe { Chunk::at(top_addr) };
-        top.set_head((h.end() - top_addr) | PREV_INUSE);
-        a.set_fresh_top(top);
+        unsafe {
+            let top = Chunk::at(top_addr);
+            top.set_head((h.end() - top_addr) | PREV_INUSE);
+            av.set_fresh_top(top);
+        }
         Some(a)
     }
 
-    /// Trim a heap arena after a large free: unmap whole heaps that hold nothing but the top,
-    /// then give back the tail of the top beyond `pad` once it passes the trim threshold.
-    pub(crate) fn heap_trim(&self, heap: &'static HeapInfo, pad: usize) -> bool {
-        // SAFETY: the heap's header names its (live) arena.
-        let ar: &Arena = unsafe { &*heap.ar_ptr() };
+    /// Trim the heap arena `av` holds after a large free: unmap whole heaps that hold
+    /// nothing but the top, then give back the tail of the top beyond `pad` once it passes
+    /// the trim threshold. `heap` is the heap holding the top.
+    pub(crate) fn heap_trim(&self, av: &ArenaState, heap: &'static HeapInfo, pad: usize) -> bool {
         let pagesize = heap.pagesize.get();
         let mut heap = heap;
-        let mut top = ar.top();
+        let mut top = av.top();
         // A heap whose only chunk is the top can go, if the previous heap has room to be
         // the top's home again.
         while top.addr() == heap.addr() + HEAP_INFO_SIZE {
             let Some(prev_heap) = heap.prev() else {
                 break;
             };
-            // The previous heap ends with a [0 | P] header whose prev_size reaches back over
-            // the in-use fencepost chunk before it; a free chunk before that merges too.
-            let end_mark = unsafe_chunk(prev_heap.end() - CHUNK_HDR_SZ);
-            debug_assert_eq!(end_mark.head(), PREV_INUSE);
-            let mut p = end_mark.minus(end_mark.prev_size());
-            let fence_size = p.size();
-            let mut new_size = fence_size + CHUNK_HDR_SZ;
-            let prev_free = !p.prev_inuse();
-            if prev_free {
-                new_size += p.prev_size();
+            // SAFETY: the end mark, fencepost and the free chunk before them are chunks of
+            // the held arena at the end of its previous heap, which sysmalloc closed so: a
+            // [0 | P] header whose prev_size reaches back over the in-use fencepost.
+            unsafe {
+                let end_mark = Chunk::at(prev_heap.end() - CHUNK_HDR_SZ);
+                debug_assert_eq!(end_mark.head(), PREV_INUSE);
+                let mut p = end_mark.minus(end_mark.prev_size());
+                let fence_size = p.size();
+                let mut new_size = fence_size + CHUNK_HDR_SZ;
+                let prev_free = !p.prev_inuse();
+                if prev_free {
+                    new_size += p.prev_size();
+                }
+                if new_size + (HEAP_MAX_SIZE - prev_heap.size()) < pad + MINSIZE + pagesize {
+                    break;
+                }
+                av.system_mem.set(av.system_mem.get() - heap.size());
+                if fence_size >= MINSIZE {
+                    // The in-use remnant that closed the heap goes back to top.
+                    self.returned(av, fence_size);
+                }
+                self.delete_heap(heap);
+                heap = prev_heap;
+                if prev_free {
+                    p = p.prev();
+                    unlink_chunk(p);
+                }
+                top = p;
+                top.set_head(new_size | PREV_INUSE);
             }
-            if new_size + (HEAP_MAX_SIZE - prev_heap.size()) < pad + MINSIZE + pagesize {
-                break;
-            }
-            ar.system_mem.set(ar.system_mem.get() - heap.size());
-            if fence_size >= MINSIZE {
-                // The in-use remnant that closed the heap goes back to top.
-                self.returned(ar, fence_size);
-            }
-            self.delete_heap(heap);
-            heap = prev_heap;
-            if prev_free {
-                p = p.prev();
-                unlink_chunk(p);
-            }
-            top = p;
-            top.set_head(new_size | PREV_INUSE);
-            ar.set_top(top);
+            av.set_top(top);
             // The fenceposts and whatever was freed before them are not known to be zero.
-            ar.clean_from.set(heap.end());
+            av.clean_from.set(heap.end());
         }
-        let top_size = top.size();
+        // SAFETY: the held arena's top.
+        let top_size = unsafe { top.size() };
         if top_size < self.mp.trim_threshold.load(Ordering::Relaxed) {
             return false;
         }
@@ -318,16 +337,12 @@ impl<K: Kernel> Malloc<K> {
         if extra == 0 || !self.shrink_heap(heap, extra) {
             return false;
         }
-        ar.system_mem.set(ar.system_mem.get() - extra);
-        top.set_head((top_size - extra) | PREV_INUSE);
-        ar.top_trimmed_to(heap.end());
+        av.system_mem.set(av.system_mem.get() - extra);
+        // SAFETY: as above; the top shrinks with its heap.
+        unsafe { top.set_head((top_size - extra) | PREV_INUSE) };
+        av.top_trimmed_to(heap.end());
         true
     }
-}
-
-fn unsafe_chunk(addr: usize) -> Chunk {
-    // SAFETY: callers pass header addresses inside a live heap.
-    unsafe { Chunk::at(addr) }
 }
 
 #[cfg(test)]
@@ -339,8 +354,11 @@ mod tests {
         assert_eq!(HEAP_MAX_SIZE, 64 << 20);
         assert!(HEAP_MAX_SIZE.is_power_of_two());
         assert_eq!(HEAP_INFO_SIZE, 48);
-        let first = first_chunk_after_arena(0x1000_0000 + HEAP_INFO_SIZE);
+        let arena = arena_addr(0x1000_0000);
+        assert_eq!(arena % CACHE_LINE, 0);
+        assert!(arena >= 0x1000_0000 + HEAP_INFO_SIZE);
+        let first = first_chunk_after_arena(arena);
         assert_eq!((first + CHUNK_HDR_SZ) % 16, 0);
-        assert!(first >= 0x1000_0000 + HEAP_INFO_SIZE + core::mem::size_of::<Arena>());
+        assert!(first >= arena + core::mem::size_of::<Arena>());
     }
 }

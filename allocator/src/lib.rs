@@ -25,6 +25,7 @@ mod linux;
 mod lock;
 mod malloc;
 mod memalign;
+mod mmap_chunk;
 mod os;
 mod params;
 mod prim;

@@ -1,9 +1,12 @@
-//! An allocation-free mutex on a Linux futex.
+//! Allocation-free locks on a Linux futex: [`Lock`], the raw lock, and [`Mutex`], a lock
+//! that owns the data it protects and hands it out through a guard that unlocks on drop.
 //!
-//! Arena locks sit on the malloc path, so they may not allocate on first contention (as
-//! parking_lot's parking table does) nor call back into malloc. Three states: 0 unlocked,
-//! 1 locked, 2 locked with waiters (so `unlock` knows whether to wake anyone).
+//! Locks on the malloc path may not allocate on first contention (as parking_lot's parking
+//! table does) nor call back into malloc. Three states: 0 unlocked, 1 locked, 2 locked with
+//! waiters (so `unlock` knows whether to wake anyone).
 
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::prim::{futex_wait, futex_wake};
@@ -82,6 +85,77 @@ impl Lock {
     }
 }
 
+/// A [`Lock`] that owns the data it protects: the data is reached only through the
+/// [`MutexGuard`] that `lock` returns, and the guard unlocks when dropped.
+pub(crate) struct Mutex<T> {
+    lock: Lock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is reached only through a guard, which exists for one thread at a time.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    pub(crate) const fn new(data: T) -> Mutex<T> {
+        Mutex { lock: Lock::new(), data: UnsafeCell::new(data) }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.lock.lock();
+        MutexGuard { mutex: self }
+    }
+
+    /// Keep the lock taken past the guard's life (a fork handler holds it across `fork`).
+    pub(crate) fn lock_forever(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Release a lock taken by [`Mutex::lock_forever`].
+    ///
+    /// # Safety
+    /// The calling thread took the lock with `lock_forever` and has not released it.
+    pub(crate) unsafe fn unlock_forever(&self) {
+        self.lock.unlock();
+    }
+
+    /// Unlocked, whoever held it: for a forked child, where the threads that held locks in
+    /// the parent do not exist.
+    ///
+    /// # Safety
+    /// No guard of this mutex is alive in the calling process (the child of a fork, before
+    /// anything else runs).
+    pub(crate) unsafe fn reset(&self) {
+        self.lock.reset();
+    }
+}
+
+/// The data of a locked [`Mutex`]; dropping the guard unlocks it.
+pub(crate) struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held for the guard's life, so no other reference exists.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.lock.unlock();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +200,22 @@ mod tests {
         }
         // SAFETY: all threads have finished.
         assert_eq!(unsafe { *shared.counter.get() }, 200_000);
+    }
+
+    #[test]
+    fn mutex_guard_unlocks_on_drop() {
+        let m = Mutex::new(5u32);
+        {
+            let mut g = m.lock();
+            *g += 1;
+            assert!(m.lock.is_locked());
+        }
+        assert!(!m.lock.is_locked());
+        assert_eq!(*m.lock(), 6);
+        m.lock_forever();
+        assert!(m.lock.is_locked());
+        // SAFETY: taken by lock_forever just above.
+        unsafe { m.unlock_forever() };
+        assert!(!m.lock.is_locked());
     }
 }

@@ -9,13 +9,13 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
-use crate::arena::Arena;
+use crate::arena::{Arena, ArenaGuard, ArenaState, FreeList};
 use crate::chunk::{
     aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
-use crate::lock::Lock;
-use crate::params::{tunables_from_process_env, Params, DEFAULT_MMAP_THRESHOLD_MAX};
+use crate::lock::Mutex;
+use crate::params::{tunables_from_process_env, Params};
 use crate::prim::{environment_ready, set_errno, single_threaded};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
@@ -43,10 +43,9 @@ pub struct Malloc<K: Kernel> {
     /// The environment was not readable at initialisation; read it on a later slow path.
     env_pending: AtomicBool,
     /// Serialises additions to the arena list (and is held across fork).
-    pub(crate) list_lock: Lock,
-    /// Protects `free_list` and every arena's `next_free` and `attached_threads`.
-    pub(crate) free_list_lock: Lock,
-    pub(crate) free_list: AtomicPtr<Arena>,
+    pub(crate) list_lock: Mutex<()>,
+    /// The arenas no thread uses, and every arena's count of attached threads.
+    pub(crate) free_list: Mutex<FreeList>,
     pub(crate) narenas: AtomicUsize,
     pub(crate) narenas_limit: AtomicUsize,
     pub(crate) next_to_use: AtomicPtr<Arena>,
@@ -66,8 +65,8 @@ pub struct Malloc<K: Kernel> {
     peak_in_use: AtomicIsize,
 }
 
-// SAFETY: `free_list` is only touched under `free_list_lock`; arenas synchronise through
-// their own locks; everything else is atomic.
+// SAFETY: the main arena synchronises through its own lock (see `Arena`), the free list
+// through its mutex; everything else is atomic.
 unsafe impl<K: Kernel> Sync for Malloc<K> {}
 
 impl<K: Kernel> Malloc<K> {
@@ -79,13 +78,12 @@ impl<K: Kernel> Malloc<K> {
     pub const unsafe fn new(kernel: K) -> Malloc<K> {
         Malloc {
             kernel,
-            main_arena: Arena::new(),
+            main_arena: Arena::new(true),
             mp: Params::new(),
             state: AtomicU8::new(UNINIT),
             env_pending: AtomicBool::new(false),
-            list_lock: Lock::new(),
-            free_list_lock: Lock::new(),
-            free_list: AtomicPtr::new(core::ptr::null_mut()),
+            list_lock: Mutex::new(()),
+            free_list: Mutex::new(FreeList::new()),
             narenas: AtomicUsize::new(1),
             narenas_limit: AtomicUsize::new(0),
             next_to_use: AtomicPtr::new(core::ptr::null_mut()),
@@ -166,7 +164,8 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         self.pagesize.store(self.kernel.page_size(), Ordering::Relaxed);
-        self.main_arena.init(true);
+        // SAFETY: no other thread uses the allocator until `state` says it is ready.
+        unsafe { self.main_arena.init() };
         self.main_arena.next.store(&self.main_arena as *const Arena as *mut Arena, Ordering::Release);
         self.tcache_key.store(random_key(), Ordering::Relaxed);
         if environment_ready() {
@@ -178,8 +177,7 @@ impl<K: Kernel> Malloc<K> {
             self.thread_key.store(key, Ordering::Relaxed);
             self.thread_key_ok.store(true, Ordering::Relaxed);
         }
-        self.slot().set_arena(Some(&self.main_arena));
-        self.main_arena.attached_threads.set(1);
+        self.attach_main_arena(self.slot());
         let ready = if self.env_pending.load(Ordering::Relaxed) { READY_ENV_PENDING } else { READY };
         self.state.store(ready, Ordering::Release);
         // Registration may allocate, so it comes after the allocator works.
@@ -192,10 +190,11 @@ impl<K: Kernel> Malloc<K> {
             return;
         }
         self.state.store(READY, Ordering::Release);
-        let locked = self.lock_and_drain(&self.main_arena);
-        self.malloc_consolidate(&self.main_arena);
-        self.mp.apply(&tunables_from_process_env());
-        self.unlock_arena(&self.main_arena, locked);
+        {
+            let av = self.lock_and_drain(&self.main_arena);
+            self.malloc_consolidate(&av);
+            self.mp.apply(&tunables_from_process_env());
+        }
         // Caches made before the settings were known follow them from now on.
         let tc = self.thread_tcache();
         if !core::ptr::eq(tc, Tcache::disabled()) {
@@ -255,21 +254,25 @@ impl<K: Kernel> Malloc<K> {
         &'static self,
         slot: &ThreadSlot,
         size: usize,
-        f: impl Fn(&'static Arena) -> *mut u8,
+        f: impl Fn(&ArenaGuard<'static>) -> *mut u8,
     ) -> *mut u8 {
         let single = single_threaded();
-        let (mut av, mut locked) =
-            if single { (&self.main_arena, false) } else { self.arena_get(slot, size) };
+        let mut av = if single {
+            // SAFETY: without a second thread nobody else can touch the main arena (and
+            // nothing is ever deferred to it before the second thread starts).
+            unsafe { self.main_arena.assume_held() }
+        } else {
+            self.arena_get(slot, size)
+        };
         let mut may_retry = !single;
         // One call site for `f`, so that it is inlined.
         loop {
-            let p = f(av);
+            let p = f(&av);
             if !p.is_null() || !may_retry {
-                self.unlock_arena(av, locked);
                 return p;
             }
             may_retry = false;
-            (av, locked) = self.arena_get_retry(slot, av, locked, size);
+            av = self.arena_get_retry(slot, av, size);
         }
     }
 
@@ -279,20 +282,20 @@ impl<K: Kernel> Malloc<K> {
     /// cache (`av` held). The arena's count is exact; the instance-wide total (for the peak)
     /// is updated in steps of `IN_USE_BATCH` so arenas do not fight over one cache line.
     #[inline]
-    pub(crate) fn taken(&self, av: &Arena, bytes: usize) {
+    pub(crate) fn taken(&self, av: &ArenaState, bytes: usize) {
         av.in_use.set(av.in_use.get() + bytes);
         self.note_in_use(av, bytes as isize);
     }
 
     /// `bytes` of chunks came back to arena `av`'s free structures.
     #[inline]
-    pub(crate) fn returned(&self, av: &Arena, bytes: usize) {
+    pub(crate) fn returned(&self, av: &ArenaState, bytes: usize) {
         av.in_use.set(av.in_use.get().wrapping_sub(bytes));
         self.note_in_use(av, -(bytes as isize));
     }
 
     #[inline]
-    fn note_in_use(&self, av: &Arena, delta: isize) {
+    fn note_in_use(&self, av: &ArenaState, delta: isize) {
         let pending = av.unflushed.get() + delta;
         if pending.unsigned_abs() < IN_USE_BATCH {
             av.unflushed.set(pending);
@@ -398,56 +401,51 @@ impl<K: Kernel> Malloc<K> {
         // Thread-cache put, about 20 instructions: an aligned pointer whose header passes one
         // mask test (small, not mmapped, a multiple of 16, of the thread's kind of arena), a
         // bin with room, and a chunk not already cached.
+        // SAFETY: the caller promises a pointer of ours, not freed: its chunk header is
+        // before it (the slow path re-checks it before trusting more than the header).
+        let p = unsafe { Chunk::from_mem(mem) };
         if aligned_ok(mem as usize) {
-            // SAFETY: an aligned pointer from this allocator has its chunk header before it.
-            let p = unsafe { Chunk::from_mem(mem) };
             let tc = self.thread_tcache();
             // The arena bit is below the size, so the slot is the same either way.
-            let head = p.head() ^ tc.home();
+            // SAFETY: the header of a block of ours, in use by the caller.
+            let head = unsafe { p.head() } ^ tc.home();
             if head & FAST_FREE_HOME_MASK == 0 {
                 let slot = slot_of(head);
                 let key = self.key();
-                // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS.
-                if unsafe { tc.has_room_unchecked(slot) } && Tcache::entry_key(mem) != key {
-                    tc.put(p, slot, key);
+                // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS; the chunk
+                // is at least MINSIZE, so its user area holds the key word.
+                if unsafe { tc.has_room_unchecked(slot) && Tcache::entry_key(mem) != key } {
+                    // SAFETY: a small in-use chunk of the thread's kind of arena, not cached.
+                    unsafe { tc.put(p, slot, key) };
                     return;
                 }
             }
         }
-        // SAFETY: as above (the slow path re-checks the pointer before trusting it).
-        self.free_slow(unsafe { Chunk::from_mem(mem) })
+        // SAFETY: as above.
+        unsafe { self.free_slow(p) }
     }
 
     /// errno needs no saving here: kernel calls report errors as values and leave it alone.
+    ///
+    /// # Safety
+    /// `p` is the chunk of a pointer `free` may be given (see [`Malloc::free`]).
     #[cold]
     #[inline(never)]
-    fn free_slow(&'static self, p: Chunk) {
+    unsafe fn free_slow(&'static self, p: Chunk) {
         self.ensure_ready();
-        if p.is_mmapped() {
-            self.free_mmapped(p);
-        } else {
-            let slot = self.slot();
-            if slot.is_new() {
-                self.tcache_init(slot);
+        // SAFETY: the chunk of a live block of ours (the caller's promise).
+        unsafe {
+            if p.is_mmapped() {
+                self.free_mmapped(p);
+            } else {
+                let slot = self.slot();
+                if slot.is_new() {
+                    self.tcache_init(slot);
+                }
+                let av = self.arena_for_chunk(p);
+                self.int_free_inline(av, p);
             }
-            let av = self.arena_for_chunk(p);
-            self.int_free_inline(av, p, false);
         }
-    }
-
-    /// Release an mmapped chunk, raising the mmap threshold to its size first if glibc's
-    /// dynamic threshold applies (a freed mapping larger than the threshold, up to 32 MiB,
-    /// says such sizes are better served from the heap).
-    pub(crate) fn free_mmapped(&self, p: Chunk) {
-        let head = p.head();
-        if !self.mp.no_dyn_threshold.load(Ordering::Relaxed)
-            && head > self.mp.mmap_threshold.load(Ordering::Relaxed)
-            && head <= DEFAULT_MMAP_THRESHOLD_MAX
-        {
-            self.mp.mmap_threshold.store(p.size(), Ordering::Relaxed);
-            self.mp.trim_threshold.store(2 * p.size(), Ordering::Relaxed);
-        }
-        self.munmap_chunk(p);
     }
 
     // ----------------------------------------------------------------- calloc
@@ -473,7 +471,7 @@ impl<K: Kernel> Malloc<K> {
             let old_top = av.top();
             let mem = self.int_malloc(av, bytes);
             if !mem.is_null() {
-                // SAFETY: a chunk just allocated from this arena.
+                // SAFETY: a block just allocated.
                 let p = unsafe { Chunk::from_mem(mem) };
                 clean.set(if p == old_top { av.clean_from.get() } else { usize::MAX });
             }
@@ -483,17 +481,20 @@ impl<K: Kernel> Malloc<K> {
             set_errno(libc::ENOMEM);
             return mem;
         }
-        // SAFETY: the chunk just allocated.
-        let p = unsafe { Chunk::from_mem(mem) };
+        // SAFETY: the chunk just allocated, ours until we return it.
+        let (mmapped, size) = unsafe {
+            let p = Chunk::from_mem(mem);
+            (p.is_mmapped(), p.size())
+        };
         let perturbed = self.mp.perturb().is_some();
-        let len = if p.is_mmapped() {
+        let len = if mmapped {
             if perturbed {
                 bytes
             } else {
                 0
             }
         } else {
-            let usable = p.size() - SIZE_SZ;
+            let usable = size - SIZE_SZ;
             if perturbed {
                 usable
             } else {
@@ -522,9 +523,11 @@ impl<K: Kernel> Malloc<K> {
             return self.malloc(bytes);
         }
         self.ensure_ready();
-        // SAFETY: a pointer the caller got from us.
-        let oldp = unsafe { Chunk::from_mem(old) };
-        let oldsize = oldp.size();
+        // SAFETY: a pointer the caller got from us: its header is there.
+        let (oldp, oldsize, mmapped) = unsafe {
+            let oldp = Chunk::from_mem(old);
+            (oldp, oldp.size(), oldp.is_mmapped())
+        };
         if oldp.addr() > oldsize.wrapping_neg() || !aligned_ok(oldp.addr()) {
             malloc_printerr("realloc(): invalid pointer");
         }
@@ -532,37 +535,30 @@ impl<K: Kernel> Malloc<K> {
             set_errno(libc::ENOMEM);
             return core::ptr::null_mut();
         };
-        if oldp.is_mmapped() {
-            if let Some(newp) = self.mremap_chunk(oldp, nb) {
-                return newp.mem();
-            }
-            if oldsize - SIZE_SZ >= nb {
-                return old;
-            }
-            let new = self.malloc(bytes);
-            if new.is_null() {
-                return new;
-            }
-            // SAFETY: both blocks are ours and distinct; the old one holds oldsize - 16 bytes.
-            unsafe { core::ptr::copy_nonoverlapping(old, new, oldsize - CHUNK_HDR_SZ) };
-            self.munmap_chunk(oldp);
-            return new;
+        if mmapped {
+            // SAFETY: an in-use mmapped chunk of the caller's.
+            return unsafe { self.realloc_mmapped(oldp, bytes, nb) };
         }
         let slot = self.slot();
         if slot.is_new() {
             self.tcache_init(slot);
         }
-        let av = self.arena_for_chunk(oldp);
-        let locked = self.lock_arena(av);
-        let mut newp = self.int_realloc(av, oldp, oldsize, nb);
-        self.unlock_arena(av, locked);
+        // SAFETY: a non-mmapped chunk of ours.
+        let av = unsafe { self.arena_for_chunk(oldp) };
+        let (mut newp, locked) = {
+            let g = self.lock_arena(av);
+            // SAFETY: an in-use chunk of the arena held.
+            (unsafe { self.int_realloc(&g, oldp, oldsize, nb) }, g.locked())
+        };
         if newp.is_null() && locked {
             // Try harder: another arena may have room.
             newp = self.malloc(bytes);
             if !newp.is_null() {
-                // SAFETY: distinct blocks; the old one holds `usable()` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(old, newp, oldp.usable()) };
-                self.int_free(av, oldp, false);
+                // SAFETY: distinct blocks; the old one, still ours, holds `usable()` bytes.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(old, newp, oldp.usable());
+                    self.int_free(av, oldp);
+                }
             }
         }
         if newp.is_null() {
@@ -664,14 +660,16 @@ impl<K: Kernel> Malloc<K> {
         if mem.is_null() {
             return 0;
         }
-        // SAFETY: a live block of ours.
-        let p = unsafe { Chunk::from_mem(mem) };
-        if p.is_mmapped() {
-            p.size() - CHUNK_HDR_SZ
-        } else if p.inuse() {
-            p.size() - SIZE_SZ
-        } else {
-            0
+        // SAFETY: a live block of ours, so its header and the next chunk's are there.
+        unsafe {
+            let p = Chunk::from_mem(mem);
+            if p.is_mmapped() {
+                p.size() - CHUNK_HDR_SZ
+            } else if p.inuse() {
+                p.size() - SIZE_SZ
+            } else {
+                0
+            }
         }
     }
 
@@ -680,13 +678,10 @@ impl<K: Kernel> Malloc<K> {
     /// 1 on success and 0 for a value glibc rejects.
     pub fn mallopt(&'static self, param: i32, value: i32) -> i32 {
         self.ensure_ready();
-        let av = &self.main_arena;
-        let locked = self.lock_and_drain(av);
+        let av = self.lock_and_drain(&self.main_arena);
         // Fastbins are indexed by the current max_fast: empty them before it changes.
-        self.malloc_consolidate(av);
-        let r = self.mp.mallopt(param, value);
-        self.unlock_arena(av, locked);
-        r
+        self.malloc_consolidate(&av);
+        self.mp.mallopt(param, value)
     }
 
     /// `malloc_trim(3)`: return free memory to the kernel — the top of the brk heap beyond
@@ -695,11 +690,7 @@ impl<K: Kernel> Malloc<K> {
     pub fn malloc_trim(&'static self, pad: usize) -> i32 {
         self.ensure_ready();
         let mut result = false;
-        self.for_each_arena(|av| {
-            let locked = self.lock_and_drain(av);
-            result |= self.mtrim(av, pad);
-            self.unlock_arena(av, locked);
-        });
+        self.for_each_arena(|av| result |= self.mtrim(&self.lock_and_drain(av), pad));
         result as i32
     }
 }

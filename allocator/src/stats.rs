@@ -8,10 +8,9 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::arena::Arena;
+use crate::arena::ArenaState;
 use crate::bins::{NBINS, NFASTBINS};
-use crate::chunk::{reveal_ptr, Chunk, MALLOC_ALIGNMENT};
-use crate::heap::heap_for_ptr;
+use crate::chunk::MALLOC_ALIGNMENT;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
@@ -186,30 +185,33 @@ struct ArenaInfo {
 
 impl<K: Kernel> Malloc<K> {
     /// Add arena `av`'s figures (held) to `m` (glibc's `int_mallinfo`).
-    fn int_mallinfo(&self, av: &Arena, m: &mut MallInfo2) {
-        let mut avail = av.top().size();
+    fn int_mallinfo(&self, av: &ArenaState, m: &mut MallInfo2) {
         let mut nblocks = 1;
         let mut nfastblocks = 0;
         let mut fastavail = 0;
-        for i in 0..NFASTBINS {
-            let mut p = av.fastbin(i);
-            while !p.is_null() {
-                nfastblocks += 1;
-                fastavail += p.size();
-                // SAFETY: fastbin links lead to chunks of this arena or null.
-                p = unsafe { Chunk::at(reveal_ptr(p.fd_addr(), p.fd_word())) };
+        // SAFETY: the held arena's top, fastbins and bins, walked through their links.
+        let mut avail = unsafe {
+            let mut avail = av.top().size();
+            for i in 0..NFASTBINS {
+                let mut next = av.fastbin(i);
+                while let Some(p) = next {
+                    nfastblocks += 1;
+                    fastavail += p.size();
+                    next = p.fd_revealed();
+                }
             }
-        }
+            for i in 1..NBINS {
+                let b = av.bin_at(i);
+                let mut p = b.bk();
+                while p != b {
+                    nblocks += 1;
+                    avail += p.size();
+                    p = p.bk();
+                }
+            }
+            avail
+        };
         avail += fastavail;
-        for i in 1..NBINS {
-            let b = av.bin_at(i);
-            let mut p = b.bk();
-            while p != b {
-                nblocks += 1;
-                avail += p.size();
-                p = p.bk();
-            }
-        }
         m.smblks += nfastblocks;
         m.ordblks += nblocks;
         m.fordblks += avail;
@@ -220,7 +222,8 @@ impl<K: Kernel> Malloc<K> {
             m.hblks = self.mp.n_mmaps.load(Relaxed) as usize;
             m.hblkhd = self.mp.mmapped_mem.load(Relaxed);
             m.usmblks = 0;
-            m.keepcost = av.top().size();
+            // SAFETY: the held arena's top.
+            m.keepcost = unsafe { av.top().size() };
         }
     }
 
@@ -228,11 +231,7 @@ impl<K: Kernel> Malloc<K> {
     pub fn mallinfo2(&'static self) -> MallInfo2 {
         self.ensure_ready();
         let mut m = MallInfo2::default();
-        self.for_each_arena(|av| {
-            let locked = self.lock_and_drain(av);
-            self.int_mallinfo(av, &mut m);
-            self.unlock_arena(av, locked);
-        });
+        self.for_each_arena(|av| self.int_mallinfo(&self.lock_and_drain(av), &mut m));
         m
     }
 
@@ -249,9 +248,7 @@ impl<K: Kernel> Malloc<K> {
         let mut in_use = self.mp.mmapped_mem.load(Relaxed);
         self.for_each_arena(|av| {
             arenas += 1;
-            let locked = self.lock_and_drain(av);
-            in_use += av.in_use.get();
-            self.unlock_arena(av, locked);
+            in_use += self.lock_and_drain(av).in_use.get();
         });
         Stats {
             brk_calls: s.brk_calls.load(Relaxed),
@@ -295,9 +292,7 @@ impl<K: Kernel> Malloc<K> {
         let mut i = 0;
         self.for_each_arena(|av| {
             let mut mi = MallInfo2::default();
-            let locked = self.lock_and_drain(av);
-            self.int_mallinfo(av, &mut mi);
-            self.unlock_arena(av, locked);
+            self.int_mallinfo(&self.lock_and_drain(av), &mut mi);
             let _ = write!(
                 out,
                 "Arena {}:\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n",
@@ -317,12 +312,13 @@ impl<K: Kernel> Malloc<K> {
         );
     }
 
-    fn arena_info(&self, av: &Arena) -> ArenaInfo {
+    fn arena_info(&self, av: &ArenaState) -> ArenaInfo {
         let mut info = ArenaInfo {
             sizes: [SizeClass::default(); NSIZES],
             nblocks: 1,
             nfastblocks: 0,
-            avail: av.top().size(),
+            // SAFETY: the held arena's top.
+            avail: unsafe { av.top().size() },
             fastavail: 0,
             system_mem: av.system_mem.get(),
             max_system_mem: av.max_system_mem.get(),
@@ -332,19 +328,20 @@ impl<K: Kernel> Malloc<K> {
             is_main: av.is_main(),
         };
         for i in 0..NFASTBINS {
-            let mut p = av.fastbin(i);
-            if p.is_null() {
+            let Some(first) = av.fastbin(i) else {
                 continue;
-            }
-            let thissize = p.size();
+            };
+            // SAFETY: the held arena's fastbin chunks, walked through their links.
+            let thissize = unsafe { first.size() };
             let mut n = 0;
-            while !p.is_null() {
+            let mut next = Some(first);
+            while let Some(p) = next {
                 if !crate::chunk::aligned_ok(p.addr()) {
                     malloc_printerr("__malloc_info(): unaligned fastbin chunk detected");
                 }
                 n += 1;
-                // SAFETY: fastbin links lead to chunks of this arena or null.
-                p = unsafe { Chunk::at(reveal_ptr(p.fd_addr(), p.fd_word())) };
+                // SAFETY: as above.
+                next = unsafe { p.fd_revealed() };
             }
             info.fastavail += n * thissize;
             info.nfastblocks += n;
@@ -359,14 +356,17 @@ impl<K: Kernel> Malloc<K> {
             let b = av.bin_at(i);
             let s = &mut info.sizes[NFASTBINS - 1 + i];
             s.from = usize::MAX;
-            let mut r = b.fd();
-            while r != b {
-                let size = r.head();
-                s.count += 1;
-                s.total += size;
-                s.from = s.from.min(size);
-                s.to = s.to.max(size);
-                r = r.fd();
+            // SAFETY: a bin of the held arena, walked through its links.
+            unsafe {
+                let mut r = b.fd();
+                while r != b {
+                    let size = r.head();
+                    s.count += 1;
+                    s.total += size;
+                    s.from = s.from.min(size);
+                    s.to = s.to.max(size);
+                    r = r.fd();
+                }
             }
             if s.count == 0 {
                 s.from = 0;
@@ -374,8 +374,8 @@ impl<K: Kernel> Malloc<K> {
             info.nblocks += s.count;
             info.avail += s.total;
         }
-        if !av.is_main() {
-            let mut heap = Some(heap_for_ptr(av.top().addr()));
+        {
+            let mut heap = av.top_heap();
             while let Some(h) = heap {
                 info.heap_size += h.size();
                 info.heap_mprotect_size += h.mprotect_size();
@@ -398,9 +398,7 @@ impl<K: Kernel> Malloc<K> {
         let _ = out.write_str("<malloc version=\"1\">\n");
         let mut n = 0;
         self.for_each_arena(|av| {
-            let locked = self.lock_and_drain(av);
-            let info = self.arena_info(av);
-            self.unlock_arena(av, locked);
+            let info = self.arena_info(&self.lock_and_drain(av));
             let _ = write!(out, "<heap nr=\"{}\">\n<sizes>\n", n);
             n += 1;
             t_nfast += info.nfastblocks;

@@ -1,5 +1,5 @@
 //! Getting memory from the kernel and giving it back (glibc's `sysmalloc`, `systrim`,
-//! `mtrim`, and the mmapped-chunk helpers).
+//! `mtrim`); chunks with a mapping of their own are in `mmap_chunk.rs`.
 //!
 //! - A request of at least `mmap_threshold` that top cannot serve gets its own mapping.
 //! - Otherwise the main arena moves the program break up by the request plus `top_pad`,
@@ -10,13 +10,13 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arena::Arena;
+use crate::arena::{ArenaGuard, ArenaState};
 use crate::bins::{bin_index, NBINS};
 use crate::chunk::{
-    align_down, align_up, Chunk, CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK, MINSIZE,
-    NON_MAIN_ARENA, PREV_INUSE, SIZE_SZ,
+    align_down, align_up, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MALLOC_ALIGN_MASK, MINSIZE, NON_MAIN_ARENA,
+    PREV_INUSE, SIZE_SZ,
 };
-use crate::heap::{heap_for_ptr, HEAP_INFO_SIZE};
+use crate::heap::HEAP_INFO_SIZE;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
@@ -27,9 +27,12 @@ const MMAP_AS_MORECORE_SIZE: usize = 1024 * 1024;
 /// Size of glibc's `struct malloc_chunk` (header and four links), used by `mtrim`.
 const MALLOC_CHUNK_SIZE: usize = 6 * SIZE_SZ;
 
+// The `unsafe` blocks below touch the held arena's top chunk, chunks next to it, and memory
+// the kernel has just handed out for the arena: all of it the arena's, held by the guard.
+
 impl<K: Kernel> Malloc<K> {
-    /// Top cannot serve `nb`: get memory from the kernel, and serve it. `av` is held.
-    pub(crate) fn sysmalloc(&'static self, nb: usize, av: &Arena) -> *mut u8 {
+    /// Top cannot serve `nb`: get memory from the kernel, and serve it.
+    pub(crate) fn sysmalloc(&'static self, nb: usize, av: &ArenaGuard<'_>) -> *mut u8 {
         let mut tried_mmap = false;
         if nb >= self.mp.mmap_threshold.load(Ordering::Relaxed)
             && self.mp.n_mmaps.load(Ordering::Relaxed) < self.mp.n_mmaps_max.load(Ordering::Relaxed)
@@ -49,88 +52,78 @@ impl<K: Kernel> Malloc<K> {
         }
 
         let p = av.top();
-        let size = p.size();
-        if size >= nb + MINSIZE {
-            let remainder = p.plus(nb);
-            av.set_top(remainder);
-            p.set_head(nb | PREV_INUSE | av.arena_bit());
-            remainder.set_head((size - nb) | PREV_INUSE);
-            self.taken(av, nb);
-            return p.mem();
+        // SAFETY: the held arena's top (see the top of the file); the split stays inside it.
+        unsafe {
+            let size = p.size();
+            if size >= nb + MINSIZE {
+                let remainder = p.plus(nb);
+                av.set_top(remainder);
+                p.set_head(nb | PREV_INUSE | av.arena_bit());
+                remainder.set_head((size - nb) | PREV_INUSE);
+                self.taken(av, nb);
+                return p.mem();
+            }
         }
         core::ptr::null_mut()
     }
 
-    /// A chunk in its own mapping: the size rounded up to pages, flagged `IS_MMAPPED`, with
-    /// the offset from the mapping's start (0 here) in `prev_size`.
-    fn sysmalloc_mmap(&self, nb: usize) -> Option<*mut u8> {
-        let pagesize = self.pagesize();
-        let size = nb.checked_add(SIZE_SZ + pagesize - 1)? & !(pagesize - 1);
-        if size <= nb {
-            return None;
-        }
-        let mm = self.sys_mmap(0, size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE).ok()?;
-        // SAFETY: a fresh mapping of `size` bytes, page-aligned.
-        let p = unsafe { Chunk::at(mm) };
-        p.set_prev_size(0);
-        p.set_head(size | IS_MMAPPED);
-        let n = self.mp.n_mmaps.fetch_add(1, Ordering::Relaxed) + 1;
-        self.mp.max_n_mmaps.fetch_max(n, Ordering::Relaxed);
-        let sum = self.mp.mmapped_mem.fetch_add(size, Ordering::Relaxed) + size;
-        self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
-        self.mmap_taken(size as isize);
-        Some(p.mem())
-    }
-
     /// Grow a heap arena by `nb` (plus a chunk): extend its current heap, or chain a new
     /// one, closing the old heap with fenceposts. Returns whether top changed.
-    fn grow_heap_arena(&'static self, nb: usize, av: &Arena) -> bool {
+    fn grow_heap_arena(&'static self, nb: usize, av: &ArenaGuard<'_>) -> bool {
         let old_top = av.top();
-        let old_size = old_top.size();
-        let old_heap = heap_for_ptr(old_top.addr());
+        // SAFETY: the held arena's top (see the top of the file).
+        let old_size = unsafe { old_top.size() };
+        let Some(old_heap) = av.top_heap() else {
+            return false;
+        };
         let old_heap_size = old_heap.size();
         if MINSIZE + nb > old_size && self.grow_heap(old_heap, MINSIZE + nb - old_size) {
             av.add_system_mem(old_heap.size() - old_heap_size);
-            old_top.set_head((old_heap.end() - old_top.addr()) | PREV_INUSE);
+            // SAFETY: the top now reaches the heap's new end, which is mapped.
+            unsafe { old_top.set_head((old_heap.end() - old_top.addr()) | PREV_INUSE) };
             return true;
         }
         let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
         let Some(heap) = self.new_heap(nb + MINSIZE + HEAP_INFO_SIZE, top_pad) else {
             return false;
         };
-        heap.link(av, old_heap);
+        heap.link(av.arena(), old_heap);
         av.add_system_mem(heap.size());
-        // SAFETY: the new heap's first chunk, right after its header.
-        let top = unsafe { Chunk::at(heap.addr() + HEAP_INFO_SIZE) };
-        top.set_head((heap.size() - HEAP_INFO_SIZE) | PREV_INUSE);
-        av.set_fresh_top(top);
-        // Close the old heap: shrink the old top to leave room for a 16-byte in-use chunk
-        // and a 0-size end mark, then free what is left of it.
-        let old_size = (old_size - MINSIZE) & !MALLOC_ALIGN_MASK;
-        old_top.plus(old_size + CHUNK_HDR_SZ).set_head(PREV_INUSE);
-        if old_size >= MINSIZE {
-            old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
-            old_top.plus(old_size).set_foot(CHUNK_HDR_SZ);
-            old_top.set_head(old_size | PREV_INUSE | NON_MAIN_ARENA);
-            // Free space, not the program's: count it taken so that freeing it balances.
-            self.taken(av, old_size);
-            self.int_free(av, old_top, true);
-        } else {
-            old_top.set_head((old_size + CHUNK_HDR_SZ) | PREV_INUSE | NON_MAIN_ARENA);
-            old_top.set_foot(old_size + CHUNK_HDR_SZ);
-            if old_size + CHUNK_HDR_SZ >= MINSIZE {
-                // An in-use chunk that closes the heap.
-                self.taken(av, old_size + CHUNK_HDR_SZ);
+        // SAFETY: the new heap's first chunk, right after its header, in memory just mapped
+        // for this arena; then the old top and the fenceposts carved from its end.
+        unsafe {
+            let top = Chunk::at(heap.addr() + HEAP_INFO_SIZE);
+            top.set_head((heap.size() - HEAP_INFO_SIZE) | PREV_INUSE);
+            av.set_fresh_top(top);
+            // Close the old heap: shrink the old top to leave room for a 16-byte in-use chunk
+            // and a 0-size end mark, then free what is left of it.
+            let old_size = (old_size - MINSIZE) & !MALLOC_ALIGN_MASK;
+            old_top.plus(old_size + CHUNK_HDR_SZ).set_head(PREV_INUSE);
+            if old_size >= MINSIZE {
+                old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
+                old_top.plus(old_size).set_foot(CHUNK_HDR_SZ);
+                old_top.set_head(old_size | PREV_INUSE | NON_MAIN_ARENA);
+                // Free space, not the program's: count it taken so that freeing it balances.
+                self.taken(av, old_size);
+                self.int_free_held(av, old_top);
+            } else {
+                old_top.set_head((old_size + CHUNK_HDR_SZ) | PREV_INUSE | NON_MAIN_ARENA);
+                old_top.set_foot(old_size + CHUNK_HDR_SZ);
+                if old_size + CHUNK_HDR_SZ >= MINSIZE {
+                    // An in-use chunk that closes the heap.
+                    self.taken(av, old_size + CHUNK_HDR_SZ);
+                }
             }
         }
         true
     }
 
     /// Grow the main arena with `brk` (or `mmap` when `brk` fails).
-    fn grow_main_arena(&'static self, nb: usize, av: &Arena) {
+    fn grow_main_arena(&'static self, nb: usize, av: &ArenaGuard<'_>) {
         let pagesize = self.pagesize();
         let old_top = av.top();
-        let old_size = old_top.size();
+        // SAFETY: the held arena's top (see the top of the file).
+        let old_size = unsafe { old_top.size() };
         let old_end = old_top.addr() + old_size;
         let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
 
@@ -179,7 +172,8 @@ impl<K: Kernel> Malloc<K> {
 
         if brk == old_end && snd_brk.is_none() {
             // The break grew where our top ends: just make top bigger.
-            old_top.set_head((size + old_size) | PREV_INUSE);
+            // SAFETY: the top, which now reaches the new break.
+            unsafe { old_top.set_head((size + old_size) | PREV_INUSE) };
             return;
         }
         if av.contiguous() && old_size != 0 && brk < old_end {
@@ -217,33 +211,37 @@ impl<K: Kernel> Malloc<K> {
             return;
         };
 
-        // SAFETY: the start of the region just obtained, aligned.
-        let top = unsafe { Chunk::at(aligned_brk) };
-        top.set_head((snd_brk - aligned_brk + correction) | PREV_INUSE);
-        av.set_fresh_top(top);
-        av.add_system_mem(correction);
-        av.add_segment(aligned_brk);
+        // SAFETY: the start of the region just obtained, aligned (and not zero), then the
+        // old top and the fenceposts carved from its end.
+        unsafe {
+            let top = Chunk::at(aligned_brk);
+            top.set_head((snd_brk - aligned_brk + correction) | PREV_INUSE);
+            av.set_fresh_top(top);
+            av.add_system_mem(correction);
+            av.add_segment(aligned_brk);
 
-        if old_size != 0 {
-            // Fence the old top off so nothing coalesces into memory we do not own: two
-            // 16-byte in-use chunks at its end, and free the rest of it.
-            let old_size = (old_size - 2 * CHUNK_HDR_SZ) & !MALLOC_ALIGN_MASK;
-            old_top.set_head(old_size | PREV_INUSE);
-            old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
-            old_top.plus(old_size + CHUNK_HDR_SZ).set_head(CHUNK_HDR_SZ | PREV_INUSE);
-            if old_size >= MINSIZE {
-                self.taken(av, old_size);
-                self.int_free(av, old_top, true);
+            if old_size != 0 {
+                // Fence the old top off so nothing coalesces into memory we do not own: two
+                // 16-byte in-use chunks at its end, and free the rest of it.
+                let old_size = (old_size - 2 * CHUNK_HDR_SZ) & !MALLOC_ALIGN_MASK;
+                old_top.set_head(old_size | PREV_INUSE);
+                old_top.plus(old_size).set_head(CHUNK_HDR_SZ | PREV_INUSE);
+                old_top.plus(old_size + CHUNK_HDR_SZ).set_head(CHUNK_HDR_SZ | PREV_INUSE);
+                if old_size >= MINSIZE {
+                    self.taken(av, old_size);
+                    self.int_free_held(av, old_top);
+                }
             }
         }
     }
 
     /// Give the main arena's top back to the kernel beyond `pad` bytes by lowering the break
     /// (only if the break is still where we left it). Returns whether memory was released.
-    pub(crate) fn systrim(&self, pad: usize, av: &Arena) -> bool {
+    pub(crate) fn systrim(&self, pad: usize, av: &ArenaState) -> bool {
         let pagesize = self.pagesize();
         let top = av.top();
-        let top_size = top.size();
+        // SAFETY: the held arena's top (see the top of the file).
+        let top_size = unsafe { top.size() };
         let top_area = top_size as isize - MINSIZE as isize - 1;
         if top_area < 0 || top_area as usize <= pad {
             return false;
@@ -268,14 +266,15 @@ impl<K: Kernel> Malloc<K> {
             return false;
         }
         av.system_mem.set(av.system_mem.get() - released);
-        top.set_head((top_size - released) | PREV_INUSE);
+        // SAFETY: as above; the top shrinks to the new break.
+        unsafe { top.set_head((top_size - released) | PREV_INUSE) };
         av.top_trimmed_to(new_brk);
         true
     }
 
     /// `malloc_trim` for one arena (held): consolidate, drop the pages inside every free
     /// chunk of at least a page, and trim the main arena's top.
-    pub(crate) fn mtrim(&self, av: &Arena, pad: usize) -> bool {
+    pub(crate) fn mtrim(&self, av: &ArenaState, pad: usize) -> bool {
         self.malloc_consolidate(av);
         let ps = self.pagesize();
         let psindex = bin_index(ps);
@@ -285,51 +284,24 @@ impl<K: Kernel> Malloc<K> {
                 continue;
             }
             let bin = av.bin_at(i);
-            let mut p = bin.bk();
-            while p != bin {
-                let size = p.size();
-                if size > ps - 1 + MALLOC_CHUNK_SIZE {
-                    // Keep the chunk's header and links; whole pages after them can go.
-                    let paligned = align_up(p.addr() + MALLOC_CHUNK_SIZE, ps);
-                    let rest = p.addr() + size - paligned;
-                    if rest > ps - 1 {
-                        self.sys_madvise_dontneed(paligned, rest & !(ps - 1));
-                        result = true;
+            // SAFETY: a bin of the held arena and its free chunks.
+            unsafe {
+                let mut p = bin.bk();
+                while p != bin {
+                    let size = p.size();
+                    if size > ps - 1 + MALLOC_CHUNK_SIZE {
+                        // Keep the chunk's header and links; whole pages after them can go.
+                        let paligned = align_up(p.addr() + MALLOC_CHUNK_SIZE, ps);
+                        let rest = p.addr() + size - paligned;
+                        if rest > ps - 1 {
+                            self.sys_madvise_dontneed(paligned, rest & !(ps - 1));
+                            result = true;
+                        }
                     }
+                    p = p.bk();
                 }
-                p = p.bk();
             }
         }
         result | (av.is_main() && self.systrim(pad, av))
-    }
-
-    /// Resize an mmapped chunk with `mremap`, moving it if need be. `None` if the kernel
-    /// refuses; the old chunk is then untouched.
-    pub(crate) fn mremap_chunk(&self, p: Chunk, nb: usize) -> Option<Chunk> {
-        let pagesize = self.pagesize();
-        let offset = p.prev_size();
-        let size = p.size();
-        let block = p.addr() - offset;
-        let total = offset + size;
-        let in_page = p.mem() as usize & (pagesize - 1);
-        if (block | total) & (pagesize - 1) != 0 || in_page & in_page.wrapping_sub(1) != 0 {
-            malloc_printerr("mremap_chunk(): invalid pointer");
-        }
-        let new_size = nb.checked_add(offset + SIZE_SZ + pagesize - 1)? & !(pagesize - 1);
-        if new_size == total {
-            return Some(p);
-        }
-        let cp = self.sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE).ok()?;
-        // SAFETY: the chunk header at the same offset in the moved mapping.
-        let p = unsafe { Chunk::at(cp + offset) };
-        p.set_head((new_size - offset) | IS_MMAPPED);
-        self.mmap_taken(new_size as isize - total as isize);
-        let sum = if new_size >= total {
-            self.mp.mmapped_mem.fetch_add(new_size - total, Ordering::Relaxed) + (new_size - total)
-        } else {
-            self.mp.mmapped_mem.fetch_sub(total - new_size, Ordering::Relaxed) - (total - new_size)
-        };
-        self.mp.max_mmapped_mem.fetch_max(sum, Ordering::Relaxed);
-        Some(p)
     }
 }

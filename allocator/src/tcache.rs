@@ -182,11 +182,16 @@ impl Tcache {
         unsafe { self.room.get_unchecked(slot).get() != 0 }
     }
 
-    /// Push a chunk (caller checked `has_room(slot)`).
+    /// Push a chunk.
+    ///
+    /// # Safety
+    /// `chunk` is an in-use chunk of `slot`'s size that the calling thread owns and is
+    /// freeing (so nothing else touches it), not in any cache; `has_room(slot)` holds.
     #[inline(always)]
-    pub(crate) fn put(&self, chunk: Chunk, slot: usize, key: usize) {
+    pub(crate) unsafe fn put(&self, chunk: Chunk, slot: usize, key: usize) {
         let e = chunk.mem() as *mut TcacheEntry;
-        // SAFETY: the chunk is ours and at least MINSIZE, so its user area holds both words.
+        // SAFETY: the chunk is the caller's and at least MINSIZE, so its user area holds
+        // both words.
         let entry = unsafe { &*e };
         entry.key.set(key);
         let head = &self.entries[slot];
@@ -214,9 +219,12 @@ impl Tcache {
     }
 
     /// The key word of the chunk at `mem` (equal to the tcache key while it is cached).
+    ///
+    /// # Safety
+    /// `mem` is the user pointer of a chunk of at least `MINSIZE` bytes of this allocator.
     #[inline(always)]
-    pub(crate) fn entry_key(mem: *mut u8) -> usize {
-        // SAFETY: `mem` is the user area of a chunk of at least MINSIZE being freed.
+    pub(crate) unsafe fn entry_key(mem: *mut u8) -> usize {
+        // SAFETY: the user area of such a chunk holds the entry's two words.
         unsafe { (*(mem as *const TcacheEntry)).key.get() }
     }
 
@@ -274,12 +282,6 @@ impl Tcache {
 #[inline(always)]
 pub(crate) fn slot_for_request(bytes: usize) -> Option<usize> {
     (bytes <= MAX_TCACHE_SIZE).then(|| request_slot(bytes))
-}
-
-/// Chunk size for a slot (for tests and assertions).
-#[allow(dead_code)]
-pub(crate) const fn slot_size(slot: usize) -> usize {
-    slot << 4
 }
 
 const _: () = assert!(request_slot(0) == slot_of(request2size(0)));
@@ -354,12 +356,15 @@ mod tests {
         let mut mem = [Buf([0; 6]), Buf([0; 6]), Buf([0; 6])];
         let chunks: Vec<Chunk> = mem
             .iter_mut()
-            // SAFETY: each buffer is 48 bytes of our own memory, 16-byte aligned.
+            // SAFETY: each buffer is 48 bytes of our own memory, 16-byte aligned, not at 0.
             .map(|m| unsafe { Chunk::at(m.0.as_mut_ptr() as usize) })
             .collect();
         for c in &chunks {
-            t.put(*c, 3, 0xfeed);
-            assert_eq!(Tcache::entry_key(c.mem()), 0xfeed);
+            // SAFETY: our own 48-byte buffers, each put once.
+            unsafe {
+                t.put(*c, 3, 0xfeed);
+                assert_eq!(Tcache::entry_key(c.mem()), 0xfeed);
+            }
         }
         assert_eq!(t.len(3), 3);
         // The stored link is mangled: it is not the plain address of the older entry.
@@ -368,7 +373,8 @@ mod tests {
         assert_ne!(stored, chunks[1].mem() as usize);
         for c in chunks.iter().rev() {
             assert_eq!(t.get(3), c.mem());
-            assert_eq!(Tcache::entry_key(c.mem()), 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { Tcache::entry_key(c.mem()) }, 0);
         }
         assert!(t.first(3).is_null());
         assert_eq!(t.len(3), 0);

@@ -123,22 +123,29 @@ pub(crate) extern "C" fn thread_exit<K: Kernel>(instance: *mut libc::c_void) {
     if !core::ptr::eq(tc, Tcache::disabled()) {
         // SAFETY: the thread's own cache, now unreachable from the slot.
         let tcache = unsafe { &*tc };
-        tcache.drain(|mem| m.free_to_arena(mem));
-        m.free_to_arena(tc as *mut u8);
+        // SAFETY: cached chunks, and the cache itself, are blocks of ours nobody else uses.
+        tcache.drain(|mem| unsafe { m.free_to_arena(mem) });
+        // SAFETY: as above.
+        unsafe { m.free_to_arena(tc as *mut u8) };
     }
     m.arena_thread_detach(slot);
 }
 
 impl<K: Kernel> Malloc<K> {
     /// Free a block straight into its arena, bypassing the (gone) thread cache.
-    pub(crate) fn free_to_arena(&'static self, mem: *mut u8) {
-        // SAFETY: `mem` is a block of ours being released.
-        let p = unsafe { crate::chunk::Chunk::from_mem(mem) };
-        if p.is_mmapped() {
-            self.munmap_chunk(p);
-        } else {
-            let av = self.arena_for_chunk(p);
-            self.int_free(av, p, false);
+    ///
+    /// # Safety
+    /// `mem` is a live block of ours, the caller's to release.
+    pub(crate) unsafe fn free_to_arena(&'static self, mem: *mut u8) {
+        // SAFETY: the caller's block.
+        unsafe {
+            let p = crate::chunk::Chunk::from_mem(mem);
+            if p.is_mmapped() {
+                self.munmap_chunk(p);
+            } else {
+                let av = self.arena_for_chunk(p);
+                self.int_free(av, p);
+            }
         }
     }
 }
