@@ -4,7 +4,9 @@
 //! Small requests are carved from a heap that grows with `brk`; requests at or above the
 //! mmap threshold (128 KiB, moving with glibc's dynamic rule) get their own `mmap`. Freed
 //! chunks go to a per-thread cache, to fastbins, or are coalesced with their neighbours into
-//! sorted bins. Threads spread over several arenas. See `DESIGN.md` for the whole picture.
+//! sorted bins. Threads spread over several arenas. The repository's `ARCHITECTURE.md`
+//! describes the design: the life of a `malloc` and a `free`, the invariants each structure
+//! keeps, and which file holds each glibc function.
 //!
 //! Three ways to use it:
 //! - as the Rust global allocator: `#[global_allocator] static A: ptalloc::PtAlloc = ptalloc::PtAlloc;`

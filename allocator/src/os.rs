@@ -1,7 +1,8 @@
-//! The allocator's calls into its [`Kernel`], each counted for the statistics.
+//! The allocator's memory calls into its [`Kernel`], each counted for the statistics.
 //!
-//! Nothing else in the allocator talks to the kernel: this is the one place to look for
-//! what ptalloc asks of the operating system.
+//! Nothing else in the allocator asks the kernel for memory: this is the one place to look
+//! for what ptalloc does to an address space. The host calls that are not about memory
+//! (errno, futexes, the environment, ...) are in `prim.rs`.
 
 use core::sync::atomic::Ordering::Relaxed;
 

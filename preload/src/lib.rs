@@ -15,8 +15,6 @@
 //! `PTALLOC_STATS=1` prints a summary on standard error when the process exits;
 //! `PTALLOC_STATS=/some/file` appends it to that file instead.
 
-#![allow(clippy::missing_safety_doc)]
-
 use core::ffi::{c_char, c_int, c_void};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -30,10 +28,12 @@ static GLOBAL: PtAlloc = PtAlloc;
 // ------------------------------------------------------------------ the C functions
 
 #[no_mangle]
-pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
     linux().malloc(size).cast()
 }
 
+/// # Safety
+/// `p` is null or a block of this allocator not freed since (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: the C contract of free.
@@ -41,16 +41,20 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     linux().calloc(n, size).cast()
 }
 
+/// # Safety
+/// `p` is null or a live block of this allocator (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the C contract of realloc.
     unsafe { linux().realloc(p.cast(), size).cast() }
 }
 
+/// # Safety
+/// `p` is null or a live block of this allocator (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     // SAFETY: the C contract of reallocarray.
@@ -58,15 +62,17 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
+pub extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
     linux().memalign(alignment, size).cast()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
+pub extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
     linux().aligned_alloc(alignment, size).cast()
 }
 
+/// # Safety
+/// `memptr` points to writable storage for a pointer (as POSIX requires).
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
     let mut out = core::ptr::null_mut();
@@ -79,21 +85,25 @@ pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, alignment: usi
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
     linux().valloc(size).cast()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     linux().pvalloc(size).cast()
 }
 
+/// # Safety
+/// `p` is null or a live block of this allocator.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: the C contract: null or a live block.
     unsafe { linux().usable_size(p.cast()) }
 }
 
+/// # Safety
+/// As for `free`.
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
     // SAFETY: as free.
@@ -101,12 +111,17 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 }
 
 /// C23's sized free: glibc ignores the size, and so does ptalloc (the chunk knows it).
+///
+/// # Safety
+/// As for `free`.
 #[no_mangle]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
     // SAFETY: as free.
     unsafe { free(p) }
 }
 
+/// # Safety
+/// As for `free`.
 #[no_mangle]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _alignment: usize, _size: usize) {
     // SAFETY: as free.
@@ -114,22 +129,22 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _alignment: usize, _
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+pub extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
     linux().mallopt(param, value)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mallinfo() -> MallInfo {
+pub extern "C" fn mallinfo() -> MallInfo {
     linux().mallinfo()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
+pub extern "C" fn mallinfo2() -> MallInfo2 {
     linux().mallinfo2()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
     linux().malloc_trim(pad)
 }
 
@@ -155,7 +170,7 @@ impl Write for FileWriter {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn malloc_stats() {
+pub extern "C" fn malloc_stats() {
     // SAFETY: libc's stderr stream, locked for the whole report as glibc does.
     unsafe {
         let err = stderr;
@@ -165,6 +180,8 @@ pub unsafe extern "C" fn malloc_stats() {
     }
 }
 
+/// # Safety
+/// `fp` is an open `FILE` stream.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
     match linux().malloc_info(options, &mut FileWriter(fp)) {
@@ -176,11 +193,12 @@ pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_i
 // glibc's internal names, which some programs and libraries call directly.
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
-    // SAFETY: as malloc.
-    unsafe { malloc(size) }
+pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    malloc(size)
 }
 
+/// # Safety
+/// As for `free`.
 #[no_mangle]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
     // SAFETY: as free.
@@ -188,11 +206,12 @@ pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
-    // SAFETY: as calloc.
-    unsafe { calloc(n, size) }
+pub extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    calloc(n, size)
 }
 
+/// # Safety
+/// As for `realloc`.
 #[no_mangle]
 pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: as realloc.
@@ -200,35 +219,32 @@ pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_v
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void {
-    // SAFETY: as memalign.
-    unsafe { memalign(alignment, size) }
+pub extern "C" fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void {
+    memalign(alignment, size)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
-    // SAFETY: as valloc.
-    unsafe { valloc(size) }
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    valloc(size)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
-    // SAFETY: as pvalloc.
-    unsafe { pvalloc(size) }
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    pvalloc(size)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_mallinfo() -> MallInfo {
-    // SAFETY: as mallinfo.
-    unsafe { mallinfo() }
+pub extern "C" fn __libc_mallinfo() -> MallInfo {
+    mallinfo()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __libc_mallopt(param: c_int, value: c_int) -> c_int {
-    // SAFETY: as mallopt.
-    unsafe { mallopt(param, value) }
+pub extern "C" fn __libc_mallopt(param: c_int, value: c_int) -> c_int {
+    mallopt(param, value)
 }
 
+/// # Safety
+/// As for `posix_memalign`.
 #[no_mangle]
 pub unsafe extern "C" fn __posix_memalign(memptr: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
     // SAFETY: as posix_memalign.
