@@ -13,6 +13,7 @@ use crate::arena::{Arena, ArenaGuard, DEFER_ADDR_LIMIT};
 use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
 use crate::check::CHUNK_CHECKS;
 use crate::chunk::{aligned_ok, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
+use crate::int_malloc::merge_with_prev;
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::prim::single_threaded;
@@ -284,17 +285,7 @@ impl<K: Kernel> Malloc<K> {
             self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
             self.returned(av, size);
 
-            let mut p = p;
-            let mut size = size;
-            if !p.prev_inuse() {
-                let prevsize = p.prev_size();
-                size += prevsize;
-                p = p.prev();
-                if p.size() != prevsize {
-                    malloc_printerr("corrupted size vs. prev_size while consolidating");
-                }
-                unlink_chunk(p);
-            }
+            let (p, mut size) = merge_with_prev(p, size, "corrupted size vs. prev_size while consolidating");
             if next != top {
                 if !next.inuse_bit_at_offset(nextsize) {
                     unlink_chunk(next);

@@ -281,19 +281,12 @@ impl<K: Kernel> Malloc<K> {
             }
 
             // The top chunk.
-            let victim = av.top();
-            // SAFETY: the held arena's top chunk; splitting it stays inside it.
+            // SAFETY: the held arena's top chunk, its size vetted first.
             unsafe {
-                let size = victim.size();
-                if size > av.system_mem.get() {
+                if av.top().size() > av.system_mem.get() {
                     malloc_printerr("malloc(): corrupted top size");
                 }
-                if size >= nb + MINSIZE {
-                    let remainder = victim.plus(nb);
-                    av.set_top(remainder);
-                    victim.set_head(nb | PREV_INUSE | av.arena_bit());
-                    remainder.set_head((size - nb) | PREV_INUSE);
-                    self.taken(av, nb);
+                if let Some(victim) = self.split_top(av, nb) {
                     return self.malloced(av, victim, nb, bytes);
                 }
             }
@@ -464,6 +457,28 @@ impl<K: Kernel> Malloc<K> {
         }
     }
 
+    /// Carve a chunk of `nb` bytes from the bottom of top, if top can spare it and remain a
+    /// chunk.
+    ///
+    /// # Safety
+    /// `av` is held (which `&ArenaState` proves) and its top chunk's header is intact.
+    pub(crate) unsafe fn split_top(&self, av: &ArenaState, nb: usize) -> Option<Chunk> {
+        let victim = av.top();
+        // SAFETY: the held arena's top; the split stays inside it.
+        unsafe {
+            let size = victim.size();
+            if size < nb + MINSIZE {
+                return None;
+            }
+            let remainder = victim.plus(nb);
+            av.set_top(remainder);
+            victim.set_head(nb | PREV_INUSE | av.arena_bit());
+            remainder.set_head((size - nb) | PREV_INUSE);
+        }
+        self.taken(av, nb);
+        Some(victim)
+    }
+
     /// The exit of every path that hands a chunk out of the arena: the chunk is checked (in
     /// builds with chunk checks), perturbed if asked, and its user pointer returned.
     ///
@@ -530,16 +545,8 @@ impl<K: Kernel> Malloc<K> {
                     let mut size = p.size();
                     let nextchunk = p.plus(size);
                     let nextsize = nextchunk.size();
-                    let mut c = p;
-                    if !c.prev_inuse() {
-                        let prevsize = c.prev_size();
-                        size += prevsize;
-                        c = c.prev();
-                        if c.size() != prevsize {
-                            malloc_printerr("corrupted size vs. prev_size in fastbins");
-                        }
-                        unlink_chunk(c);
-                    }
+                    let c;
+                    (c, size) = merge_with_prev(p, size, "corrupted size vs. prev_size in fastbins");
                     if nextchunk != av.top() {
                         if !nextchunk.inuse_bit_at_offset(nextsize) {
                             size += nextsize;
@@ -566,6 +573,30 @@ impl<K: Kernel> Malloc<K> {
                 }
             }
         }
+    }
+}
+
+/// Coalesce a chunk `p` of `size` bytes being freed with its predecessor if that is free:
+/// the predecessor leaves its bin, and the merged chunk and its size are returned. glibc's
+/// check that the predecessor's size agrees with the boundary tag aborts with `corrupted`.
+///
+/// # Safety
+/// `p` is a chunk of a held arena whose `prev_size`, when its predecessor is free, leads to
+/// that predecessor.
+#[inline(always)]
+pub(crate) unsafe fn merge_with_prev(p: Chunk, size: usize, corrupted: &str) -> (Chunk, usize) {
+    // SAFETY: the caller's chunk; a free predecessor is in a bin of the same arena.
+    unsafe {
+        if p.prev_inuse() {
+            return (p, size);
+        }
+        let prevsize = p.prev_size();
+        let prev = p.prev();
+        if prev.size() != prevsize {
+            malloc_printerr(corrupted);
+        }
+        unlink_chunk(prev);
+        (prev, size + prevsize)
     }
 }
 

@@ -51,20 +51,11 @@ impl<K: Kernel> Malloc<K> {
             }
         }
 
-        let p = av.top();
-        // SAFETY: the held arena's top (see the top of the file); the split stays inside it.
-        unsafe {
-            let size = p.size();
-            if size >= nb + MINSIZE {
-                let remainder = p.plus(nb);
-                av.set_top(remainder);
-                p.set_head(nb | PREV_INUSE | av.arena_bit());
-                remainder.set_head((size - nb) | PREV_INUSE);
-                self.taken(av, nb);
-                return p.mem();
-            }
+        // SAFETY: the held arena's top, just grown (or left alone) above.
+        match unsafe { self.split_top(av, nb) } {
+            Some(p) => p.mem(),
+            None => core::ptr::null_mut(),
         }
-        core::ptr::null_mut()
     }
 
     /// Grow a heap arena by `nb` (plus a chunk): extend its current heap, or chain a new
