@@ -9,33 +9,15 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use ptalloc_benches::median;
+use ptalloc_benches::args::{die, positive};
+use ptalloc_benches::child;
+use ptalloc_benches::stats::{geometric_mean, median};
 
-struct Sample {
-    seconds: f64,
-    max_rss_kib: u64,
-}
+const NAME: &str = "compare-programs";
 
 fn workload_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../preload/tests/programs/workload.sh")
-}
-
-/// Run the command to completion; wall time and the peak RSS of its process tree.
-fn measure(cmd: &mut Command) -> Result<Sample, String> {
-    let start = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for the child we just spawned.
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let seconds = start.elapsed().as_secs_f64();
-    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("exit status {status:#x}"));
-    }
-    Ok(Sample { seconds, max_rss_kib: usage.ru_maxrss as u64 })
 }
 
 fn main() {
@@ -45,24 +27,23 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--runs" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => runs = n,
-                _ => die("--runs takes a positive number"),
-            },
-            "--lib" => lib = Some(PathBuf::from(args.next().unwrap_or_else(|| die("--lib needs a path")))),
+            "--runs" => runs = positive("--runs", args.next().as_deref()).unwrap_or_else(|e| die(NAME, &e)),
+            "--lib" => {
+                lib = Some(PathBuf::from(args.next().unwrap_or_else(|| die(NAME, "--lib needs a path"))))
+            }
             "--help" | "-h" => {
                 println!("usage: compare-programs [--runs N] [--lib PATH] [WORKLOAD...]");
                 return;
             }
-            w if w.starts_with('-') => die(&format!("unknown option {w:?}")),
+            w if w.starts_with('-') => die(NAME, &format!("unknown option {w:?}")),
             w => only.push(w.to_string()),
         }
     }
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let lib = lib.unwrap_or_else(|| target.join("release/libptalloc.so"));
-    let lib = lib
-        .canonicalize()
-        .unwrap_or_else(|e| die(&format!("{}: {e} (build it with cargo build --release)", lib.display())));
+    let lib = lib.canonicalize().unwrap_or_else(|e| {
+        die(NAME, &format!("{}: {e} (build it with cargo build --release)", lib.display()))
+    });
     let script = workload_script();
     let dir = target.join("workloads");
     if !dir.join(".prepared").exists() {
@@ -70,11 +51,11 @@ fn main() {
         let ok =
             Command::new(&script).arg("prepare").arg(&dir).status().map(|s| s.success()).unwrap_or(false);
         if !ok {
-            die("preparing the workloads failed");
+            die(NAME, "preparing the workloads failed");
         }
         let _ = std::fs::write(dir.join(".prepared"), "");
     }
-    let list = Command::new(&script).arg("list").output().unwrap_or_else(|e| die(&e.to_string()));
+    let list = Command::new(&script).arg("list").output().unwrap_or_else(|e| die(NAME, &e.to_string()));
     let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(String::from)
@@ -98,11 +79,12 @@ fn main() {
                 }
                 // Each run in its own process group, so nothing it leaves behind lingers.
                 cmd.process_group(0);
-                match measure(&mut cmd) {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                match child::run(&mut cmd) {
                     Ok(s) if ours => p.push(s),
                     Ok(s) => g.push(s),
                     Err(e) => {
-                        die(&format!("{name} ({}) failed: {e}", if ours { "ptalloc" } else { "glibc" }))
+                        die(NAME, &format!("{name} ({}) failed: {e}", if ours { "ptalloc" } else { "glibc" }))
                     }
                 }
             }
@@ -119,11 +101,6 @@ fn main() {
             pr / 1024.0
         );
     }
-    let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len().max(1) as f64).exp();
+    let geo = geometric_mean(&ratios);
     println!("\ngeometric mean of ptalloc / glibc: {geo:.3} ({runs} runs of each, medians)");
-}
-
-fn die(msg: &str) -> ! {
-    eprintln!("compare-programs: {msg}");
-    std::process::exit(2);
 }
