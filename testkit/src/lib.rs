@@ -5,7 +5,11 @@
 //!   randomized tests on both kernels and the fuzz target.
 //! - [`Rng`]: a seeded generator for the tests, the benchmark workloads and the
 //!   demonstration.
+//! - [`harness`]: the test harness of the test files that run other programs (or this
+//!   one again, in a child process): a test whose program is not installed is skipped, and
+//!   says so, unless `PTALLOC_REQUIRE_ALL_TESTS=1`.
 
+pub mod harness;
 pub mod model;
 mod rng;
 
