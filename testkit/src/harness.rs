@@ -28,12 +28,12 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
-/// `tests![a, b, c]`: the [`Test`]s that run functions `a`, `b` and `c`, each named after
-/// its function, as libtest names `#[test]` functions.
+/// `tests![a, b needs("sort"), c]`: the [`Test`]s that run functions `a`, `b` and `c`, each
+/// named after its function (as libtest names `#[test]` functions), `b` needing `sort`.
 #[macro_export]
 macro_rules! tests {
-    ($($f:ident),* $(,)?) => {
-        vec![$($crate::harness::Test::new(stringify!($f), $f)),*]
+    ($($f:ident $(needs($($program:expr),+))?),* $(,)?) => {
+        vec![$($crate::harness::Test::new(stringify!($f), $f)$($(.needs($program))+)?),*]
     };
 }
 
@@ -406,7 +406,9 @@ mod tests {
         fn second() -> Result<(), String> {
             Ok(())
         }
-        let names: Vec<String> = crate::tests![first, second].into_iter().map(|t| t.name).collect();
+        let tests = crate::tests![first, second needs("no-such-program", "sh")];
+        assert_eq!(tests[1].missing().as_deref(), Some("no-such-program is not installed"));
+        let names: Vec<String> = tests.into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["first", "second"]);
     }
 
