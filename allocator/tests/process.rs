@@ -3,8 +3,8 @@
 //! threshold, mmap above), glibc's dynamic threshold, memory going back to the kernel,
 //! resource limits, corruption reports, fork, thread exit, and the glibc environment knobs.
 //!
-//! A custom harness (`harness = false`): cases must not share a process, since each one
-//! looks at process-wide state (the break, RSS, limits) or dies on purpose.
+//! testkit's harness (`harness = false`) runs them: cases must not share a process, since
+//! each one looks at process-wide state (the break, RSS, limits) or dies on purpose.
 
 #[global_allocator]
 static GLOBAL: ptalloc::PtAlloc = ptalloc::PtAlloc;
@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ptalloc::{linux, M_MMAP_THRESHOLD, M_MXFAST, M_TOP_PAD, M_TRIM_THRESHOLD};
+use ptalloc_testkit::harness::{self, Test};
 
 type CaseFn = fn() -> Result<(), String>;
 
@@ -132,13 +133,13 @@ const CASES: &[Case] = &[
         name: "double_free_tcache",
         env: &[],
         expect: Expect::Abort("free(): double free detected in tcache 2"),
-        run: double_free_tcache,
+        run: double_free_small,
     },
     Case {
         name: "double_free_fasttop",
         env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")],
         expect: Expect::Abort("double free or corruption (fasttop)"),
-        run: double_free_fasttop,
+        run: double_free_small,
     },
     Case {
         name: "double_free_normal",
@@ -179,37 +180,18 @@ fn main() {
             }
         }
     }
-    // Arguments that are not flags filter cases by substring, as cargo test filters do.
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
     let exe = std::env::current_exe().unwrap();
-    let mut failed = 0;
-    let mut ran = 0;
-    for case in CASES {
-        if !filters.is_empty() && !filters.iter().any(|f| case.name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--child").arg(case.name).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, v) in case.env {
-            cmd.env(k, v);
-        }
-        let verdict = run_child(&mut cmd, &case.expect);
-        match &verdict {
-            Ok(()) => println!("test {} ... ok", case.name),
-            Err(e) => {
-                failed += 1;
-                println!("test {} ... FAILED\n{e}", case.name);
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed == 0 { "ok" } else { "FAILED" },
-        ran - failed,
-        failed
-    );
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    let tests = CASES.iter().map(|case| {
+        let exe = exe.clone();
+        Test::new(case.name, move || {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--child").arg(case.name).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.envs(case.env.iter().copied());
+            run_child(&mut cmd, &case.expect)
+        })
+    });
+    // One case at a time: they measure their process's RSS and race deadlines.
+    harness::run_one_at_a_time(tests.collect());
 }
 
 fn run_child(cmd: &mut Command, expect: &Expect) -> Result<(), String> {
@@ -245,6 +227,11 @@ fn run_child(cmd: &mut Command, expect: &Expect) -> Result<(), String> {
 }
 
 // ------------------------------------------------------------------------- helpers
+
+/// The heap checker's verdict on every arena.
+fn heap_ok() -> Result<(), String> {
+    linux().check_heap().map(|_| ()).map_err(|e| e.to_string())
+}
 
 fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
@@ -356,7 +343,7 @@ fn brk_below_threshold_mmap_above() -> Result<(), String> {
         m.free(below);
         m.free(above);
     }
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn dynamic_threshold() -> Result<(), String> {
@@ -454,7 +441,7 @@ fn malloc_trim_releases_free_pages() -> Result<(), String> {
         m.free(again);
         m.free(guard);
     }
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn calloc_leaves_fresh_pages_untouched() -> Result<(), String> {
@@ -522,7 +509,7 @@ fn rlimit_as_fails_then_recovers() -> Result<(), String> {
     // Memory is back: allocation works again.
     let again: Vec<*mut u8> = (0..50).map(|_| m.malloc(1 << 20)).collect();
     check(again.iter().all(|p| !p.is_null()), || "no recovery after freeing".into())?;
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn rlimit_data_falls_back_to_mmap() -> Result<(), String> {
@@ -546,7 +533,7 @@ fn rlimit_data_falls_back_to_mmap() -> Result<(), String> {
         // SAFETY: live blocks.
         unsafe { m.free(p) };
     }
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn foreign_sbrk() -> Result<(), String> {
@@ -565,12 +552,12 @@ fn foreign_sbrk() -> Result<(), String> {
         // SAFETY: live blocks of at least 64 bytes.
         unsafe { core::ptr::write_bytes(p, i as u8, 64) };
     }
-    m.check_heap().map_err(|e| e.to_string())?;
+    heap_ok()?;
     for p in blocks {
         // SAFETY: live blocks.
         unsafe { m.free(p) };
     }
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn fork_while_threads_allocate() -> Result<(), String> {
@@ -627,7 +614,7 @@ fn fork_while_threads_allocate() -> Result<(), String> {
     for w in workers {
         w.join().map_err(|_| "worker panicked".to_string())?;
     }
-    linux().check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 static FORKS_DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -684,7 +671,7 @@ fn fork_from_signal_handler() -> Result<(), String> {
     check(FORKS_DONE.load(std::sync::atomic::Ordering::Relaxed) >= 100, || {
         "forks from the handler stalled".into()
     })?;
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn thread_exit_returns_caches() -> Result<(), String> {
@@ -722,7 +709,7 @@ fn thread_exit_returns_caches() -> Result<(), String> {
     let arenas = m.stats().arenas;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     check(arenas <= 8 * cores.max(2) + 1, || format!("{arenas} arenas for {cores} cores"))?;
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 /// A block the main thread allocated and another thread (on its own arena) freed is not
@@ -767,7 +754,7 @@ fn remote_free_returns_to_its_arena() -> Result<(), String> {
         unsafe { m.free(p) };
     }
     check(back, || "the block never came back to the main thread".into())?;
-    m.check_heap().map(|_| ()).map_err(|e| e.to_string())
+    heap_ok()
 }
 
 fn introspection() -> Result<(), String> {
@@ -936,21 +923,13 @@ fn checker_sees_binned_chunk_in_use() -> Result<(), String> {
     }
 }
 
-fn double_free_tcache() -> Result<(), String> {
+/// Both `double_free_tcache` and `double_free_fasttop`: the thread cache's key catches the
+/// second free, or, with no thread cache (the latter's environment), the fastbin's check
+/// of its top chunk does.
+fn double_free_small() -> Result<(), String> {
     let m = linux();
     let p = m.malloc(40);
     // SAFETY: deliberately freeing twice.
-    unsafe {
-        m.free(p);
-        m.free(p);
-    }
-    Err("survived a double free".into())
-}
-
-fn double_free_fasttop() -> Result<(), String> {
-    let m = linux();
-    let p = m.malloc(40);
-    // SAFETY: deliberately freeing twice; with no thread cache both go to the fastbin.
     unsafe {
         m.free(p);
         m.free(p);

@@ -374,31 +374,84 @@ pub fn fragmentation<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
     Outcome { calls, peak_live: peak, checksum: sum }
 }
 
-/// Object-safe entry: runs a named workload on a concrete allocator.
-pub trait Dispatch: Sync {
-    fn run(&self, name: &str, p: &Params) -> Option<Outcome>;
+/// A workload, in report order in [`WORKLOADS`]: the one list of them that the `workload-*`
+/// programs, `compare` and the tests all take their names from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Larson,
+    Xmalloc,
+    CacheScratch,
+    CacheThrash,
+    Mstress,
+    Fragmentation,
 }
 
-impl<A: GlobalAlloc + Sync> Dispatch for A {
-    fn run(&self, name: &str, p: &Params) -> Option<Outcome> {
-        Some(match name {
-            "larson" => larson(self, p),
-            "xmalloc" => xmalloc(self, p),
-            "cache-scratch" => cache_scratch(self, p),
-            "cache-thrash" => cache_thrash(self, p),
-            "mstress" => mstress(self, p),
-            "fragmentation" => fragmentation(self, p),
-            _ => return None,
-        })
+/// Every workload, in report order.
+pub const WORKLOADS: [Workload; 6] = [
+    Workload::Larson,
+    Workload::Xmalloc,
+    Workload::CacheScratch,
+    Workload::CacheThrash,
+    Workload::Mstress,
+    Workload::Fragmentation,
+];
+
+impl Workload {
+    /// The workload called `name` on command lines, if there is one.
+    pub fn named(name: &str) -> Option<Workload> {
+        WORKLOADS.into_iter().find(|w| w.name() == name)
+    }
+
+    /// Every workload's name, as command lines list them: `larson, xmalloc, ...`.
+    pub fn names() -> String {
+        WORKLOADS.map(Workload::name).join(", ")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.about().0
+    }
+
+    pub fn description(self) -> &'static str {
+        self.about().1
+    }
+
+    /// Name and one-line description.
+    fn about(self) -> (&'static str, &'static str) {
+        match self {
+            Workload::Larson => (
+                "larson",
+                "server churn: threads replace random blocks, then hand their tables to new threads",
+            ),
+            Workload::Xmalloc => {
+                ("xmalloc", "producer/consumer: blocks allocated in one thread are freed in another")
+            }
+            Workload::CacheScratch => (
+                "cache-scratch",
+                "passive false sharing: threads reuse small objects handed out side by side",
+            ),
+            Workload::CacheThrash => {
+                ("cache-thrash", "active false sharing: threads allocate and write small objects")
+            }
+            Workload::Mstress => (
+                "mstress",
+                "objects migrate: threads swap blocks into a shared table, freeing others' blocks",
+            ),
+            Workload::Fragmentation => (
+                "fragmentation",
+                "phases of growing sizes with two thirds freed in between: peak RSS vs live bytes",
+            ),
+        }
+    }
+
+    /// Run on allocator `a` (statically dispatched: the workload calls it directly).
+    pub fn run<A: GlobalAlloc + Sync>(self, a: &A, p: &Params) -> Outcome {
+        match self {
+            Workload::Larson => larson(a, p),
+            Workload::Xmalloc => xmalloc(a, p),
+            Workload::CacheScratch => cache_scratch(a, p),
+            Workload::CacheThrash => cache_thrash(a, p),
+            Workload::Mstress => mstress(a, p),
+            Workload::Fragmentation => fragmentation(a, p),
+        }
     }
 }
-
-/// Names and one-line descriptions, in report order.
-pub const WORKLOADS: &[(&str, &str)] = &[
-    ("larson", "server churn: threads replace random blocks, then hand their tables to new threads"),
-    ("xmalloc", "producer/consumer: blocks allocated in one thread are freed in another"),
-    ("cache-scratch", "passive false sharing: threads reuse small objects handed out side by side"),
-    ("cache-thrash", "active false sharing: threads allocate and write small objects"),
-    ("mstress", "objects migrate: threads swap blocks into a shared table, freeing others' blocks"),
-    ("fragmentation", "phases of growing sizes with two thirds freed in between: peak RSS vs live bytes"),
-];

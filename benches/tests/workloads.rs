@@ -6,25 +6,26 @@ use std::alloc::System;
 use std::process::Command;
 
 use ptalloc::PtAlloc;
-use ptalloc_benches::workloads::{Dispatch, Params, WORKLOADS};
+use ptalloc_benches::workloads::{Params, Workload, WORKLOADS};
 
 #[test]
 fn workloads_agree_on_ptalloc_and_glibc() {
     let p = Params { threads: 2, scale: 0.02, seed: 7 };
-    for (name, _) in WORKLOADS {
-        let ours = PtAlloc.run(name, &p).expect("a known workload");
-        let glibc = System.run(name, &p).expect("a known workload");
+    for w in WORKLOADS {
+        let name = w.name();
+        let ours = w.run(&PtAlloc, &p);
+        let glibc = w.run(&System, &p);
         assert!(ours.calls > 0, "{name}: no allocator calls");
         assert_eq!(ours.calls, glibc.calls, "{name}: calls");
         assert!(ours.peak_live > 0 && glibc.peak_live > 0, "{name}: no live bytes");
         // larson and fragmentation do the same things in the same order on any allocator
         // (the others' live bytes and checksums depend on how the threads interleave).
-        if *name == "larson" || *name == "fragmentation" {
+        if matches!(w, Workload::Larson | Workload::Fragmentation) {
             assert_eq!(ours.peak_live, glibc.peak_live, "{name}: peak live bytes");
             assert_eq!(ours.checksum, glibc.checksum, "{name}: checksum");
         }
     }
-    assert!(PtAlloc.run("no-such-workload", &p).is_none());
+    assert!(Workload::named("no-such-workload").is_none());
 }
 
 #[test]

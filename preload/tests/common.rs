@@ -34,11 +34,16 @@ pub fn library() -> PathBuf {
     .clone()
 }
 
+/// The C compiler the tests use: `$CC`, or else `cc`.
+pub fn c_compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
 /// Compile `source` (under tests/c) with the system C compiler; returns the executable.
 pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(source);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(".c"));
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let cc = c_compiler();
     let status = Command::new(&cc)
         .args(["-O2", "-g", "-fno-builtin", "-Wall", "-pthread", "-o"])
         .arg(&out)

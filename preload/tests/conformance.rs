@@ -7,6 +7,37 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use ptalloc_testkit::harness;
+
+/// Every test compiles its C program first (on testkit's harness: without a C compiler
+/// they are skipped, and say so).
+fn main() {
+    let tests = ptalloc_testkit::tests![
+        every_case_is_run,
+        malloc,
+        free,
+        calloc,
+        realloc,
+        memalign_family,
+        brk_below_threshold_mmap_above,
+        mallopt,
+        mallinfo_trim_stats_info,
+        corruption_aborts_with_glibc_messages,
+        fastbin_double_free_aborts_with_glibc_message,
+        threads_with_cross_thread_frees,
+        fork_while_threads_allocate_and_use_stdio,
+        rlimit_as_exhaustion_and_recovery,
+        twenty_thousand_threads_keep_rss_flat,
+        glibc_tunables_apply,
+        malloc_environment_names_apply,
+        fork_from_a_signal_handler,
+        late_thread_destructors_do_not_pin_arenas,
+        fork_handlers_registered_first_may_allocate,
+        interposition_names_libptalloc,
+    ];
+    harness::run(tests.into_iter().map(|t| t.needs(common::c_compiler())).collect());
+}
+
 fn program() -> &'static PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| common::compile_c("conformance.c", &[]))
@@ -29,7 +60,6 @@ fn case_with_env(name: &str, env: &[(&str, &str)]) {
     assert!(ours.status.success(), "case {name} fails on ptalloc:\n{}", common::describe(&ours));
 }
 
-#[test]
 fn every_case_is_run() {
     let out = Command::new(program()).arg("list").output().unwrap();
     let listed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
@@ -57,87 +87,68 @@ fn every_case_is_run() {
     assert_eq!(listed, here, "conformance.c and this file list different cases");
 }
 
-#[test]
 fn malloc() {
     case("malloc");
 }
-#[test]
 fn free() {
     case("free");
 }
-#[test]
 fn calloc() {
     case("calloc");
 }
-#[test]
 fn realloc() {
     case("realloc");
 }
-#[test]
 fn memalign_family() {
     case("memalign");
 }
-#[test]
 fn brk_below_threshold_mmap_above() {
     case("shape");
 }
-#[test]
 fn mallopt() {
     case("mallopt");
 }
-#[test]
 fn mallinfo_trim_stats_info() {
     case("introspection");
 }
-#[test]
 fn corruption_aborts_with_glibc_messages() {
     case("corruption");
 }
-#[test]
 fn fastbin_double_free_aborts_with_glibc_message() {
     case_with_env("corruption_fastbin", &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")]);
 }
 
-#[test]
 fn threads_with_cross_thread_frees() {
     case("threads");
 }
-#[test]
 fn fork_while_threads_allocate_and_use_stdio() {
     case("fork");
 }
-#[test]
 fn rlimit_as_exhaustion_and_recovery() {
     case("rlimit_as");
 }
-#[test]
 fn twenty_thousand_threads_keep_rss_flat() {
     case("thread_churn");
 }
 
-#[test]
 fn glibc_tunables_apply() {
     case_with_env("tunables", &[("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0:glibc.malloc.perturb=165")]);
 }
 
-#[test]
 fn malloc_environment_names_apply() {
     case_with_env("env_aliases", &[("MALLOC_MMAP_MAX_", "0"), ("MALLOC_PERTURB_", "90")]);
 }
 
-#[test]
 fn fork_from_a_signal_handler() {
     case("signal_fork");
 }
 
-#[test]
 fn late_thread_destructors_do_not_pin_arenas() {
     case("exit_destructors");
 }
 
 /// Fork handlers that allocate, registered by a library whose constructor runs before the
 /// preloaded allocator's, run while the allocator holds its locks for the fork.
-#[test]
 fn fork_handlers_registered_first_may_allocate() {
     let handlers = common::compile_c("atfork_handlers.c", &["-shared", "-fPIC"]);
     let program = common::compile_c("atfork.c", &[handlers.to_str().unwrap()]);
@@ -148,7 +159,6 @@ fn fork_handlers_registered_first_may_allocate() {
     assert_eq!(String::from_utf8_lossy(&ours.stdout), "ok\n");
 }
 
-#[test]
 fn interposition_names_libptalloc() {
     // dladdr(dlsym(RTLD_DEFAULT, "malloc")) in the preloaded child names our library.
     let out = common::with_ptalloc(Command::new(program()).arg("interposed")).output().unwrap();

@@ -4,6 +4,9 @@
 //! in tests/programs/workload.sh, shared with the speed comparison; each reaches the mmap
 //! path, and the multi-threaded ones use several arenas — the statistics ptalloc writes at
 //! exit show it.
+//!
+//! On testkit's harness: a workload whose program is not installed is skipped, and says so
+//! (it fails instead under PTALLOC_REQUIRE_ALL_TESTS=1).
 
 mod common;
 
@@ -11,8 +14,45 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/workload.sh")
+use ptalloc_testkit::harness::{self, Test};
+use ptalloc_testkit::program_workloads;
+
+/// The workloads of workload.sh, in its order: the test's name, the workload's, whether it
+/// must spread over several arenas, and the programs it runs.
+const WORKLOADS: &[(&str, &str, bool, &[&str])] = &[
+    ("python", "python", true, &["python3"]),
+    ("python_regression_tests", "python-tests", false, &["python3"]),
+    ("sqlite3", "sqlite", true, &["sqlite3"]),
+    ("git", "git", true, &["git"]),
+    ("perl", "perl", false, &["perl"]),
+    ("gcc", "gcc", false, &["gcc"]),
+    ("sort", "sort", true, &["sort"]),
+    ("xz", "xz", true, &["xz"]),
+    ("node", "node", true, &["node"]),
+    ("bash", "bash", false, &["bash"]),
+];
+
+fn main() {
+    let mut tests = vec![Test::new("workloads_are_all_tested", workloads_are_all_tested).needs("bash")];
+    tests.extend(WORKLOADS.iter().map(|&(test, name, threaded, programs)| {
+        // workload.sh is a bash script, and makes the inputs with awk.
+        let t = Test::new(test, move || check(name, threaded)).needs("bash").needs("awk");
+        let t = programs.iter().fold(t, |t, p| t.needs(*p));
+        if name == "python-tests" {
+            t.needs_that(
+                "CPython's test suite is not installed (python3 -c 'import test.support' fails; \
+                 Debian: libpython3.X-testsuite)",
+                cpython_test_suite_installed,
+            )
+        } else {
+            t
+        }
+    }));
+    harness::run(tests);
+}
+
+fn cpython_test_suite_installed() -> bool {
+    Command::new("python3").args(["-c", "import test.support"]).output().is_ok_and(|o| o.status.success())
 }
 
 /// The inputs, made once per build directory.
@@ -20,12 +60,7 @@ fn inputs() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
-        let done = dir.join(".prepared");
-        if !done.exists() {
-            let out = Command::new(script()).arg("prepare").arg(&dir).output().unwrap();
-            assert!(out.status.success(), "preparing the workloads failed:\n{}", common::describe(&out));
-            std::fs::write(&done, "").unwrap();
-        }
+        program_workloads::prepare(&dir).unwrap_or_else(|e| panic!("{e}"));
         dir
     })
 }
@@ -48,9 +83,7 @@ fn most(report: &str, what: &str) -> u64 {
 
 fn check(name: &str, threaded: bool) {
     let dir = inputs();
-    let glibc = Command::new(script())
-        .args(["run", name])
-        .arg(dir)
+    let glibc = program_workloads::command(name, dir)
         .env_remove("LD_PRELOAD")
         .env_remove("PTALLOC_STATS")
         .output()
@@ -58,7 +91,7 @@ fn check(name: &str, threaded: bool) {
     assert!(glibc.status.success(), "{name} fails on glibc:\n{}", common::describe(&glibc));
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stats-{name}.log"));
     let _ = std::fs::remove_file(&report);
-    let ours = common::with_ptalloc(Command::new(script()).args(["run", name]).arg(dir))
+    let ours = common::with_ptalloc(&mut program_workloads::command(name, dir))
         .env("PTALLOC_STATS", &report)
         .output()
         .unwrap();
@@ -76,62 +109,8 @@ fn check(name: &str, threaded: bool) {
     }
 }
 
-#[test]
 fn workloads_are_all_tested() {
-    let out = Command::new(script()).arg("list").output().unwrap();
-    let names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
-    assert_eq!(
-        names,
-        ["python", "python-tests", "sqlite", "git", "perl", "gcc", "sort", "xz", "node", "bash"]
-    );
-}
-
-#[test]
-fn python() {
-    check("python", true);
-}
-
-#[test]
-fn python_regression_tests() {
-    check("python-tests", false);
-}
-
-#[test]
-fn sqlite3() {
-    check("sqlite", true);
-}
-
-#[test]
-fn git() {
-    check("git", true);
-}
-
-#[test]
-fn perl() {
-    check("perl", false);
-}
-
-#[test]
-fn gcc() {
-    check("gcc", false);
-}
-
-#[test]
-fn sort() {
-    check("sort", true);
-}
-
-#[test]
-fn xz() {
-    check("xz", true);
-}
-
-#[test]
-fn node() {
-    check("node", true);
-}
-
-#[test]
-fn bash() {
-    check("bash", false);
+    let names = program_workloads::names().unwrap();
+    let here: Vec<&str> = WORKLOADS.iter().map(|w| w.1).collect();
+    assert_eq!(names, here, "workload.sh and this file list different workloads");
 }

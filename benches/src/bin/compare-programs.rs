@@ -8,105 +8,49 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Stdio;
 
-use ptalloc_benches::median;
+use ptalloc_benches::args::{die, positive};
+use ptalloc_benches::child::{self, Finished};
+use ptalloc_benches::stats::{geometric_mean, median};
+use ptalloc_testkit::program_workloads;
 
-struct Sample {
-    seconds: f64,
-    max_rss_kib: u64,
-}
+const NAME: &str = "compare-programs";
+const USAGE: &str = "usage: compare-programs [--runs N] [--lib PATH] [WORKLOAD...]";
 
-fn workload_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../preload/tests/programs/workload.sh")
-}
-
-/// Run the command to completion; wall time and the peak RSS of its process tree.
-fn measure(cmd: &mut Command) -> Result<Sample, String> {
-    let start = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for the child we just spawned.
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let seconds = start.elapsed().as_secs_f64();
-    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("exit status {status:#x}"));
-    }
-    Ok(Sample { seconds, max_rss_kib: usage.ru_maxrss as u64 })
+struct Options {
+    runs: usize,
+    lib: Option<PathBuf>,
+    /// The workloads named on the command line; empty: all of them.
+    only: Vec<String>,
 }
 
 fn main() {
-    let mut runs = 5usize;
-    let mut lib: Option<PathBuf> = None;
-    let mut only: Vec<String> = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--runs" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => runs = n,
-                _ => die("--runs takes a positive number"),
-            },
-            "--lib" => lib = Some(PathBuf::from(args.next().unwrap_or_else(|| die("--lib needs a path")))),
-            "--help" | "-h" => {
-                println!("usage: compare-programs [--runs N] [--lib PATH] [WORKLOAD...]");
-                return;
-            }
-            w if w.starts_with('-') => die(&format!("unknown option {w:?}")),
-            w => only.push(w.to_string()),
-        }
-    }
+    let Some(o) = parse(std::env::args().skip(1)).unwrap_or_else(|e| die(NAME, &e)) else {
+        println!("{USAGE}");
+        return;
+    };
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let lib = lib.unwrap_or_else(|| target.join("release/libptalloc.so"));
-    let lib = lib
-        .canonicalize()
-        .unwrap_or_else(|e| die(&format!("{}: {e} (build it with cargo build --release)", lib.display())));
-    let script = workload_script();
+    let lib = o.lib.unwrap_or_else(|| target.join("release/libptalloc.so"));
+    let lib = lib.canonicalize().unwrap_or_else(|e| {
+        die(NAME, &format!("{}: {e} (build it with cargo build --release)", lib.display()))
+    });
     let dir = target.join("workloads");
-    if !dir.join(".prepared").exists() {
+    if !program_workloads::is_prepared(&dir) {
         eprintln!("preparing inputs in {}", dir.display());
-        let ok =
-            Command::new(&script).arg("prepare").arg(&dir).status().map(|s| s.success()).unwrap_or(false);
-        if !ok {
-            die("preparing the workloads failed");
-        }
-        let _ = std::fs::write(dir.join(".prepared"), "");
+        program_workloads::prepare(&dir).unwrap_or_else(|e| die(NAME, &e));
     }
-    let list = Command::new(&script).arg("list").output().unwrap_or_else(|e| die(&e.to_string()));
-    let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(String::from)
-        .filter(|n| only.is_empty() || only.contains(n))
+    let names: Vec<String> = program_workloads::names()
+        .unwrap_or_else(|e| die(NAME, &e))
+        .into_iter()
+        .filter(|n| o.only.is_empty() || o.only.contains(n))
         .collect();
 
     println!("| program | glibc (s) | ptalloc (s) | ptalloc / glibc | glibc peak RSS | ptalloc peak RSS |");
     println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for name in &names {
-        let mut g = Vec::new();
-        let mut p = Vec::new();
-        for _ in 0..runs {
-            for ours in [false, true] {
-                let mut cmd = Command::new(&script);
-                cmd.args(["run", name]).arg(&dir).env_remove("PTALLOC_STATS");
-                if ours {
-                    cmd.env("LD_PRELOAD", &lib);
-                } else {
-                    cmd.env_remove("LD_PRELOAD");
-                }
-                // Each run in its own process group, so nothing it leaves behind lingers.
-                cmd.process_group(0);
-                match measure(&mut cmd) {
-                    Ok(s) if ours => p.push(s),
-                    Ok(s) => g.push(s),
-                    Err(e) => {
-                        die(&format!("{name} ({}) failed: {e}", if ours { "ptalloc" } else { "glibc" }))
-                    }
-                }
-            }
-        }
+        let [g, p] = run_alternating(name, &dir, &lib, o.runs);
         let gt = median(g.iter().map(|s| s.seconds).collect());
         let pt = median(p.iter().map(|s| s.seconds).collect());
         let gr = median(g.iter().map(|s| s.max_rss_kib as f64).collect());
@@ -119,11 +63,45 @@ fn main() {
             pr / 1024.0
         );
     }
-    let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len().max(1) as f64).exp();
-    println!("\ngeometric mean of ptalloc / glibc: {geo:.3} ({runs} runs of each, medians)");
+    let geo = geometric_mean(&ratios);
+    println!("\ngeometric mean of ptalloc / glibc: {geo:.3} ({} runs of each, medians)", o.runs);
 }
 
-fn die(msg: &str) -> ! {
-    eprintln!("compare-programs: {msg}");
-    std::process::exit(2);
+/// The options, or None for `--help`; an error is the one line to print.
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut o = Options { runs: 5, lib: None, only: Vec::new() };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => o.runs = positive(&a, args.next().as_deref())?,
+            "--lib" => o.lib = Some(PathBuf::from(args.next().ok_or("--lib needs a path")?)),
+            "--help" | "-h" => return Ok(None),
+            w if w.starts_with('-') => return Err(format!("unknown option {w:?}")),
+            w => o.only.push(w.to_string()),
+        }
+    }
+    Ok(Some(o))
+}
+
+/// `runs` runs of the workload on glibc and as many under `lib`, alternating: [glibc, ptalloc].
+/// Any failure ends the program: a table with a run missing would mislead.
+fn run_alternating(name: &str, dir: &Path, lib: &Path, runs: usize) -> [Vec<Finished>; 2] {
+    let mut samples = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (ours, samples) in samples.iter_mut().enumerate() {
+            let mut cmd = program_workloads::command(name, dir);
+            cmd.env_remove("PTALLOC_STATS");
+            if ours == 1 {
+                cmd.env("LD_PRELOAD", lib);
+            } else {
+                cmd.env_remove("LD_PRELOAD");
+            }
+            // Each run in its own process group, so nothing it leaves behind lingers.
+            cmd.process_group(0).stdout(Stdio::null()).stderr(Stdio::null());
+            match child::run(&mut cmd) {
+                Ok(s) => samples.push(s),
+                Err(e) => die(NAME, &format!("{name} ({}) failed: {e}", ["glibc", "ptalloc"][ours])),
+            }
+        }
+    }
+    samples
 }

@@ -558,30 +558,28 @@ static void case_thread_churn(void) {
     }
 }
 
-/* Run with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.perturb=165 (see the test):
- * nothing is mmapped, fresh blocks are filled with 165 ^ 0xff. The settings must hold even
- * though the dynamic loader may have called malloc before the environment was set up. */
-static void case_tunables(void) {
+/* With mmap_max=0 and perturb=PERTURB set in the environment: nothing is mmapped, fresh
+ * blocks are filled with PERTURB ^ 0xff. The settings must hold even though the dynamic
+ * loader may have called malloc before the environment was set up. */
+static void check_no_mmap_and_perturb(int perturb) {
     void *big = malloc(opaque(8 << 20));
     CHECK(big && in_brk_heap(big));
     free(big);
     unsigned char *p = malloc(opaque(100));
     int filled = 1;
-    for (int i = 0; i < 100; i++) filled &= p[i] == (165 ^ 0xff);
+    for (int i = 0; i < 100; i++) filled &= p[i] == (perturb ^ 0xff);
     CHECK(filled);
     free(p);
 }
 
+/* Run with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.perturb=165 (see the test). */
+static void case_tunables(void) {
+    check_no_mmap_and_perturb(165);
+}
+
 /* Same with the MALLOC_*_ names: MALLOC_MMAP_MAX_=0 MALLOC_PERTURB_=90. */
 static void case_env_aliases(void) {
-    void *big = malloc(opaque(8 << 20));
-    CHECK(big && in_brk_heap(big));
-    free(big);
-    unsigned char *p = malloc(opaque(100));
-    int filled = 1;
-    for (int i = 0; i < 100; i++) filled &= p[i] == (90 ^ 0xff);
-    CHECK(filled);
-    free(p);
+    check_no_mmap_and_perturb(90);
 }
 
 /* Threads whose pthread key destructors allocate after the allocator's own exit hook ran:
