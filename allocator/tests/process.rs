@@ -298,11 +298,6 @@ fn touch(p: *mut u8, len: usize) {
     }
 }
 
-fn errno() -> i32 {
-    // SAFETY: the calling thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
 const MIB: usize = 1 << 20;
 
 // ------------------------------------------------------------------------- cases
@@ -476,17 +471,17 @@ fn rlimit_as_fails_then_recovers() -> Result<(), String> {
     // SAFETY: setting our own limit.
     check(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } == 0, || "setrlimit".into())?;
     let huge = m.malloc(1 << 30);
-    check(huge.is_null() && errno() == libc::ENOMEM, || {
-        format!("1 GiB under RLIMIT_AS: {huge:?} errno {}", errno())
+    check(huge.is_null() && ptalloc::errno() == libc::ENOMEM, || {
+        format!("1 GiB under RLIMIT_AS: {huge:?} errno {}", ptalloc::errno())
     })?;
     let c = m.calloc(1 << 20, 1 << 10);
-    check(c.is_null() && errno() == libc::ENOMEM, || "calloc under RLIMIT_AS".into())?;
+    check(c.is_null() && ptalloc::errno() == libc::ENOMEM, || "calloc under RLIMIT_AS".into())?;
     // Fill the address space with mid-size blocks until malloc says no.
     let mut held = Vec::new();
     loop {
         let p = m.malloc(1 << 20);
         if p.is_null() {
-            check(errno() == libc::ENOMEM, || "errno after exhaustion".into())?;
+            check(ptalloc::errno() == libc::ENOMEM, || "errno after exhaustion".into())?;
             break;
         }
         held.push(p);
@@ -830,7 +825,7 @@ fn introspection() -> Result<(), String> {
     check(unsafe { m.usable_size(pv) } >= 8192, || "pvalloc rounds up to pages".into())?;
     let ma = m.memalign(48, 100);
     check((ma as usize).is_multiple_of(64), || "memalign rounds 48 up to 64".into())?;
-    check(m.memalign(usize::MAX / 2 + 2, 1).is_null() && errno() == libc::EINVAL, || {
+    check(m.memalign(usize::MAX / 2 + 2, 1).is_null() && ptalloc::errno() == libc::EINVAL, || {
         "memalign EINVAL".into()
     })?;
     Ok(())
