@@ -9,7 +9,7 @@
 //!
 //! An [`Arena`] owns what its lock protects: the bins, the top chunk and the counts live in
 //! an [`ArenaState`] that only an [`ArenaGuard`] reaches, and the guard unlocks on drop. The
-//! free list (arenas no thread is attached to) is a [`Mutex`] of its own, whose guard is
+//! free list (arenas no thread is attached to) is a [`Mutex`](crate::lock::Mutex) of its own, whose guard is
 //! the only way to an arena's free-list link and thread count.
 
 use core::cell::Cell;
