@@ -10,7 +10,7 @@
 //! frames at the top of memory for `mem_map` (memblock allocates it top-down), then gives
 //! every other frame to the buddy allocator.
 
-use crate::buddy::{Zone, MAX_NR_ZONES, MAX_ORDER};
+use crate::buddy::{Zone, MAX_NR_ZONES, MAX_PAGE_ORDER};
 use crate::page::{Page, NIL, PAGE_SHIFT, PAGE_SIZE, PG_RESERVED};
 use crate::Errno;
 
@@ -127,7 +127,7 @@ impl PhysMem {
             let (start, end) = (start.max(2), end.min(mem_map_pfn));
             let mut pfn = start;
             while pfn < end {
-                let mut order = (pfn.trailing_zeros() as usize).min(MAX_ORDER);
+                let mut order = (pfn.trailing_zeros() as usize).min(MAX_PAGE_ORDER);
                 while pfn + (1 << order) > end {
                     order -= 1;
                 }
