@@ -15,6 +15,7 @@
 //! swap and no reclaimable caches there is nothing more to try, so falling below min is
 //! running out of memory and returns `ENOMEM`. Per-CPU page lists are not simulated.
 
+use crate::check::{fail, CheckError};
 use crate::page::{Page, NIL, PG_BUDDY, PG_RESERVED};
 use crate::physmem::{PhysMem, ZONE_DMA32_END_PFN, ZONE_DMA_END_PFN};
 use crate::Errno;
@@ -71,26 +72,6 @@ pub struct BuddyReport {
     pub free_blocks: usize,
     pub allocated_pages: usize,
     pub reserved_pages: usize,
-}
-
-/// A broken invariant found by a checker: what, and two numbers that locate it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CheckError {
-    pub what: &'static str,
-    pub a: usize,
-    pub b: usize,
-}
-
-impl core::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} ({:#x}, {:#x})", self.what, self.a, self.b)
-    }
-}
-
-impl std::error::Error for CheckError {}
-
-pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, CheckError> {
-    Err(CheckError { what, a, b })
 }
 
 impl Zone {

@@ -1,22 +1,49 @@
-//! `check_mm`: the address space's invariants, verified from scratch. Tests call it after
-//! operations so that a broken invariant fails at the step that broke it.
+//! The invariant checkers' common error type, and `check_mm`: the address space's
+//! invariants, verified from scratch. Tests call the checkers after operations so that a
+//! broken invariant fails at the step that broke it.
 //!
-//! - the VMA tree is ordered, balanced, its gaps right, and agrees with the list;
-//! - every VMA lies in the user range and has sane flags; `anon_vma` and inode reference
-//!   counts equal the number of VMAs that point at them;
-//! - `total_vm`, `exec_vm`, `stack_vm`, `data_vm` and `locked_vm` equal sums over the VMAs;
+//! Every checker — `check_buddy` (buddy free lists, frame conservation), `Slab::check`,
+//! `VmaTree::check` and `check_mm` — reports the first broken invariant as a [`CheckError`].
+//!
+//! `check_mm` verifies:
+//! - the VMA tree is ordered, balanced, its gaps right, and agrees with the list and with
+//!   `map_count`;
+//! - every VMA is page aligned and lies in the user range, it is shared exactly when it
+//!   maps a shmem inode, and `anon_vma` and inode reference counts equal the number of VMAs
+//!   that point at them;
+//! - `total_vm`, `exec_vm`, `stack_vm` and `data_vm` equal sums over the VMAs, and
+//!   `locked_vm` is at least the size of the locked ones (`MREMAP_DONTUNMAP` leaves it high);
 //! - every present PTE lies inside a VMA, maps a frame of the right kind, and allows no
 //!   more than the VMA does; the RSS counters equal the pages mapped;
 //! - the page-table pages counted equal the tables reachable from the PGD;
 //! - `Committed_AS` equals the charged VMAs plus the charged shmem inodes.
 
-use crate::buddy::{fail, CheckError};
 use crate::machine::State;
 use crate::mm::*;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_BUDDY, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
     count_tables, for_each_pte, pte_pfn, pte_present, pte_special, PTE_NX, PTE_PRESENT, PTE_RW,
 };
+
+/// A broken invariant found by a checker: what, and two numbers that locate it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckError {
+    pub what: &'static str,
+    pub a: usize,
+    pub b: usize,
+}
+
+impl core::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ({:#x}, {:#x})", self.what, self.a, self.b)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, CheckError> {
+    Err(CheckError { what, a, b })
+}
 
 pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
     let mm = &st.mm;

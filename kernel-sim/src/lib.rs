@@ -48,7 +48,8 @@ pub mod util;
 pub mod vma;
 pub mod vma_tree;
 
-pub use buddy::{BuddyReport, CheckError};
+pub use buddy::BuddyReport;
+pub use check::CheckError;
 pub use fault::FaultError;
 pub use machine::{default_machine, Config, Machine, MachineBox};
 pub use mm::Rlimits;

@@ -8,7 +8,7 @@
 //! allocator (as SLUB's `min_partial` does). An object's slab is found from its address
 //! alone: direct-map address → frame → descriptor.
 
-use crate::buddy::{fail, CheckError};
+use crate::check::{fail, CheckError};
 use crate::page::{NIL, PAGE_SIZE, PG_SLAB};
 use crate::physmem::PhysMem;
 use crate::Errno;

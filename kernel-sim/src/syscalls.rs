@@ -2,6 +2,8 @@
 //! simulated kernel's implementation and counts itself; plus the sysctls and rlimits a
 //! test may change, the invariant checkers, and copies of the VMA list for views.
 
+use crate::buddy::BuddyReport;
+use crate::check::CheckError;
 use crate::machine::Machine;
 use crate::mm::{Rlimits, VmaPtr};
 use crate::stats::{Counters, Syscall};
@@ -111,7 +113,7 @@ impl Machine {
 
     /// Check every structure: buddy free lists and frame conservation, slab caches, the
     /// VMA tree, page tables against VMAs, and the RSS and VM counters.
-    pub fn check(&self) -> Result<(), crate::buddy::CheckError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let st = self.lock();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
@@ -119,12 +121,12 @@ impl Machine {
     }
 
     /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
-    pub fn check_mm(&self) -> Result<(), crate::buddy::CheckError> {
+    pub fn check_mm(&self) -> Result<(), CheckError> {
         crate::check::check_mm(&self.lock())
     }
 
     /// `check_buddy` alone.
-    pub fn check_buddy(&self) -> Result<crate::buddy::BuddyReport, crate::buddy::CheckError> {
+    pub fn check_buddy(&self) -> Result<BuddyReport, CheckError> {
         self.lock().phys.check_buddy()
     }
 

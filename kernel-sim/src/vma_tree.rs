@@ -7,7 +7,7 @@
 //! O(log n) without walking the list. The nodes are the VMAs themselves, so linking one
 //! never allocates.
 
-use crate::buddy::{fail, CheckError};
+use crate::check::{fail, CheckError};
 use crate::mm::VmaPtr;
 
 #[derive(Default)]
