@@ -310,7 +310,7 @@ fn reserve_user_range(size: usize) -> Result<Host, Errno> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(Errno(crate::util::errno()));
+        return Err(Errno(ptalloc::errno()));
     }
     let raw = p as usize;
     let base = (raw + align - 1) & !(align - 1);
@@ -346,7 +346,7 @@ impl Machine {
             )
         };
         if mem == libc::MAP_FAILED {
-            return Err(Errno(crate::util::errno()));
+            return Err(Errno(ptalloc::errno()));
         }
         let m = mem as *mut Machine;
         // SAFETY: `m` is a fresh, suitably aligned (page) allocation of the right size.

@@ -8,7 +8,7 @@
 //! than run on wrongly.
 
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
-use crate::util::{errno, StackWriter};
+use crate::util::StackWriter;
 
 /// The reserved host range and the memfd of physical memory.
 #[derive(Clone, Copy, Debug)]
@@ -22,7 +22,7 @@ pub struct Host {
 #[inline(never)]
 fn host_failure(what: &str, addr: usize, len: usize) -> ! {
     use core::fmt::Write;
-    let e = errno();
+    let e = ptalloc::errno();
     let mut w = StackWriter::<256>::new();
     let _ = writeln!(w, "kernel-sim: host {what}({addr:#x}, {len:#x}) failed with errno {e}: the simulated MMU is out of step with the page tables");
     if e == libc::ENOMEM {

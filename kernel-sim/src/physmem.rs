@@ -65,12 +65,12 @@ impl PhysMem {
         // SAFETY: memfd_create with a NUL-terminated name; no pointers kept.
         let memfd = unsafe { libc::memfd_create(c"kernel-sim-phys".as_ptr(), libc::MFD_CLOEXEC) };
         if memfd < 0 {
-            return Err(Errno(crate::util::errno()));
+            return Err(Errno(ptalloc::errno()));
         }
         let len = nr_frames * PAGE_SIZE;
         // SAFETY: sizing a descriptor we own.
         if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
-            let e = crate::util::errno();
+            let e = ptalloc::errno();
             // SAFETY: closing our own descriptor.
             unsafe { libc::close(memfd) };
             return Err(Errno(e));
@@ -87,7 +87,7 @@ impl PhysMem {
             )
         };
         if dm == libc::MAP_FAILED {
-            let e = crate::util::errno();
+            let e = ptalloc::errno();
             // SAFETY: closing our own descriptor.
             unsafe { libc::close(memfd) };
             return Err(Errno(e));

@@ -29,7 +29,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::fault::{Access, FaultError, SEGV_MAPERR};
 use crate::machine::Machine;
-use crate::util::{errno, set_errno, StackWriter};
+use ptalloc::{errno, set_errno};
+
+use crate::util::StackWriter;
 
 pub const MAX_MACHINES: usize = 64;
 

@@ -67,19 +67,6 @@ pub fn bug(what: &str, a: usize, b: usize) -> ! {
     unsafe { libc::abort() }
 }
 
-/// The calling thread's `errno`.
-#[inline]
-pub fn errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub fn set_errno(v: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = v }
-}
-
 /// Round `x` up to a multiple of `align` (a power of two); `None` on overflow.
 #[inline]
 pub fn checked_align_up(x: usize, align: usize) -> Option<usize> {
