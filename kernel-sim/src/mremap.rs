@@ -10,7 +10,7 @@
 //!   the VMA in place (merging with the next one where the rules allow) when the space
 //!   after it is free, else, with `MREMAP_MAYMOVE`, moves it.
 //!
-//! A move makes the VMA at the destination with `copy_vma` (merging with neighbours; a
+//! A move makes the VMA at the destination with `vma::copy_vma` (merging with neighbours; a
 //! never-faulted anonymous VMA takes the page offset of its new address so it can), moves
 //! the entries, then unmaps the source without giving back its commit charge, which the new
 //! VMA inherits. `MREMAP_FIXED` unmaps whatever is at the destination first;
@@ -19,7 +19,7 @@
 use crate::machine::State;
 use crate::mm::{VmaPtr, VM_ACCOUNT, VM_DONTEXPAND, VM_LOCKED, VM_LOCKED_MASK, VM_MAYSHARE, VM_SHARED};
 use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
-use crate::vma::{do_munmap, vm_area_dup, vma_link, vma_merge_new_range, VmaDesc};
+use crate::vma::{copy_vma, do_munmap, vma_merge_new_range, VmaDesc};
 use crate::Errno;
 
 pub const MREMAP_MAYMOVE: i32 = 1;
@@ -324,34 +324,6 @@ fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         }
     }
     result
-}
-
-/// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
-fn copy_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize, pgoff: usize) -> Result<VmaPtr, Errno> {
-    // A never-faulted anonymous VMA has no pages tied to its offset: give it the offset of
-    // its new address so it can merge there.
-    let pgoff = if vma.is_anonymous() && vma.anon().is_none() { addr >> PAGE_SHIFT } else { pgoff };
-    let (next, prev) = st.mm.find_vma_prev(addr);
-    if next.is_some_and(|n| n.start() < addr + len) {
-        crate::util::bug("copy_vma: destination not empty", addr, len);
-    }
-    let d = VmaDesc {
-        start: addr,
-        end: addr + len,
-        flags: vma.flags(),
-        pgoff,
-        file: vma.file(),
-        anon: vma.anon(),
-    };
-    if let Some(v) = vma_merge_new_range(st, prev, next, &d, false) {
-        return Ok(v);
-    }
-    let new = vm_area_dup(st, vma)?;
-    new.vm_start.set(addr);
-    new.vm_end.set(addr + len);
-    new.vm_pgoff.set(pgoff);
-    vma_link(st, new);
-    Ok(new)
 }
 
 fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {

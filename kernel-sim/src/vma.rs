@@ -1,4 +1,6 @@
-//! Making, merging, splitting and removing VMAs (Linux's `mm/vma.c`).
+//! Making, merging, splitting, growing and removing VMAs (Linux's `mm/vma.c`), and the VMA,
+//! anon_vma and inode objects they work with (which Linux keeps in `vma_init.c`, `rmap.c`
+//! and the VFS).
 //!
 //! Merge rules, as Linux applies them to anonymous memory: two neighbouring ranges merge
 //! when their flags are equal (ignoring `VM_SOFTDIRTY`), they map the same file (or both
@@ -13,15 +15,25 @@
 //!   one after it, or both.
 //! * `vma_modify` — changing the flags of part of a VMA (mprotect, madvise) merges the part
 //!   into a neighbour if it can, and otherwise splits it off.
+//! * `split_vma` — one VMA becomes two at an address.
 //! * `do_munmap` — splits at the ends and removes every VMA in between.
+//! * `mmap_region` — a new mapping: charged to the commit limit if it is writable and
+//!   private, given a shmem inode if it is shared, replacing whatever a `MAP_FIXED` mapping
+//!   overlaps, and merged into a neighbour or linked as a VMA of its own.
+//! * `do_brk_flags` — the heap grows: its VMA is extended, or a new one linked.
+//! * `expand_downwards` — a stack VMA grows down to a faulting address, within the stack
+//!   rlimit and clear of the guard gap, and is charged for it.
+//! * `copy_vma` — the VMA at the destination of an `mremap` move.
+//! * `anon_vma_prepare` — a VMA gets its anon_vma before its first anonymous page.
 
 use crate::kptr::KPtr;
 use crate::machine::State;
 use crate::mm::{
-    is_data_mapping, is_exec_mapping, is_stack_mapping, AnonVma, VmFlags, VmaPtr, VM_ACCOUNT, VM_LOCKED,
-    VM_SOFTDIRTY,
+    is_data_mapping, is_exec_mapping, is_stack_mapping, AnonVma, VmFlags, VmaPtr, STACK_GUARD_GAP,
+    VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DATA_DEFAULT_FLAGS, VM_GROWSDOWN, VM_LOCKED, VM_NORESERVE, VM_SHARED,
+    VM_SOFTDIRTY, VM_WRITE,
 };
-use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
+use crate::page::{offset_in_page, page_align, PAGE_MASK, PAGE_SHIFT};
 use crate::shmem::InodePtr;
 use crate::slab::{CACHE_ANON_VMA, CACHE_VMA};
 use crate::Errno;
@@ -417,4 +429,278 @@ pub(crate) fn do_align_munmap(st: &mut State, vma: VmaPtr, start: usize, end: us
 /// Insert a new VMA and count it in `map_count` (the tree's length).
 pub(crate) fn vma_link(st: &mut State, v: VmaPtr) {
     st.mm.vmas.insert(v);
+}
+
+/// Whether a mapping with these flags is charged to the commit limit.
+fn accountable_mapping(flags: VmFlags) -> bool {
+    flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE
+}
+
+/// Pages of `[start, end)` mapped by VMAs, and how many of those are charged.
+fn count_vma_pages_range(st: &State, start: usize, end: usize) -> (usize, usize) {
+    let mut pages = 0;
+    let mut accounted = 0;
+    let mut cur = st.mm.find_vma(start);
+    while let Some(v) = cur.filter(|v| v.start() < end) {
+        let n = (v.end().min(end) - v.start().max(start)) >> PAGE_SHIFT;
+        pages += n;
+        if v.flags() & VM_ACCOUNT != 0 {
+            accounted += n;
+        }
+        cur = v.next();
+    }
+    (pages, accounted)
+}
+
+/// Create the mapping `[addr, addr + len)` (`mmap_region`), replacing anything there.
+pub(crate) fn mmap_region(
+    st: &mut State,
+    addr: usize,
+    len: usize,
+    mut vm_flags: VmFlags,
+    pgoff: usize,
+) -> Result<usize, Errno> {
+    let end = addr + len;
+    let pglen = len >> PAGE_SHIFT;
+    let (overlapped, overlapped_accounted) = count_vma_pages_range(st, addr, end);
+    if !st.mm.may_expand_vm(vm_flags, pglen) && !st.mm.may_expand_vm(vm_flags, pglen - overlapped) {
+        return Err(Errno::ENOMEM);
+    }
+    // Charge before touching the old mappings, so that a refusal leaves them intact (Linux
+    // detaches them first and puts them back on failure).
+    let mut charged = 0;
+    if accountable_mapping(vm_flags) {
+        charged = pglen - overlapped_accounted;
+        let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+        st.sys.vm_enough_memory(charged, ram, total)?;
+        vm_flags |= VM_ACCOUNT;
+    }
+    let shmem = if vm_flags & VM_SHARED != 0 {
+        let ino = st.next_ino();
+        match crate::shmem::new_inode(&mut st.slab, &mut st.phys, crate::shmem::INODE_SHMEM, ino, pglen) {
+            Ok(inode) => Some(inode),
+            Err(e) => {
+                st.sys.vm_unacct_memory(charged);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(inode) = shmem {
+        // shmem_acct_size: the object is charged unless MAP_NORESERVE.
+        if vm_flags & VM_NORESERVE == 0 {
+            let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+            if let Err(e) = st.sys.vm_enough_memory(pglen, ram, total) {
+                crate::vma::inode_put(st, inode);
+                return Err(e);
+            }
+            inode.charged.set(pglen);
+        }
+    }
+    // The map count check above allowed one more VMA; make sure a replaced range can be
+    // split. Linux gathers the old VMAs first and fails here with ENOMEM too.
+    if overlapped > 0 {
+        let transfer = if accountable_mapping(vm_flags & !VM_ACCOUNT) { overlapped_accounted } else { 0 };
+        if let Err(e) = unmap_for_fixed(st, addr, end, transfer) {
+            st.sys.vm_unacct_memory(charged);
+            if let Some(inode) = shmem {
+                crate::vma::inode_put(st, inode);
+            }
+            return Err(e);
+        }
+    }
+    let (next, prev) = st.mm.find_vma_prev(addr);
+    let d = VmaDesc { start: addr, end, flags: vm_flags, pgoff, file: shmem, anon: None };
+    let vma = match if shmem.is_none() { vma_merge_new_range(st, prev, next, &d, false) } else { None } {
+        Some(v) => v,
+        None => {
+            let v = match vm_area_alloc(st) {
+                Ok(v) => v,
+                Err(e) => {
+                    st.sys.vm_unacct_memory(charged);
+                    if let Some(inode) = shmem {
+                        crate::vma::inode_put(st, inode);
+                    }
+                    return Err(e);
+                }
+            };
+            v.vm_start.set(addr);
+            v.vm_end.set(end);
+            v.vm_flags.set(vm_flags);
+            v.vm_pgoff.set(pgoff);
+            v.vm_file.set(shmem);
+            vma_link(st, v);
+            v
+        }
+    };
+    st.mm.vm_stat_account(vm_flags, pglen as isize);
+    if vm_flags & VM_LOCKED != 0 {
+        st.mm.locked_vm += pglen;
+    }
+    vma.vm_flags.set(vma.flags() | VM_SOFTDIRTY);
+    Ok(addr)
+}
+
+/// Remove the VMAs a `MAP_FIXED` mapping replaces, keeping their commit charge (it passes
+/// to the new mapping, which was charged only for the difference).
+fn unmap_for_fixed(st: &mut State, start: usize, end: usize, accounted: usize) -> Result<(), Errno> {
+    let Some(vma) = st.mm.find_vma(start).filter(|v| v.start() < end) else {
+        return Ok(());
+    };
+    crate::vma::do_align_munmap(st, vma, start, end)?;
+    st.sys.committed_as += accounted as isize;
+    Ok(())
+}
+
+/// Grow the heap by `[addr, addr + len)` (`do_brk_flags`), extending `brkvma` if it ends
+/// at `addr`.
+pub(crate) fn do_brk_flags(
+    st: &mut State,
+    brkvma: Option<VmaPtr>,
+    addr: usize,
+    len: usize,
+) -> Result<(), Errno> {
+    let flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | st.mm.def_flags;
+    let pages = len >> PAGE_SHIFT;
+    if !st.mm.may_expand_vm(flags, pages) {
+        return Err(Errno::ENOMEM);
+    }
+    if st.mm.map_count() > st.sys.max_map_count {
+        return Err(Errno::ENOMEM);
+    }
+    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+    st.sys.vm_enough_memory(pages, ram, total)?;
+    let d =
+        VmaDesc { start: addr, end: addr + len, flags, pgoff: addr >> PAGE_SHIFT, file: None, anon: None };
+    let expanded = match brkvma {
+        Some(v) if v.end() == addr => vma_merge_new_range(st, Some(v), None, &d, true),
+        _ => None,
+    };
+    let vma = match expanded {
+        Some(v) => v,
+        None => {
+            let v = match vm_area_alloc(st) {
+                Ok(v) => v,
+                Err(e) => {
+                    st.sys.vm_unacct_memory(pages);
+                    return Err(e);
+                }
+            };
+            v.vm_start.set(addr);
+            v.vm_end.set(addr + len);
+            v.vm_flags.set(flags);
+            v.vm_pgoff.set(addr >> PAGE_SHIFT);
+            vma_link(st, v);
+            v
+        }
+    };
+    st.mm.total_vm += pages;
+    st.mm.data_vm += pages;
+    if flags & VM_LOCKED != 0 {
+        st.mm.locked_vm += pages;
+    }
+    vma.vm_flags.set(vma.flags() | VM_SOFTDIRTY);
+    Ok(())
+}
+
+/// Grow a stack VMA down to `addr` (`expand_downwards` with `acct_stack_growth`).
+pub(crate) fn expand_downwards(st: &mut State, vma: VmaPtr, addr: usize) -> Result<(), ()> {
+    let address = addr & PAGE_MASK;
+    if address < st.mm.mmap_min_addr {
+        return Err(());
+    }
+    if let Some(prev) = vma.prev() {
+        if prev.flags() & VM_GROWSDOWN == 0 && prev.is_accessible() && address - prev.end() < STACK_GUARD_GAP
+        {
+            return Err(());
+        }
+    }
+    anon_vma_prepare(st, vma).map_err(|_| ())?;
+    let grow = (vma.start() - address) >> PAGE_SHIFT;
+    let size = vma.end() - address;
+    let flags = vma.flags();
+    if grow > vma.pgoff() {
+        return Err(());
+    }
+    if !st.mm.may_expand_vm(flags, grow) || size as u64 > st.mm.rlimits.stack {
+        return Err(());
+    }
+    if !st.mm.mlock_future_ok(flags, grow << PAGE_SHIFT, st.sys.cap_ipc_lock) {
+        return Err(());
+    }
+    // Linux charges stack growth whether or not the VMA is VM_ACCOUNT; without it the
+    // charge is never given back.
+    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
+    st.sys.vm_enough_memory(grow, ram, total).map_err(|_| ())?;
+    if flags & VM_ACCOUNT == 0 {
+        st.sys.committed_leaked += grow;
+    }
+    if flags & VM_LOCKED != 0 {
+        st.mm.locked_vm += grow;
+    }
+    st.mm.vm_stat_account(flags, grow as isize);
+    vma.vm_pgoff.set(vma.pgoff() - grow);
+    vma.vm_start.set(address);
+    st.mm.vmas.adjusted(vma);
+    Ok(())
+}
+
+/// Give `vma` an anon_vma before its first anonymous page: a compatible neighbour's if
+/// there is one (`find_mergeable_anon_vma`), so that a later mprotect can merge them again.
+pub(crate) fn anon_vma_prepare(st: &mut State, vma: VmaPtr) -> Result<(), crate::Errno> {
+    if vma.anon().is_some() {
+        return Ok(());
+    }
+    let compatible = |a: VmaPtr, b: VmaPtr| {
+        a.end() == b.start()
+            && crate::kptr::KPtr::ptr_eq(a.file(), b.file())
+            && (a.flags() ^ b.flags()) & !(VM_ACCESS_FLAGS | VM_SOFTDIRTY) == 0
+            && b.pgoff() == a.pgoff() + ((b.start() - a.start()) >> PAGE_SHIFT)
+    };
+    let reuse = vma
+        .next()
+        .filter(|n| compatible(vma, *n))
+        .and_then(|n| n.anon())
+        .or_else(|| vma.prev().filter(|p| compatible(*p, vma)).and_then(|p| p.anon()));
+    let av = match reuse {
+        Some(av) => av,
+        None => anon_vma_alloc(st)?,
+    };
+    set_anon_vma(st, vma, Some(av));
+    Ok(())
+}
+
+/// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
+pub(crate) fn copy_vma(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    len: usize,
+    pgoff: usize,
+) -> Result<VmaPtr, Errno> {
+    // A never-faulted anonymous VMA has no pages tied to its offset: give it the offset of
+    // its new address so it can merge there.
+    let pgoff = if vma.is_anonymous() && vma.anon().is_none() { addr >> PAGE_SHIFT } else { pgoff };
+    let (next, prev) = st.mm.find_vma_prev(addr);
+    if next.is_some_and(|n| n.start() < addr + len) {
+        crate::util::bug("copy_vma: destination not empty", addr, len);
+    }
+    let d = VmaDesc {
+        start: addr,
+        end: addr + len,
+        flags: vma.flags(),
+        pgoff,
+        file: vma.file(),
+        anon: vma.anon(),
+    };
+    if let Some(v) = vma_merge_new_range(st, prev, next, &d, false) {
+        return Ok(v);
+    }
+    let new = vm_area_dup(st, vma)?;
+    new.vm_start.set(addr);
+    new.vm_end.set(addr + len);
+    new.vm_pgoff.set(pgoff);
+    vma_link(st, new);
+    Ok(new)
 }
