@@ -88,9 +88,11 @@ fn lock_mm_and_find_vma(st: &mut State, addr: usize) -> Result<VmaPtr, FaultErro
     if vma.start() <= addr {
         return Ok(vma);
     }
-    if vma.flags() & VM_GROWSDOWN == 0 || expand_downwards(st, vma, addr).is_err() {
+    if vma.flags() & VM_GROWSDOWN == 0 {
         return Err(FaultError::Segv(SEGV_MAPERR));
     }
+    let (mm, mut env) = st.vma_env();
+    expand_downwards(mm, &mut env, vma, addr).map_err(|()| FaultError::Segv(SEGV_MAPERR))?;
     Ok(vma)
 }
 
@@ -205,7 +207,8 @@ fn new_anon_page(
     addr: usize,
     copy_from: Option<usize>,
 ) -> Result<usize, FaultError> {
-    anon_vma_prepare(st, vma).map_err(|_| FaultError::Oom)?;
+    let (mm, mut env) = st.vma_env();
+    anon_vma_prepare(mm, &mut env, vma).map_err(|_| FaultError::Oom)?;
     let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
     if let Some(src) = copy_from {
         st.phys.copy_frame(pfn, src);

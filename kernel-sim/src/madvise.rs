@@ -145,7 +145,7 @@ fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 && behavior == MADV_DONTNEED {
                 return Err(Errno::EINVAL);
             }
-            crate::memory::zap_page_range(st, start, end);
+            crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, start, end);
             return Ok(());
         }
         MADV_FREE => {
@@ -190,7 +190,7 @@ fn madvise_vma_behavior(
                     if lo < hi {
                         let s = v.start() + ((lo - v.pgoff()) << crate::page::PAGE_SHIFT);
                         let e = v.start() + ((hi - v.pgoff()) << crate::page::PAGE_SHIFT);
-                        crate::memory::zap_page_range(st, s, e);
+                        crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, e);
                     }
                 }
                 crate::shmem::truncate_range(&mut st.phys, &inode, a, b);
@@ -221,7 +221,8 @@ fn madvise_vma_behavior(
         *prev = Some(vma);
         return Ok(());
     }
-    let v = vma_modify(st, *prev, vma, start, end, new_flags)?;
+    let (mm, mut env) = st.vma_env();
+    let v = vma_modify(mm, &mut env, *prev, vma, start, end, new_flags)?;
     *prev = Some(v);
     v.vm_flags.set(new_flags);
     Ok(())

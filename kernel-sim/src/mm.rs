@@ -208,6 +208,8 @@ impl Default for Rlimits {
     }
 }
 
+// Default only for tests that build an address space by hand: pgd 0 is no page table.
+#[cfg_attr(test, derive(Default))]
 pub struct Mm {
     pub vmas: VmaTree,
     /// Frame of the top-level page table.

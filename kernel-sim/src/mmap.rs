@@ -190,7 +190,8 @@ pub(crate) fn do_mmap(
     if flags & libc::MAP_NORESERVE != 0 && st.sys.overcommit_memory != OVERCOMMIT_NEVER {
         vm_flags |= VM_NORESERVE;
     }
-    let addr = mmap_region(st, addr, len, vm_flags, pgoff)?;
+    let (mm, mut env) = st.vma_env();
+    let addr = mmap_region(mm, &mut env, addr, len, vm_flags, pgoff)?;
     if vm_flags & VM_LOCKED != 0 || flags & libc::MAP_POPULATE != 0 && flags & libc::MAP_NONBLOCK == 0 {
         crate::fault::populate(st, addr, addr + len);
     }
@@ -214,7 +215,8 @@ fn calc_vm_flag_bits(flags: i32) -> VmFlags {
 
 /// The `munmap` system call.
 pub(crate) fn sys_munmap(st: &mut State, addr: usize, len: usize) -> Result<(), Errno> {
-    crate::vma::do_munmap(st, addr, len)
+    let (mm, mut env) = st.vma_env();
+    crate::vma::do_munmap(mm, &mut env, addr, len)
 }
 
 /// The `brk` system call: the new break on success, the old one on failure.
@@ -247,7 +249,8 @@ pub(crate) fn sys_brk(st: &mut State, brk: usize) -> usize {
             return origbrk;
         };
         st.mm.brk = brk;
-        if crate::vma::do_align_munmap(st, brkvma, newbrk, oldbrk).is_err() {
+        let (mm, mut env) = st.vma_env();
+        if crate::vma::do_align_munmap(mm, &mut env, brkvma, newbrk, oldbrk).is_err() {
             st.mm.brk = origbrk;
             return origbrk;
         }
@@ -261,7 +264,8 @@ pub(crate) fn sys_brk(st: &mut State, brk: usize) -> usize {
     }
     let start_brk = st.mm.start_brk;
     let brkvma = st.mm.find_vma_prev(oldbrk).1.filter(|v| v.end() > start_brk);
-    if do_brk_flags(st, brkvma, oldbrk, newbrk - oldbrk).is_err() {
+    let (mm, mut env) = st.vma_env();
+    if do_brk_flags(mm, &mut env, brkvma, oldbrk, newbrk - oldbrk).is_err() {
         return origbrk;
     }
     st.mm.brk = brk;

@@ -101,6 +101,16 @@ impl Slab {
         Slab { caches: sizes.map(|(name, size)| KmemCache::new(name, size)) }
     }
 
+    /// The caches the simulated kernel allocates from, at `CACHE_VMA`, `CACHE_ANON_VMA` and
+    /// `CACHE_INODE`, named as `/proc/slabinfo` names Linux's.
+    pub fn kernel_caches() -> Slab {
+        Slab::new([
+            ("vm_area_struct", core::mem::size_of::<crate::mm::Vma>()),
+            ("anon_vma", core::mem::size_of::<crate::mm::AnonVma>()),
+            ("shmem_inode_cache", core::mem::size_of::<crate::shmem::Inode>()),
+        ])
+    }
+
     /// A zeroed object from cache `id`, as a direct-map address.
     pub fn alloc(&mut self, phys: &mut PhysMem, id: usize) -> Result<usize, Errno> {
         let c = &mut self.caches[id];

@@ -117,12 +117,13 @@ impl Machine {
         let st = self.lock();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
-        crate::check::check_mm(&st)
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
     }
 
     /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
     pub fn check_mm(&self) -> Result<(), CheckError> {
-        crate::check::check_mm(&self.lock())
+        let st = self.lock();
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
     }
 
     /// `check_buddy` alone.
