@@ -37,6 +37,8 @@ const WATERMARK_SCALE_FACTOR: usize = 10;
 pub const WMARK_MIN: usize = 0;
 pub const WMARK_LOW: usize = 1;
 pub const WMARK_HIGH: usize = 2;
+/// Linux also has `WMARK_PROMO` (for memory tiering), which this simulation lacks.
+pub const NR_WMARK: usize = WMARK_HIGH + 1;
 
 /// One order's free list: a doubly linked list of block heads through `Page::next/prev`.
 #[derive(Clone, Copy, Debug)]
@@ -60,8 +62,8 @@ pub struct Zone {
     /// Free frames in this zone (`NR_FREE_PAGES`).
     pub free_pages: usize,
     pub free_area: [FreeArea; NR_PAGE_ORDERS],
-    /// min, low, high.
-    pub watermark: [usize; 3],
+    /// Indexed by `WMARK_MIN`, `WMARK_LOW`, `WMARK_HIGH`.
+    pub watermark: [usize; NR_WMARK],
     pub lowmem_reserve: [usize; MAX_NR_ZONES],
 }
 
@@ -85,7 +87,7 @@ impl Zone {
             managed_pages: 0,
             free_pages: 0,
             free_area: [FreeArea::EMPTY; NR_PAGE_ORDERS],
-            watermark: [0; 3],
+            watermark: [0; NR_WMARK],
             lowmem_reserve: [0; MAX_NR_ZONES],
         })
     }

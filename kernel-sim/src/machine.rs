@@ -386,11 +386,6 @@ impl Machine {
         &self.lock
     }
 
-    /// The reserved host range of user memory and the physical-memory memfd.
-    pub fn host(&self) -> Host {
-        self.host
-    }
-
     /// The first address of the user range.
     pub fn user_base(&self) -> usize {
         self.host.base

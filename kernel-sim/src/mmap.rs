@@ -27,8 +27,6 @@ use crate::Errno;
 const PMD_SIZE: usize = 2 << 20;
 /// `MAP_FIXED_NOREPLACE` (not in every libc crate version).
 pub const MAP_FIXED_NOREPLACE: i32 = 0x100000;
-pub const MAP_DROPPABLE: i32 = 0x08;
-pub const MAP_SHARED_VALIDATE: i32 = 0x03;
 pub const MAP_TYPE: i32 = 0x0f;
 
 /// Where a mapping of `len` bytes goes (`__get_unmapped_area`).

@@ -25,7 +25,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use crate::fault::{Access, FaultError, SEGV_MAPERR};
 use crate::machine::Machine;
@@ -49,10 +49,6 @@ struct OldAction(UnsafeCell<core::mem::MaybeUninit<libc::sigaction>>);
 // SAFETY: written once by the installing thread before the handler that reads it exists.
 unsafe impl Sync for OldAction {}
 static OLD_SEGV: OldAction = OldAction(UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
-
-/// The last simulated segmentation fault: address and `si_code` (for tests and views).
-pub static LAST_SEGV_ADDR: AtomicUsize = AtomicUsize::new(0);
-pub static LAST_SEGV_CODE: AtomicUsize = AtomicUsize::new(0);
 
 /// Find a free registry slot for `m` (installing the handler first).
 pub(crate) fn register(m: &'static Machine) -> Option<usize> {
@@ -147,8 +143,6 @@ extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *m
             match r {
                 Ok(()) => {}
                 Err(FaultError::Segv(c)) => {
-                    LAST_SEGV_ADDR.store(addr, Ordering::Relaxed);
-                    LAST_SEGV_CODE.store(c as usize, Ordering::Relaxed);
                     report(
                         "segfault",
                         addr,

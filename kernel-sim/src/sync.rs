@@ -43,12 +43,6 @@ impl MmapLock {
     pub fn held_by_me(&self) -> bool {
         self.lock.is_locked() && self.owner.load(Ordering::Relaxed) == thread_token()
     }
-
-    /// Forget the holder: in a forked child the holder thread does not exist.
-    pub fn reset(&self) {
-        self.owner.store(0, Ordering::Relaxed);
-        self.lock.reset();
-    }
 }
 
 impl Default for MmapLock {

@@ -66,9 +66,3 @@ pub fn bug(what: &str, a: usize, b: usize) -> ! {
     // SAFETY: abort() does not return and is async-signal-safe.
     unsafe { libc::abort() }
 }
-
-/// Round `x` up to a multiple of `align` (a power of two); `None` on overflow.
-#[inline]
-pub fn checked_align_up(x: usize, align: usize) -> Option<usize> {
-    Some(x.checked_add(align - 1)? & !(align - 1))
-}

@@ -51,10 +51,6 @@ impl VmaTree {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn first(&self) -> Option<VmaPtr> {
         self.first
     }
