@@ -274,7 +274,8 @@ impl PhysMem {
         self.vmstat.pgalloc += 1 << order;
         if zero {
             for i in 0..1usize << order {
-                self.clear_frame(pfn + i);
+                // SAFETY: the block was just taken off the free lists: no one else has it.
+                unsafe { self.clear_frame(pfn + i) };
             }
         }
         Ok(pfn)

@@ -116,7 +116,7 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
     let mut rss = [0usize; NR_MM_COUNTERS];
     let mut bad: Option<CheckError> = None;
     let mut cursor = mm.vmas.first();
-    for_each_pte(phys.direct_map, mm.pgd, 0, usize::MAX, &mut |addr, slot| {
+    for_each_pte(phys.direct_map(), mm.pgd, 0, usize::MAX, &mut |addr, slot| {
         if bad.is_some() {
             return;
         }

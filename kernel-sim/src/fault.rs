@@ -211,7 +211,10 @@ fn new_anon_page(
     anon_vma_prepare(mm, &mut env, vma).map_err(|_| FaultError::Oom)?;
     let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
     if let Some(src) = copy_from {
-        st.phys.copy_frame(pfn, src);
+        // SAFETY: `pfn` was just allocated, so it is not `src` and no one else has it. `src`
+        // is a page-cache page of a private file mapping, which maps it read-only; only
+        // shared (shmem) mappings map page-cache pages writable, and they never copy.
+        unsafe { st.phys.copy_frame(pfn, src) };
     }
     let page = st.phys.page(pfn);
     page.set(PG_ANON | PG_DIRTY);

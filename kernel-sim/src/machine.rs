@@ -126,7 +126,9 @@ impl DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.m.lock.unlock();
+        // SAFETY: the guard holds the lock, and the references it handed out borrow it, so
+        // none outlives it.
+        unsafe { self.m.lock.unlock() };
     }
 }
 
@@ -436,7 +438,10 @@ impl Drop for MachineBox {
         let host = self.0.host;
         {
             let st = self.0.state.get_mut();
-            st.phys.shutdown();
+            // SAFETY: the machine is unregistered and about to be freed with everything that
+            // could still point into its frames (slab objects, page tables, views' copies
+            // hold none); the user range, the only host mapping of the memfd left, goes below.
+            unsafe { st.phys.shutdown() };
         }
         // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
         // the box was its only owner. Release the user range and the Machine's own mapping.

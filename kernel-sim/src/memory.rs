@@ -17,7 +17,7 @@ use crate::Errno;
 /// inaccessible, so the next touch faults again.
 pub(crate) fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start: usize, end: usize) {
     mm.update_hiwater_rss();
-    let (dm, pgd) = (phys.direct_map, mm.pgd);
+    let (dm, pgd) = (phys.direct_map(), mm.pgd);
     let mut any = false;
     for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
         let e = slot.get();
@@ -64,7 +64,7 @@ pub(crate) fn unmap_region(
 /// straight away (they are the process's own); the zero page and page-cache pages of a
 /// private mapping stay read-only so that a write still faults and copies.
 pub(crate) fn change_protection(st: &mut State, start: usize, end: usize, flags: VmFlags) {
-    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::protecting(host);
     for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
@@ -100,7 +100,7 @@ pub(crate) fn prealloc_page_tables(st: &mut State, start: usize, end: usize) -> 
 /// same frames, mapped at the new place with their protection; nothing is copied. Page
 /// tables for the new range must already exist. The old host range becomes inaccessible.
 pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
-    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::mapping(host);
     let mut any = false;
@@ -130,7 +130,7 @@ pub(crate) fn count_ptes(
     end: usize,
     f: &mut dyn FnMut(u64, Option<&crate::page::Page>),
 ) {
-    let (dm, pgd) = (st.phys.direct_map, st.mm.pgd);
+    let (dm, pgd) = (st.phys.direct_map(), st.mm.pgd);
     for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
         let e = slot.get();
         if !pte_present(e) {
