@@ -16,6 +16,10 @@
 //! 4. Mirror the new PTE into the host range, so the access retries and succeeds.
 //!
 //! Running out of frames is `VM_FAULT_OOM`; the signal handler turns it into the OOM kill.
+//!
+//! The same path serves faults without an access: `fault_in` (one page, as
+//! `get_user_pages` takes it) and `populate` (a range, for `MAP_POPULATE` and `MAP_LOCKED`,
+//! as `populate_vma_page_range` does).
 
 use crate::machine::State;
 use crate::mm::{

@@ -3,18 +3,18 @@
 //!
 //! A [`Machine`] has simulated physical memory (a memfd of page frames managed by a buddy
 //! allocator with Linux's zones and watermarks), a slab allocator for the kernel's own
-//! objects, and one process: an [`mm`] of VMAs with four-level page tables. Its system
+//! objects, and one process: an `mm_struct` of VMAs with four-level page tables. Its system
 //! calls — `brk`, `mmap`, `munmap`, `mremap`, `mprotect`, `madvise`, `mincore` — follow
 //! Linux's semantics and error codes. User memory is a reserved range of host memory in
 //! which every first touch of a page, by any code, raises a real page fault that the
-//! simulation resolves (see `fault` and `signal`).
+//! simulation resolves (`signal.rs`, `fault.rs`).
 //!
 //! [`SimKernel`] serves the allocator's `Kernel` calls from a machine, so
 //! `ptalloc::Malloc<SimKernel>` is ptmalloc on the simulated kernel.
 //!
 //! The rules that keep it usable underneath an allocator: no system-call or fault path
 //! allocates from the host heap, takes a lock that could, panics or unwinds; errors are
-//! values. See `DESIGN.md` and the module documentation of each part.
+//! values. `README.md` gives the design; each module's documentation, its part.
 
 pub use ptalloc::Errno;
 

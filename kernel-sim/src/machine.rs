@@ -1,11 +1,14 @@
-//! A simulated machine: physical memory, the kernel's slab caches, and one process's
-//! address space, behind one lock; and its system-call interface.
+//! A simulated machine: its configuration, its boot, and the one lock around its state —
+//! physical memory, the kernel's slab caches, the sysctls and one process's address space.
+//! Its system calls are in `syscalls`, its views in `proc` and `svg`.
 //!
-//! A machine is booted from a [`Config`] and lives in its own anonymous host mapping (never
-//! the host heap). Its user address space is a reserved range of host memory; the fault
-//! handler (see `signal`) finds the machine owning a faulting address through a fixed
-//! registry. [`Machine::boot`] returns an owning [`MachineBox`]; [`default_machine`] is a
-//! lazily booted process-wide machine used by `SimKernel::new()`.
+//! A machine is booted from a [`Config`]: physical memory is a memfd (`physmem`), the user
+//! address space a reserved range of host memory, and the process starts as `execve` would
+//! leave it (program text and data, an empty heap, a stack). The `Machine` lives in its own
+//! anonymous host mapping (never the host heap), and the fault handler (`signal`) finds the
+//! machine owning a faulting address through a fixed registry. [`Machine::boot`] returns an
+//! owning [`MachineBox`]; [`default_machine`] is a lazily booted process-wide machine used
+//! by `SimKernel::new()`.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

@@ -13,14 +13,12 @@
 
 use crate::machine::State;
 use crate::mm::{
-    VmFlags, VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_NOHUGEPAGE,
+    VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_MERGEABLE, VM_NOHUGEPAGE,
     VM_RAND_READ, VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK,
 };
 use crate::page::{offset_in_page, page_align};
 use crate::vma::vma_modify;
 use crate::Errno;
-
-pub const VM_MERGEABLE: VmFlags = 0x8000_0000;
 
 const MADV_NORMAL: i32 = 0;
 const MADV_RANDOM: i32 = 1;

@@ -1,6 +1,8 @@
 //! Page-level work on ranges of the address space (Linux's `mm/memory.c` and friends):
-//! zapping pages, freeing page tables, changing protections and moving page-table entries,
-//! each followed by the host update that keeps the MMU in step.
+//! zapping pages and freeing the page tables under them (`unmap_region`), changing
+//! protections (`change_protection`, from `mm/mprotect.c`), preallocating and moving
+//! page-table entries (`move_page_tables`, from `mm/mremap.c`), each followed by the host
+//! update that keeps the MMU in step; and counting resident pages for the views.
 
 use crate::machine::State;
 use crate::mm::{Mm, VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};

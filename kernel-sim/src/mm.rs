@@ -4,6 +4,10 @@
 //! doubly linked list in address order, as Linux kept them before the maple tree. The
 //! counters follow `mm_struct`: `total_vm`, `data_vm`, `exec_vm`, `stack_vm`, `locked_vm`,
 //! `map_count`, RSS by kind and its high-water mark.
+//!
+//! Here too: the `VM_*` flags, the lookups (`find_vma`, `vma_lookup`, `find_vma_prev`,
+//! `find_vma_intersection`), and the limits a mapping is checked against (`may_expand_vm`
+//! for `RLIMIT_AS` and `RLIMIT_DATA`, `mlock_future_ok` for `RLIMIT_MEMLOCK`).
 
 use core::cell::Cell;
 
@@ -34,6 +38,7 @@ pub const VM_DONTDUMP: VmFlags = 0x4000000;
 pub const VM_SOFTDIRTY: VmFlags = 0x8000000;
 pub const VM_HUGEPAGE: VmFlags = 0x20000000;
 pub const VM_NOHUGEPAGE: VmFlags = 0x40000000;
+pub const VM_MERGEABLE: VmFlags = 0x80000000;
 
 pub const VM_ACCESS_FLAGS: VmFlags = VM_READ | VM_WRITE | VM_EXEC;
 pub const VM_STACK: VmFlags = VM_GROWSDOWN;

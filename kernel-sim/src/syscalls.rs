@@ -1,6 +1,8 @@
 //! The system-call interface of a [`Machine`]: each call takes the machine lock, runs the
-//! simulated kernel's implementation and counts itself; plus the sysctls and rlimits a
-//! test may change, the invariant checkers, and copies of the VMA list for views.
+//! simulated kernel's implementation and counts itself. Also here, under the same lock:
+//! `fault_in` (a fault without an access, as `get_user_pages` takes it; not counted), the
+//! counters, the sysctls and rlimits a test may change, the invariant checkers, and copies
+//! of the VMA list for views.
 
 use crate::buddy::BuddyReport;
 use crate::check::CheckError;
