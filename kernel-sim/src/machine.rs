@@ -441,9 +441,9 @@ impl Drop for MachineBox {
         let host = self.0.host;
         {
             let st = self.0.state.get_mut();
-            // SAFETY: the machine is unregistered and about to be freed with everything that
-            // could still point into its frames (slab objects, page tables, views' copies
-            // hold none); the user range, the only host mapping of the memfd left, goes below.
+            // SAFETY: the box owns the machine and the fault handler no longer finds it, so
+            // nothing else reaches its frames; the state dropped below holds frame numbers and
+            // KPtrs but has no destructor that follows them.
             unsafe { st.phys.shutdown() };
         }
         // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
