@@ -1,11 +1,12 @@
 //! The buddy page allocator: zones, their free lists, and the watermarks that decide when
 //! memory has run out.
 //!
-//! Each zone keeps `free_area[order]` for orders 0..=10: lists of free blocks of `1 << order`
-//! frames, each block aligned to its size. Allocation takes the first block of the smallest
-//! sufficient order and splits off the unused halves (`expand`); freeing merges a block with
-//! its buddy at `pfn ^ (1 << order)` for as long as the buddy is free, of the same order and
-//! in the same zone (`free_one_page`).
+//! Each zone keeps `free_area[order]` for every order 0..=`MAX_PAGE_ORDER` (10), so
+//! `NR_PAGE_ORDERS` lists of free blocks of `1 << order` frames, each aligned to its size.
+//! Allocation takes the first block of the smallest sufficient order and splits off the
+//! unused halves (`expand`); freeing merges a block with its buddy at `pfn ^ (1 << order)`
+//! for as long as the buddy is free, of the same order and in the same zone
+//! (`free_one_page`).
 //!
 //! Allocations try zones from the highest the request may use down to DMA. A zone gives a
 //! page only while its free pages stay above a watermark plus the `lowmem_reserve` that
@@ -14,12 +15,14 @@
 //! swap and no reclaimable caches there is nothing more to try, so falling below min is
 //! running out of memory and returns `ENOMEM`. Per-CPU page lists are not simulated.
 
+use crate::check::{fail, CheckError};
 use crate::page::{Page, NIL, PG_BUDDY, PG_RESERVED};
 use crate::physmem::{PhysMem, ZONE_DMA32_END_PFN, ZONE_DMA_END_PFN};
 use crate::Errno;
 
-pub const MAX_ORDER: usize = 10;
-pub const NR_PAGE_ORDERS: usize = MAX_ORDER + 1;
+/// The largest block is `1 << MAX_PAGE_ORDER` frames (4 MiB), as on x86-64.
+pub const MAX_PAGE_ORDER: usize = 10;
+pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER + 1;
 pub const MAX_NR_ZONES: usize = 3;
 pub const ZONE_DMA: usize = 0;
 pub const ZONE_DMA32: usize = 1;
@@ -34,6 +37,8 @@ const WATERMARK_SCALE_FACTOR: usize = 10;
 pub const WMARK_MIN: usize = 0;
 pub const WMARK_LOW: usize = 1;
 pub const WMARK_HIGH: usize = 2;
+/// Linux also has `WMARK_PROMO` (for memory tiering), which this simulation lacks.
+pub const NR_WMARK: usize = WMARK_HIGH + 1;
 
 /// One order's free list: a doubly linked list of block heads through `Page::next/prev`.
 #[derive(Clone, Copy, Debug)]
@@ -57,8 +62,8 @@ pub struct Zone {
     /// Free frames in this zone (`NR_FREE_PAGES`).
     pub free_pages: usize,
     pub free_area: [FreeArea; NR_PAGE_ORDERS],
-    /// min, low, high.
-    pub watermark: [usize; 3],
+    /// Indexed by `WMARK_MIN`, `WMARK_LOW`, `WMARK_HIGH`.
+    pub watermark: [usize; NR_WMARK],
     pub lowmem_reserve: [usize; MAX_NR_ZONES],
 }
 
@@ -69,26 +74,6 @@ pub struct BuddyReport {
     pub free_blocks: usize,
     pub allocated_pages: usize,
     pub reserved_pages: usize,
-}
-
-/// A broken invariant found by a checker: what, and two numbers that locate it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CheckError {
-    pub what: &'static str,
-    pub a: usize,
-    pub b: usize,
-}
-
-impl core::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} ({:#x}, {:#x})", self.what, self.a, self.b)
-    }
-}
-
-impl std::error::Error for CheckError {}
-
-pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, CheckError> {
-    Err(CheckError { what, a, b })
 }
 
 impl Zone {
@@ -102,7 +87,7 @@ impl Zone {
             managed_pages: 0,
             free_pages: 0,
             free_area: [FreeArea::EMPTY; NR_PAGE_ORDERS],
-            watermark: [0; 3],
+            watermark: [0; NR_WMARK],
             lowmem_reserve: [0; MAX_NR_ZONES],
         })
     }
@@ -223,7 +208,7 @@ impl PhysMem {
 
     fn merge_and_insert(&mut self, mut pfn: usize, mut order: usize, force_tail: bool) {
         let z = self.zone_of(pfn);
-        while order < MAX_ORDER {
+        while order < MAX_PAGE_ORDER {
             let buddy = pfn ^ (1 << order);
             if !self.page_is_buddy(buddy, order, z) {
                 break;
@@ -235,7 +220,7 @@ impl PhysMem {
         // If the buddy of the block we would merge into next is free, this block is likely
         // to merge soon: keep it at the tail so it is not handed out first.
         let to_tail = force_tail || {
-            order < MAX_ORDER - 1 && {
+            order < MAX_PAGE_ORDER - 1 && {
                 let higher = pfn & (pfn ^ (1 << order));
                 self.page_is_buddy(higher ^ (1 << (order + 1)), order + 1, z)
             }
@@ -269,7 +254,7 @@ impl PhysMem {
     /// Allocate `1 << order` contiguous frames from the highest zone that can spare them,
     /// optionally zeroed. Returns the first frame number.
     pub fn alloc_pages(&mut self, order: usize, zero: bool) -> Result<usize, Errno> {
-        if order > MAX_ORDER {
+        if order > MAX_PAGE_ORDER {
             return Err(Errno::ENOMEM);
         }
         let highest = MAX_NR_ZONES - 1;
@@ -289,7 +274,8 @@ impl PhysMem {
         self.vmstat.pgalloc += 1 << order;
         if zero {
             for i in 0..1usize << order {
-                self.clear_frame(pfn + i);
+                // SAFETY: the block was just taken off the free lists: no one else has it.
+                unsafe { self.clear_frame(pfn + i) };
             }
         }
         Ok(pfn)
@@ -380,7 +366,7 @@ impl PhysMem {
                     if p.prev.get() != prev {
                         return fail("free list back link broken", f, order);
                     }
-                    if order < MAX_ORDER && self.page_is_buddy(f ^ (1 << order), order, zi) {
+                    if order < MAX_PAGE_ORDER && self.page_is_buddy(f ^ (1 << order), order, zi) {
                         return fail("free buddies left unmerged", f, order);
                     }
                     n += 1;

@@ -1,30 +1,59 @@
-//! `check_mm`: the address space's invariants, verified from scratch. Tests call it after
-//! operations so that a broken invariant fails at the step that broke it.
+//! The invariant checkers' common error type, and `check_mm`: the address space's
+//! invariants, verified from scratch. Tests call the checkers after operations so that a
+//! broken invariant fails at the step that broke it.
 //!
-//! - the VMA tree is ordered, balanced, its gaps right, and agrees with the list;
-//! - every VMA lies in the user range and has sane flags; `anon_vma` and inode reference
-//!   counts equal the number of VMAs that point at them;
-//! - `total_vm`, `exec_vm`, `stack_vm`, `data_vm` and `locked_vm` equal sums over the VMAs;
+//! Every checker — `check_buddy` (buddy free lists, frame conservation), `Slab::check`,
+//! `VmaTree::check` and `check_mm` — reports the first broken invariant as a [`CheckError`].
+//!
+//! `check_mm` verifies:
+//! - the VMA tree is ordered, balanced, its gaps right, and agrees with the list and with
+//!   `map_count`;
+//! - every VMA is page aligned and lies in the user range, it is shared exactly when it
+//!   maps a shmem inode, and `anon_vma` and inode reference counts equal the number of VMAs
+//!   that point at them;
+//! - `total_vm`, `exec_vm`, `stack_vm` and `data_vm` equal sums over the VMAs, and
+//!   `locked_vm` is at least the size of the locked ones (`MREMAP_DONTUNMAP` leaves it high);
 //! - every present PTE lies inside a VMA, maps a frame of the right kind, and allows no
 //!   more than the VMA does; the RSS counters equal the pages mapped;
 //! - the page-table pages counted equal the tables reachable from the PGD;
 //! - `Committed_AS` equals the charged VMAs plus the charged shmem inodes.
 
-use crate::buddy::{fail, CheckError};
-use crate::machine::State;
 use crate::mm::*;
+use crate::overcommit::VmSysctl;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_BUDDY, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
     count_tables, for_each_pte, pte_pfn, pte_present, pte_special, PTE_NX, PTE_PRESENT, PTE_RW,
 };
+use crate::physmem::PhysMem;
 
-pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
-    let mm = &st.mm;
+/// A broken invariant found by a checker: what, and two numbers that locate it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckError {
+    pub what: &'static str,
+    pub a: usize,
+    pub b: usize,
+}
+
+impl core::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ({:#x}, {:#x})", self.what, self.a, self.b)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, CheckError> {
+    Err(CheckError { what, a, b })
+}
+
+/// Check `mm` against the frames, page tables and commit charge of `phys` and `sys`.
+/// `user_base` is the start of the user range.
+pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize) -> Result<(), CheckError> {
     let n = mm.vmas.check()?;
     let (mut total, mut exec, mut stack, mut data, mut locked, mut accounted) = (0, 0, 0, 0, 0, 0);
     let mut shmem_charged = 0;
     for v in mm.iter() {
-        if v.start() < mm.mmap_min_addr.min(st.host.base + PAGE_SIZE) || v.end() > mm.task_size {
+        if v.start() < mm.mmap_min_addr.min(user_base + PAGE_SIZE) || v.end() > mm.task_size {
             return fail("VMA outside the user range", v.start(), v.end());
         }
         if v.start() % PAGE_SIZE != 0 || v.end() % PAGE_SIZE != 0 {
@@ -77,17 +106,17 @@ pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
     if mm.locked_vm < locked {
         return fail("locked_vm below the locked VMAs", mm.locked_vm, locked);
     }
-    if (accounted + shmem_charged + st.sys.committed_leaked) as isize != st.sys.committed_as {
+    if (accounted + shmem_charged + sys.committed_leaked) as isize != sys.committed_as {
         return fail(
             "Committed_AS differs from the charged mappings",
             accounted + shmem_charged,
-            st.sys.committed_as as usize,
+            sys.committed_as as usize,
         );
     }
     let mut rss = [0usize; NR_MM_COUNTERS];
     let mut bad: Option<CheckError> = None;
     let mut cursor = mm.vmas.first();
-    for_each_pte(st.phys.direct_map, mm.pgd, 0, usize::MAX, &mut |addr, slot| {
+    for_each_pte(phys.direct_map(), mm.pgd, 0, usize::MAX, &mut |addr, slot| {
         if bad.is_some() {
             return;
         }
@@ -113,7 +142,7 @@ pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
             return;
         }
         if pte_special(e) {
-            if pte_pfn(e) != st.phys.zero_pfn || e & PTE_RW != 0 {
+            if pte_pfn(e) != phys.zero_pfn || e & PTE_RW != 0 {
                 bad = Some(CheckError {
                     what: "special PTE is not the read-only zero page",
                     a: addr,
@@ -122,7 +151,7 @@ pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
             }
             return;
         }
-        let page = st.phys.page(pte_pfn(e));
+        let page = phys.page(pte_pfn(e));
         if page.has(PG_BUDDY) || page.mapcount.get() == 0 {
             bad = Some(CheckError { what: "PTE maps a free or unmapped frame", a: addr, b: pte_pfn(e) });
         } else if page.has(PG_ANON) {
@@ -147,7 +176,7 @@ pub(crate) fn check_mm(st: &State) -> Result<(), CheckError> {
     if rss != mm.rss {
         return fail("RSS counters differ from the page tables", rss[MM_ANONPAGES], mm.rss[MM_ANONPAGES]);
     }
-    let tables = count_tables(&st.phys, mm.pgd, 3);
+    let tables = count_tables(phys, mm.pgd, 3);
     if tables << PAGE_SHIFT != mm.pgtables_bytes {
         return fail(
             "pgtables_bytes differs from the tables reachable",

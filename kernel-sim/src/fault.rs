@@ -1,8 +1,8 @@
 //! Demand paging: what happens when an access reaches a page the page tables do not
 //! allow (Linux's `do_user_addr_fault` → `handle_mm_fault`).
 //!
-//! 1. Find the VMA (growing a stack VMA down to the address if that is where it falls);
-//!    none is `SIGSEGV` with `SEGV_MAPERR`.
+//! 1. Find the VMA (growing a stack VMA down to the address with `vma::expand_downwards`
+//!    if that is where it falls); none is `SIGSEGV` with `SEGV_MAPERR`.
 //! 2. Check the access against the VMA's flags; a write to a read-only VMA, or any access
 //!    to a `PROT_NONE` one, is `SIGSEGV` with `SEGV_ACCERR`.
 //! 3. `handle_mm_fault`: allocate page tables as needed and resolve the PTE —
@@ -16,18 +16,22 @@
 //! 4. Mirror the new PTE into the host range, so the access retries and succeeds.
 //!
 //! Running out of frames is `VM_FAULT_OOM`; the signal handler turns it into the OOM kill.
+//!
+//! The same path serves faults without an access: `fault_in` (one page, as
+//! `get_user_pages` takes it) and `populate` (a range, for `MAP_POPULATE` and `MAP_LOCKED`,
+//! as `populate_vma_page_range` does).
 
 use crate::machine::State;
 use crate::mm::{
-    VmaPtr, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, STACK_GUARD_GAP, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_EXEC,
-    VM_GROWSDOWN, VM_LOCKED, VM_SHARED, VM_SOFTDIRTY, VM_WRITE,
+    VmaPtr, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_SHARED,
+    VM_WRITE,
 };
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_SWAPBACKED};
 use crate::page_table::{
     mk_pte, mk_pte_writable, pte_alloc, pte_host_prot, pte_none, pte_pfn, pte_present, pte_special,
     pte_write, PteSlot, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_SPECIAL,
 };
-use crate::vma::{anon_vma_alloc, set_anon_vma};
+use crate::vma::{anon_vma_prepare, expand_downwards};
 
 pub const SEGV_MAPERR: i32 = 1;
 pub const SEGV_ACCERR: i32 = 2;
@@ -88,9 +92,11 @@ fn lock_mm_and_find_vma(st: &mut State, addr: usize) -> Result<VmaPtr, FaultErro
     if vma.start() <= addr {
         return Ok(vma);
     }
-    if vma.flags() & VM_GROWSDOWN == 0 || expand_downwards(st, vma, addr).is_err() {
+    if vma.flags() & VM_GROWSDOWN == 0 {
         return Err(FaultError::Segv(SEGV_MAPERR));
     }
+    let (mm, mut env) = st.vma_env();
+    expand_downwards(mm, &mut env, vma, addr).map_err(|()| FaultError::Segv(SEGV_MAPERR))?;
     Ok(vma)
 }
 
@@ -104,73 +110,6 @@ fn access_error(vma: VmaPtr, access: Access) -> bool {
         return vma.flags() & VM_EXEC == 0;
     }
     vma.flags() & VM_ACCESS_FLAGS == 0
-}
-
-/// Grow a stack VMA down to `addr` (`expand_downwards` with `acct_stack_growth`).
-fn expand_downwards(st: &mut State, vma: VmaPtr, addr: usize) -> Result<(), ()> {
-    let address = addr & PAGE_MASK;
-    if address < st.mm.mmap_min_addr {
-        return Err(());
-    }
-    if let Some(prev) = vma.prev() {
-        if prev.flags() & VM_GROWSDOWN == 0 && prev.is_accessible() && address - prev.end() < STACK_GUARD_GAP
-        {
-            return Err(());
-        }
-    }
-    anon_vma_prepare(st, vma).map_err(|_| ())?;
-    let grow = (vma.start() - address) >> PAGE_SHIFT;
-    let size = vma.end() - address;
-    let flags = vma.flags();
-    if grow > vma.pgoff() {
-        return Err(());
-    }
-    if !st.mm.may_expand_vm(flags, grow) || size as u64 > st.mm.rlimits.stack {
-        return Err(());
-    }
-    if !st.mm.mlock_future_ok(flags, grow << PAGE_SHIFT, st.sys.cap_ipc_lock) {
-        return Err(());
-    }
-    // Linux charges stack growth whether or not the VMA is VM_ACCOUNT; without it the
-    // charge is never given back.
-    let (ram, total) = (st.phys.totalram_pages(), st.mm.total_vm);
-    st.sys.vm_enough_memory(grow, ram, total).map_err(|_| ())?;
-    if flags & VM_ACCOUNT == 0 {
-        st.sys.committed_leaked += grow;
-    }
-    if flags & VM_LOCKED != 0 {
-        st.mm.locked_vm += grow;
-    }
-    st.mm.vm_stat_account(flags, grow as isize);
-    vma.vm_pgoff.set(vma.pgoff() - grow);
-    vma.vm_start.set(address);
-    st.mm.vmas.adjusted(vma);
-    Ok(())
-}
-
-/// Give `vma` an anon_vma before its first anonymous page: a compatible neighbour's if
-/// there is one (`find_mergeable_anon_vma`), so that a later mprotect can merge them again.
-pub(crate) fn anon_vma_prepare(st: &mut State, vma: VmaPtr) -> Result<(), crate::Errno> {
-    if vma.anon().is_some() {
-        return Ok(());
-    }
-    let compatible = |a: VmaPtr, b: VmaPtr| {
-        a.end() == b.start()
-            && crate::kptr::KPtr::ptr_eq(a.file(), b.file())
-            && (a.flags() ^ b.flags()) & !(VM_ACCESS_FLAGS | VM_SOFTDIRTY) == 0
-            && b.pgoff() == a.pgoff() + ((b.start() - a.start()) >> PAGE_SHIFT)
-    };
-    let reuse = vma
-        .next()
-        .filter(|n| compatible(vma, *n))
-        .and_then(|n| n.anon())
-        .or_else(|| vma.prev().filter(|p| compatible(*p, vma)).and_then(|p| p.anon()));
-    let av = match reuse {
-        Some(av) => av,
-        None => anon_vma_alloc(st)?,
-    };
-    set_anon_vma(st, vma, Some(av));
-    Ok(())
 }
 
 /// Resolve the PTE for `addr` in `vma` for a read or a write. Returns whether a PTE was
@@ -272,10 +211,14 @@ fn new_anon_page(
     addr: usize,
     copy_from: Option<usize>,
 ) -> Result<usize, FaultError> {
-    anon_vma_prepare(st, vma).map_err(|_| FaultError::Oom)?;
+    let (mm, mut env) = st.vma_env();
+    anon_vma_prepare(mm, &mut env, vma).map_err(|_| FaultError::Oom)?;
     let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
     if let Some(src) = copy_from {
-        st.phys.copy_frame(pfn, src);
+        // SAFETY: `pfn` was just allocated, so it is not `src` and no one else has it. `src`
+        // is a page-cache page of a private file mapping, which maps it read-only; only
+        // shared (shmem) mappings map page-cache pages writable, and they never copy.
+        unsafe { st.phys.copy_frame(pfn, src) };
     }
     let page = st.phys.page(pfn);
     page.set(PG_ANON | PG_DIRTY);

@@ -3,52 +3,54 @@
 //!
 //! A [`Machine`] has simulated physical memory (a memfd of page frames managed by a buddy
 //! allocator with Linux's zones and watermarks), a slab allocator for the kernel's own
-//! objects, and one process: an [`mm`] of VMAs with four-level page tables. Its system
+//! objects, and one process: an `mm_struct` of VMAs with four-level page tables. Its system
 //! calls — `brk`, `mmap`, `munmap`, `mremap`, `mprotect`, `madvise`, `mincore` — follow
 //! Linux's semantics and error codes. User memory is a reserved range of host memory in
 //! which every first touch of a page, by any code, raises a real page fault that the
-//! simulation resolves (see `fault` and `signal`).
+//! simulation resolves (`signal.rs`, `fault.rs`).
 //!
 //! [`SimKernel`] serves the allocator's `Kernel` calls from a machine, so
 //! `ptalloc::Malloc<SimKernel>` is ptmalloc on the simulated kernel.
 //!
 //! The rules that keep it usable underneath an allocator: no system-call or fault path
 //! allocates from the host heap, takes a lock that could, panics or unwinds; errors are
-//! values. See `DESIGN.md` and the module documentation of each part.
+//! values. `README.md` gives the design; each module's documentation, its part.
 
 pub use ptalloc::Errno;
 
-pub mod buddy;
-mod check;
-pub mod fault;
-pub mod kptr;
-pub mod machine;
-pub mod madvise;
-pub mod memory;
-pub mod mincore;
-pub mod mm;
-pub mod mmap;
-pub mod mmu;
-pub mod mprotect;
-pub mod mremap;
-pub mod overcommit;
-pub mod page;
-pub mod page_table;
-pub mod physmem;
-pub mod proc;
-pub mod shmem;
-pub mod signal;
-mod sim_kernel;
-pub mod slab;
-pub mod stats;
-mod svg;
-pub mod sync;
-mod syscalls;
-pub mod util;
-pub mod vma;
-pub mod vma_tree;
+// The modules are the simulated kernel's insides; the API is what is re-exported below.
+pub(crate) mod buddy;
+pub(crate) mod check;
+pub(crate) mod fault;
+pub(crate) mod kptr;
+pub(crate) mod machine;
+pub(crate) mod madvise;
+pub(crate) mod memory;
+pub(crate) mod mincore;
+pub(crate) mod mm;
+pub(crate) mod mmap;
+pub(crate) mod mmu;
+pub(crate) mod mprotect;
+pub(crate) mod mremap;
+pub(crate) mod overcommit;
+pub(crate) mod page;
+pub(crate) mod page_table;
+pub(crate) mod physmem;
+pub(crate) mod proc;
+pub(crate) mod shmem;
+pub(crate) mod signal;
+pub(crate) mod sim_kernel;
+pub(crate) mod slab;
+pub(crate) mod stats;
+pub(crate) mod svg;
+pub(crate) mod sync;
+pub(crate) mod syscalls;
+pub(crate) mod util;
+pub(crate) mod vma;
+pub(crate) mod vma_tree;
 
-pub use buddy::{BuddyReport, CheckError};
+pub use buddy::BuddyReport;
+pub use check::CheckError;
 pub use fault::FaultError;
 pub use machine::{default_machine, Config, Machine, MachineBox};
 pub use mm::Rlimits;

@@ -1,11 +1,14 @@
-//! A simulated machine: physical memory, the kernel's slab caches, and one process's
-//! address space, behind one lock; and its system-call interface.
+//! A simulated machine: its configuration, its boot, and the one lock around its state —
+//! physical memory, the kernel's slab caches, the sysctls and one process's address space.
+//! Its system calls are in `syscalls`, its views in `proc` and `svg`.
 //!
-//! A machine is booted from a [`Config`] and lives in its own anonymous host mapping (never
-//! the host heap). Its user address space is a reserved range of host memory; the fault
-//! handler (see `signal`) finds the machine owning a faulting address through a fixed
-//! registry. [`Machine::boot`] returns an owning [`MachineBox`]; [`default_machine`] is a
-//! lazily booted process-wide machine used by `SimKernel::new()`.
+//! A machine is booted from a [`Config`]: physical memory is a memfd (`physmem`), the user
+//! address space a reserved range of host memory, and the process starts as `execve` would
+//! leave it (program text and data, an empty heap, a stack). The `Machine` lives in its own
+//! anonymous host mapping (never the host heap), and the fault handler (`signal`) finds the
+//! machine owning a faulting address through a fixed registry. [`Machine::boot`] returns an
+//! owning [`MachineBox`]; [`default_machine`] is a lazily booted process-wide machine used
+//! by `SimKernel::new()`.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -19,6 +22,7 @@ use crate::physmem::PhysMem;
 use crate::slab::Slab;
 use crate::stats::{Counters, Stats, Syscall};
 use crate::sync::MmapLock;
+use crate::vma::VmaEnv;
 use crate::vma_tree::VmaTree;
 use crate::Errno;
 
@@ -125,13 +129,11 @@ impl DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.m.lock.unlock();
+        // SAFETY: the guard holds the lock, and the references it handed out borrow it, so
+        // none outlives it.
+        unsafe { self.m.lock.unlock() };
     }
 }
-
-const VMA_SIZE: usize = core::mem::size_of::<crate::mm::Vma>();
-const ANON_VMA_SIZE: usize = core::mem::size_of::<crate::mm::AnonVma>();
-const INODE_SIZE: usize = core::mem::size_of::<crate::shmem::Inode>();
 
 impl State {
     fn boot(config: &Config) -> Result<State, Errno> {
@@ -148,11 +150,7 @@ impl State {
             }
         };
         let host = Host { memfd: phys.memfd, ..host };
-        let slab = Slab::new([
-            ("vm_area_struct", VMA_SIZE),
-            ("anon_vma", ANON_VMA_SIZE),
-            ("shmem_inode_cache", INODE_SIZE),
-        ]);
+        let slab = Slab::kernel_caches();
         let mut sys = VmSysctl::new(phys.nr_free_pages());
         sys.overcommit_memory = config.overcommit_memory;
         sys.overcommit_ratio = config.overcommit_ratio;
@@ -211,21 +209,22 @@ impl State {
     /// Map the program text, its data and the initial stack, as `execve` would.
     fn setup_image(&mut self) -> Result<(), Errno> {
         use crate::mm::*;
-        let ino = self.next_ino();
-        let file = crate::shmem::new_inode(&mut self.slab, &mut self.phys, crate::shmem::INODE_FILE, ino, 2)?;
-        let (sc, ec, sd, ed) = (self.mm.start_code, self.mm.end_code, self.mm.start_data, self.mm.end_data);
+        let (mm, mut env) = self.vma_env();
+        let ino = env.get_next_ino();
+        let file = crate::shmem::new_inode(env.slab, env.phys, crate::shmem::INODE_FILE, ino, 2)?;
+        let (sc, ec, sd, ed) = (mm.start_code, mm.end_code, mm.start_data, mm.end_data);
         let text = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
         let data = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT;
-        let top = self.mm.task_size;
-        let totalram = self.phys.totalram_pages();
+        let top = mm.task_size;
+        let totalram = env.phys.totalram_pages();
         let stack_pages = STACK_SIZE >> PAGE_SHIFT;
-        self.sys.vm_enough_memory(1 + stack_pages, totalram, 0)?;
+        env.sys.vm_enough_memory(1 + stack_pages, totalram, 0)?;
         for (start, end, flags, pgoff, f) in [
             (sc, ec, text, 0, Some(file)),
             (sd, ed, data, 1, Some(file)),
             (top - STACK_SIZE, top, VM_STACK_FLAGS, (top - STACK_SIZE) >> PAGE_SHIFT, None),
         ] {
-            let v = crate::vma::vm_area_alloc(self)?;
+            let v = crate::vma::vm_area_alloc(&mut env)?;
             v.vm_start.set(start);
             v.vm_end.set(end);
             v.vm_flags.set(flags);
@@ -234,18 +233,25 @@ impl State {
                 f.refcount.set(f.refcount.get() + 1);
                 v.vm_file.set(Some(f));
             }
-            self.mm.vmas.insert(v);
-            self.mm.vm_stat_account(flags, ((end - start) >> PAGE_SHIFT) as isize);
+            crate::vma::vma_link(mm, v);
+            mm.vm_stat_account(flags, ((end - start) >> PAGE_SHIFT) as isize);
         }
         // The reference new_inode gave us was only to keep the inode alive while mapping.
         file.refcount.set(file.refcount.get() - 1);
-        self.mm.hiwater_vm = self.mm.total_vm;
+        mm.hiwater_vm = mm.total_vm;
         Ok(())
     }
 
-    pub fn next_ino(&mut self) -> u64 {
-        self.next_ino += 1;
-        self.next_ino
+    /// The address space, and what the VMA layer uses besides it.
+    pub fn vma_env(&mut self) -> (&mut Mm, VmaEnv<'_>) {
+        let env = VmaEnv {
+            phys: &mut self.phys,
+            slab: &mut self.slab,
+            sys: &mut self.sys,
+            host: self.host,
+            next_ino: &mut self.next_ino,
+        };
+        (&mut self.mm, env)
     }
 
     pub fn count(&mut self, s: Syscall, ok: bool) {
@@ -310,7 +316,7 @@ fn reserve_user_range(size: usize) -> Result<Host, Errno> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(Errno(crate::util::errno()));
+        return Err(Errno(ptalloc::errno()));
     }
     let raw = p as usize;
     let base = (raw + align - 1) & !(align - 1);
@@ -346,7 +352,7 @@ impl Machine {
             )
         };
         if mem == libc::MAP_FAILED {
-            return Err(Errno(crate::util::errno()));
+            return Err(Errno(ptalloc::errno()));
         }
         let m = mem as *mut Machine;
         // SAFETY: `m` is a fresh, suitably aligned (page) allocation of the right size.
@@ -383,11 +389,6 @@ impl Machine {
 
     pub(crate) fn mmap_lock(&self) -> &MmapLock {
         &self.lock
-    }
-
-    /// The reserved host range of user memory and the physical-memory memfd.
-    pub fn host(&self) -> Host {
-        self.host
     }
 
     /// The first address of the user range.
@@ -440,7 +441,10 @@ impl Drop for MachineBox {
         let host = self.0.host;
         {
             let st = self.0.state.get_mut();
-            st.phys.shutdown();
+            // SAFETY: the box owns the machine and the fault handler no longer finds it, so
+            // nothing else reaches its frames; the state dropped below holds frame numbers and
+            // KPtrs but has no destructor that follows them.
+            unsafe { st.phys.shutdown() };
         }
         // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
         // the box was its only owner. Release the user range and the Machine's own mapping.

@@ -13,14 +13,12 @@
 
 use crate::machine::State;
 use crate::mm::{
-    VmFlags, VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_NOHUGEPAGE,
+    VmaPtr, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_MERGEABLE, VM_NOHUGEPAGE,
     VM_RAND_READ, VM_SEQ_READ, VM_SHARED, VM_WIPEONFORK,
 };
 use crate::page::{offset_in_page, page_align};
 use crate::vma::vma_modify;
 use crate::Errno;
-
-pub const VM_MERGEABLE: VmFlags = 0x8000_0000;
 
 const MADV_NORMAL: i32 = 0;
 const MADV_RANDOM: i32 = 1;
@@ -145,7 +143,7 @@ fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 && behavior == MADV_DONTNEED {
                 return Err(Errno::EINVAL);
             }
-            crate::memory::zap_page_range(st, start, end);
+            crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, start, end);
             return Ok(());
         }
         MADV_FREE => {
@@ -190,7 +188,7 @@ fn madvise_vma_behavior(
                     if lo < hi {
                         let s = v.start() + ((lo - v.pgoff()) << crate::page::PAGE_SHIFT);
                         let e = v.start() + ((hi - v.pgoff()) << crate::page::PAGE_SHIFT);
-                        crate::memory::zap_page_range(st, s, e);
+                        crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, e);
                     }
                 }
                 crate::shmem::truncate_range(&mut st.phys, &inode, a, b);
@@ -221,7 +219,8 @@ fn madvise_vma_behavior(
         *prev = Some(vma);
         return Ok(());
     }
-    let v = vma_modify(st, *prev, vma, start, end, new_flags)?;
+    let (mm, mut env) = st.vma_env();
+    let v = vma_modify(mm, &mut env, *prev, vma, start, end, new_flags)?;
     *prev = Some(v);
     v.vm_flags.set(new_flags);
     Ok(())

@@ -1,22 +1,25 @@
 //! Page-level work on ranges of the address space (Linux's `mm/memory.c` and friends):
-//! zapping pages, freeing page tables, changing protections and moving page-table entries,
-//! each followed by the host update that keeps the MMU in step.
+//! zapping pages and freeing the page tables under them (`unmap_region`), changing
+//! protections (`change_protection`, from `mm/mprotect.c`), preallocating and moving
+//! page-table entries (`move_page_tables`, from `mm/mremap.c`), each followed by the host
+//! update that keeps the MMU in step; and counting resident pages for the views.
 
 use crate::machine::State;
-use crate::mm::{VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};
-use crate::mmu::Batch;
+use crate::mm::{Mm, VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};
+use crate::mmu::{Batch, Host};
 use crate::page::{PG_ANON, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
     for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special,
 };
+use crate::physmem::PhysMem;
 use crate::Errno;
 
 /// Drop every page mapped in `[start, end)`: anonymous pages go back to the buddy
 /// allocator, page-cache pages stay in their inode; RSS falls. The host range becomes
 /// inaccessible, so the next touch faults again.
-pub(crate) fn zap_page_range(st: &mut State, start: usize, end: usize) {
-    st.mm.update_hiwater_rss();
-    let (dm, pgd) = (st.phys.direct_map, st.mm.pgd);
+pub(crate) fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start: usize, end: usize) {
+    mm.update_hiwater_rss();
+    let (dm, pgd) = (phys.direct_map(), mm.pgd);
     let mut any = false;
     for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
         let e = slot.get();
@@ -26,37 +29,36 @@ pub(crate) fn zap_page_range(st: &mut State, start: usize, end: usize) {
             return;
         }
         let pfn = pte_pfn(e);
-        let page = st.phys.page(pfn);
+        let page = phys.page(pfn);
         page.mapcount.set(page.mapcount.get().saturating_sub(1));
         if page.has(PG_ANON) {
-            st.mm.rss[MM_ANONPAGES] -= 1;
-            st.phys.vmstat.nr_anon_pages -= 1;
-            st.phys.free_pages(pfn, 0);
+            mm.rss[MM_ANONPAGES] -= 1;
+            phys.vmstat.nr_anon_pages -= 1;
+            phys.free_pages(pfn, 0);
         } else if page.has(PG_SWAPBACKED) {
-            st.mm.rss[MM_SHMEMPAGES] -= 1;
+            mm.rss[MM_SHMEMPAGES] -= 1;
         } else if page.has(PG_FILE) {
-            st.mm.rss[MM_FILEPAGES] -= 1;
+            mm.rss[MM_FILEPAGES] -= 1;
         }
     });
     if any {
-        st.host.unmap(start, end - start);
+        host.unmap(start, end - start);
     }
 }
 
 /// Tear down `[start, end)` after its VMAs are gone: zap the pages, then free the page
 /// tables that only mapped `[floor, ceiling)` (`unmap_region`).
-pub(crate) fn unmap_region(st: &mut State, start: usize, end: usize, floor: usize, ceiling: usize) {
-    zap_page_range(st, start, end);
-    let pgd = st.mm.pgd;
-    crate::page_table::free_pgtables(
-        &mut st.phys,
-        &mut st.mm.pgtables_bytes,
-        pgd,
-        floor,
-        ceiling,
-        start,
-        end,
-    );
+pub(crate) fn unmap_region(
+    mm: &mut Mm,
+    phys: &mut PhysMem,
+    host: Host,
+    start: usize,
+    end: usize,
+    floor: usize,
+    ceiling: usize,
+) {
+    zap_page_range(mm, phys, host, start, end);
+    crate::page_table::free_pgtables(phys, &mut mm.pgtables_bytes, mm.pgd, floor, ceiling, start, end);
 }
 
 /// Give the pages mapped in `[start, end)` the protection of `flags`
@@ -64,7 +66,7 @@ pub(crate) fn unmap_region(st: &mut State, start: usize, end: usize, floor: usiz
 /// straight away (they are the process's own); the zero page and page-cache pages of a
 /// private mapping stay read-only so that a write still faults and copies.
 pub(crate) fn change_protection(st: &mut State, start: usize, end: usize, flags: VmFlags) {
-    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::protecting(host);
     for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
@@ -100,7 +102,7 @@ pub(crate) fn prealloc_page_tables(st: &mut State, start: usize, end: usize) -> 
 /// same frames, mapped at the new place with their protection; nothing is copied. Page
 /// tables for the new range must already exist. The old host range becomes inaccessible.
 pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
-    let (dm, pgd, host) = (st.phys.direct_map, st.mm.pgd, st.host);
+    let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::mapping(host);
     let mut any = false;
@@ -130,7 +132,7 @@ pub(crate) fn count_ptes(
     end: usize,
     f: &mut dyn FnMut(u64, Option<&crate::page::Page>),
 ) {
-    let (dm, pgd) = (st.phys.direct_map, st.mm.pgd);
+    let (dm, pgd) = (st.phys.direct_map(), st.mm.pgd);
     for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
         let e = slot.get();
         if !pte_present(e) {

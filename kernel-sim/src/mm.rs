@@ -4,15 +4,18 @@
 //! doubly linked list in address order, as Linux kept them before the maple tree. The
 //! counters follow `mm_struct`: `total_vm`, `data_vm`, `exec_vm`, `stack_vm`, `locked_vm`,
 //! `map_count`, RSS by kind and its high-water mark.
+//!
+//! Here too: the `VM_*` flags, the lookups (`find_vma`, `vma_lookup`, `find_vma_prev`,
+//! `find_vma_intersection`), and the limits a mapping is checked against (`may_expand_vm`
+//! for `RLIMIT_AS` and `RLIMIT_DATA`, `mlock_future_ok` for `RLIMIT_MEMLOCK`).
 
 use core::cell::Cell;
 
 use crate::kptr::KPtr;
-use crate::page::{PAGE_SHIFT, PAGE_SIZE};
+use crate::page::PAGE_SHIFT;
 use crate::vma_tree::VmaTree;
 
 pub type VmFlags = u64;
-pub const VM_NONE: VmFlags = 0;
 pub const VM_READ: VmFlags = 0x1;
 pub const VM_WRITE: VmFlags = 0x2;
 pub const VM_EXEC: VmFlags = 0x4;
@@ -35,6 +38,7 @@ pub const VM_DONTDUMP: VmFlags = 0x4000000;
 pub const VM_SOFTDIRTY: VmFlags = 0x8000000;
 pub const VM_HUGEPAGE: VmFlags = 0x20000000;
 pub const VM_NOHUGEPAGE: VmFlags = 0x40000000;
+pub const VM_MERGEABLE: VmFlags = 0x80000000;
 
 pub const VM_ACCESS_FLAGS: VmFlags = VM_READ | VM_WRITE | VM_EXEC;
 pub const VM_STACK: VmFlags = VM_GROWSDOWN;
@@ -46,12 +50,11 @@ pub const VM_STACK_FLAGS: VmFlags = VM_STACK | VM_DATA_DEFAULT_FLAGS | VM_ACCOUN
 /// `stack_guard_gap`: 256 pages kept free below a stack VMA.
 pub const STACK_GUARD_GAP: usize = 256 << PAGE_SHIFT;
 
-/// RSS counters, as `mm->rss_stat`.
+/// RSS counters, as `mm->rss_stat` (without `MM_SWAPENTS`: there is no swap).
 pub const MM_FILEPAGES: usize = 0;
 pub const MM_ANONPAGES: usize = 1;
-pub const MM_SWAPENTS: usize = 2;
-pub const MM_SHMEMPAGES: usize = 3;
-pub const NR_MM_COUNTERS: usize = 4;
+pub const MM_SHMEMPAGES: usize = 2;
+pub const NR_MM_COUNTERS: usize = 3;
 
 /// What an anonymous page belongs to. Two VMAs with different anon_vmas cannot merge:
 /// their pages were faulted under different ones (`is_mergeable_anon_vma`).
@@ -176,21 +179,6 @@ pub fn calc_vm_prot_bits(prot: i32) -> VmFlags {
     f
 }
 
-/// The host protection that a VMA's flags give its pages.
-pub fn vm_prot(flags: VmFlags) -> i32 {
-    let mut p = 0;
-    if flags & VM_READ != 0 {
-        p |= libc::PROT_READ;
-    }
-    if flags & VM_WRITE != 0 {
-        p |= libc::PROT_WRITE;
-    }
-    if flags & VM_EXEC != 0 {
-        p |= libc::PROT_EXEC;
-    }
-    p
-}
-
 /// Resource limits the address space is checked against (`rlimit(RLIMIT_*)`), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rlimits {
@@ -208,6 +196,8 @@ impl Default for Rlimits {
     }
 }
 
+// Default only for tests that build an address space by hand: pgd 0 is no page table.
+#[cfg_attr(test, derive(Default))]
 pub struct Mm {
     pub vmas: VmaTree,
     /// Frame of the top-level page table.
@@ -338,12 +328,4 @@ impl Mm {
     pub fn is_stack(&self, vma: &Vma) -> bool {
         vma.start() <= self.start_stack && vma.end() >= self.start_stack
     }
-}
-
-pub const fn pages(bytes: usize) -> usize {
-    bytes >> PAGE_SHIFT
-}
-
-pub const fn bytes(pages: usize) -> usize {
-    pages * PAGE_SIZE
 }

@@ -8,9 +8,10 @@
 //! than run on wrongly.
 
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
-use crate::util::{errno, StackWriter};
+use crate::util::StackWriter;
 
-/// The reserved host range and the memfd of physical memory.
+/// The reserved host range and the memfd of physical memory. Boot makes it of a fresh
+/// reservation; the host calls below stay inside it, whatever range they are given.
 #[derive(Clone, Copy, Debug)]
 pub struct Host {
     pub base: usize,
@@ -22,7 +23,7 @@ pub struct Host {
 #[inline(never)]
 fn host_failure(what: &str, addr: usize, len: usize) -> ! {
     use core::fmt::Write;
-    let e = errno();
+    let e = ptalloc::errno();
     let mut w = StackWriter::<256>::new();
     let _ = writeln!(w, "kernel-sim: host {what}({addr:#x}, {len:#x}) failed with errno {e}: the simulated MMU is out of step with the page tables");
     if e == libc::ENOMEM {
@@ -45,10 +46,20 @@ impl Host {
         self.base + self.size
     }
 
+    /// Stop the machine unless `[addr, addr + len)` lies in the reservation: a host call
+    /// outside it would replace or change memory that is not the simulation's.
+    fn check_range(&self, what: &str, addr: usize, len: usize) {
+        if addr < self.base || len > self.size || addr - self.base > self.size - len {
+            crate::util::bug(what, addr, len);
+        }
+    }
+
     /// Map frames `pfn..pfn + npages` at `addr` with `prot`.
     pub fn map_frames(&self, addr: usize, pfn: usize, npages: usize, prot: i32) {
         let len = npages * PAGE_SIZE;
-        // SAFETY: [addr, addr + len) lies in our reservation; MAP_FIXED replaces only it.
+        self.check_range("map_frames outside the user range", addr, len);
+        // SAFETY: [addr, addr + len) lies in our reservation (checked), which holds nothing
+        // of the host program's; MAP_FIXED replaces only that range.
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
@@ -73,7 +84,8 @@ impl Host {
             return;
         }
         let (addr, len) = (start, end - start);
-        // SAFETY: [addr, addr + len) lies in our reservation; MAP_FIXED replaces only it.
+        // SAFETY: [addr, addr + len) lies in our reservation (clamped above), which holds
+        // nothing of the host program's; MAP_FIXED replaces only that range.
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
@@ -91,7 +103,9 @@ impl Host {
 
     /// Change the protection of mapped pages `[addr, addr + len)`.
     pub fn protect(&self, addr: usize, len: usize, prot: i32) {
-        // SAFETY: the pages are frames we mapped in our reservation.
+        self.check_range("protect outside the user range", addr, len);
+        // SAFETY: the range lies in our reservation (checked), whose pages only simulated
+        // user accesses use.
         if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } != 0 {
             host_failure("mprotect", addr, len);
         }

@@ -115,7 +115,8 @@ pub(crate) fn mprotect_fixup(
     } else if oldflags & VM_ACCOUNT != 0 && vma.is_anonymous() && vma.anon().is_none() {
         newflags &= !VM_ACCOUNT;
     }
-    let vma = match vma_modify(st, *pprev, vma, start, end, newflags) {
+    let (mm, mut env) = st.vma_env();
+    let vma = match vma_modify(mm, &mut env, *pprev, vma, start, end, newflags) {
         Ok(v) => v,
         Err(e) => {
             st.sys.vm_unacct_memory(charged);

@@ -10,7 +10,7 @@
 //!   the VMA in place (merging with the next one where the rules allow) when the space
 //!   after it is free, else, with `MREMAP_MAYMOVE`, moves it.
 //!
-//! A move makes the VMA at the destination with `copy_vma` (merging with neighbours; a
+//! A move makes the VMA at the destination with `vma::copy_vma` (merging with neighbours; a
 //! never-faulted anonymous VMA takes the page offset of its new address so it can), moves
 //! the entries, then unmaps the source without giving back its commit charge, which the new
 //! VMA inherits. `MREMAP_FIXED` unmaps whatever is at the destination first;
@@ -19,7 +19,7 @@
 use crate::machine::State;
 use crate::mm::{VmaPtr, VM_ACCOUNT, VM_DONTEXPAND, VM_LOCKED, VM_LOCKED_MASK, VM_MAYSHARE, VM_SHARED};
 use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
-use crate::vma::{do_munmap, vm_area_dup, vma_link, vma_merge_new_range, VmaDesc};
+use crate::vma::{copy_vma, do_munmap, vma_merge_new_range, VmaDesc};
 use crate::Errno;
 
 pub const MREMAP_MAYMOVE: i32 = 1;
@@ -176,7 +176,8 @@ fn mremap_at(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         return Ok(r.addr);
     }
     if r.shrink() {
-        do_munmap(st, r.addr + r.new_len, r.delta)?;
+        let (mm, mut env) = st.vma_env();
+        do_munmap(mm, &mut env, r.addr + r.new_len, r.delta)?;
         return Ok(r.addr);
     }
     let vma = r.vma.ok_or(Errno::EFAULT)?;
@@ -211,7 +212,8 @@ fn expand_vma_in_place(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(),
         anon: vma.anon(),
     };
     let next = vma.next();
-    let Some(vma) = vma_merge_new_range(st, Some(vma), next, &d, false) else {
+    let (mm, mut env) = st.vma_env();
+    let Some(vma) = vma_merge_new_range(mm, &mut env, Some(vma), next, &d, false) else {
         st.sys.vm_unacct_memory(r.charged);
         return Err(Errno::ENOMEM);
     };
@@ -262,11 +264,13 @@ fn set_new_addr(st: &State, r: &mut Remap) -> Result<(), Errno> {
 /// A remap to a chosen destination.
 fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     if r.flags & MREMAP_FIXED != 0 {
-        do_munmap(st, r.new_addr, r.new_len)?;
+        let (mm, mut env) = st.vma_env();
+        do_munmap(mm, &mut env, r.new_addr, r.new_len)?;
         r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
     }
     if r.shrink() {
-        do_munmap(st, r.addr + r.new_len, r.delta)?;
+        let (mm, mut env) = st.vma_env();
+        do_munmap(mm, &mut env, r.addr + r.new_len, r.delta)?;
         r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
         r.old_len = r.new_len;
     }
@@ -326,34 +330,6 @@ fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     result
 }
 
-/// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
-fn copy_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize, pgoff: usize) -> Result<VmaPtr, Errno> {
-    // A never-faulted anonymous VMA has no pages tied to its offset: give it the offset of
-    // its new address so it can merge there.
-    let pgoff = if vma.is_anonymous() && vma.anon().is_none() { addr >> PAGE_SHIFT } else { pgoff };
-    let (next, prev) = st.mm.find_vma_prev(addr);
-    if next.is_some_and(|n| n.start() < addr + len) {
-        crate::util::bug("copy_vma: destination not empty", addr, len);
-    }
-    let d = VmaDesc {
-        start: addr,
-        end: addr + len,
-        flags: vma.flags(),
-        pgoff,
-        file: vma.file(),
-        anon: vma.anon(),
-    };
-    if let Some(v) = vma_merge_new_range(st, prev, next, &d, false) {
-        return Ok(v);
-    }
-    let new = vm_area_dup(st, vma)?;
-    new.vm_start.set(addr);
-    new.vm_end.set(addr + len);
-    new.vm_pgoff.set(pgoff);
-    vma_link(st, new);
-    Ok(new)
-}
-
 fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     if st.mm.map_count() + 2 > st.sys.max_map_count {
         return Err(Errno::ENOMEM);
@@ -367,7 +343,8 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         return Err(e);
     }
     let old_start = vma.start();
-    let new_vma = match copy_vma(st, vma, new_addr, new_len, vma.pgoff_at(old_addr)) {
+    let (mm, mut env) = st.vma_env();
+    let new_vma = match copy_vma(mm, &mut env, vma, new_addr, new_len, vma.pgoff_at(old_addr)) {
         Ok(v) => v,
         Err(e) => {
             st.sys.vm_unacct_memory(r.charged);
@@ -384,7 +361,7 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         // longer holds any anonymous page. locked_vm is left as it is.
         vma.vm_flags.set(vma.flags() & !VM_LOCKED_MASK);
         if new_vma != vma && vma.start() == old_addr && vma.end() == old_addr + old_len {
-            crate::vma::set_anon_vma(st, vma, None);
+            crate::vma::set_anon_vma(&mut st.vma_env().1, vma, None);
         }
     } else {
         unmap_source_vma(st, vma, old_addr, old_len);
@@ -401,7 +378,8 @@ fn unmap_source_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize) {
     if accountable {
         vma.vm_flags.set(vma.flags() & !VM_ACCOUNT);
     }
-    if do_munmap(st, addr, len).is_err() {
+    let (mm, mut env) = st.vma_env();
+    if do_munmap(mm, &mut env, addr, len).is_err() {
         if accountable {
             st.sys.committed_as += (len >> PAGE_SHIFT) as isize;
         }

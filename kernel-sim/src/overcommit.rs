@@ -11,6 +11,9 @@
 //!
 //! So under mode 2 a machine refuses `mmap`, `brk` and `mremap` growth deterministically,
 //! before any page is touched.
+//!
+//! `VmSysctl` also carries the other settings the address space is checked against:
+//! `vm.max_map_count` and the capabilities `CAP_SYS_ADMIN` and `CAP_IPC_LOCK`.
 
 use crate::page::PAGE_SHIFT;
 use crate::Errno;

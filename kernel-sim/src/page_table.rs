@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 
 use crate::mm::{VmFlags, VM_ACCESS_FLAGS, VM_EXEC, VM_WRITE};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_PGTABLE};
-use crate::physmem::PhysMem;
+use crate::physmem::{DirectMap, PhysMem};
 use crate::Errno;
 
 pub const PTRS_PER_TABLE: usize = 512;
@@ -117,8 +117,11 @@ pub struct PteSlot(NonNull<Cell<u64>>);
 impl PteSlot {
     #[inline]
     pub fn get(self) -> u64 {
-        // SAFETY: the slot points into a live table frame: tables are only freed after
-        // every entry in them has been cleared and no slot of theirs is still in use.
+        // SAFETY: `slot_in` made the slot inside a frame of the direct map (`DirectMap::frame`
+        // checks the frame exists), which stays mapped until `PhysMem::shutdown`, whose caller
+        // promises no slot is used after it; the entry is aligned, and a Cell may be reached
+        // through other references too. A table is freed only once every entry in it is clear
+        // and none of its slots is in use, so the frame is nobody else's meanwhile.
         unsafe { self.0.as_ref().get() }
     }
     #[inline]
@@ -129,11 +132,11 @@ impl PteSlot {
 }
 
 fn slot(phys: &PhysMem, table: usize, i: usize) -> PteSlot {
-    slot_in(phys.direct_map, table, i)
+    slot_in(phys.direct_map(), table, i)
 }
 
-fn slot_in(direct_map: usize, table: usize, i: usize) -> PteSlot {
-    let p = ((direct_map + table * PAGE_SIZE) as *mut Cell<u64>).wrapping_add(i & (PTRS_PER_TABLE - 1));
+fn slot_in(direct_map: DirectMap, table: usize, i: usize) -> PteSlot {
+    let p = (direct_map.frame(table) as *mut Cell<u64>).wrapping_add(i & (PTRS_PER_TABLE - 1));
     match NonNull::new(p) {
         Some(p) => PteSlot(p),
         None => crate::util::bug("page table slot at null", table, i),
@@ -197,11 +200,11 @@ pub fn pte_alloc(
 }
 
 /// Call `f(addr, slot)` for every non-empty PTE in `[start, end)`, in address order,
-/// skipping whole tables that are absent. `direct_map` is `PhysMem::direct_map`; taking
-/// it rather than the `PhysMem` leaves the callback free to allocate and free frames (it
-/// must not free page tables).
+/// skipping whole tables that are absent. Taking the `DirectMap` rather than the
+/// `PhysMem` leaves the callback free to allocate and free frames (it must not free page
+/// tables).
 pub fn for_each_pte(
-    direct_map: usize,
+    direct_map: DirectMap,
     pgd: usize,
     start: usize,
     end: usize,
@@ -211,7 +214,7 @@ pub fn for_each_pte(
 }
 
 fn walk(
-    dm: usize,
+    dm: DirectMap,
     table: usize,
     level: u32,
     base: usize,

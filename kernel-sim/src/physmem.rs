@@ -10,7 +10,7 @@
 //! frames at the top of memory for `mem_map` (memblock allocates it top-down), then gives
 //! every other frame to the buddy allocator.
 
-use crate::buddy::{Zone, MAX_NR_ZONES, MAX_ORDER};
+use crate::buddy::{Zone, MAX_NR_ZONES, MAX_PAGE_ORDER};
 use crate::page::{Page, NIL, PAGE_SHIFT, PAGE_SIZE, PG_RESERVED};
 use crate::Errno;
 
@@ -36,13 +36,33 @@ pub struct VmStat {
     pub oom_kill: u64,
 }
 
+/// The direct map as a plain value, for a page-table walk whose callback allocates and
+/// frees frames through `&mut PhysMem` meanwhile. Only `PhysMem` makes one, so the frames
+/// it reaches are a machine's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectMap {
+    /// Address of frame 0.
+    base: usize,
+    nr_frames: usize,
+}
+
+impl DirectMap {
+    /// The bytes of frame `pfn`. A frame the machine does not have is a simulator bug and
+    /// stops it: no pointer outside the direct map is ever made.
+    #[inline]
+    pub fn frame(self, pfn: usize) -> *mut u8 {
+        if pfn >= self.nr_frames {
+            crate::util::bug("no such frame", pfn, self.nr_frames);
+        }
+        (self.base + pfn * PAGE_SIZE) as *mut u8
+    }
+}
+
 pub struct PhysMem {
     pub memfd: i32,
-    /// Address of frame 0 in the direct map.
-    pub direct_map: usize,
+    direct_map: DirectMap,
     pub nr_frames: usize,
     mem_map: *const Page,
-    pub mem_map_frames: usize,
     pub zones: [Zone; MAX_NR_ZONES],
     pub zero_pfn: usize,
     pub reserved_pages: usize,
@@ -65,12 +85,12 @@ impl PhysMem {
         // SAFETY: memfd_create with a NUL-terminated name; no pointers kept.
         let memfd = unsafe { libc::memfd_create(c"kernel-sim-phys".as_ptr(), libc::MFD_CLOEXEC) };
         if memfd < 0 {
-            return Err(Errno(crate::util::errno()));
+            return Err(Errno(ptalloc::errno()));
         }
         let len = nr_frames * PAGE_SIZE;
         // SAFETY: sizing a descriptor we own.
         if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
-            let e = crate::util::errno();
+            let e = ptalloc::errno();
             // SAFETY: closing our own descriptor.
             unsafe { libc::close(memfd) };
             return Err(Errno(e));
@@ -87,19 +107,18 @@ impl PhysMem {
             )
         };
         if dm == libc::MAP_FAILED {
-            let e = crate::util::errno();
+            let e = ptalloc::errno();
             // SAFETY: closing our own descriptor.
             unsafe { libc::close(memfd) };
             return Err(Errno(e));
         }
-        let direct_map = dm as usize;
+        let direct_map = DirectMap { base: dm as usize, nr_frames };
         let mem_map_pfn = nr_frames - mem_map_frames;
         let mut pm = PhysMem {
             memfd,
             direct_map,
             nr_frames,
-            mem_map: (direct_map + mem_map_pfn * PAGE_SIZE) as *const Page,
-            mem_map_frames,
+            mem_map: direct_map.frame(mem_map_pfn) as *const Page,
             zones: Zone::layout(nr_frames),
             zero_pfn: 1,
             reserved_pages: 0,
@@ -127,7 +146,7 @@ impl PhysMem {
             let (start, end) = (start.max(2), end.min(mem_map_pfn));
             let mut pfn = start;
             while pfn < end {
-                let mut order = (pfn.trailing_zeros() as usize).min(MAX_ORDER);
+                let mut order = (pfn.trailing_zeros() as usize).min(MAX_PAGE_ORDER);
                 while pfn + (1 << order) > end {
                     order -= 1;
                 }
@@ -151,25 +170,43 @@ impl PhysMem {
         unsafe { &*self.mem_map.add(pfn) }
     }
 
-    /// The frame's bytes in the direct map.
+    #[inline]
+    pub fn direct_map(&self) -> DirectMap {
+        self.direct_map
+    }
+
+    /// The frame's bytes in the direct map (see `DirectMap::frame`).
     #[inline]
     pub fn frame(&self, pfn: usize) -> *mut u8 {
-        (self.direct_map + pfn * PAGE_SIZE) as *mut u8
+        self.direct_map.frame(pfn)
     }
 
-    /// The frame that holds direct-map address `addr`.
+    /// The frame that holds direct-map address `addr` (a frame number past the end if
+    /// `addr` is outside the direct map, which `page` and `frame` refuse).
     #[inline]
     pub fn virt_to_pfn(&self, addr: usize) -> usize {
-        (addr - self.direct_map) >> PAGE_SHIFT
+        addr.wrapping_sub(self.direct_map.base) >> PAGE_SHIFT
     }
 
-    pub fn clear_frame(&self, pfn: usize) {
-        // SAFETY: a whole frame of the direct map, owned by the caller (just allocated).
+    /// Zero frame `pfn`.
+    ///
+    /// # Safety
+    /// The caller owns the frame: nothing else reads or writes it meanwhile (it has just
+    /// been allocated and is mapped nowhere).
+    pub unsafe fn clear_frame(&self, pfn: usize) {
+        // SAFETY: `frame` gives a whole frame inside the direct map, which stays mapped until
+        // `shutdown`; the caller owns it.
         unsafe { core::ptr::write_bytes(self.frame(pfn), 0, PAGE_SIZE) }
     }
 
-    pub fn copy_frame(&self, dst: usize, src: usize) {
-        // SAFETY: two distinct frames of the direct map; `dst` is owned by the caller.
+    /// Copy frame `src` to frame `dst`.
+    ///
+    /// # Safety
+    /// `dst` and `src` are different frames; the caller owns `dst` (as for `clear_frame`),
+    /// and nothing writes `src` meanwhile.
+    pub unsafe fn copy_frame(&self, dst: usize, src: usize) {
+        // SAFETY: two whole frames inside the direct map (checked by `frame`), not the same
+        // one, so they do not overlap; the caller owns `dst` and `src` holds still.
         unsafe { core::ptr::copy_nonoverlapping(self.frame(src), self.frame(dst), PAGE_SIZE) }
     }
 
@@ -182,11 +219,15 @@ impl PhysMem {
         self.zones.iter().map(|z| z.free_pages).sum()
     }
 
-    /// Release the host resources. The caller guarantees nothing uses them any more.
-    pub fn shutdown(&mut self) {
-        // SAFETY: our own mapping and descriptor, no longer referenced.
+    /// Release the host resources: the direct map and the memfd.
+    ///
+    /// # Safety
+    /// No frame is reached afterwards: no `page`, `frame` or allocator call on this
+    /// `PhysMem`, and no `KPtr`, `PteSlot` or `DirectMap` that came from it is used again.
+    pub unsafe fn shutdown(&mut self) {
+        // SAFETY: our own mapping and descriptor; the caller promises nothing uses them.
         unsafe {
-            libc::munmap(self.direct_map as *mut libc::c_void, self.nr_frames * PAGE_SIZE);
+            libc::munmap(self.direct_map.base as *mut libc::c_void, self.nr_frames * PAGE_SIZE);
             libc::close(self.memfd);
         }
     }

@@ -248,7 +248,7 @@ impl VmaInfo {
             (VM_SOFTDIRTY, "sd"),
             (VM_HUGEPAGE, "hg"),
             (VM_NOHUGEPAGE, "nh"),
-            (crate::madvise::VM_MERGEABLE, "mg"),
+            (VM_MERGEABLE, "mg"),
         ];
         for (bit, name) in NAMES {
             if self.flags & bit != 0 {

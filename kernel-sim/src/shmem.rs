@@ -68,20 +68,23 @@ pub fn inode_dev(inode: &Inode) -> (u32, u32) {
     }
 }
 
+/// Entry `i` of index node `node`. Anything else is a simulator bug and stops the machine:
+/// a stray write would land in a frame that is someone else's, perhaps mapped by the process.
 fn entry(phys: &PhysMem, node: usize, i: usize) -> *mut u32 {
-    if i >= FANOUT {
-        crate::util::bug("shmem: index digit out of range", node, i);
+    if i >= FANOUT || !phys.page(node).has(PG_RADIX) {
+        crate::util::bug("shmem: not an entry of an index node", node, i);
     }
     (phys.frame(node) as *mut u32).wrapping_add(i)
 }
 
 fn get(phys: &PhysMem, node: usize, i: usize) -> usize {
-    // SAFETY: an index frame holds FANOUT u32 entries and `i < FANOUT`.
+    // SAFETY: `entry` checked that `node` is an index frame, which only this module touches,
+    // under the machine lock, and that `i < FANOUT`: an aligned u32 inside that frame.
     unsafe { entry(phys, node, i).read() as usize }
 }
 
 fn put(phys: &PhysMem, node: usize, i: usize, v: usize) {
-    // SAFETY: as in `get`; the frame belongs to this inode's index.
+    // SAFETY: as in `get`.
     unsafe { entry(phys, node, i).write(v as u32) }
 }
 

@@ -25,11 +25,13 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use crate::fault::{Access, FaultError, SEGV_MAPERR};
 use crate::machine::Machine;
-use crate::util::{errno, set_errno, StackWriter};
+use ptalloc::{errno, set_errno};
+
+use crate::util::StackWriter;
 
 pub const MAX_MACHINES: usize = 64;
 
@@ -47,10 +49,6 @@ struct OldAction(UnsafeCell<core::mem::MaybeUninit<libc::sigaction>>);
 // SAFETY: written once by the installing thread before the handler that reads it exists.
 unsafe impl Sync for OldAction {}
 static OLD_SEGV: OldAction = OldAction(UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
-
-/// The last simulated segmentation fault: address and `si_code` (for tests and views).
-pub static LAST_SEGV_ADDR: AtomicUsize = AtomicUsize::new(0);
-pub static LAST_SEGV_CODE: AtomicUsize = AtomicUsize::new(0);
 
 /// Find a free registry slot for `m` (installing the handler first).
 pub(crate) fn register(m: &'static Machine) -> Option<usize> {
@@ -104,13 +102,17 @@ fn install_handler() {
 }
 
 /// The hardware error code, instruction and stack pointer of the faulting context.
-fn fault_regs(ctx: *mut libc::c_void) -> (usize, usize, usize) {
+///
+/// # Safety
+/// `ctx` is null or the `ucontext_t` of the signal being handled.
+unsafe fn fault_regs(ctx: *mut libc::c_void) -> (usize, usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if ctx.is_null() {
             return (0, 0, 0);
         }
-        // SAFETY: the kernel passes a ucontext_t to an SA_SIGINFO handler.
+        // SAFETY: the caller's promise; the kernel keeps the context alive while the
+        // handler runs.
         let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
         let g = &uc.uc_mcontext.gregs;
         (
@@ -127,13 +129,17 @@ fn fault_regs(ctx: *mut libc::c_void) -> (usize, usize, usize) {
     }
 }
 
-extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// # Safety
+/// Called by the kernel as an `SA_SIGINFO` handler: `info` and `ctx` are the signal's
+/// `siginfo_t` and `ucontext_t`.
+unsafe extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let saved = errno();
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    // SAFETY: `info` is the signal's siginfo_t (this function's contract).
     let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
     if code > 0 {
         if let Some(m) = find_machine(addr) {
-            let (err, ip, sp) = fault_regs(ctx);
+            // SAFETY: `ctx` is the signal's context.
+            let (err, ip, sp) = unsafe { fault_regs(ctx) };
             if m.mmap_lock().held_by_me() {
                 kernel_fault(addr, ip);
             }
@@ -145,8 +151,6 @@ extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *m
             match r {
                 Ok(()) => {}
                 Err(FaultError::Segv(c)) => {
-                    LAST_SEGV_ADDR.store(addr, Ordering::Relaxed);
-                    LAST_SEGV_CODE.store(c as usize, Ordering::Relaxed);
                     report(
                         "segfault",
                         addr,
@@ -155,11 +159,13 @@ extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *m
                         err,
                         if c == SEGV_MAPERR { "SEGV_MAPERR" } else { "SEGV_ACCERR" },
                     );
-                    deliver(libc::SIGSEGV, c, addr, ctx);
+                    // SAFETY: `ctx` is the signal's context.
+                    unsafe { deliver(libc::SIGSEGV, c, addr, ctx) };
                 }
                 Err(FaultError::Bus) => {
                     report("bus error", addr, ip, sp, err, "BUS_ADRERR");
-                    deliver(libc::SIGBUS, crate::fault::BUS_ADRERR, addr, ctx);
+                    // SAFETY: `ctx` is the signal's context.
+                    unsafe { deliver(libc::SIGBUS, crate::fault::BUS_ADRERR, addr, ctx) };
                 }
                 Err(FaultError::Oom) => oom_kill(m, addr),
             }
@@ -168,7 +174,8 @@ extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *m
         }
     }
     set_errno(saved);
-    chain(sig, info, ctx);
+    // SAFETY: `info` and `ctx` are the signal's.
+    unsafe { chain(sig, info, ctx) };
 }
 
 #[cold]
@@ -246,24 +253,38 @@ fn raise_default(sig: libc::c_int) {
     }
 }
 
-fn call_handler(sa: &libc::sigaction, sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// Run the handler of disposition `sa` as the kernel would.
+///
+/// # Safety
+/// `sa` came from the kernel and holds a handler (not `SIG_DFL` or `SIG_IGN`); `info` and
+/// `ctx` are valid for it while it runs.
+unsafe fn call_handler(
+    sa: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
     if sa.sa_flags & libc::SA_RESETHAND != 0 {
         set_default(sig);
     }
     if sa.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: an SA_SIGINFO handler installed by the program, called as the kernel would.
+        // SAFETY: with SA_SIGINFO, sa_sigaction is the address of a three-argument handler
+        // the program installed; it gets what the kernel would give it.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
             unsafe { core::mem::transmute(sa.sa_sigaction) };
         f(sig, info, ctx);
     } else {
-        // SAFETY: a plain handler installed by the program.
+        // SAFETY: without SA_SIGINFO, sa_sigaction is the address of a plain handler.
         let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(sa.sa_sigaction) };
         f(sig);
     }
 }
 
 /// Deliver a simulated fault signal as the kernel would have.
-fn deliver(sig: libc::c_int, code: i32, addr: usize, ctx: *mut libc::c_void) {
+///
+/// # Safety
+/// `ctx` is the context of the signal being handled (the program's handler gets it).
+unsafe fn deliver(sig: libc::c_int, code: i32, addr: usize, ctx: *mut libc::c_void) {
     let prev = if sig == libc::SIGSEGV {
         // SAFETY: OLD_SEGV was written before our handler was installed.
         unsafe { (*OLD_SEGV.0.get()).assume_init() }
@@ -290,7 +311,9 @@ fn deliver(sig: libc::c_int, code: i32, addr: usize, ctx: *mut libc::c_void) {
     info.si_code = code;
     // SAFETY: si_addr sits right after si_signo, si_errno, si_code and padding on Linux.
     unsafe { set_si_addr(&mut info, addr) };
-    call_handler(&prev, sig, &mut info, ctx);
+    // SAFETY: `prev` came from the kernel and is neither SIG_DFL nor SIG_IGN (above); `info`
+    // lives until the call returns, and `ctx` is the signal's (this function's contract).
+    unsafe { call_handler(&prev, sig, &mut info, ctx) };
 }
 
 /// # Safety
@@ -303,7 +326,10 @@ unsafe fn set_si_addr(info: &mut libc::siginfo_t, addr: usize) {
 }
 
 /// Pass a fault that is not ours to the handler installed before us.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+///
+/// # Safety
+/// `info` and `ctx` are those of the signal being handled.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: OLD_SEGV was written before our handler was installed.
     let prev = unsafe { (*OLD_SEGV.0.get()).assume_init() };
     // SAFETY: `info` is valid for the duration of the handler.
@@ -320,5 +346,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         }
         return;
     }
-    call_handler(&prev, sig, info, ctx);
+    // SAFETY: `prev` came from the kernel and is neither SIG_DFL nor SIG_IGN (above);
+    // `info` and `ctx` are the signal's (this function's contract).
+    unsafe { call_handler(&prev, sig, info, ctx) };
 }

@@ -1,20 +1,9 @@
 //! `SimKernel`: the allocator's [`Kernel`] calls served by a simulated machine.
 
-use ptalloc::{Errno, Kernel, ThreadSlot};
+use ptalloc::{keeping_errno, Errno, Kernel, ThreadSlot};
 
 use crate::machine::{default_machine, Machine};
 use crate::page::PAGE_SIZE;
-use crate::util::{errno, set_errno};
-
-/// The `Kernel` contract: errors are returned as values and the thread's errno is left as
-/// it was (the machine's host calls may set it; `free` must not change it).
-#[inline]
-fn keeping_errno<T>(call: impl FnOnce() -> T) -> T {
-    let saved = errno();
-    let r = call();
-    set_errno(saved);
-    r
-}
 
 /// A `Kernel` on a simulated machine: the process-wide default one ([`SimKernel::new`],
 /// booted on first use) or a given one ([`SimKernel::on`]). Const-constructible, so
@@ -69,6 +58,10 @@ impl Default for SimKernel {
 // either finds a host mapping of its frame or faults into the simulation, which maps one
 // (anonymous memory reads as zero: frames are zeroed or the zero page). The thread slot is a
 // thread_local of this module with a const initialiser and no destructor.
+//
+// The contract also wants errors as values and the thread's errno left as it was (`free`
+// must not change it), while the machine's host calls may set errno: every call runs under
+// `keeping_errno`, and the errno it reports is dropped because the result carries the error.
 unsafe impl Kernel for SimKernel {
     fn page_size(&self) -> usize {
         // Boot now, before the allocator registers anything of its own, so the machine
@@ -78,29 +71,30 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn brk(&self, addr: usize) -> usize {
-        keeping_errno(|| self.machine().brk(addr))
+        keeping_errno(|| self.machine().brk(addr)).0
     }
 
     fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
-        keeping_errno(|| self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0))
+        keeping_errno(|| self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)).0
     }
 
     fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().munmap(addr, len))
+        keeping_errno(|| self.machine().munmap(addr, len)).0
     }
 
     fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
         keeping_errno(|| {
             self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
         })
+        .0
     }
 
     fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().mprotect(addr, len, prot))
+        keeping_errno(|| self.machine().mprotect(addr, len, prot)).0
     }
 
     fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().madvise(addr, len, advice))
+        keeping_errno(|| self.machine().madvise(addr, len, advice)).0
     }
 
     #[inline(always)]

@@ -8,7 +8,7 @@
 //! allocator (as SLUB's `min_partial` does). An object's slab is found from its address
 //! alone: direct-map address → frame → descriptor.
 
-use crate::buddy::{fail, CheckError};
+use crate::check::{fail, CheckError};
 use crate::page::{NIL, PAGE_SIZE, PG_SLAB};
 use crate::physmem::PhysMem;
 use crate::Errno;
@@ -83,22 +83,41 @@ fn list_del(phys: &PhysMem, head: &mut u32, pfn: usize) {
     p.prev.set(NIL);
 }
 
+/// The free-chain link kept in the first word of a free object.
+///
+/// # Safety
+/// `addr` is an object of a slab (one of the first `objects_per_slab` slots of a `PG_SLAB`
+/// frame, so in the direct map, 8-byte aligned and at least 8 bytes long) that is free or
+/// being freed: nothing else uses its bytes.
 #[inline]
-fn read_link(addr: usize) -> u32 {
-    // SAFETY: `addr` is a free object of a slab in the direct map, at least 8 bytes and
-    // 8-byte aligned; its first word holds the free chain.
+unsafe fn read_link(addr: usize) -> u32 {
+    // SAFETY: the caller's promise.
     unsafe { (addr as *const u32).read() }
 }
 
+/// Set the free-chain link of a free object.
+///
+/// # Safety
+/// As for `read_link`.
 #[inline]
-fn write_link(addr: usize, v: u32) {
-    // SAFETY: as in `read_link`; the object is free, so nothing else uses its bytes.
+unsafe fn write_link(addr: usize, v: u32) {
+    // SAFETY: the caller's promise.
     unsafe { (addr as *mut u32).write(v) }
 }
 
 impl Slab {
     pub fn new(sizes: [(&'static str, usize); NR_CACHES]) -> Slab {
         Slab { caches: sizes.map(|(name, size)| KmemCache::new(name, size)) }
+    }
+
+    /// The caches the simulated kernel allocates from, at `CACHE_VMA`, `CACHE_ANON_VMA` and
+    /// `CACHE_INODE`, named as `/proc/slabinfo` names Linux's.
+    pub fn kernel_caches() -> Slab {
+        Slab::new([
+            ("vm_area_struct", core::mem::size_of::<crate::mm::Vma>()),
+            ("anon_vma", core::mem::size_of::<crate::mm::AnonVma>()),
+            ("shmem_inode_cache", core::mem::size_of::<crate::shmem::Inode>()),
+        ])
     }
 
     /// A zeroed object from cache `id`, as a direct-map address.
@@ -120,7 +139,9 @@ impl Slab {
                 p.inuse.set(0);
                 p.freelist.set(0);
                 for i in 0..n {
-                    write_link(base + i * c.object_size, if i + 1 < n { (i + 1) as u32 } else { NIL });
+                    let next = if i + 1 < n { (i + 1) as u32 } else { NIL };
+                    // SAFETY: slot `i < n` of the new slab, which no one else has yet.
+                    unsafe { write_link(base + i * c.object_size, next) };
                 }
                 list_add(phys, &mut c.partial, pfn);
                 c.nr_slabs += 1;
@@ -135,7 +156,8 @@ impl Slab {
             crate::util::bug("slab: partial slab without a free object", pfn, idx as usize);
         }
         let addr = base + idx as usize * c.object_size;
-        p.freelist.set(read_link(addr));
+        // SAFETY: slot `idx < n` of the slab, the head of its free chain.
+        p.freelist.set(unsafe { read_link(addr) });
         p.inuse.set(p.inuse.get() + 1);
         if p.inuse.get() as usize == n {
             list_del(phys, &mut c.partial, pfn);
@@ -157,6 +179,7 @@ impl Slab {
         if !p.has(PG_SLAB)
             || p.slab_cache.get() as usize != id
             || !(addr - base).is_multiple_of(c.object_size)
+            || (addr - base) / c.object_size >= n
         {
             crate::util::bug("slab: freeing an object not from this cache", addr, id);
         }
@@ -168,12 +191,18 @@ impl Slab {
                 if i == idx {
                     crate::util::bug("slab: double free", addr, id);
                 }
-                i = read_link(base + i as usize * c.object_size);
+                if i as usize >= n {
+                    crate::util::bug("slab: free chain corrupt", pfn, i as usize);
+                }
+                // SAFETY: slot `i < n` of the slab, on its free chain.
+                i = unsafe { read_link(base + i as usize * c.object_size) };
                 steps += 1;
             }
         }
         let was_full = p.inuse.get() as usize == n;
-        write_link(addr, p.freelist.get());
+        // SAFETY: `addr` was checked above to be a slot `< n` of a slab of this cache, and
+        // the caller is giving it back.
+        unsafe { write_link(addr, p.freelist.get()) };
         p.freelist.set(idx);
         p.inuse.set(p.inuse.get() - 1);
         c.active_objs -= 1;
@@ -230,7 +259,8 @@ impl Slab {
                             return fail("slab free chain corrupt", f, i as usize);
                         }
                         free += 1;
-                        i = read_link(base + i as usize * c.object_size);
+                        // SAFETY: slot `i < n` (checked above) of this slab, on its free chain.
+                        i = unsafe { read_link(base + i as usize * c.object_size) };
                     }
                     if free + inuse != n {
                         return fail("slab free chain length wrong", f, free);

@@ -15,8 +15,15 @@ pub enum Syscall {
 }
 
 pub const NR_SYSCALLS: usize = 7;
-pub const SYSCALL_NAMES: [&str; NR_SYSCALLS] =
+const SYSCALL_NAMES: [&str; NR_SYSCALLS] =
     ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore"];
+
+impl Syscall {
+    /// The system call's name, for labelling counters.
+    pub fn name(self) -> &'static str {
+        SYSCALL_NAMES[self as usize]
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {

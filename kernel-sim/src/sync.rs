@@ -33,8 +33,11 @@ impl MmapLock {
         self.owner.store(thread_token(), Ordering::Relaxed);
     }
 
+    /// # Safety
+    /// The calling thread holds the lock, and nothing it guards is reached after this
+    /// without taking it again: the machine's state relies on that for its `&mut`.
     #[inline]
-    pub fn unlock(&self) {
+    pub unsafe fn unlock(&self) {
         self.owner.store(0, Ordering::Relaxed);
         self.lock.unlock();
     }
@@ -42,12 +45,6 @@ impl MmapLock {
     /// Whether the calling thread holds the lock.
     pub fn held_by_me(&self) -> bool {
         self.lock.is_locked() && self.owner.load(Ordering::Relaxed) == thread_token()
-    }
-
-    /// Forget the holder: in a forked child the holder thread does not exist.
-    pub fn reset(&self) {
-        self.owner.store(0, Ordering::Relaxed);
-        self.lock.reset();
     }
 }
 
@@ -70,7 +67,8 @@ mod tests {
         let l2 = l.clone();
         let other = std::thread::spawn(move || l2.held_by_me()).join().unwrap();
         assert!(!other);
-        l.unlock();
+        // SAFETY: this thread took it above.
+        unsafe { l.unlock() };
         assert!(!l.held_by_me());
         let counter = Arc::new(AtomicUsize::new(0));
         let ts: Vec<_> = (0..4)
@@ -81,7 +79,8 @@ mod tests {
                         l.lock();
                         let v = c.load(Ordering::Relaxed);
                         c.store(v + 1, Ordering::Relaxed);
-                        l.unlock();
+                        // SAFETY: this thread took it just above.
+                        unsafe { l.unlock() };
                     }
                 })
             })

@@ -1,7 +1,11 @@
 //! The system-call interface of a [`Machine`]: each call takes the machine lock, runs the
-//! simulated kernel's implementation and counts itself; plus the sysctls and rlimits a
-//! test may change, the invariant checkers, and copies of the VMA list for views.
+//! simulated kernel's implementation and counts itself. Also here, under the same lock:
+//! `fault_in` (a fault without an access, as `get_user_pages` takes it; not counted), the
+//! counters, the sysctls and rlimits a test may change, the invariant checkers, and copies
+//! of the VMA list for views.
 
+use crate::buddy::BuddyReport;
+use crate::check::CheckError;
 use crate::machine::Machine;
 use crate::mm::{Rlimits, VmaPtr};
 use crate::stats::{Counters, Syscall};
@@ -111,20 +115,21 @@ impl Machine {
 
     /// Check every structure: buddy free lists and frame conservation, slab caches, the
     /// VMA tree, page tables against VMAs, and the RSS and VM counters.
-    pub fn check(&self) -> Result<(), crate::buddy::CheckError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let st = self.lock();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
-        crate::check::check_mm(&st)
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
     }
 
     /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
-    pub fn check_mm(&self) -> Result<(), crate::buddy::CheckError> {
-        crate::check::check_mm(&self.lock())
+    pub fn check_mm(&self) -> Result<(), CheckError> {
+        let st = self.lock();
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
     }
 
     /// `check_buddy` alone.
-    pub fn check_buddy(&self) -> Result<crate::buddy::BuddyReport, crate::buddy::CheckError> {
+    pub fn check_buddy(&self) -> Result<BuddyReport, CheckError> {
         self.lock().phys.check_buddy()
     }
 

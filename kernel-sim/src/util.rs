@@ -66,22 +66,3 @@ pub fn bug(what: &str, a: usize, b: usize) -> ! {
     // SAFETY: abort() does not return and is async-signal-safe.
     unsafe { libc::abort() }
 }
-
-/// The calling thread's `errno`.
-#[inline]
-pub fn errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub fn set_errno(v: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = v }
-}
-
-/// Round `x` up to a multiple of `align` (a power of two); `None` on overflow.
-#[inline]
-pub fn checked_align_up(x: usize, align: usize) -> Option<usize> {
-    Some(x.checked_add(align - 1)? & !(align - 1))
-}

@@ -1,4 +1,6 @@
-//! Making, merging, splitting and removing VMAs (Linux's `mm/vma.c`).
+//! Making, merging, splitting, growing and removing VMAs (Linux's `mm/vma.c`), and the VMA,
+//! anon_vma and inode objects they work with (which Linux keeps in `vma_init.c`, `rmap.c`
+//! and the VFS).
 //!
 //! Merge rules, as Linux applies them to anonymous memory: two neighbouring ranges merge
 //! when their flags are equal (ignoring `VM_SOFTDIRTY`), they map the same file (or both
@@ -13,20 +15,62 @@
 //!   one after it, or both.
 //! * `vma_modify` — changing the flags of part of a VMA (mprotect, madvise) merges the part
 //!   into a neighbour if it can, and otherwise splits it off.
+//! * `split_vma` — one VMA becomes two at an address.
 //! * `do_munmap` — splits at the ends and removes every VMA in between.
+//! * `mmap_region` — a new mapping: charged to the commit limit if it is writable and
+//!   private, given a shmem inode if it is shared, replacing whatever a `MAP_FIXED` mapping
+//!   overlaps, and merged into a neighbour or linked as a VMA of its own.
+//! * `do_brk_flags` — the heap grows: its VMA is extended, or a new one linked.
+//! * `expand_downwards` — a stack VMA grows down to a faulting address, within the stack
+//!   rlimit and clear of the guard gap, and is charged for it.
+//! * `copy_vma` — the VMA at the destination of an `mremap` move.
+//! * `anon_vma_prepare` — a VMA gets its anon_vma before its first anonymous page.
+//!
+//! Each takes the address space and a [`VmaEnv`], not the machine's whole state: the tests
+//! run them on physical memory, slab caches and an `Mm` of their own, with no machine.
 
 use crate::kptr::KPtr;
-use crate::machine::State;
 use crate::mm::{
-    is_data_mapping, is_exec_mapping, is_stack_mapping, AnonVma, VmFlags, VmaPtr, VM_ACCOUNT, VM_LOCKED,
-    VM_SOFTDIRTY,
+    is_data_mapping, is_exec_mapping, is_stack_mapping, AnonVma, Mm, VmFlags, VmaPtr, STACK_GUARD_GAP,
+    VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DATA_DEFAULT_FLAGS, VM_GROWSDOWN, VM_LOCKED, VM_NORESERVE, VM_SHARED,
+    VM_SOFTDIRTY, VM_WRITE,
 };
-use crate::page::{offset_in_page, page_align, PAGE_SHIFT};
+use crate::mmu::Host;
+use crate::overcommit::VmSysctl;
+use crate::page::{offset_in_page, page_align, PAGE_MASK, PAGE_SHIFT};
+use crate::physmem::PhysMem;
 use crate::shmem::InodePtr;
-use crate::slab::{CACHE_ANON_VMA, CACHE_VMA};
+use crate::slab::{Slab, CACHE_ANON_VMA, CACHE_VMA};
 use crate::Errno;
 
 pub type AnonVmaPtr = KPtr<AnonVma>;
+
+/// What the VMA layer uses besides the address space: frames and slab objects for VMAs,
+/// anon_vmas and inodes, the commit charge and `max_map_count`, the host MMU that an unmap
+/// updates, and the inode numbers. Linux's `mm/vma.c` reaches these as globals, which its
+/// user-space tests stub out; here they are borrowed from the machine (`State::vma_env`),
+/// so a test can hand the VMA layer its own and leave the rest of the machine out.
+pub(crate) struct VmaEnv<'a> {
+    pub phys: &'a mut PhysMem,
+    pub slab: &'a mut Slab,
+    pub sys: &'a mut VmSysctl,
+    pub host: Host,
+    pub next_ino: &'a mut u64,
+}
+
+impl VmaEnv<'_> {
+    /// A fresh inode number (`get_next_ino`).
+    pub fn get_next_ino(&mut self) -> u64 {
+        *self.next_ino += 1;
+        *self.next_ino
+    }
+
+    /// Charge `pages` to the commit limit for a process of `mm`'s size.
+    fn vm_enough_memory(&mut self, mm: &Mm, pages: usize) -> Result<(), Errno> {
+        let ram = self.phys.totalram_pages();
+        self.sys.vm_enough_memory(pages, ram, mm.total_vm)
+    }
+}
 
 /// A VMA that does not exist yet, or the new state of part of one (Linux's
 /// `vma_merge_struct`).
@@ -46,31 +90,31 @@ impl VmaDesc {
     }
 }
 
-pub(crate) fn vm_area_alloc(st: &mut State) -> Result<VmaPtr, Errno> {
-    let addr = st.slab.alloc(&mut st.phys, CACHE_VMA)?;
+pub(crate) fn vm_area_alloc(env: &mut VmaEnv) -> Result<VmaPtr, Errno> {
+    let addr = env.slab.alloc(env.phys, CACHE_VMA)?;
     // SAFETY: a fresh zeroed object of the VMA cache; Vma is all Cells and zero is a valid
     // (empty, unlinked) VMA.
     Ok(unsafe { KPtr::from_addr(addr) })
 }
 
 /// Free a VMA that is not in the tree, dropping its references.
-pub(crate) fn vm_area_free(st: &mut State, v: VmaPtr) {
-    set_anon_vma(st, v, None);
+pub(crate) fn vm_area_free(env: &mut VmaEnv, v: VmaPtr) {
+    set_anon_vma(env, v, None);
     if let Some(f) = v.file() {
         v.vm_file.set(None);
-        inode_put(st, f);
+        inode_put(env, f);
     }
-    st.slab.free(&mut st.phys, CACHE_VMA, v.addr());
+    env.slab.free(env.phys, CACHE_VMA, v.addr());
 }
 
 /// A copy of `v` (not linked), holding its own references.
-pub(crate) fn vm_area_dup(st: &mut State, v: VmaPtr) -> Result<VmaPtr, Errno> {
-    let n = vm_area_alloc(st)?;
+pub(crate) fn vm_area_dup(env: &mut VmaEnv, v: VmaPtr) -> Result<VmaPtr, Errno> {
+    let n = vm_area_alloc(env)?;
     n.vm_start.set(v.start());
     n.vm_end.set(v.end());
     n.vm_flags.set(v.flags());
     n.vm_pgoff.set(v.pgoff());
-    set_anon_vma(st, n, v.anon());
+    set_anon_vma(env, n, v.anon());
     if let Some(f) = v.file() {
         f.refcount.set(f.refcount.get() + 1);
         n.vm_file.set(Some(f));
@@ -79,7 +123,7 @@ pub(crate) fn vm_area_dup(st: &mut State, v: VmaPtr) -> Result<VmaPtr, Errno> {
 }
 
 /// Point `v` at `av`, moving the reference counts.
-pub(crate) fn set_anon_vma(st: &mut State, v: VmaPtr, av: Option<AnonVmaPtr>) {
+pub(crate) fn set_anon_vma(env: &mut VmaEnv, v: VmaPtr, av: Option<AnonVmaPtr>) {
     if KPtr::ptr_eq(v.anon(), av) {
         return;
     }
@@ -90,28 +134,57 @@ pub(crate) fn set_anon_vma(st: &mut State, v: VmaPtr, av: Option<AnonVmaPtr>) {
         let n = old.refcount.get() - 1;
         old.refcount.set(n);
         if n == 0 {
-            st.slab.free(&mut st.phys, CACHE_ANON_VMA, old.addr());
+            env.slab.free(env.phys, CACHE_ANON_VMA, old.addr());
         }
     }
     v.anon_vma.set(av);
 }
 
-pub(crate) fn anon_vma_alloc(st: &mut State) -> Result<AnonVmaPtr, Errno> {
-    let addr = st.slab.alloc(&mut st.phys, CACHE_ANON_VMA)?;
+pub(crate) fn anon_vma_alloc(mm: &mut Mm, env: &mut VmaEnv) -> Result<AnonVmaPtr, Errno> {
+    let addr = env.slab.alloc(env.phys, CACHE_ANON_VMA)?;
     // SAFETY: a fresh zeroed object of the anon_vma cache.
     let av: AnonVmaPtr = unsafe { KPtr::from_addr(addr) };
-    av.id.set(st.mm.next_anon_vma_id);
-    st.mm.next_anon_vma_id += 1;
+    av.id.set(mm.next_anon_vma_id);
+    mm.next_anon_vma_id += 1;
     Ok(av)
 }
 
+/// The anon_vma of a neighbour that `vma` could merge with but for its access rights
+/// (`find_mergeable_anon_vma`): sharing it keeps a later mprotect able to merge them.
+fn find_mergeable_anon_vma(vma: VmaPtr) -> Option<AnonVmaPtr> {
+    let compatible = |a: VmaPtr, b: VmaPtr| {
+        a.end() == b.start()
+            && KPtr::ptr_eq(a.file(), b.file())
+            && (a.flags() ^ b.flags()) & !(VM_ACCESS_FLAGS | VM_SOFTDIRTY) == 0
+            && b.pgoff() == a.pgoff() + ((b.start() - a.start()) >> PAGE_SHIFT)
+    };
+    vma.next()
+        .filter(|n| compatible(vma, *n))
+        .and_then(|n| n.anon())
+        .or_else(|| vma.prev().filter(|p| compatible(*p, vma)).and_then(|p| p.anon()))
+}
+
+/// Give `vma` an anon_vma before its first anonymous page: a compatible neighbour's if
+/// there is one, else a new one.
+pub(crate) fn anon_vma_prepare(mm: &mut Mm, env: &mut VmaEnv, vma: VmaPtr) -> Result<(), Errno> {
+    if vma.anon().is_some() {
+        return Ok(());
+    }
+    let av = match find_mergeable_anon_vma(vma) {
+        Some(av) => av,
+        None => anon_vma_alloc(mm, env)?,
+    };
+    set_anon_vma(env, vma, Some(av));
+    Ok(())
+}
+
 /// Drop a reference to an inode; the last one frees it and its page cache.
-pub(crate) fn inode_put(st: &mut State, f: InodePtr) {
+pub(crate) fn inode_put(env: &mut VmaEnv, f: InodePtr) {
     let n = f.refcount.get() - 1;
     f.refcount.set(n);
     if n == 0 {
-        let charged = crate::shmem::evict_inode(&mut st.slab, &mut st.phys, f);
-        st.sys.vm_unacct_memory(charged);
+        let charged = crate::shmem::evict_inode(env.slab, env.phys, f);
+        env.sys.vm_unacct_memory(charged);
     }
 }
 
@@ -139,23 +212,24 @@ fn can_vma_merge_after(d: &VmaDesc, prev: VmaPtr) -> bool {
 
 /// `dst` takes `src`'s anon_vma if it has none (`dup_anon_vma`): pages that move into
 /// `dst` were faulted under it.
-fn dup_anon_vma(st: &mut State, dst: VmaPtr, src: Option<AnonVmaPtr>) {
+fn dup_anon_vma(env: &mut VmaEnv, dst: VmaPtr, src: Option<AnonVmaPtr>) {
     if dst.anon().is_none() && src.is_some() {
-        set_anon_vma(st, dst, src);
+        set_anon_vma(env, dst, src);
     }
 }
 
 /// Remove `v` from the tree and free it.
-fn remove_vma(st: &mut State, v: VmaPtr) {
-    st.mm.vmas.erase(v);
-    vm_area_free(st, v);
+fn remove_vma(mm: &mut Mm, env: &mut VmaEnv, v: VmaPtr) {
+    mm.vmas.erase(v);
+    vm_area_free(env, v);
 }
 
 /// Try to make `[d.start, d.end)` part of `prev` and/or `next` instead of a VMA of its
 /// own. `prev` and `next` are the VMAs around the (empty) range; with `just_expand` only
 /// `prev` is considered (brk). Returns the VMA that now covers the range.
 pub(crate) fn vma_merge_new_range(
-    st: &mut State,
+    mm: &mut Mm,
+    env: &mut VmaEnv,
     prev: Option<VmaPtr>,
     next: Option<VmaPtr>,
     d: &VmaDesc,
@@ -171,23 +245,23 @@ pub(crate) fn vma_merge_new_range(
     match (left, right) {
         (Some(l), Some(r)) => {
             let (end, r_anon) = (r.end(), r.anon());
-            dup_anon_vma(st, l, r_anon.or(d.anon));
-            remove_vma(st, r);
+            dup_anon_vma(env, l, r_anon.or(d.anon));
+            remove_vma(mm, env, r);
             l.vm_end.set(end);
-            st.mm.vmas.adjusted(l);
+            mm.vmas.adjusted(l);
             Some(l)
         }
         (Some(l), None) => {
-            dup_anon_vma(st, l, d.anon);
+            dup_anon_vma(env, l, d.anon);
             l.vm_end.set(d.end);
-            st.mm.vmas.adjusted(l);
+            mm.vmas.adjusted(l);
             Some(l)
         }
         (None, Some(r)) => {
-            dup_anon_vma(st, r, d.anon);
+            dup_anon_vma(env, r, d.anon);
             r.vm_start.set(d.start);
             r.vm_pgoff.set(d.pgoff);
-            st.mm.vmas.adjusted(r);
+            mm.vmas.adjusted(r);
             Some(r)
         }
         (None, None) => None,
@@ -198,7 +272,8 @@ pub(crate) fn vma_merge_new_range(
 /// compatible (Linux's `vma_merge_existing_range`). `prev` is the VMA before `vma`, or
 /// `vma` itself when `start` is inside it.
 fn vma_merge_existing_range(
-    st: &mut State,
+    mm: &mut Mm,
+    env: &mut VmaEnv,
     prev: Option<VmaPtr>,
     vma: VmaPtr,
     start: usize,
@@ -228,39 +303,39 @@ fn vma_merge_existing_range(
         (Some(p), Some(n)) => {
             // prev absorbs vma and next.
             let src = if n.anon().is_some() { n.anon() } else { vma.anon() };
-            dup_anon_vma(st, p, src);
+            dup_anon_vma(env, p, src);
             let new_end = n.end();
-            remove_vma(st, vma);
-            remove_vma(st, n);
+            remove_vma(mm, env, vma);
+            remove_vma(mm, env, n);
             p.vm_end.set(new_end);
-            st.mm.vmas.adjusted(p);
+            mm.vmas.adjusted(p);
             Some(p)
         }
         (Some(p), None) => {
-            dup_anon_vma(st, p, vma.anon());
+            dup_anon_vma(env, p, vma.anon());
             if right_side {
-                remove_vma(st, vma);
+                remove_vma(mm, env, vma);
             } else {
                 vma.vm_pgoff.set(vma.pgoff_at(end));
                 vma.vm_start.set(end);
-                st.mm.vmas.adjusted(vma);
+                mm.vmas.adjusted(vma);
             }
             p.vm_end.set(end);
-            st.mm.vmas.adjusted(p);
+            mm.vmas.adjusted(p);
             Some(p)
         }
         (None, Some(n)) => {
-            dup_anon_vma(st, n, vma.anon());
+            dup_anon_vma(env, n, vma.anon());
             let pglen = (end - start) >> PAGE_SHIFT;
             if left_side {
-                remove_vma(st, vma);
+                remove_vma(mm, env, vma);
             } else {
                 vma.vm_end.set(start);
-                st.mm.vmas.adjusted(vma);
+                mm.vmas.adjusted(vma);
             }
             n.vm_start.set(start);
             n.vm_pgoff.set(n.pgoff() - pglen);
-            st.mm.vmas.adjusted(n);
+            mm.vmas.adjusted(n);
             Some(n)
         }
         (None, None) => None,
@@ -271,21 +346,22 @@ fn vma_merge_existing_range(
 /// split off. Returns the VMA that covers exactly the range afterwards (its flags are the
 /// caller's to set). `prev` is as for `vma_merge_existing_range`.
 pub(crate) fn vma_modify(
-    st: &mut State,
+    mm: &mut Mm,
+    env: &mut VmaEnv,
     prev: Option<VmaPtr>,
     vma: VmaPtr,
     start: usize,
     end: usize,
     new_flags: VmFlags,
 ) -> Result<VmaPtr, Errno> {
-    if let Some(merged) = vma_merge_existing_range(st, prev, vma, start, end, new_flags) {
+    if let Some(merged) = vma_merge_existing_range(mm, env, prev, vma, start, end, new_flags) {
         return Ok(merged);
     }
     if vma.start() < start {
-        split_vma(st, vma, start, true)?;
+        split_vma(mm, env, vma, start, true)?;
     }
     if vma.end() > end {
-        split_vma(st, vma, end, false)?;
+        split_vma(mm, env, vma, end, false)?;
     }
     Ok(vma)
 }
@@ -293,16 +369,23 @@ pub(crate) fn vma_modify(
 /// Split `vma` at `addr`, refusing if the map count is at its limit. With `new_below` the
 /// new VMA is the part below `addr` and `vma` keeps the upper part; otherwise the new one
 /// is the upper part. Returns the new VMA.
-pub(crate) fn split_vma(st: &mut State, vma: VmaPtr, addr: usize, new_below: bool) -> Result<VmaPtr, Errno> {
-    if st.mm.map_count() >= st.sys.max_map_count {
+pub(crate) fn split_vma(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    vma: VmaPtr,
+    addr: usize,
+    new_below: bool,
+) -> Result<VmaPtr, Errno> {
+    if mm.map_count() >= env.sys.max_map_count {
         return Err(Errno::ENOMEM);
     }
-    __split_vma(st, vma, addr, new_below)
+    __split_vma(mm, env, vma, addr, new_below)
 }
 
 /// `split_vma` without the map-count check.
 pub(crate) fn __split_vma(
-    st: &mut State,
+    mm: &mut Mm,
+    env: &mut VmaEnv,
     vma: VmaPtr,
     addr: usize,
     new_below: bool,
@@ -310,7 +393,7 @@ pub(crate) fn __split_vma(
     if addr <= vma.start() || addr >= vma.end() {
         crate::util::bug("split_vma outside the VMA", addr, vma.start());
     }
-    let new = vm_area_dup(st, vma)?;
+    let new = vm_area_dup(env, vma)?;
     if new_below {
         new.vm_end.set(addr);
         vma.vm_pgoff.set(vma.pgoff_at(addr));
@@ -320,14 +403,14 @@ pub(crate) fn __split_vma(
         new.vm_start.set(addr);
         vma.vm_end.set(addr);
     }
-    st.mm.vmas.adjusted(vma);
-    st.mm.vmas.insert(new);
+    mm.vmas.adjusted(vma);
+    mm.vmas.insert(new);
     Ok(new)
 }
 
 /// `munmap` of `[start, start + len)` (`do_vmi_munmap`).
-pub(crate) fn do_munmap(st: &mut State, start: usize, len: usize) -> Result<(), Errno> {
-    let task_size = st.mm.task_size;
+pub(crate) fn do_munmap(mm: &mut Mm, env: &mut VmaEnv, start: usize, len: usize) -> Result<(), Errno> {
+    let task_size = mm.task_size;
     if offset_in_page(start) != 0 || start > task_size || len > task_size - start {
         return Err(Errno::EINVAL);
     }
@@ -335,8 +418,8 @@ pub(crate) fn do_munmap(st: &mut State, start: usize, len: usize) -> Result<(), 
     if end == start {
         return Err(Errno::EINVAL);
     }
-    match st.mm.find_vma(start) {
-        Some(vma) if vma.start() < end => do_align_munmap(st, vma, start, end),
+    match mm.find_vma(start) {
+        Some(vma) if vma.start() < end => do_align_munmap(mm, env, vma, start, end),
         _ => Ok(()),
     }
 }
@@ -353,14 +436,20 @@ struct Removed {
 }
 
 /// Unmap `[start, end)` (page aligned), where `vma` is the first VMA that overlaps it.
-pub(crate) fn do_align_munmap(st: &mut State, vma: VmaPtr, start: usize, end: usize) -> Result<(), Errno> {
+pub(crate) fn do_align_munmap(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    vma: VmaPtr,
+    start: usize,
+    end: usize,
+) -> Result<(), Errno> {
     let mut first = vma;
     if start > vma.start() {
         // Splitting one VMA into three must not push the count past its limit.
-        if end < vma.end() && st.mm.map_count() >= st.sys.max_map_count {
+        if end < vma.end() && mm.map_count() >= env.sys.max_map_count {
             return Err(Errno::ENOMEM);
         }
-        __split_vma(st, vma, start, true)?;
+        __split_vma(mm, env, vma, start, true)?;
         first = vma;
     }
     let prev = first.prev();
@@ -368,7 +457,7 @@ pub(crate) fn do_align_munmap(st: &mut State, vma: VmaPtr, start: usize, end: us
     let mut last = first;
     while let Some(v) = cur.filter(|v| v.start() < end) {
         if v.end() > end {
-            __split_vma(st, v, end, false)?;
+            __split_vma(mm, env, v, end, false)?;
         }
         last = v;
         cur = v.next();
@@ -397,24 +486,280 @@ pub(crate) fn do_align_munmap(st: &mut State, vma: VmaPtr, start: usize, end: us
     }
     let floor = prev.map_or(0, |p| p.end());
     let ceiling = next.map_or(0, |n| n.start());
-    crate::memory::unmap_region(st, start, end, floor, ceiling);
+    crate::memory::unmap_region(mm, env.phys, env.host, start, end, floor, ceiling);
     let mut cur = Some(first);
     while let Some(v) = cur.filter(|v| v.start() < end) {
         cur = v.next();
-        remove_vma(st, v);
+        remove_vma(mm, env, v);
     }
-    let mm = &mut st.mm;
     mm.locked_vm -= removed.locked;
     mm.update_hiwater_vm();
     mm.total_vm -= removed.pages;
     mm.exec_vm -= removed.exec;
     mm.stack_vm -= removed.stack;
     mm.data_vm -= removed.data;
-    st.sys.vm_unacct_memory(removed.accounted);
+    env.sys.vm_unacct_memory(removed.accounted);
     Ok(())
 }
 
 /// Insert a new VMA and count it in `map_count` (the tree's length).
-pub(crate) fn vma_link(st: &mut State, v: VmaPtr) {
-    st.mm.vmas.insert(v);
+pub(crate) fn vma_link(mm: &mut Mm, v: VmaPtr) {
+    mm.vmas.insert(v);
 }
+
+/// Whether a mapping with these flags is charged to the commit limit.
+fn accountable_mapping(flags: VmFlags) -> bool {
+    flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE
+}
+
+/// Pages of `[start, end)` mapped by VMAs, and how many of those are charged.
+fn count_vma_pages_range(mm: &Mm, start: usize, end: usize) -> (usize, usize) {
+    let mut pages = 0;
+    let mut accounted = 0;
+    let mut cur = mm.find_vma(start);
+    while let Some(v) = cur.filter(|v| v.start() < end) {
+        let n = (v.end().min(end) - v.start().max(start)) >> PAGE_SHIFT;
+        pages += n;
+        if v.flags() & VM_ACCOUNT != 0 {
+            accounted += n;
+        }
+        cur = v.next();
+    }
+    (pages, accounted)
+}
+
+/// Create the mapping `[addr, addr + len)` (`mmap_region`), replacing anything there.
+pub(crate) fn mmap_region(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    addr: usize,
+    len: usize,
+    mut vm_flags: VmFlags,
+    pgoff: usize,
+) -> Result<usize, Errno> {
+    let end = addr + len;
+    let pglen = len >> PAGE_SHIFT;
+    let (overlapped, overlapped_accounted) = count_vma_pages_range(mm, addr, end);
+    if !mm.may_expand_vm(vm_flags, pglen) && !mm.may_expand_vm(vm_flags, pglen - overlapped) {
+        return Err(Errno::ENOMEM);
+    }
+    // Charge before touching the old mappings, so that a refusal leaves them intact (Linux
+    // detaches them first and puts them back on failure).
+    let mut charged = 0;
+    if accountable_mapping(vm_flags) {
+        charged = pglen - overlapped_accounted;
+        env.vm_enough_memory(mm, charged)?;
+        vm_flags |= VM_ACCOUNT;
+    }
+    let shmem = if vm_flags & VM_SHARED != 0 {
+        let ino = env.get_next_ino();
+        match crate::shmem::new_inode(env.slab, env.phys, crate::shmem::INODE_SHMEM, ino, pglen) {
+            Ok(inode) => Some(inode),
+            Err(e) => {
+                env.sys.vm_unacct_memory(charged);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(inode) = shmem {
+        // shmem_acct_size: the object is charged unless MAP_NORESERVE.
+        if vm_flags & VM_NORESERVE == 0 {
+            if let Err(e) = env.vm_enough_memory(mm, pglen) {
+                inode_put(env, inode);
+                return Err(e);
+            }
+            inode.charged.set(pglen);
+        }
+    }
+    // The map count check above allowed one more VMA; make sure a replaced range can be
+    // split. Linux gathers the old VMAs first and fails here with ENOMEM too.
+    if overlapped > 0 {
+        let transfer = if accountable_mapping(vm_flags & !VM_ACCOUNT) { overlapped_accounted } else { 0 };
+        if let Err(e) = unmap_for_fixed(mm, env, addr, end, transfer) {
+            env.sys.vm_unacct_memory(charged);
+            if let Some(inode) = shmem {
+                inode_put(env, inode);
+            }
+            return Err(e);
+        }
+    }
+    let (next, prev) = mm.find_vma_prev(addr);
+    let d = VmaDesc { start: addr, end, flags: vm_flags, pgoff, file: shmem, anon: None };
+    let vma = match if shmem.is_none() { vma_merge_new_range(mm, env, prev, next, &d, false) } else { None } {
+        Some(v) => v,
+        None => {
+            let v = match vm_area_alloc(env) {
+                Ok(v) => v,
+                Err(e) => {
+                    env.sys.vm_unacct_memory(charged);
+                    if let Some(inode) = shmem {
+                        inode_put(env, inode);
+                    }
+                    return Err(e);
+                }
+            };
+            v.vm_start.set(addr);
+            v.vm_end.set(end);
+            v.vm_flags.set(vm_flags);
+            v.vm_pgoff.set(pgoff);
+            v.vm_file.set(shmem);
+            vma_link(mm, v);
+            v
+        }
+    };
+    mm.vm_stat_account(vm_flags, pglen as isize);
+    if vm_flags & VM_LOCKED != 0 {
+        mm.locked_vm += pglen;
+    }
+    vma.vm_flags.set(vma.flags() | VM_SOFTDIRTY);
+    Ok(addr)
+}
+
+/// Remove the VMAs a `MAP_FIXED` mapping replaces, keeping their commit charge (it passes
+/// to the new mapping, which was charged only for the difference).
+fn unmap_for_fixed(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    start: usize,
+    end: usize,
+    accounted: usize,
+) -> Result<(), Errno> {
+    let Some(vma) = mm.find_vma(start).filter(|v| v.start() < end) else {
+        return Ok(());
+    };
+    do_align_munmap(mm, env, vma, start, end)?;
+    env.sys.committed_as += accounted as isize;
+    Ok(())
+}
+
+/// Grow the heap by `[addr, addr + len)` (`do_brk_flags`), extending `brkvma` if it ends
+/// at `addr`.
+pub(crate) fn do_brk_flags(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    brkvma: Option<VmaPtr>,
+    addr: usize,
+    len: usize,
+) -> Result<(), Errno> {
+    let flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags;
+    let pages = len >> PAGE_SHIFT;
+    if !mm.may_expand_vm(flags, pages) {
+        return Err(Errno::ENOMEM);
+    }
+    if mm.map_count() > env.sys.max_map_count {
+        return Err(Errno::ENOMEM);
+    }
+    env.vm_enough_memory(mm, pages)?;
+    let d =
+        VmaDesc { start: addr, end: addr + len, flags, pgoff: addr >> PAGE_SHIFT, file: None, anon: None };
+    let expanded = match brkvma {
+        Some(v) if v.end() == addr => vma_merge_new_range(mm, env, Some(v), None, &d, true),
+        _ => None,
+    };
+    let vma = match expanded {
+        Some(v) => v,
+        None => {
+            let v = match vm_area_alloc(env) {
+                Ok(v) => v,
+                Err(e) => {
+                    env.sys.vm_unacct_memory(pages);
+                    return Err(e);
+                }
+            };
+            v.vm_start.set(addr);
+            v.vm_end.set(addr + len);
+            v.vm_flags.set(flags);
+            v.vm_pgoff.set(addr >> PAGE_SHIFT);
+            vma_link(mm, v);
+            v
+        }
+    };
+    mm.total_vm += pages;
+    mm.data_vm += pages;
+    if flags & VM_LOCKED != 0 {
+        mm.locked_vm += pages;
+    }
+    vma.vm_flags.set(vma.flags() | VM_SOFTDIRTY);
+    Ok(())
+}
+
+/// Grow a stack VMA down to `addr` (`expand_downwards` with `acct_stack_growth`).
+pub(crate) fn expand_downwards(mm: &mut Mm, env: &mut VmaEnv, vma: VmaPtr, addr: usize) -> Result<(), ()> {
+    let address = addr & PAGE_MASK;
+    if address < mm.mmap_min_addr {
+        return Err(());
+    }
+    if let Some(prev) = vma.prev() {
+        if prev.flags() & VM_GROWSDOWN == 0 && prev.is_accessible() && address - prev.end() < STACK_GUARD_GAP
+        {
+            return Err(());
+        }
+    }
+    anon_vma_prepare(mm, env, vma).map_err(|_| ())?;
+    let grow = (vma.start() - address) >> PAGE_SHIFT;
+    let size = vma.end() - address;
+    let flags = vma.flags();
+    if grow > vma.pgoff() {
+        return Err(());
+    }
+    if !mm.may_expand_vm(flags, grow) || size as u64 > mm.rlimits.stack {
+        return Err(());
+    }
+    if !mm.mlock_future_ok(flags, grow << PAGE_SHIFT, env.sys.cap_ipc_lock) {
+        return Err(());
+    }
+    // Linux charges stack growth whether or not the VMA is VM_ACCOUNT; without it the
+    // charge is never given back.
+    env.vm_enough_memory(mm, grow).map_err(|_| ())?;
+    if flags & VM_ACCOUNT == 0 {
+        env.sys.committed_leaked += grow;
+    }
+    if flags & VM_LOCKED != 0 {
+        mm.locked_vm += grow;
+    }
+    mm.vm_stat_account(flags, grow as isize);
+    vma.vm_pgoff.set(vma.pgoff() - grow);
+    vma.vm_start.set(address);
+    mm.vmas.adjusted(vma);
+    Ok(())
+}
+
+/// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
+pub(crate) fn copy_vma(
+    mm: &mut Mm,
+    env: &mut VmaEnv,
+    vma: VmaPtr,
+    addr: usize,
+    len: usize,
+    pgoff: usize,
+) -> Result<VmaPtr, Errno> {
+    // A never-faulted anonymous VMA has no pages tied to its offset: give it the offset of
+    // its new address so it can merge there.
+    let pgoff = if vma.is_anonymous() && vma.anon().is_none() { addr >> PAGE_SHIFT } else { pgoff };
+    let (next, prev) = mm.find_vma_prev(addr);
+    if next.is_some_and(|n| n.start() < addr + len) {
+        crate::util::bug("copy_vma: destination not empty", addr, len);
+    }
+    let d = VmaDesc {
+        start: addr,
+        end: addr + len,
+        flags: vma.flags(),
+        pgoff,
+        file: vma.file(),
+        anon: vma.anon(),
+    };
+    if let Some(v) = vma_merge_new_range(mm, env, prev, next, &d, false) {
+        return Ok(v);
+    }
+    let new = vm_area_dup(env, vma)?;
+    new.vm_start.set(addr);
+    new.vm_end.set(addr + len);
+    new.vm_pgoff.set(pgoff);
+    vma_link(mm, new);
+    Ok(new)
+}
+
+#[cfg(test)]
+mod tests;

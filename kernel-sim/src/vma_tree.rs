@@ -7,7 +7,7 @@
 //! O(log n) without walking the list. The nodes are the VMAs themselves, so linking one
 //! never allocates.
 
-use crate::buddy::{fail, CheckError};
+use crate::check::{fail, CheckError};
 use crate::mm::VmaPtr;
 
 #[derive(Default)]
@@ -49,10 +49,6 @@ impl VmaTree {
 
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn first(&self) -> Option<VmaPtr> {

@@ -18,6 +18,7 @@
 //! Linux depends on the host's memory pressure (`MADV_FREE`) are left out.
 
 use kernel_sim::{Config, Machine, MachineBox, VmaInfo};
+use ptalloc::errno;
 use ptalloc_testkit::Rng;
 
 const PAGE: usize = 4096;
@@ -551,11 +552,6 @@ impl Side for Sim<'_> {
 }
 
 struct Linux;
-
-fn errno() -> i32 {
-    // SAFETY: the calling thread's errno.
-    unsafe { *libc::__errno_location() }
-}
 
 impl Side for Linux {
     fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32> {
