@@ -14,7 +14,9 @@
 //!
 //! The rules that keep it usable underneath an allocator: no system-call or fault path
 //! allocates from the host heap, takes a lock that could, panics or unwinds; errors are
-//! values. `README.md` gives the design; each module's documentation, its part.
+//! values. The crate's `README.md` gives the model and its limits; the repository's
+//! `ARCHITECTURE.md`, the map of its files, the life of a page fault, the invariants and the
+//! locks; each module's documentation, its part.
 
 pub use ptalloc::Errno;
 
