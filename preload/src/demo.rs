@@ -27,7 +27,8 @@ impl Default for DemoConfig {
     }
 }
 
-/// The allocator entry points the workload calls.
+/// The allocator entry points the workload calls. `realloc` and `free` take a block of the
+/// same allocator, null or live, as C's do.
 #[derive(Clone, Copy)]
 struct Api {
     malloc: fn(usize) -> *mut u8,
@@ -38,10 +39,14 @@ struct Api {
 fn pt_malloc(n: usize) -> *mut u8 {
     ptalloc::linux().malloc(n)
 }
+/// # Safety
+/// `p` is null or a live block of ptalloc's.
 unsafe fn pt_realloc(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: forwarded.
     unsafe { ptalloc::linux().realloc(p, n) }
 }
+/// # Safety
+/// `p` is null or a live block of ptalloc's.
 unsafe fn pt_free(p: *mut u8) {
     // SAFETY: forwarded.
     unsafe { ptalloc::linux().free(p) }
@@ -50,10 +55,14 @@ fn sys_malloc(n: usize) -> *mut u8 {
     // SAFETY: plain malloc.
     unsafe { libc::malloc(n) as *mut u8 }
 }
+/// # Safety
+/// `p` is null or a live block of glibc's.
 unsafe fn sys_realloc(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: forwarded.
     unsafe { libc::realloc(p.cast(), n) as *mut u8 }
 }
+/// # Safety
+/// `p` is null or a live block of glibc's.
 unsafe fn sys_free(p: *mut u8) {
     // SAFETY: forwarded.
     unsafe { libc::free(p.cast()) }
