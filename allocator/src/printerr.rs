@@ -6,7 +6,7 @@
 #[cold]
 #[inline(never)]
 pub(crate) fn malloc_printerr(message: &str) -> ! {
-    let mut line = [0u8; 160];
+    let mut line = [0u8; 256];
     let n = message.len().min(line.len() - 1);
     line[..n].copy_from_slice(&message.as_bytes()[..n]);
     line[n] = b'\n';

@@ -33,6 +33,7 @@ const MALLOC_CHUNK_SIZE: usize = 6 * SIZE_SZ;
 impl<K: Kernel> Malloc<K> {
     /// Top cannot serve `nb`: get memory from the kernel, and serve it.
     pub(crate) fn sysmalloc(&'static self, nb: usize, av: &ArenaGuard<'_>) -> *mut u8 {
+        self.check_top_before_growth(av);
         let mut tried_mmap = false;
         if nb >= self.mp.mmap_threshold.load(Ordering::Relaxed)
             && self.mp.n_mmaps.load(Ordering::Relaxed) < self.mp.n_mmaps_max.load(Ordering::Relaxed)
@@ -55,6 +56,27 @@ impl<K: Kernel> Malloc<K> {
         match unsafe { self.split_top(av, nb) } {
             Some(p) => p.mem(),
             None => core::ptr::null_mut(),
+        }
+    }
+
+    /// glibc's assertion on entering `sysmalloc`: top is the initial top (size 0) or a chunk
+    /// of at least `MINSIZE` after an in-use chunk, ending on a page. Growth is the first
+    /// path to look at a top that an overflow of the block before it has overwritten (an
+    /// emptied header reads as size 0, which no request fits); glibc aborts here too, in
+    /// these words.
+    fn check_top_before_growth(&self, av: &ArenaState) {
+        let old_top = av.top();
+        // SAFETY: the held arena's top (see the top of the file).
+        let (old_size, prev_inuse) = unsafe { (old_top.size(), old_top.prev_inuse()) };
+        let old_end = old_top.addr().wrapping_add(old_size);
+        let ok = (old_top == av.initial_top() && old_size == 0)
+            || (old_size >= MINSIZE && prev_inuse && old_end & (self.pagesize() - 1) == 0);
+        if !ok {
+            malloc_printerr(
+                "Fatal glibc error: malloc assertion failure in sysmalloc: (old_top == initial_top (av) && \
+                 old_size == 0) || ((unsigned long) (old_size) >= MINSIZE && prev_inuse (old_top) && \
+                 ((unsigned long) old_end & (pagesize - 1)) == 0)",
+            );
         }
     }
 

@@ -24,6 +24,7 @@ fn main() {
         mallinfo_trim_stats_info,
         corruption_aborts_with_glibc_messages,
         fastbin_double_free_aborts_with_glibc_message,
+        overflow_into_top_aborts_at_growth_with_glibc_message,
         threads_with_cross_thread_frees,
         fork_while_threads_allocate_and_use_stdio,
         rlimit_as_exhaustion_and_recovery,
@@ -74,6 +75,7 @@ fn every_case_is_run() {
         "introspection",
         "corruption",
         "corruption_fastbin",
+        "corruption_top",
         "threads",
         "fork",
         "rlimit_as",
@@ -116,6 +118,10 @@ fn corruption_aborts_with_glibc_messages() {
 }
 fn fastbin_double_free_aborts_with_glibc_message() {
     case_with_env("corruption_fastbin", &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")]);
+}
+
+fn overflow_into_top_aborts_at_growth_with_glibc_message() {
+    case("corruption_top");
 }
 
 fn threads_with_cross_thread_frees() {

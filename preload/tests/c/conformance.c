@@ -376,6 +376,24 @@ static void free_bad_size(void) {
 }
 static void realloc_misaligned(void) { char *p = malloc(100); sink = realloc(p + 4, 200); }
 
+/* An overflow of 32 bytes past a block next to top empties top's header; the next growth
+ * of the heap notices. Run in a fresh process, so that the block comes from top. */
+static void overflow_into_top(size_t n) {
+    char *p = malloc(n);
+    memset(p, 0, n + 32);
+    sink = malloc(100000);
+    sink = malloc(300000);
+}
+static void overflow_into_top_small(void) { overflow_into_top(8); }
+static void overflow_into_top_page(void) { overflow_into_top(4096); }
+static void case_corruption_top(void) {
+    const char *line = "Fatal glibc error: malloc assertion failure in sysmalloc: (old_top == initial_top "
+                       "(av) && old_size == 0) || ((unsigned long) (old_size) >= MINSIZE && prev_inuse "
+                       "(old_top) && ((unsigned long) old_end & (pagesize - 1)) == 0)";
+    expect_abort(overflow_into_top_small, line);
+    expect_abort(overflow_into_top_page, line);
+}
+
 /* Run with GLIBC_TUNABLES=glibc.malloc.tcache_count=0 (see the test). */
 static void case_corruption_fastbin(void) {
     expect_abort(double_free_fasttop, "double free or corruption (fasttop)");
@@ -669,6 +687,7 @@ static const struct { const char *name; void (*fn)(void); } cases[] = {
     {"memalign", case_memalign},   {"shape", case_shape},
     {"mallopt", case_mallopt},     {"introspection", case_introspection},
     {"corruption", case_corruption}, {"corruption_fastbin", case_corruption_fastbin},
+    {"corruption_top", case_corruption_top},
     {"threads", case_threads},
     {"fork", case_fork},           {"rlimit_as", case_rlimit_as},
     {"thread_churn", case_thread_churn}, {"tunables", case_tunables},
