@@ -19,10 +19,10 @@
 mod options;
 mod plan;
 mod runs;
-mod svg;
-mod tables;
 
 use ptalloc_benches::args::die;
+use ptalloc_benches::svg;
+use ptalloc_benches::tables::{self, Layout};
 
 use crate::options::Parsed;
 
@@ -38,10 +38,21 @@ fn main() {
         Err(e) => die(NAME, &e),
     };
     let plan = plan::plan(&o);
-    let results = runs::run_alternating(&plan, o.runs);
-    print!("{}", tables::render(&o, &plan, &results));
+    let results = runs::run(&plan, o.runs);
+    let layout = Layout {
+        rows: "workload",
+        time_caption: format!(
+            "Time in seconds (ratio to glibc), median of {} runs; {} threads, scale {}.",
+            o.runs, o.threads, o.scale
+        ),
+        rss_caption: "Peak RSS in MiB (ratio to glibc); for workloads that report it, peak live data in MiB."
+            .into(),
+        live: true,
+        spread: false,
+    };
+    print!("{}", tables::render(&layout, &results, &plan.notes));
     if let Some(path) = &o.svg {
-        if let Err(e) = std::fs::write(path, svg::chart(&plan, &results)) {
+        if let Err(e) = std::fs::write(path, svg::chart(&results)) {
             die(NAME, &format!("cannot write {}: {e}", path.display()));
         }
         eprintln!("chart written to {}", path.display());

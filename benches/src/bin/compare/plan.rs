@@ -1,9 +1,10 @@
 //! What `compare` will run: the allocators it can find (and notes on those it cannot), and
 //! the rows of its tables (the workloads, or the one command given after `--`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::options::Options;
+use ptalloc_benches::allocators;
 use ptalloc_benches::workloads::WORKLOADS;
 
 /// An allocator, as a way of running a program.
@@ -31,8 +32,7 @@ pub struct Plan {
 /// The workload programs and libptalloc.so are looked for next to this program (they are
 /// all built into the same target directory); the other libraries where Debian puts them.
 pub fn plan(o: &Options) -> Plan {
-    let bin_dir =
-        std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let bin_dir = allocators::bin_dir();
     let mut notes: Vec<String> = Vec::new();
 
     // The allocators: as global allocators (workloads only), and under LD_PRELOAD.
@@ -58,13 +58,9 @@ pub fn plan(o: &Options) -> Plan {
     }
     let program =
         if o.command.is_empty() { bin_dir.join("workload-system") } else { PathBuf::from(&o.command[0]) };
-    let ours = bin_dir.join("libptalloc.so");
-    let preloads: [(&str, Option<PathBuf>); 4] = [
-        ("ptalloc (LD_PRELOAD)", ours.exists().then_some(ours.clone())),
-        ("jemalloc (libjemalloc2)", find_lib(&["libjemalloc.so.2"])),
-        ("mimalloc (libmimalloc2.0)", find_lib(&["libmimalloc.so.2.0", "libmimalloc.so.2"])),
-        ("tcmalloc (libtcmalloc-minimal4)", find_lib(&["libtcmalloc_minimal.so.4"])),
-    ];
+    let ours = allocators::ptalloc_lib();
+    let preloads = std::iter::once(("ptalloc (LD_PRELOAD)", ours.exists().then_some(ours)))
+        .chain(allocators::packaged());
     for (name, lib) in preloads {
         match lib {
             Some(lib) => {
@@ -93,16 +89,4 @@ pub fn plan(o: &Options) -> Plan {
         vec![Row { label: o.command.join(" "), args: o.command[1..].to_vec() }]
     };
     Plan { configs, rows, notes }
-}
-
-fn find_lib(names: &[&str]) -> Option<PathBuf> {
-    for dir in ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"] {
-        for n in names {
-            let p = Path::new(dir).join(n);
-            if p.exists() {
-                return Some(p);
-            }
-        }
-    }
-    None
 }

@@ -1,22 +1,21 @@
-//! `compare`'s chart: time relative to glibc, a group of bars per workload.
+//! The runners' chart: time relative to glibc, a group of bars per row (workload, program).
 
 use std::fmt::Write as _;
 
-use crate::plan::Plan;
 use crate::runs::Results;
 
 /// A grouped bar chart of time relative to glibc (1.0 = glibc; lower is better).
-pub fn chart(plan: &Plan, results: &Results) -> String {
+pub fn chart(results: &Results) -> String {
     const COLORS: [&str; 8] =
         ["#888888", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"];
-    let configs = &plan.configs;
+    let configs = &results.configs;
     let bar = 14.0;
     let group = bar * configs.len() as f64 + 24.0;
     let left = 60.0;
     let top = 40.0;
     let height = 260.0;
-    let width = left + group * plan.rows.len() as f64 + 20.0;
-    let max = (0..plan.rows.len())
+    let width = left + group * results.rows.len() as f64 + 20.0;
+    let max = (0..results.rows.len())
         .flat_map(|ri| (0..configs.len()).filter_map(move |ci| results.time_ratio(ri, ci)))
         .fold(1.0f64, f64::max)
         .min(4.0)
@@ -51,7 +50,7 @@ pub fn chart(plan: &Plan, results: &Results) -> String {
         );
         t += 0.5;
     }
-    for (ri, row) in plan.rows.iter().enumerate() {
+    for (ri, label) in results.rows.iter().enumerate() {
         let x0 = left + 12.0 + group * ri as f64;
         for ci in 0..configs.len() {
             if let Some(v) = results.time_ratio(ri, ci) {
@@ -63,7 +62,7 @@ pub fn chart(plan: &Plan, results: &Results) -> String {
                     bar - 2.0,
                     top + height - y(v),
                     COLORS[ci % COLORS.len()],
-                    configs[ci].name
+                    configs[ci]
                 );
             }
         }
@@ -72,7 +71,7 @@ pub fn chart(plan: &Plan, results: &Results) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             x0 + bar * configs.len() as f64 / 2.0,
             top + height + 16.0,
-            row.label
+            label
         );
     }
     for (ci, c) in configs.iter().enumerate() {
@@ -83,7 +82,7 @@ pub fn chart(plan: &Plan, results: &Results) -> String {
             ly - 10.0,
             COLORS[ci % COLORS.len()]
         );
-        let _ = writeln!(s, r#"<text x="{:.0}" y="{ly:.1}">{}</text>"#, left + 18.0, c.name);
+        let _ = writeln!(s, r#"<text x="{:.0}" y="{ly:.1}">{}</text>"#, left + 18.0, c);
     }
     s.push_str("</svg>\n");
     s
