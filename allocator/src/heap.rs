@@ -137,6 +137,8 @@ impl<K: Kernel> Malloc<K> {
         let size = align_up(size, pagesize);
         let flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
         let mut p2: Option<usize> = None;
+        // Every munmap below gives back part of a reservation just made here, which nothing
+        // uses yet (the range rule holds).
         // Reuse the aligned half left over from the last double-size reservation.
         let hint = self.aligned_heap_area.swap(0, Ordering::Relaxed);
         if hint != 0 {
@@ -144,7 +146,8 @@ impl<K: Kernel> Malloc<K> {
                 if p & (HEAP_MAX_SIZE - 1) == 0 {
                     p2 = Some(p);
                 } else {
-                    self.sys_munmap(p, HEAP_MAX_SIZE);
+                    // SAFETY: a reservation just made (see above).
+                    unsafe { self.sys_munmap(p, HEAP_MAX_SIZE) };
                 }
             }
         }
@@ -154,18 +157,21 @@ impl<K: Kernel> Malloc<K> {
                     let p = align_up(p1, HEAP_MAX_SIZE);
                     let lead = p - p1;
                     if lead != 0 {
-                        self.sys_munmap(p1, lead);
+                        // SAFETY: a reservation just made (see above).
+                        unsafe { self.sys_munmap(p1, lead) };
                     } else {
                         self.aligned_heap_area.store(p + HEAP_MAX_SIZE, Ordering::Relaxed);
                     }
-                    self.sys_munmap(p + HEAP_MAX_SIZE, HEAP_MAX_SIZE - lead);
+                    // SAFETY: a reservation just made (see above).
+                    unsafe { self.sys_munmap(p + HEAP_MAX_SIZE, HEAP_MAX_SIZE - lead) };
                     p2 = Some(p);
                 }
                 Err(_) => {
                     // Maybe one heap's worth of space is left and happens to be aligned.
                     let p = self.sys_mmap(0, HEAP_MAX_SIZE, libc::PROT_NONE, flags).ok()?;
                     if p & (HEAP_MAX_SIZE - 1) != 0 {
-                        self.sys_munmap(p, HEAP_MAX_SIZE);
+                        // SAFETY: a reservation just made (see above).
+                        unsafe { self.sys_munmap(p, HEAP_MAX_SIZE) };
                         return None;
                     }
                     p2 = Some(p);
@@ -173,8 +179,10 @@ impl<K: Kernel> Malloc<K> {
             }
         }
         let p = p2?;
-        if self.sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE).is_err() {
-            self.sys_munmap(p, HEAP_MAX_SIZE);
+        // SAFETY: the protection only grows, on a reservation nothing uses yet.
+        if unsafe { self.sys_mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE) }.is_err() {
+            // SAFETY: a reservation just made (see above).
+            unsafe { self.sys_munmap(p, HEAP_MAX_SIZE) };
             return None;
         }
         // SAFETY: the first `size` bytes at `p` are now ours, readable and writable, and a
@@ -204,10 +212,9 @@ impl<K: Kernel> Malloc<K> {
         }
         if new_size > h.mprotect_size.get() {
             let start = h.addr() + h.mprotect_size.get();
-            if self
-                .sys_mprotect(start, new_size - h.mprotect_size.get(), libc::PROT_READ | libc::PROT_WRITE)
-                .is_err()
-            {
+            let len = new_size - h.mprotect_size.get();
+            // SAFETY: the protection only grows (PROT_NONE to read-write) past the heap's end.
+            if unsafe { self.sys_mprotect(start, len, libc::PROT_READ | libc::PROT_WRITE) }.is_err() {
                 return false;
             }
             h.mprotect_size.set(new_size);
@@ -218,19 +225,28 @@ impl<K: Kernel> Malloc<K> {
 
     /// Give the last `diff` bytes of the heap back to the kernel (the pages are dropped; the
     /// address range stays reserved and writable for later growth).
-    pub(crate) fn shrink_heap(&self, h: &HeapInfo, diff: usize) -> bool {
+    ///
+    /// # Safety
+    /// The last `diff` bytes hold nothing anyone uses (they are the end of the top chunk).
+    pub(crate) unsafe fn shrink_heap(&self, h: &HeapInfo, diff: usize) -> bool {
         let Some(new_size) = h.size.get().checked_sub(diff) else {
             return false;
         };
         if new_size < HEAP_INFO_SIZE {
             return false;
         }
-        self.sys_madvise_dontneed(h.addr() + new_size, diff);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.sys_madvise_dontneed(h.addr() + new_size, diff) };
         h.size.set(new_size);
         true
     }
 
-    fn delete_heap(&self, h: &HeapInfo) {
+    /// Unmap a whole heap.
+    ///
+    /// # Safety
+    /// Nothing in the heap is used any more, its header included (it is off its arena's
+    /// chain, and its only chunk was the top, now moved to the previous heap).
+    unsafe fn delete_heap(&self, h: &HeapInfo) {
         let addr = h.addr();
         let _ = self.aligned_heap_area.compare_exchange(
             addr + HEAP_MAX_SIZE,
@@ -238,7 +254,8 @@ impl<K: Kernel> Malloc<K> {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        self.sys_munmap(addr, HEAP_MAX_SIZE);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.sys_munmap(addr, HEAP_MAX_SIZE) };
     }
 
     /// Create a new arena at the start of a fresh heap big enough for `size` (glibc's
@@ -292,7 +309,8 @@ impl<K: Kernel> Malloc<K> {
             };
             // SAFETY: the end mark, fencepost and the free chunk before them are chunks of
             // the held arena at the end of its previous heap, which sysmalloc closed so: a
-            // [0 | P] header whose prev_size reaches back over the in-use fencepost.
+            // [0 | P] header whose prev_size reaches back over the in-use fencepost. The heap
+            // deleted holds nothing but the top, which moves back to the previous heap.
             unsafe {
                 let end_mark = Chunk::at(prev_heap.end() - CHUNK_HDR_SZ);
                 debug_assert_eq!(end_mark.head(), PREV_INUSE);
@@ -334,7 +352,9 @@ impl<K: Kernel> Malloc<K> {
             return false;
         }
         let extra = align_down(top_area as usize - pad, pagesize);
-        if extra == 0 || !self.shrink_heap(heap, extra) {
+        // SAFETY: the heap's last `extra` bytes are the end of the top chunk, which stays at
+        // least MINSIZE + pad.
+        if extra == 0 || !unsafe { self.shrink_heap(heap, extra) } {
             return false;
         }
         av.system_mem.set(av.system_mem.get() - extra);

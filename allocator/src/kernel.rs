@@ -32,6 +32,12 @@ impl Errno {
 /// `libc::MREMAP_*`, `libc::MADV_*`). Addresses are plain `usize`. Errors are returned as
 /// values; the calls leave the thread's `errno` as they found it (`free` relies on this).
 ///
+/// The calls that take memory away or change it — `brk`/`sbrk` lowering the break,
+/// `munmap`, `mremap`, `mprotect`, `madvise`, `mmap` with `MAP_FIXED` — are `unsafe fn`s:
+/// their caller promises the *range rule*, that nothing still uses the memory they unmap,
+/// move, protect or discard (no reference, and no pointer anyone will dereference, points
+/// into it). Memory is the caller's to give up only if it got it from these calls.
+///
 /// # Safety
 ///
 /// The allocator reads and writes the memory these calls hand out. An implementation must
@@ -46,19 +52,28 @@ pub unsafe trait Kernel: Sync + 'static {
     /// `brk(2)` as the system call does it: ask for the program break to move to `addr`, and
     /// return the break afterwards — `addr` on success, the unchanged old break on failure.
     /// `brk(0)` only reports the current break.
-    fn brk(&self, addr: usize) -> usize;
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]) for what lies between `addr` and the current break
+    /// when `addr` is below it.
+    unsafe fn brk(&self, addr: usize) -> usize;
 
     /// `sbrk(3)`: move the break by `increment` bytes and return the break before the move,
     /// or `ENOMEM` if it cannot move.
-    fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
-        let old = self.brk(0);
+    ///
+    /// # Safety
+    /// For a negative `increment`, the range rule (see [`Kernel`]) for the memory given back.
+    unsafe fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
+        // SAFETY: brk(0) only reads the break.
+        let old = unsafe { self.brk(0) };
         if increment == 0 {
             return Ok(old);
         }
         let Some(want) = old.checked_add_signed(increment) else {
             return Err(Errno::ENOMEM);
         };
-        if self.brk(want) == want {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.brk(want) } == want {
             Ok(old)
         } else {
             Err(Errno::ENOMEM)
@@ -68,20 +83,41 @@ pub unsafe trait Kernel: Sync + 'static {
     /// Anonymous `mmap(2)` (no file: the descriptor is -1 and the offset 0). `flags` holds
     /// `MAP_PRIVATE` or `MAP_SHARED` and any of `MAP_ANONYMOUS`, `MAP_FIXED`,
     /// `MAP_FIXED_NOREPLACE`, `MAP_NORESERVE`. Returns the start of the mapping.
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno>;
+    ///
+    /// # Safety
+    /// With `MAP_FIXED`, the range rule (see [`Kernel`]) for the range replaced.
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno>;
 
     /// `munmap(2)`.
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno>;
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]).
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno>;
 
     /// `mremap(2)` without `MREMAP_FIXED`: grow or shrink a mapping in place, or move it when
     /// `flags` holds `MREMAP_MAYMOVE`. Returns the (possibly new) start of the mapping.
-    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno>;
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]) for the old mapping (its contents may move).
+    unsafe fn mremap(
+        &self,
+        old_addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+    ) -> Result<usize, Errno>;
 
     /// `mprotect(2)`.
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno>;
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]), unless the protection only grows.
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno>;
 
     /// `madvise(2)`; the allocator uses `MADV_DONTNEED`.
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno>;
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]) for advice that discards contents.
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno>;
 
     /// The calling thread's slot for the allocator's per-thread state (thread cache and
     /// arena). Each kernel type has its own: a `std::thread_local!` of a

@@ -23,15 +23,16 @@ unsafe impl Kernel for LinuxKernel {
         }
     }
 
-    fn brk(&self, addr: usize) -> usize {
-        // SAFETY: the brk system call only moves the break; it returns the break afterwards.
+    unsafe fn brk(&self, addr: usize) -> usize {
+        // SAFETY: the brk system call only moves the break (the caller promises the range
+        // rule for what a lower break gives back); it returns the break afterwards.
         unsafe { libc::syscall(libc::SYS_brk, addr) as usize }
     }
 
     /// Through glibc's `sbrk`, so that its cached break stays right for any other `sbrk`
     /// user in the process.
-    fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
-        // SAFETY: sbrk only moves the program break.
+    unsafe fn sbrk(&self, increment: isize) -> Result<usize, Errno> {
+        // SAFETY: sbrk only moves the program break; the caller promises the range rule.
         let (old, e) = keeping_errno(|| unsafe { libc::sbrk(increment as libc::intptr_t) });
         if old as isize == -1 {
             Err(e)
@@ -40,8 +41,8 @@ unsafe impl Kernel for LinuxKernel {
         }
     }
 
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
-        // SAFETY: an anonymous mapping; with MAP_FIXED the caller owns the range it replaces.
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
+        // SAFETY: an anonymous mapping; with MAP_FIXED the caller promises the range rule.
         let (p, e) = keeping_errno(|| unsafe {
             libc::mmap(addr as *mut libc::c_void, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)
         });
@@ -52,16 +53,22 @@ unsafe impl Kernel for LinuxKernel {
         }
     }
 
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
-        // SAFETY: the caller unmaps only memory it owns.
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
+        // SAFETY: the caller promises the range rule.
         match keeping_errno(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) }) {
             (0, _) => Ok(()),
             (_, e) => Err(e),
         }
     }
 
-    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
-        // SAFETY: the caller owns the mapping it remaps; MREMAP_FIXED is never passed.
+    unsafe fn mremap(
+        &self,
+        old_addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+    ) -> Result<usize, Errno> {
+        // SAFETY: the caller promises the range rule; MREMAP_FIXED is never passed.
         let (p, e) = keeping_errno(|| unsafe {
             libc::mremap(old_addr as *mut libc::c_void, old_len, new_len, flags & !libc::MREMAP_FIXED)
         });
@@ -72,16 +79,16 @@ unsafe impl Kernel for LinuxKernel {
         }
     }
 
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
-        // SAFETY: the caller changes protection only of memory it owns.
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+        // SAFETY: the caller promises the range rule.
         match keeping_errno(|| unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) }) {
             (0, _) => Ok(()),
             (_, e) => Err(e),
         }
     }
 
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
-        // SAFETY: the caller advises only on memory it owns and no longer needs.
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+        // SAFETY: the caller promises the range rule.
         match keeping_errno(|| unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) }) {
             (0, _) => Ok(()),
             (_, e) => Err(e),

@@ -91,7 +91,8 @@ impl<K: Kernel> Malloc<K> {
         self.mp.mmapped_mem.fetch_sub(total, Ordering::Relaxed);
         self.mmap_taken(-(total as isize));
         // A failing munmap leaves the mapping in place; there is nothing better to do.
-        self.sys_munmap(block, total);
+        // SAFETY: the whole mapping of the caller's chunk, which is gone from now on.
+        unsafe { self.sys_munmap(block, total) };
     }
 
     /// Resize an mmapped chunk to chunk size `nb` with `mremap`, moving it if need be.
@@ -108,7 +109,9 @@ impl<K: Kernel> Malloc<K> {
         if new_size == total {
             return Some(p);
         }
-        let cp = self.sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE).ok()?;
+        // SAFETY: the caller's own mapping; its contents move with it, and the caller uses
+        // the chunk returned from here on.
+        let cp = unsafe { self.sys_mremap(block, total, new_size, libc::MREMAP_MAYMOVE) }.ok()?;
         // SAFETY: the chunk header at the same offset in the (possibly moved) mapping, which
         // is the caller's; the offset word moved with it.
         let p = unsafe {

@@ -10,9 +10,19 @@ use crate::kernel::{Errno, Kernel};
 use crate::malloc::Malloc;
 
 impl<K: Kernel> Malloc<K> {
-    /// `sbrk`; a zero increment only reads the break and is not counted.
-    pub(crate) fn sys_sbrk(&self, increment: isize) -> Result<usize, Errno> {
-        let r = self.kernel.sbrk(increment);
+    /// The program break now (`sbrk(0)`, not counted).
+    pub(crate) fn current_break(&self) -> Result<usize, Errno> {
+        // SAFETY: a zero increment only reads the break.
+        unsafe { self.kernel.sbrk(0) }
+    }
+
+    /// `sbrk`, counted.
+    ///
+    /// # Safety
+    /// A negative `increment` gives memory back: the range rule (see [`Kernel`]) for it.
+    pub(crate) unsafe fn sys_sbrk(&self, increment: isize) -> Result<usize, Errno> {
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.kernel.sbrk(increment) };
         if increment != 0 {
             let s = &self.stats;
             s.brk_calls.fetch_add(1, Relaxed);
@@ -31,8 +41,12 @@ impl<K: Kernel> Malloc<K> {
         r
     }
 
+    /// A new anonymous mapping (never `MAP_FIXED`: `addr` is only a hint, so nothing is
+    /// replaced).
     pub(crate) fn sys_mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
-        let r = self.kernel.mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS);
+        let flags = (flags | libc::MAP_ANONYMOUS) & !libc::MAP_FIXED;
+        // SAFETY: without MAP_FIXED the kernel picks a free range: nothing is replaced.
+        let r = unsafe { self.kernel.mmap(addr, len, prot, flags) };
         self.stats.mmap_calls.fetch_add(1, Relaxed);
         match r {
             Ok(_) => self.stats.mmap_bytes.fetch_add(len as u64, Relaxed),
@@ -42,15 +56,21 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// `munmap`; a failure leaves the range mapped and is only counted.
-    pub(crate) fn sys_munmap(&self, addr: usize, len: usize) {
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]).
+    pub(crate) unsafe fn sys_munmap(&self, addr: usize, len: usize) {
         self.stats.munmap_calls.fetch_add(1, Relaxed);
-        match self.kernel.munmap(addr, len) {
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.kernel.munmap(addr, len) } {
             Ok(()) => self.stats.munmap_bytes.fetch_add(len as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };
     }
 
-    pub(crate) fn sys_mremap(
+    /// # Safety
+    /// The range rule (see [`Kernel`]) for the old mapping.
+    pub(crate) unsafe fn sys_mremap(
         &self,
         addr: usize,
         old_len: usize,
@@ -58,7 +78,8 @@ impl<K: Kernel> Malloc<K> {
         flags: i32,
     ) -> Result<usize, Errno> {
         self.stats.mremap_calls.fetch_add(1, Relaxed);
-        let r = self.kernel.mremap(addr, old_len, new_len, flags);
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.kernel.mremap(addr, old_len, new_len, flags) };
         match r {
             Ok(_) if new_len >= old_len => {
                 self.stats.mremap_grown.fetch_add((new_len - old_len) as u64, Relaxed)
@@ -69,9 +90,12 @@ impl<K: Kernel> Malloc<K> {
         r
     }
 
-    pub(crate) fn sys_mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    /// # Safety
+    /// The range rule (see [`Kernel`]), unless the protection only grows.
+    pub(crate) unsafe fn sys_mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
         self.stats.mprotect_calls.fetch_add(1, Relaxed);
-        let r = self.kernel.mprotect(addr, len, prot);
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.kernel.mprotect(addr, len, prot) };
         if r.is_err() {
             self.stats.failed_calls.fetch_add(1, Relaxed);
         }
@@ -79,9 +103,13 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// `madvise(MADV_DONTNEED)`: the pages go back to the kernel and read as zero later.
-    pub(crate) fn sys_madvise_dontneed(&self, addr: usize, len: usize) {
+    ///
+    /// # Safety
+    /// The range rule (see [`Kernel`]): the contents are discarded.
+    pub(crate) unsafe fn sys_madvise_dontneed(&self, addr: usize, len: usize) {
         self.stats.madvise_calls.fetch_add(1, Relaxed);
-        match self.kernel.madvise(addr, len, libc::MADV_DONTNEED) {
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.kernel.madvise(addr, len, libc::MADV_DONTNEED) } {
             Ok(()) => self.stats.madvise_bytes.fetch_add(len as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };

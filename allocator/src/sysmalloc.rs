@@ -152,7 +152,8 @@ impl<K: Kernel> Malloc<K> {
         let mut brk = None;
         let mut snd_brk = None;
         if size > 0 {
-            brk = self.sys_sbrk(size).ok();
+            // SAFETY: a positive increment gives nothing back.
+            brk = unsafe { self.sys_sbrk(size) }.ok();
         }
         let mut size = size as usize;
         if brk.is_none() {
@@ -210,15 +211,16 @@ impl<K: Kernel> Malloc<K> {
             correction += old_size;
             let end_misalign = brk + size + correction;
             correction += align_up(end_misalign, pagesize) - end_misalign;
-            match self.sys_sbrk(correction as isize) {
+            // SAFETY: a positive (or zero) increment gives nothing back.
+            match unsafe { self.sys_sbrk(correction as isize) } {
                 Ok(b) => snd_brk = Some(b),
                 Err(_) => {
                     correction = 0;
-                    snd_brk = self.sys_sbrk(0).ok();
+                    snd_brk = self.current_break().ok();
                 }
             }
         } else if snd_brk.is_none() {
-            snd_brk = self.sys_sbrk(0).ok();
+            snd_brk = self.current_break().ok();
         }
         let Some(snd_brk) = snd_brk else {
             return;
@@ -263,15 +265,17 @@ impl<K: Kernel> Malloc<K> {
         if extra == 0 || extra > isize::MAX as usize {
             return false;
         }
-        let Ok(current_brk) = self.sys_sbrk(0) else {
+        let Ok(current_brk) = self.current_break() else {
             return false;
         };
         if current_brk != top.addr() + top_size {
             return false;
         }
         // Ask, then look where the break really is: it may have moved less.
-        let _ = self.sys_sbrk(-(extra as isize));
-        let Ok(new_brk) = self.sys_sbrk(0) else {
+        // SAFETY: the break is where top ends, and the `extra` bytes below it are the end of
+        // top (which keeps at least MINSIZE + pad): nothing uses them.
+        let _ = unsafe { self.sys_sbrk(-(extra as isize)) };
+        let Ok(new_brk) = self.current_break() else {
             return false;
         };
         let released = current_brk.saturating_sub(new_brk);
@@ -297,7 +301,8 @@ impl<K: Kernel> Malloc<K> {
                 continue;
             }
             let bin = av.bin_at(i);
-            // SAFETY: a bin of the held arena and its free chunks.
+            // SAFETY: a bin of the held arena and its free chunks; the pages discarded lie
+            // inside a free chunk, past its header and links, so nothing uses them.
             unsafe {
                 let mut p = bin.bk();
                 while p != bin {

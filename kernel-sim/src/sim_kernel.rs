@@ -70,30 +70,36 @@ unsafe impl Kernel for SimKernel {
         PAGE_SIZE
     }
 
-    fn brk(&self, addr: usize) -> usize {
+    unsafe fn brk(&self, addr: usize) -> usize {
         keeping_errno(|| self.machine().brk(addr)).0
     }
 
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
         keeping_errno(|| self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)).0
     }
 
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
         keeping_errno(|| self.machine().munmap(addr, len)).0
     }
 
-    fn mremap(&self, old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> Result<usize, Errno> {
+    unsafe fn mremap(
+        &self,
+        old_addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+    ) -> Result<usize, Errno> {
         keeping_errno(|| {
             self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
         })
         .0
     }
 
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
         keeping_errno(|| self.machine().mprotect(addr, len, prot)).0
     }
 
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
         keeping_errno(|| self.machine().madvise(addr, len, advice)).0
     }
 
