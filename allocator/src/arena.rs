@@ -13,6 +13,7 @@
 //! the only way to an arena's free-list link and thread count.
 
 use core::cell::Cell;
+use core::marker::PhantomData;
 use core::mem::offset_of;
 use core::ops::Deref;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -86,6 +87,11 @@ const _: () = assert!(core::mem::size_of::<ArenaLock>() <= CACHE_LINE);
 unsafe impl Sync for Arena {}
 
 /// Everything an arena's lock protects (glibc's `malloc_state` without the mutex).
+///
+/// The arena invariant, which the `unsafe` setters below ask their callers to keep and on
+/// which every function that takes a held arena relies: `top`, `last_remainder`, the
+/// fastbins and the bins name chunks in this arena's memory (its brk regions or heaps) —
+/// or, for the bins and the initial top, the arena's own bin headers.
 #[repr(C)]
 pub(crate) struct ArenaState {
     /// `NON_MAIN_ARENA` for heap arenas, 0 for the main arena: or-ed into chunk headers.
@@ -101,7 +107,7 @@ pub(crate) struct ArenaState {
     /// The remainder of the last split for a small request (locality for runs of them).
     /// It must sit just before `bins`: the unsorted bin's header doubles as the initial top
     /// chunk, and this word is read as that chunk's size (0 until the first allocation).
-    pub(crate) last_remainder: Cell<Option<Chunk>>,
+    last_remainder: Cell<Option<Chunk>>,
     /// Each bin's list head and tail, read as the `fd`/`bk` of a fake chunk (`bin_at`).
     bins: [Cell<usize>; NBINS * 2 - 2],
     /// Bit `i` set if bin `i` may be non-empty (never clear while it is non-empty).
@@ -168,23 +174,23 @@ impl Arena {
     /// every arena already (see `fork.rs`); the guard then unlocks nothing. The fork check
     /// is made only once the lock is seen taken.
     #[inline(always)]
-    pub(crate) fn lock(&self) -> ArenaGuard<'_> {
+    pub(crate) fn lock(&'static self) -> ArenaGuard {
         if let Some(g) = self.try_lock() {
             return g;
         }
         if crate::fork::forking_thread() {
-            return ArenaGuard { arena: self, locked: false };
+            return ArenaGuard { arena: self, locked: false, _not_send: PhantomData };
         }
         self.shared.0.mutex.lock();
-        ArenaGuard { arena: self, locked: true }
+        ArenaGuard { arena: self, locked: true, _not_send: PhantomData }
     }
 
     /// Take the lock if nobody holds it.
     #[inline(always)]
-    pub(crate) fn try_lock(&self) -> Option<ArenaGuard<'_>> {
+    pub(crate) fn try_lock(&'static self) -> Option<ArenaGuard> {
         // Not `then_some`: a guard built for a lock not taken would unlock it when dropped.
         if self.shared.0.mutex.try_lock() {
-            Some(ArenaGuard { arena: self, locked: true })
+            Some(ArenaGuard { arena: self, locked: true, _not_send: PhantomData })
         } else {
             None
         }
@@ -196,8 +202,8 @@ impl Arena {
     /// No other thread can touch the arena meanwhile: the process has a single thread
     /// (nothing is deferred to an arena then either), or the caller holds its lock already.
     #[inline(always)]
-    pub(crate) unsafe fn assume_held(&self) -> ArenaGuard<'_> {
-        ArenaGuard { arena: self, locked: false }
+    pub(crate) unsafe fn assume_held(&'static self) -> ArenaGuard {
+        ArenaGuard { arena: self, locked: false, _not_send: PhantomData }
     }
 
     /// Take the lock and keep it past any guard (the fork handlers hold every arena across
@@ -209,7 +215,8 @@ impl Arena {
     /// # Safety
     /// The calling thread took the lock with [`Arena::lock_forever`].
     pub(crate) unsafe fn unlock_forever(&self) {
-        self.shared.0.mutex.unlock();
+        // SAFETY: the caller took the lock with lock_forever.
+        unsafe { self.shared.0.mutex.unlock() };
     }
 
     /// Leave a chunk for the lock's next holder to free; returns how many chunks are now
@@ -244,16 +251,19 @@ impl Arena {
 }
 
 /// The right to use an arena's state: the arena's lock, or a process where no other thread
-/// can run. Dropping it releases the lock if it took one.
-pub(crate) struct ArenaGuard<'a> {
-    arena: &'a Arena,
+/// can run. Dropping it releases the lock if it took one. It stays on the thread that took
+/// it (neither `Send` nor `Sync`): the state it hands out is `Cell`s.
+#[must_use = "the arena is released when the guard is dropped"]
+pub(crate) struct ArenaGuard {
+    arena: &'static Arena,
     locked: bool,
+    _not_send: PhantomData<*const ()>,
 }
 
-impl<'a> ArenaGuard<'a> {
+impl ArenaGuard {
     /// The arena held.
     #[inline(always)]
-    pub(crate) fn arena(&self) -> &'a Arena {
+    pub(crate) fn arena(&self) -> &'static Arena {
         self.arena
     }
 
@@ -274,7 +284,7 @@ impl<'a> ArenaGuard<'a> {
     }
 }
 
-impl Deref for ArenaGuard<'_> {
+impl Deref for ArenaGuard {
     type Target = ArenaState;
     #[inline(always)]
     fn deref(&self) -> &ArenaState {
@@ -282,11 +292,12 @@ impl Deref for ArenaGuard<'_> {
     }
 }
 
-impl Drop for ArenaGuard<'_> {
+impl Drop for ArenaGuard {
     #[inline(always)]
     fn drop(&mut self) {
         if self.locked {
-            self.arena.shared.0.mutex.unlock();
+            // SAFETY: this guard took the lock (`locked`), and goes now.
+            unsafe { self.arena.shared.0.mutex.unlock() };
         }
     }
 }
@@ -296,7 +307,7 @@ impl Arena {
     ///
     /// # Safety
     /// No other thread can reach the arena yet.
-    pub(crate) unsafe fn init(&self) {
+    pub(crate) unsafe fn init(&'static self) {
         // SAFETY: nobody else can reach the arena, so using it unlocked is exclusive use.
         unsafe { self.assume_held() }.init();
     }
@@ -367,25 +378,48 @@ impl ArenaState {
         }
     }
 
+    /// # Safety
+    /// `c` is a chunk in this arena's memory (the arena invariant, see [`ArenaState`]).
     #[inline(always)]
-    pub(crate) fn set_top(&self, c: Chunk) {
+    pub(crate) unsafe fn set_top(&self, c: Chunk) {
         self.top.set(Some(c))
     }
 
     /// Freed memory joined the top chunk, which now starts lower, at `c`: the part of the
     /// new top below the old top's user area is not known to be zero.
-    pub(crate) fn merge_into_top(&self, c: Chunk) {
+    ///
+    /// # Safety
+    /// As for [`ArenaState::set_top`].
+    pub(crate) unsafe fn merge_into_top(&self, c: Chunk) {
         let dirty_to = self.top().addr() + CHUNK_HDR_SZ;
         if self.clean_from.get() < dirty_to {
             self.clean_from.set(dirty_to);
         }
-        self.set_top(c);
+        // SAFETY: forwarded.
+        unsafe { self.set_top(c) };
     }
 
     /// A new top chunk in memory fresh from the kernel (all of its user area reads zero).
-    pub(crate) fn set_fresh_top(&self, c: Chunk) {
-        self.set_top(c);
+    ///
+    /// # Safety
+    /// As for [`ArenaState::set_top`].
+    pub(crate) unsafe fn set_fresh_top(&self, c: Chunk) {
+        // SAFETY: forwarded.
+        unsafe { self.set_top(c) };
         self.clean_from.set(c.addr() + CHUNK_HDR_SZ);
+    }
+
+    /// The remainder of the last split for a small request.
+    #[inline(always)]
+    pub(crate) fn last_remainder(&self) -> Option<Chunk> {
+        self.last_remainder.get()
+    }
+
+    /// # Safety
+    /// As for [`ArenaState::set_top`].
+    #[inline(always)]
+    pub(crate) unsafe fn set_last_remainder(&self, c: Chunk) {
+        self.last_remainder.set(Some(c))
     }
 
     /// The top chunk now ends at `end` (memory above was returned to the kernel and will
@@ -402,9 +436,18 @@ impl ArenaState {
         self.fastbins[i].get()
     }
 
+    /// # Safety
+    /// `c`, if any, is a chunk in this arena's memory (the arena invariant, see
+    /// [`ArenaState`]).
     #[inline(always)]
-    pub(crate) fn set_fastbin(&self, i: usize, c: Option<Chunk>) {
+    pub(crate) unsafe fn set_fastbin(&self, i: usize, c: Option<Chunk>) {
         self.fastbins[i].set(c)
+    }
+
+    /// Empty fastbin `i`, returning its head.
+    #[inline(always)]
+    pub(crate) fn take_fastbin(&self, i: usize) -> Option<Chunk> {
+        self.fastbins[i].take()
     }
 
     #[inline(always)]
@@ -532,7 +575,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// `p` is a non-mmapped chunk this allocator handed out, its header intact.
     #[inline(always)]
-    pub(crate) unsafe fn arena_for_chunk(&self, p: Chunk) -> &Arena {
+    pub(crate) unsafe fn arena_for_chunk(&'static self, p: Chunk) -> &'static Arena {
         // SAFETY: the caller promises an intact header.
         if unsafe { p.non_main_arena() } {
             // SAFETY: a NON_MAIN_ARENA chunk lies in a heap whose header names its arena.
@@ -545,7 +588,7 @@ impl<K: Kernel> Malloc<K> {
     /// Hold `av` — its lock, unless the process is single-threaded — and free what others
     /// deferred to it.
     #[inline(always)]
-    pub(crate) fn lock_arena<'a>(&'static self, av: &'a Arena) -> ArenaGuard<'a> {
+    pub(crate) fn lock_arena(&'static self, av: &'static Arena) -> ArenaGuard {
         if single_threaded() {
             // SAFETY: no other thread exists to touch the arena.
             let g = unsafe { av.assume_held() };
@@ -558,14 +601,14 @@ impl<K: Kernel> Malloc<K> {
 
     /// Lock `av` (waiting if need be) and free what others deferred to it.
     #[inline]
-    pub(crate) fn lock_and_drain<'a>(&'static self, av: &'a Arena) -> ArenaGuard<'a> {
+    pub(crate) fn lock_and_drain(&'static self, av: &'static Arena) -> ArenaGuard {
         let g = av.lock();
         self.drain_deferred(&g);
         g
     }
 
     /// The calling thread's arena, held (glibc's `arena_get`).
-    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> ArenaGuard<'static> {
+    pub(crate) fn arena_get(&'static self, slot: &ThreadSlot, size: usize) -> ArenaGuard {
         match slot.arena() {
             Some(a) => self.lock_and_drain(a),
             // A thread that has exited (its later allocations come from TLS destructors)
@@ -585,7 +628,7 @@ impl<K: Kernel> Malloc<K> {
         slot: &ThreadSlot,
         size: usize,
         avoid: Option<&'static Arena>,
-    ) -> ArenaGuard<'static> {
+    ) -> ArenaGuard {
         if let Some(g) = self.get_free_list(slot) {
             return g;
         }
@@ -628,7 +671,7 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Create an arena in a fresh heap, attach the thread to it, and return it locked.
-    fn new_arena(&'static self, slot: &ThreadSlot, size: usize) -> Option<ArenaGuard<'static>> {
+    fn new_arena(&'static self, slot: &ThreadSlot, size: usize) -> Option<ArenaGuard> {
         let a = self.new_heap_arena(size)?;
         let replaced = slot.arena();
         slot.set_arena(Some(a));
@@ -652,7 +695,7 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Take an arena no thread uses, if any, held.
-    fn get_free_list(&'static self, slot: &ThreadSlot) -> Option<ArenaGuard<'static>> {
+    fn get_free_list(&'static self, slot: &ThreadSlot) -> Option<ArenaGuard> {
         let replaced = slot.arena();
         let a = {
             let mut free = self.free_list.lock();
@@ -668,7 +711,7 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// All arenas exist: take one no thread holds right now, or wait for the next in turn.
-    fn reused_arena(&'static self, slot: &ThreadSlot, avoid: Option<&'static Arena>) -> ArenaGuard<'static> {
+    fn reused_arena(&'static self, slot: &ThreadSlot, avoid: Option<&'static Arena>) -> ArenaGuard {
         let start = match self.next_to_use.load(Ordering::Relaxed) {
             p if p.is_null() => &self.main_arena,
             // SAFETY: next_to_use only ever holds arenas of this instance.
@@ -707,9 +750,9 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) fn arena_get_retry(
         &'static self,
         slot: &ThreadSlot,
-        av: ArenaGuard<'static>,
+        av: ArenaGuard,
         size: usize,
-    ) -> ArenaGuard<'static> {
+    ) -> ArenaGuard {
         let failed = av.arena();
         let locked = av.locked();
         drop(av);
@@ -754,7 +797,8 @@ impl<K: Kernel> Malloc<K> {
             self.list_lock.reset();
         }
         let mine = self.slot().arena();
-        self.for_each_arena(|a| a.shared.0.mutex.reset());
+        // SAFETY: as above, for every arena's lock.
+        self.for_each_arena(|a| unsafe { a.shared.0.mutex.reset() });
         self.free_list.lock().rebuild(self.arenas(), mine);
     }
 

@@ -277,12 +277,7 @@ impl<K: Kernel> Malloc<K> {
         Ok(total)
     }
 
-    fn check_arena(
-        &self,
-        arena_no: usize,
-        av: &ArenaGuard<'_>,
-        total: &mut HeapReport,
-    ) -> Result<(), HeapError> {
+    fn check_arena(&self, arena_no: usize, av: &ArenaGuard, total: &mut HeapReport) -> Result<(), HeapError> {
         let mut ck = Checker {
             arena_no,
             av,

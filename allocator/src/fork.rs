@@ -59,13 +59,15 @@ fn register_handlers() {
     }
 }
 
-type Hook = fn(usize);
+/// A fork hook of one instance, called with the instance's address.
+type Hook = unsafe fn(usize);
 
-/// Add an instance to those the fork handlers look after.
+/// Add an instance to those the fork handlers look after. More instances than the table
+/// holds would go unlocked across `fork` while their threads believe otherwise: abort.
 pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
     let i = NENTRIES.fetch_add(1, Ordering::AcqRel);
     if i >= MAX_INSTANCES {
-        return;
+        crate::printerr::malloc_printerr("ptalloc: too many allocator instances for the fork handlers");
     }
     let e = &ENTRIES[i];
     e.lock.store(lock_all::<K> as Hook as usize, Ordering::Relaxed);
@@ -75,13 +77,20 @@ pub(crate) fn register<K: Kernel>(m: &'static Malloc<K>) {
     register_handlers();
 }
 
-fn for_each_entry(hook: impl Fn(&Entry) -> usize) {
+/// Call one hook of every registered instance.
+///
+/// # Safety
+/// The hook's own condition holds for every instance (see each hook).
+unsafe fn for_each_entry(hook: impl Fn(&Entry) -> usize) {
     for e in ENTRIES.iter().take(NENTRIES.load(Ordering::Acquire).min(MAX_INSTANCES)) {
         let instance = e.instance.load(Ordering::Acquire);
         if instance != 0 {
-            // SAFETY: the slot holds a `Hook` stored by `register` for this instance type.
-            let f: Hook = unsafe { core::mem::transmute::<usize, Hook>(hook(e)) };
-            f(instance);
+            // SAFETY: the slot holds a `Hook` stored by `register` for this instance's type,
+            // whose condition the caller promises.
+            unsafe {
+                let f: Hook = core::mem::transmute::<usize, Hook>(hook(e));
+                f(instance);
+            }
         }
     }
 }
@@ -92,7 +101,8 @@ extern "C" fn prepare() {
     }
     // glibc's recursive stdio list lock: released in `parent`, reset by glibc in the child.
     stdio_list_lock();
-    for_each_entry(|e| e.lock.load(Ordering::Relaxed));
+    // SAFETY: lock_all has no condition beyond a registered instance.
+    unsafe { for_each_entry(|e| e.lock.load(Ordering::Relaxed)) };
     LOCKED_FOR_FORK.store(true, Ordering::Relaxed);
     FORK_OWNER.store(thread_id(), Ordering::Release);
 }
@@ -100,34 +110,48 @@ extern "C" fn prepare() {
 extern "C" fn parent() {
     if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
         FORK_OWNER.store(0, Ordering::Release);
-        for_each_entry(|e| e.unlock_parent.load(Ordering::Relaxed));
-        stdio_list_unlock();
+        // SAFETY: `prepare` took every instance's locks and the stdio list lock in this
+        // thread (LOCKED_FOR_FORK said so).
+        unsafe {
+            for_each_entry(|e| e.unlock_parent.load(Ordering::Relaxed));
+            stdio_list_unlock();
+        }
     }
 }
 
 extern "C" fn child() {
     if LOCKED_FOR_FORK.swap(false, Ordering::Relaxed) {
         FORK_OWNER.store(0, Ordering::Release);
-        for_each_entry(|e| e.reinit_child.load(Ordering::Relaxed));
+        // SAFETY: the child of a fork whose prepare handler locked everything
+        // (LOCKED_FOR_FORK said so); nothing of ours has run in it yet.
+        unsafe { for_each_entry(|e| e.reinit_child.load(Ordering::Relaxed)) };
     }
 }
 
-fn instance<K: Kernel>(m: usize) -> &'static Malloc<K> {
-    // SAFETY: registered as a &'static Malloc<K> with this K.
+/// # Safety
+/// `m` is the address of a `&'static Malloc<K>` registered with this `K`.
+unsafe fn instance<K: Kernel>(m: usize) -> &'static Malloc<K> {
+    // SAFETY: the caller's promise.
     unsafe { &*(m as *const Malloc<K>) }
 }
 
 /// Hold the arena list and every arena across `fork`, in the list's order (as glibc does).
-fn lock_all<K: Kernel>(m: usize) {
-    let m = instance::<K>(m);
+///
+/// # Safety
+/// `m` is a registered instance of this `K`.
+unsafe fn lock_all<K: Kernel>(m: usize) {
+    // SAFETY: forwarded.
+    let m = unsafe { instance::<K>(m) };
     m.list_lock.lock_forever();
     m.for_each_arena(|a| a.lock_forever());
 }
 
-fn unlock_parent<K: Kernel>(m: usize) {
-    let m = instance::<K>(m);
-    // SAFETY: `prepare` took these locks in this thread (LOCKED_FOR_FORK said so).
+/// # Safety
+/// `m` is a registered instance of this `K` whose locks `lock_all` took in this thread.
+unsafe fn unlock_parent<K: Kernel>(m: usize) {
+    // SAFETY: forwarded: the instance, and the locks lock_all took.
     unsafe {
+        let m = instance::<K>(m);
         m.for_each_arena(|a| a.unlock_forever());
         m.list_lock.unlock_forever();
     }
@@ -135,8 +159,11 @@ fn unlock_parent<K: Kernel>(m: usize) {
 
 /// In the child only the forking thread exists: it keeps its arena, every other arena is
 /// free for the taking, and every lock starts unlocked.
-fn reinit_child<K: Kernel>(m: usize) {
-    // SAFETY: the child of a fork whose prepare handler locked everything (LOCKED_FOR_FORK
-    // said so); the child runs this before anything else of ours.
+///
+/// # Safety
+/// `m` is a registered instance of this `K`; the calling process is the child of a fork
+/// whose prepare handler ran `lock_all` on it, and nothing else has run in it yet.
+unsafe fn reinit_child<K: Kernel>(m: usize) {
+    // SAFETY: forwarded.
     unsafe { instance::<K>(m).reinit_arenas_after_fork() };
 }

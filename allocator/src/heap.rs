@@ -77,7 +77,7 @@ impl HeapInfo {
     }
 
     /// Make this heap the newest one of `ar`, chained in front of `prev`.
-    pub(crate) fn link(&self, ar: &Arena, prev: &HeapInfo) {
+    pub(crate) fn link(&self, ar: &'static Arena, prev: &'static HeapInfo) {
         self.ar_ptr.set(ar);
         self.prev.set(prev);
     }
@@ -296,8 +296,11 @@ impl<K: Kernel> Malloc<K> {
 
     /// Trim the heap arena `av` holds after a large free: unmap whole heaps that hold
     /// nothing but the top, then give back the tail of the top beyond `pad` once it passes
-    /// the trim threshold. `heap` is the heap holding the top.
-    pub(crate) fn heap_trim(&self, av: &ArenaState, heap: &'static HeapInfo, pad: usize) -> bool {
+    /// the trim threshold.
+    pub(crate) fn heap_trim(&self, av: &ArenaState, pad: usize) -> bool {
+        let Some(heap) = av.top_heap() else {
+            return false;
+        };
         let pagesize = heap.pagesize.get();
         let mut heap = heap;
         let mut top = av.top();
@@ -337,8 +340,8 @@ impl<K: Kernel> Malloc<K> {
                 }
                 top = p;
                 top.set_head(new_size | PREV_INUSE);
+                av.set_top(top);
             }
-            av.set_top(top);
             // The fenceposts and whatever was freed before them are not known to be zero.
             av.clean_from.set(heap.end());
         }

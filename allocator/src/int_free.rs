@@ -26,7 +26,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// `p` is a chunk of ours (of arena `av` unless mmapped) that `free` may be given: in
     /// use, or the checks abort.
-    pub(crate) unsafe fn int_free(&'static self, av: &Arena, p: Chunk) {
+    pub(crate) unsafe fn int_free(&'static self, av: &'static Arena, p: Chunk) {
         // SAFETY: forwarded.
         unsafe { self.int_free_body(av, None, p) }
     }
@@ -37,7 +37,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// As for [`Malloc::int_free`].
     #[inline(always)]
-    pub(crate) unsafe fn int_free_inline(&'static self, av: &Arena, p: Chunk) {
+    pub(crate) unsafe fn int_free_inline(&'static self, av: &'static Arena, p: Chunk) {
         // SAFETY: forwarded.
         unsafe { self.int_free_body(av, None, p) }
     }
@@ -46,7 +46,7 @@ impl<K: Kernel> Malloc<K> {
     ///
     /// # Safety
     /// As for [`Malloc::int_free`], with `p` of `av`'s arena.
-    pub(crate) unsafe fn int_free_held(&'static self, av: &ArenaGuard<'_>, p: Chunk) {
+    pub(crate) unsafe fn int_free_held(&'static self, av: &ArenaGuard, p: Chunk) {
         // SAFETY: forwarded.
         unsafe { self.int_free_body(av.arena(), Some(av), p) }
     }
@@ -54,7 +54,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// As for [`Malloc::int_free`]; `held`, if given, holds `av`.
     #[inline(always)]
-    unsafe fn int_free_body(&'static self, av: &Arena, held: Option<&ArenaGuard<'_>>, p: Chunk) {
+    unsafe fn int_free_body(&'static self, av: &'static Arena, held: Option<&ArenaGuard>, p: Chunk) {
         // SAFETY: the caller's chunk: its header is ours to read.
         let size = unsafe { p.size() };
         // The allocator never wraps around the end of the address space, and every chunk is
@@ -112,7 +112,7 @@ impl<K: Kernel> Malloc<K> {
     /// As for [`Malloc::int_free_body`], `p` not mmapped.
     #[cold]
     #[inline(never)]
-    unsafe fn free_marked(&'static self, av: &Arena, held: Option<&ArenaGuard<'_>>, p: Chunk) {
+    unsafe fn free_marked(&'static self, av: &'static Arena, held: Option<&ArenaGuard>, p: Chunk) {
         // SAFETY: a chunk of the arena, held either way.
         unsafe {
             match held {
@@ -127,7 +127,7 @@ impl<K: Kernel> Malloc<K> {
 
     /// Free the chunks other threads deferred to the arena `av` holds.
     #[inline(always)]
-    pub(crate) fn drain_deferred(&'static self, av: &ArenaGuard<'_>) {
+    pub(crate) fn drain_deferred(&'static self, av: &ArenaGuard) {
         // Nearly always empty: one load inline, the loop out of line.
         if av.arena().has_deferred() {
             self.drain_deferred_slow(av);
@@ -136,7 +136,7 @@ impl<K: Kernel> Malloc<K> {
 
     #[cold]
     #[inline(never)]
-    fn drain_deferred_slow(&'static self, av: &ArenaGuard<'_>) {
+    fn drain_deferred_slow(&'static self, av: &ArenaGuard) {
         let mut next = av.take_deferred();
         while let Some(c) = next {
             // SAFETY: the stack holds chunks of this arena pushed by `Arena::defer`, now ours:
@@ -164,7 +164,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// `p` is an in-use chunk of `av` being freed by the caller.
     #[inline(never)]
-    unsafe fn take_or_defer<'a>(&'static self, av: &'a Arena, p: Chunk) -> Option<ArenaGuard<'a>> {
+    unsafe fn take_or_defer(&'static self, av: &'static Arena, p: Chunk) -> Option<ArenaGuard> {
         const DEFER_MAX_SIZE: usize = 16 * 1024;
         const DEFER_LIMIT: usize = 128;
         const DEFER_HARD_LIMIT: usize = 4096;
@@ -200,7 +200,7 @@ impl<K: Kernel> Malloc<K> {
     /// # Safety
     /// `p` is an in-use, non-mmapped chunk of `av` that the caller is freeing.
     #[inline(always)]
-    unsafe fn int_free_chunk_inline(&'static self, av: &Arena, p: Chunk) {
+    unsafe fn int_free_chunk_inline(&'static self, av: &'static Arena, p: Chunk) {
         let g = if single_threaded() {
             // SAFETY: no other thread exists; nothing is ever deferred before the second
             // thread starts.
@@ -221,7 +221,7 @@ impl<K: Kernel> Malloc<K> {
     ///
     /// # Safety
     /// `p` is an in-use, non-mmapped chunk of `av`'s arena that the caller is freeing.
-    unsafe fn int_free_chunk_held(&'static self, av: &ArenaGuard<'_>, p: Chunk) {
+    unsafe fn int_free_chunk_held(&'static self, av: &ArenaGuard, p: Chunk) {
         // SAFETY: the caller's chunk of the held arena.
         let size = unsafe { p.size() };
         if size > self.mp.max_fast() {
@@ -235,7 +235,8 @@ impl<K: Kernel> Malloc<K> {
                 malloc_printerr("free(): invalid next size (fast)");
             }
         }
-        self.free_perturb(p.mem(), size - CHUNK_HDR_SZ);
+        // SAFETY: the user area of the caller's chunk.
+        unsafe { self.free_perturb(p.mem(), size - CHUNK_HDR_SZ) };
         self.returned(av, size);
         av.have_fastchunks.set(true);
         let idx = fastbin_index(size);
@@ -263,7 +264,7 @@ impl<K: Kernel> Malloc<K> {
     ///
     /// # Safety
     /// `p` is an in-use, non-mmapped chunk of `size` bytes of `av`'s arena, being freed.
-    unsafe fn free_and_coalesce(&'static self, av: &ArenaGuard<'_>, p: Chunk, size: usize) {
+    unsafe fn free_and_coalesce(&'static self, av: &ArenaGuard, p: Chunk, size: usize) {
         // SAFETY: `p`, its neighbours (reached through boundary tags the checks vet) and the
         // bin headers are all in the held arena.
         let size = unsafe {
@@ -328,14 +329,13 @@ impl<K: Kernel> Malloc<K> {
                 self.malloc_consolidate(av);
             }
             let top_pad = self.mp.top_pad.load(Ordering::Relaxed);
-            match av.top_heap() {
+            if !av.is_main() {
+                self.heap_trim(av, top_pad);
+            } else {
                 // SAFETY: the held arena's top chunk.
-                None if unsafe { av.top().size() } >= self.mp.trim_threshold.load(Ordering::Relaxed) => {
+                let top_size = unsafe { av.top().size() };
+                if top_size >= self.mp.trim_threshold.load(Ordering::Relaxed) {
                     self.systrim(top_pad, av);
-                }
-                None => {}
-                Some(heap) => {
-                    self.heap_trim(av, heap, top_pad);
                 }
             }
         }

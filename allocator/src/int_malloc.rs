@@ -38,14 +38,14 @@ const MAX_ITERS: usize = 10_000;
 impl<K: Kernel> Malloc<K> {
     /// Allocate `bytes` from the arena `av` holds. Returns null if even the kernel has no
     /// more memory.
-    pub(crate) fn int_malloc(&'static self, av: &ArenaGuard<'_>, bytes: usize) -> *mut u8 {
+    pub(crate) fn int_malloc(&'static self, av: &ArenaGuard, bytes: usize) -> *mut u8 {
         self.int_malloc_inline(av, bytes)
     }
 
     /// `int_malloc`, inlined into `malloc`'s slow path (one call layer less on every
     /// request the thread cache cannot serve).
     #[inline(always)]
-    pub(crate) fn int_malloc_inline(&'static self, av: &ArenaGuard<'_>, bytes: usize) -> *mut u8 {
+    pub(crate) fn int_malloc_inline(&'static self, av: &ArenaGuard, bytes: usize) -> *mut u8 {
         let Some(nb) = checked_request2size(bytes) else {
             return core::ptr::null_mut();
         };
@@ -92,7 +92,8 @@ impl<K: Kernel> Malloc<K> {
                     // SAFETY: the chunk just taken out of the bin.
                     unsafe { self.check_remalloced_chunk(av, victim, nb) };
                 }
-                return self.alloc_perturb(victim.mem(), bytes);
+                // SAFETY: the chunk just taken out of the bin holds at least `bytes` bytes.
+                return unsafe { self.alloc_perturb(victim.mem(), bytes) };
             }
         }
 
@@ -149,7 +150,8 @@ impl<K: Kernel> Malloc<K> {
             let unsorted = av.unsorted();
             let mut iters = 0;
             // SAFETY: the unsorted bin of the held arena and its chunks (see the top of the
-            // file); each chunk's neighbour is vetted before it is trusted.
+            // file); each chunk's neighbour is vetted before it is trusted. The cache's bin is
+            // not empty when `return_cached` is set: an exact fit was cached.
             unsafe {
                 loop {
                     let victim = unsorted.bk();
@@ -179,14 +181,14 @@ impl<K: Kernel> Malloc<K> {
                     // A run of small requests carves the same remainder: better locality.
                     if in_smallbin_range(nb)
                         && bck == unsorted
-                        && Some(victim) == av.last_remainder.get()
+                        && Some(victim) == av.last_remainder()
                         && size > nb + MINSIZE
                     {
                         let remainder_size = size - nb;
                         let remainder = victim.plus(nb);
                         unsorted.set_bk(remainder);
                         unsorted.set_fd(remainder);
-                        av.last_remainder.set(Some(remainder));
+                        av.set_last_remainder(remainder);
                         remainder.set_bk(unsorted);
                         remainder.set_fd(unsorted);
                         set_split_heads(av, victim, nb, remainder, remainder_size);
@@ -451,7 +453,7 @@ impl<K: Kernel> Malloc<K> {
             bck.set_fd(remainder);
             fwd.set_bk(remainder);
             if remember {
-                av.last_remainder.set(Some(remainder));
+                av.set_last_remainder(remainder);
             }
             set_split_heads(av, victim, nb, remainder, remainder_size);
         }
@@ -490,7 +492,8 @@ impl<K: Kernel> Malloc<K> {
             // SAFETY: forwarded.
             unsafe { self.check_malloced_chunk(av, p, nb) };
         }
-        self.alloc_perturb(p.mem(), bytes)
+        // SAFETY: the caller's chunk holds at least `nb - 8 >= bytes` bytes.
+        unsafe { self.alloc_perturb(p.mem(), bytes) }
     }
 
     /// The exit through the thread cache (which glibc does not perturb).
@@ -506,19 +509,27 @@ impl<K: Kernel> Malloc<K> {
         mem
     }
 
+    /// `M_PERTURB`'s fill of a block just allocated.
+    ///
+    /// # Safety
+    /// `mem` holds at least `bytes` bytes, the caller's alone.
     #[inline(always)]
-    pub(crate) fn alloc_perturb(&self, mem: *mut u8, bytes: usize) -> *mut u8 {
+    pub(crate) unsafe fn alloc_perturb(&self, mem: *mut u8, bytes: usize) -> *mut u8 {
         if let Some(perturb) = self.mp.perturb() {
-            // SAFETY: `bytes` bytes of the block just allocated.
+            // SAFETY: the caller's promise.
             unsafe { core::ptr::write_bytes(mem, perturb ^ 0xff, bytes) };
         }
         mem
     }
 
+    /// `M_PERTURB`'s fill of a block being freed.
+    ///
+    /// # Safety
+    /// As for [`Malloc::alloc_perturb`].
     #[inline(always)]
-    pub(crate) fn free_perturb(&self, mem: *mut u8, bytes: usize) {
+    pub(crate) unsafe fn free_perturb(&self, mem: *mut u8, bytes: usize) {
         if let Some(perturb) = self.mp.perturb() {
-            // SAFETY: `bytes` bytes of a block being freed.
+            // SAFETY: the caller's promise.
             unsafe { core::ptr::write_bytes(mem, perturb, bytes) };
         }
     }
@@ -529,8 +540,7 @@ impl<K: Kernel> Malloc<K> {
         av.have_fastchunks.set(false);
         let unsorted = av.unsorted();
         for i in 0..NFASTBINS {
-            let mut next = av.fastbin(i);
-            av.set_fastbin(i, None);
+            let mut next = av.take_fastbin(i);
             while let Some(p) = next {
                 if !aligned_ok(p.addr()) {
                     malloc_printerr("malloc_consolidate(): unaligned fastbin chunk detected");

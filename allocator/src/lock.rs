@@ -6,6 +6,7 @@
 //! waiters (so `unlock` knows whether to wake anyone).
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -48,9 +49,13 @@ impl Lock {
         self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
-    /// Release the lock (the caller holds it).
+    /// Release the lock.
+    ///
+    /// # Safety
+    /// The caller holds it (took it with `lock` or a successful `try_lock`), and so does
+    /// whatever it protects: releasing someone else's lock breaks their exclusion.
     #[inline]
-    pub fn unlock(&self) {
+    pub unsafe fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake(&self.state);
         }
@@ -58,7 +63,10 @@ impl Lock {
 
     /// Forget any holder: used in a forked child, where the threads that held locks in the
     /// parent do not exist.
-    pub fn reset(&self) {
+    ///
+    /// # Safety
+    /// No thread of this process holds the lock or uses what it protects.
+    pub unsafe fn reset(&self) {
         self.state.store(UNLOCKED, Ordering::Relaxed);
     }
 
@@ -103,7 +111,7 @@ impl<T> Mutex<T> {
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.lock.lock();
-        MutexGuard { mutex: self }
+        MutexGuard { mutex: self, _not_send: PhantomData }
     }
 
     /// Keep the lock taken past the guard's life (a fork handler holds it across `fork`).
@@ -116,7 +124,8 @@ impl<T> Mutex<T> {
     /// # Safety
     /// The calling thread took the lock with `lock_forever` and has not released it.
     pub(crate) unsafe fn unlock_forever(&self) {
-        self.lock.unlock();
+        // SAFETY: the caller took the lock (and forgot its guard).
+        unsafe { self.lock.unlock() };
     }
 
     /// Unlocked, whoever held it: for a forked child, where the threads that held locks in
@@ -126,14 +135,21 @@ impl<T> Mutex<T> {
     /// No guard of this mutex is alive in the calling process (the child of a fork, before
     /// anything else runs).
     pub(crate) unsafe fn reset(&self) {
-        self.lock.reset();
+        // SAFETY: forwarded: no guard is alive.
+        unsafe { self.lock.reset() };
     }
 }
 
-/// The data of a locked [`Mutex`]; dropping the guard unlocks it.
+/// The data of a locked [`Mutex`]; dropping the guard unlocks it. Like std's, it stays on
+/// the thread that locked (not `Send`), and is `Sync` only for `Sync` data.
+#[must_use = "the mutex is unlocked when the guard is dropped"]
 pub(crate) struct MutexGuard<'a, T> {
     mutex: &'a Mutex<T>,
+    _not_send: PhantomData<*const ()>,
 }
+
+// SAFETY: sharing the guard shares `&T` only, which is sound for `T: Sync`.
+unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Deref for MutexGuard<'_, T> {
     type Target = T;
@@ -152,7 +168,8 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 
 impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        self.mutex.lock.unlock();
+        // SAFETY: the guard exists only while its lock is held.
+        unsafe { self.mutex.lock.unlock() };
     }
 }
 
@@ -167,9 +184,11 @@ mod tests {
         l.lock();
         assert!(l.is_locked());
         assert!(!l.try_lock());
-        l.unlock();
+        // SAFETY: taken just above.
+        unsafe { l.unlock() };
         assert!(l.try_lock());
-        l.unlock();
+        // SAFETY: taken by the try_lock.
+        unsafe { l.unlock() };
         assert!(!l.is_locked());
     }
 
@@ -188,9 +207,11 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..50_000 {
                         s.lock.lock();
-                        // SAFETY: the lock is held.
-                        unsafe { *s.counter.get() += 1 };
-                        s.lock.unlock();
+                        // SAFETY: the lock is held, then released by its holder.
+                        unsafe {
+                            *s.counter.get() += 1;
+                            s.lock.unlock();
+                        }
                     }
                 })
             })

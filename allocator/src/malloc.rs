@@ -219,11 +219,14 @@ impl<K: Kernel> Malloc<K> {
         if first {
             self.stats.threads_seen.fetch_add(1, Ordering::Relaxed);
             if self.thread_key_ok.load(Ordering::Relaxed) {
-                // The value is this 'static instance, passed back to thread_exit::<K>.
-                crate::prim::thread_key_set(
-                    self.thread_key.load(Ordering::Relaxed),
-                    self as *const Self as *const libc::c_void,
-                );
+                // SAFETY: the key's destructor is thread_exit::<K>, which takes this 'static
+                // instance.
+                unsafe {
+                    crate::prim::thread_key_set(
+                        self.thread_key.load(Ordering::Relaxed),
+                        self as *const Self as *const libc::c_void,
+                    )
+                };
             }
         }
         let bins = self.mp.tcache_bins.load(Ordering::Relaxed);
@@ -242,7 +245,8 @@ impl<K: Kernel> Malloc<K> {
             // SAFETY: just initialised.
             let tcr = unsafe { &*tc };
             tcr.set_limits(bins, count);
-            slot.set_tcache(tc);
+            // SAFETY: the thread's own cache, just initialised, freed only at thread exit.
+            unsafe { slot.set_tcache(tc) };
         }
     }
 
@@ -254,7 +258,7 @@ impl<K: Kernel> Malloc<K> {
         &'static self,
         slot: &ThreadSlot,
         size: usize,
-        f: impl Fn(&ArenaGuard<'static>) -> *mut u8,
+        f: impl Fn(&ArenaGuard) -> *mut u8,
     ) -> *mut u8 {
         let single = single_threaded();
         let mut av = if single {
@@ -340,7 +344,8 @@ impl<K: Kernel> Malloc<K> {
             let slot = request_slot(bytes);
             // SAFETY: requests up to FAST_MAX_REQUEST have slots below TCACHE_SLOTS.
             if !unsafe { tc.first_unchecked(slot) }.is_null() {
-                return tc.get(slot);
+                // SAFETY: the bin's first entry is not null (just tested).
+                return unsafe { tc.get(slot) };
             }
         }
         self.malloc_slow(bytes)
@@ -362,7 +367,8 @@ impl<K: Kernel> Malloc<K> {
         if let Some(s) = slot_for_request(bytes) {
             let tc = slot.tcache();
             if !tc.first(s).is_null() {
-                return tc.get(s);
+                // SAFETY: the bin's first entry is not null (just tested).
+                return unsafe { tc.get(s) };
             }
         }
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as

@@ -10,12 +10,7 @@ use crate::malloc::Malloc;
 impl<K: Kernel> Malloc<K> {
     /// `bytes` bytes aligned to `alignment` (a power of two of at least `MINSIZE`) from the
     /// arena `av` holds. Null if the memory cannot be had.
-    pub(crate) fn int_memalign(
-        &'static self,
-        av: &ArenaGuard<'_>,
-        alignment: usize,
-        bytes: usize,
-    ) -> *mut u8 {
+    pub(crate) fn int_memalign(&'static self, av: &ArenaGuard, alignment: usize, bytes: usize) -> *mut u8 {
         let Some(nb) = checked_request2size(bytes) else {
             return core::ptr::null_mut();
         };

@@ -440,7 +440,9 @@ pub(crate) fn tunables_from_process_env() -> Tunables {
     if crate::prim::secure_mode() {
         return Tunables::default();
     }
-    Tunables::from_env(crate::prim::getenv)
+    // SAFETY: the values are parsed into numbers before from_env returns; programs that change
+    // their environment while another thread allocates break glibc's getenv too.
+    Tunables::from_env(|name| unsafe { crate::prim::getenv(name) })
 }
 
 #[cfg(test)]

@@ -82,9 +82,12 @@ pub(crate) fn environment_ready() -> bool {
 }
 
 /// The value of environment variable `name`, without allocating: `getenv` returns a pointer
-/// into the environment block, which lives for the rest of the process unless the program
-/// edits its own environment.
-pub(crate) fn getenv(name: &[u8]) -> Option<&'static [u8]> {
+/// into the environment block.
+///
+/// # Safety
+/// Nothing changes the environment (`setenv`, `putenv`, writes to `environ`) while the
+/// result is used — glibc's own rule for `getenv`.
+pub(crate) unsafe fn getenv<'a>(name: &[u8]) -> Option<&'a [u8]> {
     let mut buf = [0u8; 40];
     if name.len() >= buf.len() || name.contains(&0) {
         return None;
@@ -194,7 +197,10 @@ pub(crate) fn thread_key_create(destructor: unsafe extern "C" fn(*mut libc::c_vo
 }
 
 /// Give the calling thread's `key` the value `value`, which its destructor gets at exit.
-pub(crate) fn thread_key_set(key: u32, value: *const libc::c_void) {
+///
+/// # Safety
+/// `value` is what the key's destructor expects as its argument.
+pub(crate) unsafe fn thread_key_set(key: u32, value: *const libc::c_void) {
     // SAFETY: `key` came from thread_key_create; the value is passed back untouched.
     keeping_errno(|| unsafe { libc::pthread_setspecific(key, value) });
 }
@@ -217,7 +223,9 @@ pub(crate) fn stdio_list_lock() {
     unsafe { _IO_list_lock() }
 }
 
-pub(crate) fn stdio_list_unlock() {
+/// # Safety
+/// The calling thread holds the lock through `stdio_list_lock`.
+pub(crate) unsafe fn stdio_list_unlock() {
     // SAFETY: balances a stdio_list_lock of this thread.
     unsafe { _IO_list_unlock() }
 }
@@ -237,9 +245,12 @@ mod tests {
 
     #[test]
     fn getenv_reads_without_allocating() {
-        assert_eq!(getenv(b"PTALLOC_SURELY_UNSET_VARIABLE"), None);
-        assert!(getenv(b"PATH").is_some_and(|v| !v.is_empty()));
-        assert_eq!(getenv(b"PA\0TH"), None);
+        // SAFETY: the test process does not change its environment.
+        unsafe {
+            assert_eq!(getenv(b"PTALLOC_SURELY_UNSET_VARIABLE"), None);
+            assert!(getenv(b"PATH").is_some_and(|v| !v.is_empty()));
+            assert_eq!(getenv(b"PA\0TH"), None);
+        }
         assert!(online_cpus() >= 1);
         assert_ne!(thread_id(), 0);
     }

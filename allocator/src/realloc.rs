@@ -21,7 +21,7 @@ impl<K: Kernel> Malloc<K> {
     /// caller's.
     pub(crate) unsafe fn int_realloc(
         &'static self,
-        av: &ArenaGuard<'_>,
+        av: &ArenaGuard,
         oldp: Chunk,
         oldsize: usize,
         nb: usize,

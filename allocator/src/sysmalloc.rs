@@ -32,7 +32,7 @@ const MALLOC_CHUNK_SIZE: usize = 6 * SIZE_SZ;
 
 impl<K: Kernel> Malloc<K> {
     /// Top cannot serve `nb`: get memory from the kernel, and serve it.
-    pub(crate) fn sysmalloc(&'static self, nb: usize, av: &ArenaGuard<'_>) -> *mut u8 {
+    pub(crate) fn sysmalloc(&'static self, nb: usize, av: &ArenaGuard) -> *mut u8 {
         self.check_top_before_growth(av);
         let mut tried_mmap = false;
         if nb >= self.mp.mmap_threshold.load(Ordering::Relaxed)
@@ -82,7 +82,7 @@ impl<K: Kernel> Malloc<K> {
 
     /// Grow a heap arena by `nb` (plus a chunk): extend its current heap, or chain a new
     /// one, closing the old heap with fenceposts. Returns whether top changed.
-    fn grow_heap_arena(&'static self, nb: usize, av: &ArenaGuard<'_>) -> bool {
+    fn grow_heap_arena(&'static self, nb: usize, av: &ArenaGuard) -> bool {
         let old_top = av.top();
         // SAFETY: the held arena's top (see the top of the file).
         let old_size = unsafe { old_top.size() };
@@ -132,7 +132,7 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Grow the main arena with `brk` (or `mmap` when `brk` fails).
-    fn grow_main_arena(&'static self, nb: usize, av: &ArenaGuard<'_>) {
+    fn grow_main_arena(&'static self, nb: usize, av: &ArenaGuard) {
         let pagesize = self.pagesize();
         let old_top = av.top();
         // SAFETY: the held arena's top (see the top of the file).

@@ -108,9 +108,16 @@ impl Tcache {
         self.home.get()
     }
 
-    /// Record the arena the thread now allocates from. Never called on the disabled cache.
+    /// Record the arena the thread now allocates from (not for the disabled cache, which
+    /// stays as it is: it is shared by every thread).
     pub(crate) fn set_home(&self, arena_bit: usize) {
-        self.home.set(arena_bit)
+        if !self.is_disabled() {
+            self.home.set(arena_bit)
+        }
+    }
+
+    fn is_disabled(&self) -> bool {
+        core::ptr::eq(self, Tcache::disabled())
     }
 
     pub(crate) fn disabled() -> &'static Tcache {
@@ -120,6 +127,10 @@ impl Tcache {
     /// Set the limits from the parameters: glibc's first `bins` bins, `count` entries each.
     /// Entries already cached stay; a bin over its new limit takes nothing until it drains.
     pub(crate) fn set_limits(&self, bins: usize, count: usize) {
+        if self.is_disabled() {
+            // Shared by every thread and never written: it keeps no room anywhere.
+            return;
+        }
         let count = count.min(MAX_TCACHE_COUNT);
         self.max_count.set(count as u16);
         let last_slot = 2 + bins.min(TCACHE_MAX_BINS);
@@ -201,15 +212,19 @@ impl Tcache {
         room.set(room.get() - 1);
     }
 
-    /// Pop the first entry of a non-empty bin.
+    /// Pop the first entry of a bin.
+    ///
+    /// # Safety
+    /// The bin is not empty (`first(slot)` is not null).
     #[inline(always)]
-    pub(crate) fn get(&self, slot: usize) -> *mut u8 {
+    pub(crate) unsafe fn get(&self, slot: usize) -> *mut u8 {
         let head = &self.entries[slot];
         let e = head.get();
         if !aligned_ok(e as usize) {
             malloc_printerr("malloc(): unaligned tcache chunk detected");
         }
-        // SAFETY: a non-null, aligned entry of our list: the user area of a cached chunk.
+        // SAFETY: the caller promises a non-empty bin: a non-null entry, aligned (checked
+        // above), the user area of a chunk this cache holds.
         let entry = unsafe { &*e };
         head.set(reveal_ptr(entry.next.as_ptr() as usize, entry.next.get()) as *mut TcacheEntry);
         let room = &self.room[slot];
@@ -259,7 +274,8 @@ impl Tcache {
                 if !aligned_ok(e as usize) {
                     malloc_printerr("tcache_thread_shutdown(): unaligned tcache chunk detected");
                 }
-                release(self.get(slot));
+                // SAFETY: the bin is not empty (the loop's condition).
+                release(unsafe { self.get(slot) });
             }
         }
     }
@@ -372,7 +388,8 @@ mod tests {
         let stored = unsafe { *(chunks[2].mem() as *const usize) };
         assert_ne!(stored, chunks[1].mem() as usize);
         for c in chunks.iter().rev() {
-            assert_eq!(t.get(3), c.mem());
+            // SAFETY: the bin holds the chunks put above.
+            assert_eq!(unsafe { t.get(3) }, c.mem());
             // SAFETY: as above.
             assert_eq!(unsafe { Tcache::entry_key(c.mem()) }, 0);
         }

@@ -52,7 +52,10 @@ impl ThreadSlot {
         unsafe { &*self.tcache.get() }
     }
 
-    pub(crate) fn set_tcache(&self, tc: *const Tcache) {
+    /// # Safety
+    /// `tc` is this thread's own cache, initialised, allocated from ptalloc and alive until
+    /// the thread exits (or the disabled cache).
+    pub(crate) unsafe fn set_tcache(&self, tc: *const Tcache) {
         self.tcache.set(tc);
         self.update_home();
     }
@@ -63,7 +66,7 @@ impl ThreadSlot {
         (!a.is_null()).then(|| unsafe { &*a })
     }
 
-    pub(crate) fn set_arena(&self, a: Option<&Arena>) {
+    pub(crate) fn set_arena(&self, a: Option<&'static Arena>) {
         self.arena.set(a.map_or(core::ptr::null(), |a| a as *const Arena));
         self.update_home();
     }
@@ -114,8 +117,12 @@ impl ThreadSlot {
 
 /// The `pthread_key_create` destructor: return the thread's cached chunks and the cache
 /// itself to their arenas, and detach from the arena so another thread can have it.
-pub(crate) extern "C" fn thread_exit<K: Kernel>(instance: *mut libc::c_void) {
-    // SAFETY: the key's value is the 'static Malloc<K> that set it (see tcache_init).
+///
+/// # Safety
+/// `instance` is the `&'static Malloc<K>` that set the key (see `tcache_init`), and the
+/// calling thread is exiting.
+pub(crate) unsafe extern "C" fn thread_exit<K: Kernel>(instance: *mut libc::c_void) {
+    // SAFETY: the caller's promise.
     let m: &'static Malloc<K> = unsafe { &*(instance as *const Malloc<K>) };
     let slot = m.slot();
     let tc = slot.tcache.replace(Tcache::disabled());

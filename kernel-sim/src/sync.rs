@@ -39,7 +39,8 @@ impl MmapLock {
     #[inline]
     pub unsafe fn unlock(&self) {
         self.owner.store(0, Ordering::Relaxed);
-        self.lock.unlock();
+        // SAFETY: the caller holds the lock (forwarded).
+        unsafe { self.lock.unlock() };
     }
 
     /// Whether the calling thread holds the lock.
