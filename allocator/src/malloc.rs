@@ -529,12 +529,15 @@ impl<K: Kernel> Malloc<K> {
             return self.malloc(bytes);
         }
         self.ensure_ready();
-        // SAFETY: a pointer the caller got from us: its header is there.
-        let (oldp, oldsize, mmapped) = unsafe {
-            let oldp = Chunk::from_mem(old);
-            (oldp, oldp.size(), oldp.is_mmapped())
-        };
-        if oldp.addr() > oldsize.wrapping_neg() || !aligned_ok(oldp.addr()) {
+        // SAFETY: a pointer the caller got from us: its header is before it.
+        let oldp = unsafe { Chunk::from_mem(old) };
+        // Aligned before the header is read (a misaligned word read would itself be wrong).
+        if !aligned_ok(oldp.addr()) {
+            malloc_printerr("realloc(): invalid pointer");
+        }
+        // SAFETY: as above; aligned.
+        let (oldsize, mmapped) = unsafe { (oldp.size(), oldp.is_mmapped()) };
+        if oldp.addr() > oldsize.wrapping_neg() {
             malloc_printerr("realloc(): invalid pointer");
         }
         let Some(nb) = checked_request2size(bytes) else {

@@ -33,7 +33,6 @@ const MALLOC_CHUNK_SIZE: usize = 6 * SIZE_SZ;
 impl<K: Kernel> Malloc<K> {
     /// Top cannot serve `nb`: get memory from the kernel, and serve it.
     pub(crate) fn sysmalloc(&'static self, nb: usize, av: &ArenaGuard) -> *mut u8 {
-        self.check_top_before_growth(av);
         let mut tried_mmap = false;
         if nb >= self.mp.mmap_threshold.load(Ordering::Relaxed)
             && self.mp.n_mmaps.load(Ordering::Relaxed) < self.mp.n_mmaps_max.load(Ordering::Relaxed)
@@ -43,6 +42,8 @@ impl<K: Kernel> Malloc<K> {
             }
             tried_mmap = true;
         }
+        // As in glibc: checked after the mmap attempt, which does not touch top.
+        self.check_top_before_growth(av);
 
         if av.is_main() {
             self.grow_main_arena(nb, av);
