@@ -140,16 +140,15 @@ impl State {
         if config.user_bytes < (1 << 30) || !config.user_bytes.is_multiple_of(1 << 30) {
             return Err(Errno::EINVAL);
         }
-        let host = reserve_user_range(config.user_bytes)?;
-        let mut phys = match PhysMem::boot(config.phys_bytes, config.min_free_kbytes) {
-            Ok(p) => p,
+        let mut phys = PhysMem::boot(config.phys_bytes, config.min_free_kbytes)?;
+        let host = match Host::reserve(config.user_bytes, phys.memfd) {
+            Ok(h) => h,
             Err(e) => {
-                // SAFETY: our own reservation, not yet used.
-                unsafe { libc::munmap(host.base as *mut libc::c_void, host.size) };
+                // SAFETY: physical memory just booted, of which nothing has been handed out.
+                unsafe { phys.shutdown() };
                 return Err(e);
             }
         };
-        let host = Host { memfd: phys.memfd, ..host };
         let slab = Slab::kernel_caches();
         let mut sys = VmSysctl::new(phys.nr_free_pages());
         sys.overcommit_memory = config.overcommit_memory;
@@ -159,18 +158,18 @@ impl State {
         sys.cap_ipc_lock = config.cap_ipc_lock;
         let mut pgtables_bytes = 0;
         let pgd = crate::page_table::pgd_alloc(&mut phys, &mut pgtables_bytes)?;
-        let task_size = host.base + host.size;
+        let task_size = host.end();
         // Linux's mmap_base(): the stack rlimit plus the guard gap, at least 128 MiB.
         let gap = (config.rlimits.stack.min(task_size as u64) as usize + crate::mm::STACK_GUARD_GAP)
-            .clamp(128 << 20, host.size / 6 * 5);
-        let start_code = host.base + IMAGE_OFFSET;
+            .clamp(128 << 20, host.size() / 6 * 5);
+        let start_code = host.base() + IMAGE_OFFSET;
         let mm = Mm {
             vmas: VmaTree::new(),
             pgd,
             task_size,
-            mmap_min_addr: host.base + config.mmap_min_addr.max(PAGE_SIZE),
+            mmap_min_addr: host.base() + config.mmap_min_addr.max(PAGE_SIZE),
             mmap_base: crate::page::page_align(task_size - gap) & crate::page::PAGE_MASK,
-            mmap_legacy_base: crate::page::page_align(host.base + host.size / 3),
+            mmap_legacy_base: crate::page::page_align(host.base() + host.size() / 3),
             start_code,
             end_code: start_code + PAGE_SIZE,
             start_data: start_code + PAGE_SIZE,
@@ -301,38 +300,6 @@ impl State {
     }
 }
 
-/// Reserve the user range: `size` bytes of `PROT_NONE`, aligned to 1 GiB.
-fn reserve_user_range(size: usize) -> Result<Host, Errno> {
-    let align = 1usize << 30;
-    // SAFETY: a fresh anonymous reservation; nothing is replaced.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            size + align,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Errno(ptalloc::errno()));
-    }
-    let raw = p as usize;
-    let base = (raw + align - 1) & !(align - 1);
-    // SAFETY: trimming the unaligned ends of our own reservation.
-    unsafe {
-        if base > raw {
-            libc::munmap(raw as *mut libc::c_void, base - raw);
-        }
-        let tail = raw + size + align - (base + size);
-        if tail > 0 {
-            libc::munmap((base + size) as *mut libc::c_void, tail);
-        }
-    }
-    Ok(Host { base, size, memfd: -1 })
-}
-
 impl Machine {
     /// Boot a machine. It owns a reserved host range of `config.user_bytes` and a memfd of
     /// `config.phys_bytes` (whose pages cost host memory only once touched).
@@ -381,7 +348,7 @@ impl Machine {
 
     pub(crate) fn lock(&self) -> Guard<'_> {
         if self.lock.held_by_me() {
-            crate::util::bug("machine lock taken twice by one thread", self.host.base, 0);
+            crate::util::bug("machine lock taken twice by one thread", self.host.base(), 0);
         }
         self.lock.lock();
         Guard { m: self }
@@ -393,12 +360,12 @@ impl Machine {
 
     /// The first address of the user range.
     pub fn user_base(&self) -> usize {
-        self.host.base
+        self.host.base()
     }
 
     /// One past the last address of the user range (`TASK_SIZE`).
     pub fn task_size(&self) -> usize {
-        self.host.base + self.host.size
+        self.host.end()
     }
 
     pub fn page_size(&self) -> usize {
@@ -449,7 +416,7 @@ impl Drop for MachineBox {
         // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
         // the box was its only owner. Release the user range and the Machine's own mapping.
         unsafe {
-            libc::munmap(host.base as *mut libc::c_void, host.size);
+            host.release();
             let m: *mut Machine = self.0;
             core::ptr::drop_in_place(m);
             libc::munmap(m as *mut libc::c_void, core::mem::size_of::<Machine>());

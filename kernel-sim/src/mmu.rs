@@ -9,14 +9,17 @@
 
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
 use crate::util::StackWriter;
+use crate::Errno;
 
-/// The reserved host range and the memfd of physical memory. Boot makes it of a fresh
-/// reservation; the host calls below stay inside it, whatever range they are given.
+/// The reserved host range and the memfd of physical memory. Only [`Host::reserve`] makes
+/// one (the fields are private), of a fresh reservation of its own, so the range the host
+/// calls below check against is always a real reservation that holds nothing of the host
+/// program's; they stay inside it, whatever range they are given.
 #[derive(Clone, Copy, Debug)]
 pub struct Host {
-    pub base: usize,
-    pub size: usize,
-    pub memfd: i32,
+    base: usize,
+    size: usize,
+    memfd: i32,
 }
 
 #[cold]
@@ -38,6 +41,69 @@ fn host_failure(what: &str, addr: usize, len: usize) -> ! {
 }
 
 impl Host {
+    /// Reserve a user range of `size` bytes of `PROT_NONE`, aligned to 1 GiB, whose pages
+    /// will map frames of `memfd`.
+    pub fn reserve(size: usize, memfd: i32) -> Result<Host, Errno> {
+        let align = 1usize << 30;
+        let Some(span) = size.checked_add(align) else {
+            return Err(Errno::ENOMEM);
+        };
+        // SAFETY: a fresh anonymous reservation; nothing is replaced.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                span,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno(ptalloc::errno()));
+        }
+        let raw = p as usize;
+        let base = (raw + align - 1) & !(align - 1);
+        // SAFETY: trimming the unaligned ends of our own reservation.
+        unsafe {
+            if base > raw {
+                libc::munmap(raw as *mut libc::c_void, base - raw);
+            }
+            let tail = raw + span - (base + size);
+            if tail > 0 {
+                libc::munmap((base + size) as *mut libc::c_void, tail);
+            }
+        }
+        Ok(Host { base, size, memfd })
+    }
+
+    /// A host with an empty range, for tests of layers that never map a page: `unmap` does
+    /// nothing, and `map_frames` or `protect` of any page stops the test.
+    #[cfg(test)]
+    pub const fn empty() -> Host {
+        Host { base: 0, size: 0, memfd: -1 }
+    }
+
+    /// Give the reservation back to the host.
+    ///
+    /// # Safety
+    /// Nothing uses the range afterwards: no simulated access, no host call on this `Host`
+    /// or a copy of it (the machine is gone).
+    pub unsafe fn release(self) {
+        // SAFETY: our own reservation; the caller promises nothing uses it any more.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
+    }
+
+    /// The first address of the range.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The size of the range in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     pub fn contains(&self, addr: usize) -> bool {
         addr >= self.base && addr - self.base < self.size
     }

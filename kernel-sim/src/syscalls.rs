@@ -119,13 +119,13 @@ impl Machine {
         let st = self.lock();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
-        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base())
     }
 
     /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
     pub fn check_mm(&self) -> Result<(), CheckError> {
         let st = self.lock();
-        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base)
+        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base())
     }
 
     /// `check_buddy` alone.

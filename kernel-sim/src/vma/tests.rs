@@ -34,7 +34,7 @@ impl Parts {
             phys: &mut self.phys,
             slab: &mut self.slab,
             sys: &mut self.sys,
-            host: Host { base: 0, size: 0, memfd: -1 },
+            host: Host::empty(),
             next_ino: &mut self.next_ino,
         };
         (&mut self.mm, env)
