@@ -11,6 +11,8 @@
 //! an [`ArenaState`] that only an [`ArenaGuard`] reaches, and the guard unlocks on drop. The
 //! free list (arenas no thread is attached to) is a [`Mutex`](crate::lock::Mutex) of its own, whose guard is
 //! the only way to an arena's free-list link and thread count.
+//!
+//! ARCHITECTURE.md, "Threads, locks and their order", has the lock order and the fork rules.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -493,6 +495,19 @@ impl ArenaState {
     }
 }
 
+/// The right to add to the circular list of all arenas (glibc's `list_lock`): the data of
+/// `Malloc::list_lock`, so an arena is published only under it. The list is read without
+/// it — arenas are never freed and links are published with release stores.
+pub(crate) struct ArenaList;
+
+impl ArenaList {
+    /// Put `a` into the list, right after the main arena.
+    fn push(&mut self, main: &Arena, a: &'static Arena) {
+        a.next.store(main.next.load(Ordering::Acquire), Ordering::Release);
+        main.next.store(a as *const Arena as *mut Arena, Ordering::Release);
+    }
+}
+
 /// The arenas no thread is attached to (glibc's `free_list`), and every arena's count of
 /// attached threads: the data of `Malloc::free_list`, so only its guard reaches them.
 pub(crate) struct FreeList {
@@ -678,11 +693,7 @@ impl<K: Kernel> Malloc<K> {
         // Locked before it is published, so reused_arena cannot hand it to another thread
         // first (nobody else can know it yet, so this does not wait).
         let g = a.lock();
-        {
-            let _list = self.list_lock.lock();
-            a.next.store(self.main_arena.next.load(Ordering::Acquire), Ordering::Release);
-            self.main_arena.next.store(a as *const Arena as *mut Arena, Ordering::Release);
-        }
+        self.list_lock.lock().push(&self.main_arena, a);
         {
             let mut free = self.free_list.lock();
             free.attach(a);
@@ -759,7 +770,8 @@ impl<K: Kernel> Malloc<K> {
         if !failed.is_main() {
             self.lock_and_drain(&self.main_arena)
         } else if !locked || slot.is_exited() {
-            // A forking or exited thread stays with the main arena (see `arena_get`).
+            // Without a lock taken (a single-threaded process, or the forking thread) or for
+            // an exited thread, stay with the main arena (see `arena_get`).
             self.lock_and_drain(failed)
         } else {
             self.arena_get2(slot, size, Some(failed))
@@ -789,7 +801,8 @@ impl<K: Kernel> Malloc<K> {
     ///
     /// # Safety
     /// The calling process is the child of a `fork` whose prepare handler locked every
-    /// arena, the arena list and the free list; nothing else has run in it yet.
+    /// arena and the arena list; nothing else has run in it yet. (The free list is not
+    /// locked across fork, as in glibc: the child rebuilds it from scratch.)
     pub(crate) unsafe fn reinit_arenas_after_fork(&'static self) {
         // SAFETY: the threads that held these locks do not exist in the child.
         unsafe {
@@ -798,7 +811,7 @@ impl<K: Kernel> Malloc<K> {
         }
         let mine = self.slot().arena();
         // SAFETY: as above, for every arena's lock.
-        self.for_each_arena(|a| unsafe { a.shared.0.mutex.reset() });
+        self.arenas().for_each(|a| unsafe { a.shared.0.mutex.reset() });
         self.free_list.lock().rebuild(self.arenas(), mine);
     }
 
@@ -820,10 +833,5 @@ impl<K: Kernel> Malloc<K> {
             next = (!core::ptr::eq(after, &self.main_arena)).then_some(after);
             Some(a)
         })
-    }
-
-    /// Visit every arena, the main one first.
-    pub(crate) fn for_each_arena(&'static self, visit: impl FnMut(&'static Arena)) {
-        self.arenas().for_each(visit);
     }
 }

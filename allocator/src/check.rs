@@ -264,7 +264,7 @@ impl<K: Kernel> Malloc<K> {
         let mut total = HeapReport { walk_complete: true, ..HeapReport::default() };
         let mut result = Ok(());
         let mut arena_no = 0;
-        self.for_each_arena(|av| {
+        self.arenas().for_each(|av| {
             if result.is_err() {
                 return;
             }
@@ -344,18 +344,12 @@ impl<K: Kernel> Malloc<K> {
 /// without it they compile to nothing.
 pub(crate) const CHUNK_CHECKS: bool = cfg!(any(debug_assertions, feature = "debug-checks"));
 
-/// A chunk check failed: the heap is not what the algorithm just made it. Report it in the
-/// corruption checks' manner (one line, then abort).
-#[cold]
-#[inline(never)]
-fn chunk_check_failed(what: &'static str) -> ! {
-    crate::printerr::malloc_printerr(what)
-}
-
+/// A chunk check: when it fails, the heap is not what the algorithm just made it; report
+/// it in the corruption checks' manner (one line, then abort).
 #[inline(always)]
 fn ensure(ok: bool, what: &'static str) {
     if !ok {
-        chunk_check_failed(what);
+        crate::printerr::malloc_printerr(what);
     }
 }
 

@@ -19,6 +19,8 @@
 //! words with raw pointer operations, so they never create Rust references into memory the
 //! program may also be touching, and they are `unsafe fn`s: a chunk address proves nothing
 //! about the memory behind it (see the header rule on [`Chunk`]).
+//!
+//! ARCHITECTURE.md, "The structures and what each keeps true", lists the chunk invariants.
 
 use core::num::NonZeroUsize;
 

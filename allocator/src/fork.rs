@@ -143,7 +143,7 @@ unsafe fn lock_all<K: Kernel>(m: usize) {
     // SAFETY: forwarded.
     let m = unsafe { instance::<K>(m) };
     m.list_lock.lock_forever();
-    m.for_each_arena(|a| a.lock_forever());
+    m.arenas().for_each(|a| a.lock_forever());
 }
 
 /// # Safety
@@ -152,7 +152,7 @@ unsafe fn unlock_parent<K: Kernel>(m: usize) {
     // SAFETY: forwarded: the instance, and the locks lock_all took.
     unsafe {
         let m = instance::<K>(m);
-        m.for_each_arena(|a| a.unlock_forever());
+        m.arenas().for_each(|a| a.unlock_forever());
         m.list_lock.unlock_forever();
     }
 }

@@ -6,6 +6,8 @@
 //! and trims the heap if its top has grown past the trim threshold. A thread that frees
 //! into an arena it does not hold either takes the lock without waiting or leaves the chunk
 //! on the arena's deferred stack for the lock's next holder.
+//!
+//! ARCHITECTURE.md, "The life of a `free`", puts this step in its place.
 
 use core::sync::atomic::Ordering;
 

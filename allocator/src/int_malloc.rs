@@ -13,6 +13,8 @@
 //! 6. the next non-empty larger bin, found through the binmap;
 //! 7. split the top chunk; failing that consolidate fastbins and retry, or ask the kernel
 //!    (`sysmalloc`).
+//!
+//! ARCHITECTURE.md, "The life of a `malloc`", puts this step in its place.
 
 use core::sync::atomic::Ordering;
 

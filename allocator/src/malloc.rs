@@ -5,11 +5,14 @@
 //! The fast paths are the thread-cache hits at the top of [`Malloc::malloc`] and
 //! [`Malloc::free`]: no lock, no atomic, about a dozen instructions each. Everything else
 //! goes through `#[cold]` slow paths.
+//!
+//! ARCHITECTURE.md, "The life of a `malloc`" and "The life of a `free`", follows these entry
+//! points down through the arena and the kernel.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
-use crate::arena::{Arena, ArenaGuard, ArenaState, FreeList};
+use crate::arena::{Arena, ArenaGuard, ArenaList, ArenaState, FreeList};
 use crate::chunk::{
     aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
@@ -43,7 +46,7 @@ pub struct Malloc<K: Kernel> {
     /// The environment was not readable at initialisation; read it on a later slow path.
     env_pending: AtomicBool,
     /// Serialises additions to the arena list (and is held across fork).
-    pub(crate) list_lock: Mutex<()>,
+    pub(crate) list_lock: Mutex<ArenaList>,
     /// The arenas no thread uses, and every arena's count of attached threads.
     pub(crate) free_list: Mutex<FreeList>,
     pub(crate) narenas: AtomicUsize,
@@ -82,7 +85,7 @@ impl<K: Kernel> Malloc<K> {
             mp: Params::new(),
             state: AtomicU8::new(UNINIT),
             env_pending: AtomicBool::new(false),
-            list_lock: Mutex::new(()),
+            list_lock: Mutex::new(ArenaList),
             free_list: Mutex::new(FreeList::new()),
             narenas: AtomicUsize::new(1),
             narenas_limit: AtomicUsize::new(0),
@@ -699,7 +702,7 @@ impl<K: Kernel> Malloc<K> {
     pub fn malloc_trim(&'static self, pad: usize) -> i32 {
         self.ensure_ready();
         let mut result = false;
-        self.for_each_arena(|av| result |= self.mtrim(&self.lock_and_drain(av), pad));
+        self.arenas().for_each(|av| result |= self.mtrim(&self.lock_and_drain(av), pad));
         result as i32
     }
 }

@@ -231,7 +231,7 @@ impl<K: Kernel> Malloc<K> {
     pub fn mallinfo2(&'static self) -> MallInfo2 {
         self.ensure_ready();
         let mut m = MallInfo2::default();
-        self.for_each_arena(|av| self.int_mallinfo(&self.lock_and_drain(av), &mut m));
+        self.arenas().for_each(|av| self.int_mallinfo(&self.lock_and_drain(av), &mut m));
         m
     }
 
@@ -246,7 +246,7 @@ impl<K: Kernel> Malloc<K> {
         let s = &self.stats;
         let mut arenas = 0;
         let mut in_use = self.mp.mmapped_mem.load(Relaxed);
-        self.for_each_arena(|av| {
+        self.arenas().for_each(|av| {
             arenas += 1;
             in_use += self.lock_and_drain(av).in_use.get();
         });
@@ -290,7 +290,7 @@ impl<K: Kernel> Malloc<K> {
         let mut in_use_b = self.mp.mmapped_mem.load(Relaxed) as u32;
         let mut system_b = in_use_b;
         let mut i = 0;
-        self.for_each_arena(|av| {
+        self.arenas().for_each(|av| {
             let mut mi = MallInfo2::default();
             self.int_mallinfo(&self.lock_and_drain(av), &mut mi);
             let _ = write!(
@@ -397,7 +397,7 @@ impl<K: Kernel> Malloc<K> {
         let (mut t_system, mut t_max_system, mut t_aspace, mut t_aspace_mprotect) = (0, 0, 0, 0);
         let _ = out.write_str("<malloc version=\"1\">\n");
         let mut n = 0;
-        self.for_each_arena(|av| {
+        self.arenas().for_each(|av| {
             let info = self.arena_info(&self.lock_and_drain(av));
             let _ = write!(out, "<heap nr=\"{}\">\n<sizes>\n", n);
             n += 1;
