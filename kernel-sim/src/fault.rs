@@ -151,12 +151,14 @@ pub(crate) fn handle_mm_fault(
         // A PROT_NONE entry under an accessible VMA: give it the VMA's protection.
         let n = crate::page_table::pte_modify(e, vma.flags(), !pte_special(e) && vma.flags() & VM_WRITE != 0);
         slot.set(n);
-        st.host.protect(addr, PAGE_SIZE, pte_host_prot(n));
+        // SAFETY: `n` was just written to the PTE of `addr` (`slot` is pte_alloc's for it).
+        unsafe { st.host.protect(addr, PAGE_SIZE, pte_host_prot(n)) };
         return Ok(true);
     }
     // Another thread resolved it first; make sure the host agrees and retry.
     if pte_present(e) {
-        st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e));
+        // SAFETY: `e` is the PTE of `addr` (`slot` is pte_alloc's for it), unchanged since.
+        unsafe { st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e)) };
     }
     Ok(false)
 }
@@ -196,13 +198,18 @@ fn do_fault_around(st: &mut State, vma: VmaPtr, addr: usize) {
             e |= PTE_RW;
         }
         slot.set(e);
-        batch.push(a, pfn, pte_host_prot(e));
+        // SAFETY: `e`, mapping `pfn`, was just written to the PTE of `a` (`slot` is
+        // pte_lookup's for it), and nothing else changes the page tables before the flush.
+        unsafe { batch.push(a, pfn, pte_host_prot(e)) };
     }
 }
 
+/// Write `e` to `slot`, the PTE of `addr`, and mirror it to the host.
 fn set_pte(st: &mut State, addr: usize, slot: PteSlot, e: u64) {
     slot.set(e);
-    st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e));
+    // SAFETY: `e` was just written to the PTE of `addr`: every caller passes the slot that
+    // handle_mm_fault took for `addr` (pte_alloc) with that `addr`.
+    unsafe { st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e)) };
 }
 
 fn new_anon_page(
@@ -319,7 +326,9 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         // The page is ours alone (or shared by design): just allow the write.
         let n = e | PTE_RW | PTE_DIRTY;
         slot.set(n);
-        st.host.protect(addr, PAGE_SIZE, pte_host_prot(n));
+        // SAFETY: `n` was just written to the PTE of `addr`: handle_mm_fault passes the slot
+        // it took for `addr` (pte_alloc).
+        unsafe { st.host.protect(addr, PAGE_SIZE, pte_host_prot(n)) };
         return Ok(());
     }
     let pfn = new_anon_page(st, vma, addr, Some(old))?;

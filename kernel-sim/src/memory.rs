@@ -83,7 +83,9 @@ pub(crate) fn change_protection(st: &mut State, start: usize, end: usize, flags:
         };
         let n = pte_modify(e, flags, writable && flags & VM_WRITE != 0);
         slot.set(n);
-        batch.push(addr, 0, pte_host_prot(n));
+        // SAFETY: `n` was just written to the PTE of `addr` (the walk's slot for it), and
+        // the walk changes no other entry of that page before the flush.
+        unsafe { batch.push(addr, 0, pte_host_prot(n)) };
     });
 }
 
@@ -101,7 +103,11 @@ pub(crate) fn prealloc_page_tables(st: &mut State, start: usize, end: usize) -> 
 /// Move the entries of `[old, old + len)` to `[new, new + len)` (`move_page_tables`): the
 /// same frames, mapped at the new place with their protection; nothing is copied. Page
 /// tables for the new range must already exist. The old host range becomes inaccessible.
+/// The ranges may not overlap (mremap refuses that): a moved entry would be moved again.
 pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
+    if new < old.saturating_add(len) && old < new.saturating_add(len) {
+        crate::util::bug("move_page_tables: the ranges overlap", old, new);
+    }
     let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::mapping(host);
@@ -116,7 +122,10 @@ pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usiz
             None => crate::util::bug("move_page_tables: no table at the target", target, addr),
         }
         if pte_present(e) {
-            batch.push(target, pte_pfn(e), pte_host_prot(e));
+            // SAFETY: `e` was just written to the PTE of `target` (pte_lookup's slot for
+            // it), and the walk changes only entries of the old range, which does not
+            // overlap the new one (checked above), so it stays until the flush.
+            unsafe { batch.push(target, pte_pfn(e), pte_host_prot(e)) };
         }
     });
     batch.flush();

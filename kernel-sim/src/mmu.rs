@@ -121,11 +121,18 @@ impl Host {
     }
 
     /// Map frames `pfn..pfn + npages` at `addr` with `prot`.
-    pub fn map_frames(&self, addr: usize, pfn: usize, npages: usize, prot: i32) {
+    ///
+    /// # Safety
+    /// The host is being made to say what the page tables say: the PTEs of the `npages`
+    /// pages from `addr` now map frames `pfn..pfn + npages`, in order, and `prot` allows no
+    /// more than they do (`pte_host_prot`). Any other frame would show the process bytes
+    /// that are not its (a kernel object, another page) under memory it may be using.
+    pub unsafe fn map_frames(&self, addr: usize, pfn: usize, npages: usize, prot: i32) {
         let len = npages * PAGE_SIZE;
         self.check_range("map_frames outside the user range", addr, len);
         // SAFETY: [addr, addr + len) lies in our reservation (checked), which holds nothing
-        // of the host program's; MAP_FIXED replaces only that range.
+        // of the host program's; MAP_FIXED replaces only that range, and the caller promises
+        // the frames are the ones the page tables map there.
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
@@ -142,6 +149,9 @@ impl Host {
     }
 
     /// Return `[addr, addr + len)` to the reservation: nothing mapped, every access faults.
+    ///
+    /// Safe whatever the page tables say: a host view narrower than theirs only costs a
+    /// fault, after which the fault path maps the page again from its PTE (a spurious fault).
     pub fn unmap(&self, addr: usize, len: usize) {
         // Never touch host memory outside the reservation, whatever range a caller names.
         let start = addr.max(self.base);
@@ -168,10 +178,15 @@ impl Host {
     }
 
     /// Change the protection of mapped pages `[addr, addr + len)`.
-    pub fn protect(&self, addr: usize, len: usize, prot: i32) {
+    ///
+    /// # Safety
+    /// `prot` allows no more than the PTEs of the range now do (`pte_host_prot`): more would
+    /// let the process write frames it may only read (the shared zero page, a page-cache
+    /// page a private mapping has not copied yet).
+    pub unsafe fn protect(&self, addr: usize, len: usize, prot: i32) {
         self.check_range("protect outside the user range", addr, len);
         // SAFETY: the range lies in our reservation (checked), whose pages only simulated
-        // user accesses use.
+        // user accesses use, and the caller promises `prot` is what their PTEs allow.
         if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } != 0 {
             host_failure("mprotect", addr, len);
         }
@@ -200,7 +215,13 @@ impl Batch {
         Batch { host, remap: false, start: 0, pfn: 0, n: 0, prot: 0 }
     }
 
-    pub fn push(&mut self, addr: usize, pfn: usize, prot: i32) {
+    /// Add the page at `addr`: frame `pfn` (ignored by a protecting batch) with `prot`.
+    ///
+    /// # Safety
+    /// The page's PTE now maps `pfn` and allows `prot` (`pte_host_prot` of the entry), and
+    /// stays so until the batch is flushed: the conditions of `Host::map_frames` (a mapping
+    /// batch) or `Host::protect` (a protecting batch) for that page.
+    pub unsafe fn push(&mut self, addr: usize, pfn: usize, prot: i32) {
         let contiguous = self.n > 0
             && addr == self.start + self.n * PAGE_SIZE
             && prot == self.prot
@@ -219,9 +240,12 @@ impl Batch {
             return;
         }
         if self.remap {
-            self.host.map_frames(self.start, self.pfn, self.n, self.prot);
+            // SAFETY: each page of the run was pushed with the frame and protection its PTE
+            // holds (`push`'s condition), and the run's frames follow each other.
+            unsafe { self.host.map_frames(self.start, self.pfn, self.n, self.prot) };
         } else {
-            self.host.protect(self.start, self.n * PAGE_SIZE, self.prot);
+            // SAFETY: each page of the run was pushed with the protection its PTE allows.
+            unsafe { self.host.protect(self.start, self.n * PAGE_SIZE, self.prot) };
         }
         self.n = 0;
     }
