@@ -17,23 +17,31 @@ const PAGE: usize = 4096;
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
 
+/// The calls measured, on one kernel. `flags` never holds `MAP_FIXED`.
 trait Os: Sync {
     fn mmap(&self, len: usize, flags: i32) -> usize;
-    fn munmap(&self, addr: usize, len: usize);
-    fn brk(&self, addr: usize) -> usize;
+    /// # Safety
+    /// Nothing uses `[addr, addr + len)` any more, and it was mapped by `mmap`.
+    unsafe fn munmap(&self, addr: usize, len: usize);
+    /// # Safety
+    /// Nothing uses the heap between `addr` and the break when `addr` is below it.
+    unsafe fn brk(&self, addr: usize) -> usize;
 }
 
 struct Sim(&'static Machine);
 
 impl Os for Sim {
     fn mmap(&self, len: usize, flags: i32) -> usize {
-        self.0.mmap(0, len, RW, flags, -1, 0).unwrap()
+        // SAFETY: without MAP_FIXED nothing is replaced.
+        unsafe { self.0.mmap(0, len, RW, flags, -1, 0) }.unwrap()
     }
-    fn munmap(&self, addr: usize, len: usize) {
-        self.0.munmap(addr, len).unwrap()
+    unsafe fn munmap(&self, addr: usize, len: usize) {
+        // SAFETY: the caller's promise is the range rule.
+        unsafe { self.0.munmap(addr, len) }.unwrap()
     }
-    fn brk(&self, addr: usize) -> usize {
-        self.0.brk(addr)
+    unsafe fn brk(&self, addr: usize) -> usize {
+        // SAFETY: the caller's promise is the range rule below a lowered break.
+        unsafe { self.0.brk(addr) }
     }
 }
 
@@ -46,18 +54,23 @@ impl Os for Linux {
         assert_ne!(p, libc::MAP_FAILED);
         p as usize
     }
-    fn munmap(&self, addr: usize, len: usize) {
-        // SAFETY: unmapping what `mmap` gave.
+    unsafe fn munmap(&self, addr: usize, len: usize) {
+        // SAFETY: unmapping what `mmap` gave, which the caller no longer uses.
         unsafe { libc::munmap(addr as *mut libc::c_void, len) };
     }
-    fn brk(&self, addr: usize) -> usize {
-        // SAFETY: the raw brk system call.
+    unsafe fn brk(&self, addr: usize) -> usize {
+        // SAFETY: the raw brk system call; the caller no longer uses what a lowered break
+        // gives back.
         unsafe { libc::syscall(libc::SYS_brk, addr) as usize }
     }
 }
 
-fn touch(addr: usize) {
-    // SAFETY: callers touch only pages they mapped writable.
+/// Write to the page at `addr`.
+///
+/// # Safety
+/// `addr` is in a writable mapping made by `Os::mmap` and not yet unmapped.
+unsafe fn touch(addr: usize) {
+    // SAFETY: the caller's promise.
     unsafe { (addr as *mut u64).write_volatile(1) }
 }
 
@@ -69,23 +82,31 @@ fn rate(n: usize, f: impl FnOnce()) -> f64 {
 
 fn bench(os: &dyn Os) -> [f64; 6] {
     let pairs = 200_000;
+    // SAFETY (for the blocks below): every range is one `os.mmap` just made, touched only
+    // through the raw addresses here and not after it is unmapped.
     let mmap_pairs = rate(pairs, || {
         for _ in 0..pairs {
             let p = os.mmap(4 * PAGE, ANON);
-            os.munmap(p, 4 * PAGE);
+            // SAFETY: see above.
+            unsafe { os.munmap(p, 4 * PAGE) };
         }
     });
     let touched_pairs = rate(pairs / 4, || {
         for _ in 0..pairs / 4 {
             let p = os.mmap(4 * PAGE, ANON);
-            touch(p);
-            os.munmap(p, 4 * PAGE);
+            // SAFETY: see above.
+            unsafe {
+                touch(p);
+                os.munmap(p, 4 * PAGE);
+            }
         }
     });
     let pages = 64 << 10;
     let p = os.mmap(pages * PAGE, ANON | libc::MAP_NORESERVE);
-    let seq = rate(pages, || (0..pages).for_each(|i| touch(p + i * PAGE)));
-    os.munmap(p, pages * PAGE);
+    // SAFETY: see above.
+    let seq = rate(pages, || (0..pages).for_each(|i| unsafe { touch(p + i * PAGE) }));
+    // SAFETY: see above.
+    unsafe { os.munmap(p, pages * PAGE) };
     // Random order leaves every page's frame apart from its neighbours', so each one is a
     // host VMA of its own: keep well below the host's vm.max_map_count.
     let pages = 16 << 10;
@@ -95,26 +116,33 @@ fn bench(os: &dyn Os) -> [f64; 6] {
     for i in (1..pages).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let random = rate(pages, || order.iter().for_each(|&i| touch(p + i * PAGE)));
-    os.munmap(p, pages * PAGE);
+    // SAFETY: see above.
+    let random = rate(pages, || order.iter().for_each(|&i| unsafe { touch(p + i * PAGE) }));
+    // SAFETY: see above.
+    unsafe { os.munmap(p, pages * PAGE) };
     let threads = 8;
     let per = 16 << 10;
     let p = os.mmap(threads * per * PAGE, ANON | libc::MAP_NORESERVE);
     let threaded = rate(threads * per, || {
         std::thread::scope(|s| {
             for t in 0..threads {
-                s.spawn(move || (0..per).for_each(|i| touch(p + (t * per + i) * PAGE)));
+                // SAFETY: see above.
+                s.spawn(move || (0..per).for_each(|i| unsafe { touch(p + (t * per + i) * PAGE) }));
             }
         })
     });
-    os.munmap(p, threads * per * PAGE);
-    let b = os.brk(0);
-    let brks = rate(pairs, || {
-        for _ in 0..pairs / 2 {
-            os.brk(b + 64 * PAGE);
-            os.brk(b);
-        }
-    });
+    // SAFETY: see above.
+    unsafe { os.munmap(p, threads * per * PAGE) };
+    // SAFETY: the heap pages the break goes up and down over are never touched.
+    let brks = unsafe {
+        let b = os.brk(0);
+        rate(pairs, || {
+            for _ in 0..pairs / 2 {
+                os.brk(b + 64 * PAGE);
+                os.brk(b);
+            }
+        })
+    };
     [mmap_pairs, touched_pairs, seq, random, threaded, brks]
 }
 

@@ -94,6 +94,21 @@ pub(crate) struct State {
     pub next_ino: u64,
 }
 
+/// A booted machine: physical memory, the kernel's slab caches and one process's address
+/// space, behind one lock. Its system calls are `Machine::{brk, mmap, munmap, mremap,
+/// mprotect, madvise, mincore}`.
+///
+/// # The range rule
+///
+/// The process's memory is the user range, and a Rust program may keep anything there
+/// (`ptalloc::Malloc<SimKernel>` hands it out as heap blocks). So the calls that take
+/// simulated memory away or change it — `brk` lowering the break, `munmap`, `mremap`,
+/// `mprotect`, `madvise`, and `mmap` with `MAP_FIXED` — are `unsafe fn`s: their caller
+/// promises the *range rule*, that nothing still uses the simulated memory they unmap, move,
+/// protect or discard (no reference, and no pointer anyone will dereference, points into
+/// it). Memory is the caller's to give up only if it got it from these calls. The rest —
+/// `mincore`, `fault_in`, [`Machine::current_break`], the counters, setters, checkers and
+/// views — is safe.
 pub struct Machine {
     lock: MmapLock,
     state: UnsafeCell<State>,

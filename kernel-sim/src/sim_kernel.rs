@@ -71,15 +71,19 @@ unsafe impl Kernel for SimKernel {
     }
 
     unsafe fn brk(&self, addr: usize) -> usize {
-        keeping_errno(|| self.machine().brk(addr)).0
+        // SAFETY: the caller's promise (the range rule below a lowered break) is the machine's.
+        keeping_errno(|| unsafe { self.machine().brk(addr) }).0
     }
 
     unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
-        keeping_errno(|| self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0)).0
+        // SAFETY: the caller's promise (the range rule with MAP_FIXED) is the machine's.
+        keeping_errno(|| unsafe { self.machine().mmap(addr, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0) })
+            .0
     }
 
     unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().munmap(addr, len)).0
+        // SAFETY: the caller's promise (the range rule) is the machine's.
+        keeping_errno(|| unsafe { self.machine().munmap(addr, len) }).0
     }
 
     unsafe fn mremap(
@@ -89,18 +93,24 @@ unsafe impl Kernel for SimKernel {
         new_len: usize,
         flags: i32,
     ) -> Result<usize, Errno> {
-        keeping_errno(|| {
+        // SAFETY: the caller's promise (the range rule for the old mapping) is the machine's;
+        // without MREMAP_FIXED no range at a new address is replaced.
+        keeping_errno(|| unsafe {
             self.machine().mremap(old_addr, old_len, new_len, flags & !crate::mremap::MREMAP_FIXED, 0)
         })
         .0
     }
 
     unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().mprotect(addr, len, prot)).0
+        // SAFETY: the caller's promise (the range rule unless the protection only grows) is
+        // the machine's.
+        keeping_errno(|| unsafe { self.machine().mprotect(addr, len, prot) }).0
     }
 
     unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
-        keeping_errno(|| self.machine().madvise(addr, len, advice)).0
+        // SAFETY: the caller's promise (the range rule for advice that discards) is the
+        // machine's.
+        keeping_errno(|| unsafe { self.machine().madvise(addr, len, advice) }).0
     }
 
     #[inline(always)]

@@ -16,8 +16,18 @@ impl Machine {
         self.lock().counters()
     }
 
-    /// `brk(2)`: the new break, or the old one on failure.
-    pub fn brk(&self, addr: usize) -> usize {
+    /// The program break, as `brk(0)` reports it (not counted as a system call).
+    pub fn current_break(&self) -> usize {
+        self.lock().mm.brk
+    }
+
+    /// `brk(2)`: the new break, or the old one on failure. `brk(0)` only reports the break
+    /// (and counts as a call); [`Machine::current_break`] reads it without `unsafe`.
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]) for what lies between `addr` and the current break
+    /// when `addr` is below it.
+    pub unsafe fn brk(&self, addr: usize) -> usize {
         let mut st = self.lock();
         let r = crate::mmap::sys_brk(&mut st, addr);
         st.count(Syscall::Brk, addr == 0 || r == addr);
@@ -26,7 +36,10 @@ impl Machine {
 
     /// `mmap(2)`. Only anonymous mappings exist: without `MAP_ANONYMOUS` the descriptor is
     /// checked, and there are none (`EBADF`).
-    pub fn mmap(
+    ///
+    /// # Safety
+    /// With `MAP_FIXED`, the range rule (see [`Machine`]) for the range replaced.
+    pub unsafe fn mmap(
         &self,
         addr: usize,
         len: usize,
@@ -41,7 +54,11 @@ impl Machine {
         r
     }
 
-    pub fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
+    /// `munmap(2)`.
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]).
+    pub unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
         let mut st = self.lock();
         let r = crate::mmap::sys_munmap(&mut st, addr, len);
         st.count(Syscall::Munmap, r.is_ok());
@@ -49,7 +66,12 @@ impl Machine {
     }
 
     /// `mremap(2)`, `new_addr` used with `MREMAP_FIXED`.
-    pub fn mremap(
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]) for the old mapping (its contents may move, or with
+    /// `MREMAP_DONTUNMAP` leave it) and, with `MREMAP_FIXED`, for the range at `new_addr`
+    /// that the move replaces.
+    pub unsafe fn mremap(
         &self,
         addr: usize,
         old_len: usize,
@@ -63,14 +85,23 @@ impl Machine {
         r
     }
 
-    pub fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    /// `mprotect(2)`.
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]), unless the protection only grows.
+    pub unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
         let mut st = self.lock();
         let r = crate::mprotect::sys_mprotect(&mut st, addr, len, prot);
         st.count(Syscall::Mprotect, r.is_ok());
         r
     }
 
-    pub fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+    /// `madvise(2)`.
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]) for advice that discards contents (`MADV_DONTNEED`,
+    /// `MADV_FREE`, `MADV_REMOVE`, ...).
+    pub unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
         let mut st = self.lock();
         let r = crate::madvise::sys_madvise(&mut st, addr, len, advice);
         st.count(Syscall::Madvise, r.is_ok());

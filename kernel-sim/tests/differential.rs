@@ -470,59 +470,94 @@ fn gen_op(rng: &mut Rng, m: &Machine, sim: &Bases) -> Op {
 // ------------------------------------------------------------------ applying operations
 
 /// The system calls of one side.
+///
+/// # Safety
+/// Each call takes memory away as the system call does, so each has its caller's promise of
+/// the range rule (see `kernel_sim::Machine`): nothing still uses the memory it unmaps,
+/// moves, protects or discards.
 trait Side {
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32>;
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), i32>;
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32>;
-    fn mremap(&self, addr: usize, old: usize, new: usize, flags: i32, new_addr: usize) -> Result<usize, i32>;
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32>;
-    fn brk(&self, addr: usize) -> usize;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32>;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), i32>;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32>;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn mremap(
+        &self,
+        addr: usize,
+        old: usize,
+        new: usize,
+        flags: i32,
+        new_addr: usize,
+    ) -> Result<usize, i32>;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32>;
+    /// # Safety
+    /// See [`Side`].
+    unsafe fn brk(&self, addr: usize) -> usize;
 }
 
-fn apply(side: &dyn Side, bases: &Bases, op: Op) -> Res {
+/// Apply `op` to one side and say what it returned.
+///
+/// # Safety
+/// The windows of `bases` (and anything a call maps outside them, which is unmapped again
+/// at once) hold nothing of the program's: only the operations' own raw touches use them,
+/// each at an address the generator checked the simulation allows.
+unsafe fn apply(side: &dyn Side, bases: &Bases, op: Op) -> Res {
     let err = |e: i32| Res { kind: RES_ERR, val: e as u64 };
     let unit = |r: Result<(), i32>| r.map_or_else(err, |_| Res { kind: RES_OK, val: 0 });
-    match op {
-        Op::Mmap { area, off, len, prot, flags } => match side.mmap(bases.of(area) + off, len, prot, flags) {
-            Ok(a) => {
-                let r = bases.classify(a);
-                if r.kind == RES_OUT {
-                    let _ = side.munmap(a, len);
-                }
-                r
-            }
-            Err(e) => err(e),
-        },
-        Op::Munmap { area, off, len } => unit(side.munmap(bases.of(area) + off, len)),
-        Op::Mprotect { area, off, len, prot } => unit(side.mprotect(bases.of(area) + off, len, prot)),
-        Op::Madvise { area, off, len, advice } => unit(side.madvise(bases.of(area) + off, len, advice)),
-        Op::Mremap { area, off, old_len, new_len, flags, new_off } => {
-            match side.mremap(bases.of(area) + off, old_len, new_len, flags, bases.of(area) + new_off) {
-                Ok(a) => {
-                    let r = bases.classify(a);
-                    if r.kind == RES_OUT {
-                        let _ = side.munmap(a, new_len);
+    // SAFETY: every range named here lies in the windows or is the one a call just mapped
+    // outside them, and the caller promises nothing there is the program's. A touch is at an
+    // address the generator checked the simulation allows; the real kernel must agree, or the
+    // child dies and the test reports it.
+    unsafe {
+        match op {
+            Op::Mmap { area, off, len, prot, flags } => {
+                match side.mmap(bases.of(area) + off, len, prot, flags) {
+                    Ok(a) => {
+                        let r = bases.classify(a);
+                        if r.kind == RES_OUT {
+                            let _ = side.munmap(a, len);
+                        }
+                        r
                     }
-                    r
+                    Err(e) => err(e),
                 }
-                Err(e) => err(e),
             }
-        }
-        Op::Brk { off } => {
-            let want = off.map_or(0, |o| bases.b.wrapping_add_signed(o));
-            let got = side.brk(want);
-            Res { kind: RES_OK, val: got.wrapping_sub(bases.b) as u64 }
-        }
-        Op::Touch { area, off, write, value } => {
-            let p = (bases.of(area) + off) as *mut u64;
-            if write {
-                // SAFETY: the generator checked that the simulation allows the write; the
-                // real kernel must agree or the child dies and the test reports it.
-                unsafe { p.write_volatile(value) };
-                Res { kind: RES_OK, val: 0 }
-            } else {
-                // SAFETY: as above, for a read.
-                Res { kind: RES_OK, val: unsafe { p.read_volatile() } }
+            Op::Munmap { area, off, len } => unit(side.munmap(bases.of(area) + off, len)),
+            Op::Mprotect { area, off, len, prot } => unit(side.mprotect(bases.of(area) + off, len, prot)),
+            Op::Madvise { area, off, len, advice } => unit(side.madvise(bases.of(area) + off, len, advice)),
+            Op::Mremap { area, off, old_len, new_len, flags, new_off } => {
+                match side.mremap(bases.of(area) + off, old_len, new_len, flags, bases.of(area) + new_off) {
+                    Ok(a) => {
+                        let r = bases.classify(a);
+                        if r.kind == RES_OUT {
+                            let _ = side.munmap(a, new_len);
+                        }
+                        r
+                    }
+                    Err(e) => err(e),
+                }
+            }
+            Op::Brk { off } => {
+                let want = off.map_or(0, |o| bases.b.wrapping_add_signed(o));
+                let got = side.brk(want);
+                Res { kind: RES_OK, val: got.wrapping_sub(bases.b) as u64 }
+            }
+            Op::Touch { area, off, write, value } => {
+                let p = (bases.of(area) + off) as *mut u64;
+                if write {
+                    p.write_volatile(value);
+                    Res { kind: RES_OK, val: 0 }
+                } else {
+                    Res { kind: RES_OK, val: p.read_volatile() }
+                }
             }
         }
     }
@@ -530,32 +565,47 @@ fn apply(side: &dyn Side, bases: &Bases, op: Op) -> Res {
 
 struct Sim<'a>(&'a Machine);
 
+// Each call forwards its caller's promise of the range rule to the machine.
 impl Side for Sim<'_> {
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32> {
-        self.0.mmap(addr, len, prot, flags, -1, 0).map_err(|e| e.0)
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32> {
+        // SAFETY: forwarded.
+        unsafe { self.0.mmap(addr, len, prot, flags, -1, 0) }.map_err(|e| e.0)
     }
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), i32> {
-        self.0.munmap(addr, len).map_err(|e| e.0)
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), i32> {
+        // SAFETY: forwarded.
+        unsafe { self.0.munmap(addr, len) }.map_err(|e| e.0)
     }
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32> {
-        self.0.mprotect(addr, len, prot).map_err(|e| e.0)
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32> {
+        // SAFETY: forwarded.
+        unsafe { self.0.mprotect(addr, len, prot) }.map_err(|e| e.0)
     }
-    fn mremap(&self, addr: usize, old: usize, new: usize, flags: i32, new_addr: usize) -> Result<usize, i32> {
-        self.0.mremap(addr, old, new, flags, new_addr).map_err(|e| e.0)
+    unsafe fn mremap(
+        &self,
+        addr: usize,
+        old: usize,
+        new: usize,
+        flags: i32,
+        new_addr: usize,
+    ) -> Result<usize, i32> {
+        // SAFETY: forwarded.
+        unsafe { self.0.mremap(addr, old, new, flags, new_addr) }.map_err(|e| e.0)
     }
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32> {
-        self.0.madvise(addr, len, advice).map_err(|e| e.0)
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32> {
+        // SAFETY: forwarded.
+        unsafe { self.0.madvise(addr, len, advice) }.map_err(|e| e.0)
     }
-    fn brk(&self, addr: usize) -> usize {
-        self.0.brk(addr)
+    unsafe fn brk(&self, addr: usize) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.0.brk(addr) }
     }
 }
 
 struct Linux;
 
 impl Side for Linux {
-    fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32> {
-        // SAFETY: raw system call on the child's own address space.
+    unsafe fn mmap(&self, addr: usize, len: usize, prot: i32, flags: i32) -> Result<usize, i32> {
+        // SAFETY: a raw system call on the child's own address space; the caller promises
+        // the range rule for it.
         let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, -1i32, 0usize) };
         if r < 0 && r > -4096 {
             Err(errno())
@@ -563,8 +613,9 @@ impl Side for Linux {
             Ok(r as usize)
         }
     }
-    fn munmap(&self, addr: usize, len: usize) -> Result<(), i32> {
-        // SAFETY: raw system call on the child's own address space.
+    unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), i32> {
+        // SAFETY: a raw system call on the child's own address space; the caller promises
+        // the range rule for it.
         let r = unsafe { libc::syscall(libc::SYS_munmap, addr, len) };
         if r < 0 {
             Err(errno())
@@ -572,8 +623,9 @@ impl Side for Linux {
             Ok(())
         }
     }
-    fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32> {
-        // SAFETY: raw system call on the child's own address space.
+    unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32> {
+        // SAFETY: a raw system call on the child's own address space; the caller promises
+        // the range rule for it.
         let r = unsafe { libc::syscall(libc::SYS_mprotect, addr, len, prot) };
         if r < 0 {
             Err(errno())
@@ -581,8 +633,16 @@ impl Side for Linux {
             Ok(())
         }
     }
-    fn mremap(&self, addr: usize, old: usize, new: usize, flags: i32, new_addr: usize) -> Result<usize, i32> {
-        // SAFETY: raw system call on the child's own address space.
+    unsafe fn mremap(
+        &self,
+        addr: usize,
+        old: usize,
+        new: usize,
+        flags: i32,
+        new_addr: usize,
+    ) -> Result<usize, i32> {
+        // SAFETY: a raw system call on the child's own address space; the caller promises
+        // the range rule for it.
         let r = unsafe { libc::syscall(libc::SYS_mremap, addr, old, new, flags, new_addr) };
         if r < 0 && r > -4096 {
             Err(errno())
@@ -590,8 +650,9 @@ impl Side for Linux {
             Ok(r as usize)
         }
     }
-    fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32> {
-        // SAFETY: raw system call on the child's own address space.
+    unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), i32> {
+        // SAFETY: a raw system call on the child's own address space; the caller promises
+        // the range rule for it.
         let r = unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice) };
         if r < 0 {
             Err(errno())
@@ -599,8 +660,9 @@ impl Side for Linux {
             Ok(())
         }
     }
-    fn brk(&self, addr: usize) -> usize {
-        // SAFETY: the raw brk system call returns the break.
+    unsafe fn brk(&self, addr: usize) -> usize {
+        // SAFETY: the raw brk system call returns the break; the caller promises the range
+        // rule for what a lowered break gives back.
         unsafe { libc::syscall(libc::SYS_brk, addr) as usize }
     }
 }
@@ -852,7 +914,8 @@ impl Shared {
 }
 
 fn child(ops: &[Op], shared: &Shared) -> ! {
-    // SAFETY: raw system calls only; the child allocates nothing and never returns.
+    // SAFETY: raw system calls only; the child allocates nothing and never returns, so
+    // nothing of its own lives in the emptied heap or the windows the operations use.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         let buf_len = 8 << 20;
@@ -978,7 +1041,9 @@ fn run_seed(seed: u64, shared: &Shared, cov: &mut Coverage) -> Result<usize, Str
     for _ in 0..OPS_PER_SEED {
         let op = gen_op(&mut rng, &m, &sim);
         let before = m.counters().stack_vm;
-        let res = apply(&Sim(&m), &sim, op);
+        // SAFETY: the windows are the machine's own, and only the operations' raw touches use
+        // them.
+        let res = unsafe { apply(&Sim(&m), &sim, op) };
         cov.ops[kind(&op)] += 1;
         if res.kind == RES_ERR {
             cov.errors[kind(&op)] += 1;

@@ -68,7 +68,8 @@ fn system_calls_and_faults_never_use_the_host_heap() {
             for (i, p) in ptrs.iter_mut().enumerate() {
                 let len = (2 + (i + round) % 9) * PAGE;
                 let flags = if i % 7 == 0 { libc::MAP_SHARED | libc::MAP_ANONYMOUS } else { ANON };
-                *p = m.mmap(0, len, RW, flags, -1, 0).unwrap();
+                // SAFETY: without MAP_FIXED nothing is replaced.
+                *p = unsafe { m.mmap(0, len, RW, flags, -1, 0) }.unwrap();
                 // Faults: anonymous write, zero-page read, copy-on-write of the zero page.
                 // SAFETY: the page was just mapped readable and writable.
                 unsafe {
@@ -80,47 +81,65 @@ fn system_calls_and_faults_never_use_the_host_heap() {
             }
             for (i, p) in ptrs.iter_mut().enumerate() {
                 let len = (2 + (i + round) % 9) * PAGE;
-                m.mprotect(*p, PAGE, libc::PROT_READ).unwrap();
-                m.mprotect(*p, PAGE, RW).unwrap();
-                m.madvise(*p, len, libc::MADV_DONTNEED).unwrap();
-                m.madvise(*p, len, libc::MADV_RANDOM).unwrap();
-                *p = m.mremap(*p, len, len + 3 * PAGE, MREMAP_MAYMOVE, 0).unwrap();
-                let fixed = m.mmap(0, len + 3 * PAGE, libc::PROT_NONE, ANON, -1, 0).unwrap();
-                *p = m
-                    .mremap(*p, len + 3 * PAGE, len + 3 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, fixed)
-                    .unwrap();
+                // SAFETY: the machine is this test's own, and its pages are only touched
+                // through the raw addresses made here, never while a call changes them.
+                unsafe {
+                    m.mprotect(*p, PAGE, libc::PROT_READ).unwrap();
+                    m.mprotect(*p, PAGE, RW).unwrap();
+                    m.madvise(*p, len, libc::MADV_DONTNEED).unwrap();
+                    m.madvise(*p, len, libc::MADV_RANDOM).unwrap();
+                    *p = m.mremap(*p, len, len + 3 * PAGE, MREMAP_MAYMOVE, 0).unwrap();
+                    let fixed = m.mmap(0, len + 3 * PAGE, libc::PROT_NONE, ANON, -1, 0).unwrap();
+                    *p = m
+                        .mremap(*p, len + 3 * PAGE, len + 3 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, fixed)
+                        .unwrap();
+                }
                 let mut vec = [0u8; 16];
                 m.mincore(*p, PAGE, &mut vec).unwrap();
                 // SAFETY: still mapped readable and writable after the moves.
                 unsafe { (*p as *mut u64).write_volatile(3) };
-                m.munmap(*p, len + 3 * PAGE).unwrap();
+                // SAFETY: as for the moves.
+                unsafe { m.munmap(*p, len + 3 * PAGE) }.unwrap();
                 calls += 8;
             }
-            let b = m.brk(0);
-            m.brk(b + 5 * PAGE);
+            // brk(0) rather than current_break: the call is part of what is watched.
+            // SAFETY: brk(0) and raising the break take nothing away.
+            let b = unsafe {
+                let b = m.brk(0);
+                m.brk(b + 5 * PAGE);
+                b
+            };
             // SAFETY: the heap page was just made.
             unsafe { (b as *mut u64).write_volatile(1) };
-            m.brk(b);
-            // Failing calls too.
-            assert!(m.mmap(0, 0, RW, ANON, -1, 0).is_err());
-            assert!(m.munmap(1, PAGE).is_err());
-            assert!(m.mremap(b, PAGE, 2 * PAGE, 0, 0).is_err());
-            assert!(m.madvise(b + PAGE, PAGE, 99).is_err());
+            // SAFETY: the machine is this test's own, and the heap is only touched through
+            // the raw address above, never again; the failing calls change nothing.
+            unsafe {
+                m.brk(b);
+                // Failing calls too.
+                assert!(m.mmap(0, 0, RW, ANON, -1, 0).is_err());
+                assert!(m.munmap(1, PAGE).is_err());
+                assert!(m.mremap(b, PAGE, 2 * PAGE, 0, 0).is_err());
+                assert!(m.madvise(b + PAGE, PAGE, 99).is_err());
+            }
             calls += 7;
         }
         let _ = m.counters();
     });
     // Faults taken by other threads at the same time.
-    let p = m.mmap(0, 1024 * PAGE, RW, ANON, -1, 0).unwrap();
+    // Each thread faults in a quarter of a mapping and discards it while the others fault.
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 1024 * PAGE, RW, ANON, -1, 0) }.unwrap();
     std::thread::scope(|s| {
         for t in 0..4 {
             s.spawn(move || {
                 forbidden(|| {
-                    for i in (t..1024).step_by(4) {
+                    for i in t * 256..(t + 1) * 256 {
                         // SAFETY: a page of the mapping above.
                         unsafe { ((p + i * PAGE) as *mut u64).write_volatile(i as u64) };
                     }
-                    m.madvise(p + t * 256 * PAGE, 256 * PAGE, libc::MADV_DONTNEED).unwrap();
+                    // SAFETY: the machine is this test's own, and the quarter is only touched
+                    // by this thread, through the raw addresses above, never again.
+                    unsafe { m.madvise(p + t * 256 * PAGE, 256 * PAGE, libc::MADV_DONTNEED) }.unwrap();
                 })
             });
         }

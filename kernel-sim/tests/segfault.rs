@@ -66,8 +66,13 @@ fn small() -> kernel_sim::MachineBox {
 #[test]
 fn touching_outside_any_vma_is_sigsegv_maperr() {
     let m = small();
-    let p = m.mmap(0, 4 * PAGE, RW, ANON, -1, 0).unwrap();
-    m.munmap(p + 2 * PAGE, PAGE).unwrap();
+    // SAFETY: the machine is this test's own; its pages are only reached through raw
+    // addresses, and the touch of the page unmapped here is meant to fault.
+    let p = unsafe {
+        let p = m.mmap(0, 4 * PAGE, RW, ANON, -1, 0).unwrap();
+        m.munmap(p + 2 * PAGE, PAGE).unwrap();
+        p
+    };
     let o = in_child(|| {
         // SAFETY: deliberately touching the page just unmapped: the child must die.
         unsafe { ((p + PAGE) as *mut u64).write_volatile(1) };
@@ -82,10 +87,13 @@ fn touching_outside_any_vma_is_sigsegv_maperr() {
 #[test]
 fn writing_a_read_only_vma_is_sigsegv_accerr() {
     let m = small();
-    let p = m.mmap(0, 2 * PAGE, RW, ANON, -1, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 2 * PAGE, RW, ANON, -1, 0) }.unwrap();
     // SAFETY: a page just mapped writable.
     unsafe { (p as *mut u64).write(5) };
-    m.mprotect(p, 2 * PAGE, libc::PROT_READ).unwrap();
+    // SAFETY: the machine is this test's own; its pages are only reached through raw
+    // addresses, and the write after this is meant to fault.
+    unsafe { m.mprotect(p, 2 * PAGE, libc::PROT_READ) }.unwrap();
     let o = in_child(|| {
         // SAFETY: reading is allowed; the write must kill the child.
         let v = unsafe { (p as *const u64).read_volatile() };
@@ -103,7 +111,8 @@ fn writing_a_read_only_vma_is_sigsegv_accerr() {
 #[test]
 fn reading_a_prot_none_vma_is_sigsegv_accerr() {
     let m = small();
-    let p = m.mmap(0, PAGE, libc::PROT_NONE, ANON, -1, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, PAGE, libc::PROT_NONE, ANON, -1, 0) }.unwrap();
     let o = in_child(|| {
         // SAFETY: deliberately reading a PROT_NONE page: the child must die.
         unsafe { (p as *const u64).read_volatile() };
@@ -115,8 +124,11 @@ fn reading_a_prot_none_vma_is_sigsegv_accerr() {
 #[test]
 fn a_shared_mapping_grown_past_its_object_is_sigbus() {
     let m = small();
-    let p = m.mmap(0, 2 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap();
-    let q = m.mremap(p, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE, 0).unwrap();
+    // SAFETY: the machine is this test's own, and the mapping is not touched before it moves.
+    let q = unsafe {
+        let p = m.mmap(0, 2 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap();
+        m.mremap(p, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE, 0).unwrap()
+    };
     let o = in_child(|| {
         // SAFETY: within the object: fine. Beyond it: SIGBUS.
         unsafe { ((q + PAGE) as *mut u64).write_volatile(1) };
@@ -132,8 +144,11 @@ fn running_out_of_frames_is_the_oom_kill() {
     let m = Machine::boot(&Config { phys_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
     let len = 32 << 20;
     // More than all of RAM: the heuristic refuses to charge it, MAP_NORESERVE skips the charge.
-    assert_eq!(m.mmap(0, len, RW, ANON, -1, 0), Err(kernel_sim::Errno::ENOMEM));
-    let p = m.mmap(0, len, RW, ANON | libc::MAP_NORESERVE, -1, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe {
+        assert_eq!(m.mmap(0, len, RW, ANON, -1, 0), Err(kernel_sim::Errno::ENOMEM));
+        m.mmap(0, len, RW, ANON | libc::MAP_NORESERVE, -1, 0).unwrap()
+    };
     let o = in_child(|| {
         for i in 0..len / PAGE {
             // SAFETY: pages of the mapping; the machine runs out of frames on the way.
@@ -204,7 +219,8 @@ fn chain_child() {
         libc::sigaction(libc::SIGSEGV, &sa, core::ptr::null_mut());
     }
     let m = small();
-    let p = m.mmap(0, PAGE, libc::PROT_READ, ANON, -1, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, PAGE, libc::PROT_READ, ANON, -1, 0) }.unwrap();
     FAULT_ADDR.store(p + 8, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: a write to a read-only page: the program's handler gets it and exits.
     unsafe { ((p + 8) as *mut u64).write_volatile(1) };

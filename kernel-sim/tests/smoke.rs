@@ -9,9 +9,11 @@ fn boot_mmap_touch_munmap() {
     println!("{s}");
     let before = m.counters();
     let len = 16 * 4096;
-    let p = m
-        .mmap(0, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-        .unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe {
+        m.mmap(0, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    }
+    .unwrap();
     println!("mapped at {p:#x}");
     for i in 0..16 {
         // SAFETY: inside the 16-page mapping just made; the first touch faults the page in.
@@ -29,7 +31,9 @@ fn boot_mmap_touch_munmap() {
     m.write_smaps_rollup(&mut s).unwrap();
     m.write_buddyinfo(&mut s).unwrap();
     println!("{s}");
-    m.munmap(p, len).unwrap();
+    // SAFETY: the machine is this test's own, and the mapping is only touched through the
+    // raw addresses above, never again.
+    unsafe { m.munmap(p, len) }.unwrap();
     assert_eq!(m.counters().rss_anon, 0);
     m.check().unwrap();
 }

@@ -8,10 +8,13 @@ const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
 
 fn busy_machine() -> kernel_sim::MachineBox {
     let m = Machine::boot(&Config { phys_bytes: 128 << 20, ..Config::DEFAULT }).unwrap();
-    let b = m.brk(0);
-    m.brk(b + 8 * PAGE);
-    let p = m.mmap(0, 32 * PAGE, RW, ANON, -1, 0).unwrap();
-    let s = m.mmap(0, 4 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap();
+    let b = m.current_break();
+    // SAFETY: raising the break and mapping without MAP_FIXED take nothing away.
+    let (p, s) = unsafe {
+        m.brk(b + 8 * PAGE);
+        let p = m.mmap(0, 32 * PAGE, RW, ANON, -1, 0).unwrap();
+        (p, m.mmap(0, 4 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap())
+    };
     for i in 0..8 {
         // SAFETY: pages just mapped writable.
         unsafe {
@@ -21,7 +24,9 @@ fn busy_machine() -> kernel_sim::MachineBox {
     }
     // SAFETY: as above.
     unsafe { (s as *mut u8).write(1) };
-    m.mprotect(p + 4 * PAGE, 4 * PAGE, libc::PROT_READ).unwrap();
+    // SAFETY: the machine is this test's own, and its pages are only touched through the
+    // raw addresses above, which never write there again.
+    unsafe { m.mprotect(p + 4 * PAGE, 4 * PAGE, libc::PROT_READ) }.unwrap();
     m
 }
 
