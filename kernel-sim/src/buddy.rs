@@ -168,7 +168,7 @@ impl PhysMem {
 
     /// Whether `buddy` heads a free block of exactly `order` in zone `z`.
     fn page_is_buddy(&self, buddy: usize, order: usize, z: usize) -> bool {
-        buddy < self.nr_frames && self.zones[z].contains(buddy) && {
+        buddy < self.nr_frames() && self.zones[z].contains(buddy) && {
             let p: &Page = self.page(buddy);
             p.has(PG_BUDDY) && p.order.get() as usize == order
         }
@@ -176,7 +176,7 @@ impl PhysMem {
 
     /// Take the first block of the smallest order >= `order` that zone `z` has, and split
     /// it down to `order`.
-    pub fn rmqueue_smallest(&mut self, z: usize, order: usize) -> Option<usize> {
+    fn rmqueue_smallest(&mut self, z: usize, order: usize) -> Option<usize> {
         for current in order..NR_PAGE_ORDERS {
             let head = self.zones[z].free_area[current].head;
             if head != NIL {
@@ -191,8 +191,9 @@ impl PhysMem {
     }
 
     /// Split the block of order `high` at `pfn`, keeping its first `1 << low` frames and
-    /// putting each upper half back on the free list of its order.
-    pub fn expand(&mut self, pfn: usize, low: usize, mut high: usize) {
+    /// putting each upper half back on the free list of its order. The block is one just
+    /// taken off a free list (`rmqueue_smallest`), so its upper halves are free.
+    fn expand(&mut self, pfn: usize, low: usize, mut high: usize) {
         while high > low {
             high -= 1;
             self.add_to_free_list(pfn + (1 << high), high, false);
@@ -200,7 +201,8 @@ impl PhysMem {
     }
 
     /// Free a block, merging it with free buddies as far as possible (`__free_one_page`).
-    pub fn free_one_page(&mut self, pfn: usize, order: usize) {
+    /// Only `free_pages` calls it, under its caller's promise.
+    fn free_one_page(&mut self, pfn: usize, order: usize) {
         let z = self.zone_of(pfn);
         self.zones[z].free_pages += 1 << order;
         self.merge_and_insert(pfn, order, false);
@@ -350,7 +352,7 @@ impl PhysMem {
                 let mut pfn = area.head;
                 while pfn != NIL {
                     let f = pfn as usize;
-                    if f >= self.nr_frames || n > self.nr_frames {
+                    if f >= self.nr_frames() || n > self.nr_frames() {
                         return fail("free list runs off mem_map", f, order);
                     }
                     let p = self.page(f);
@@ -389,11 +391,11 @@ impl PhysMem {
         }
         let mut pfn = 0;
         let mut walked_free = 0;
-        while pfn < self.nr_frames {
+        while pfn < self.nr_frames() {
             let p = self.page(pfn);
             if p.has(PG_BUDDY) {
                 let order = p.order.get() as usize;
-                for inner in pfn + 1..(pfn + (1 << order)).min(self.nr_frames) {
+                for inner in pfn + 1..(pfn + (1 << order)).min(self.nr_frames()) {
                     if self.page(inner).has(PG_BUDDY | PG_RESERVED) {
                         return fail("frame inside a free block is itself free or reserved", inner, pfn);
                     }
@@ -415,7 +417,7 @@ impl PhysMem {
         let managed = self.totalram_pages();
         if report.allocated_pages + report.free_pages != managed
             || report.reserved_pages != self.reserved_pages
-            || report.allocated_pages + report.free_pages + report.reserved_pages != self.nr_frames
+            || report.allocated_pages + report.free_pages + report.reserved_pages != self.nr_frames()
         {
             return fail("frames not conserved", report.allocated_pages + report.free_pages, managed);
         }

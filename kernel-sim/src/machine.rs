@@ -156,7 +156,7 @@ impl State {
             return Err(Errno::EINVAL);
         }
         let mut phys = PhysMem::boot(config.phys_bytes, config.min_free_kbytes)?;
-        let host = match Host::reserve(config.user_bytes, phys.memfd) {
+        let host = match Host::reserve(config.user_bytes, phys.memfd()) {
             Ok(h) => h,
             Err(e) => {
                 // SAFETY: physical memory just booted, of which nothing has been handed out.

@@ -59,9 +59,10 @@ impl DirectMap {
 }
 
 pub struct PhysMem {
-    pub memfd: i32,
+    memfd: i32,
     direct_map: DirectMap,
-    pub nr_frames: usize,
+    /// Private, like `mem_map`: `page` trusts it as the length of `mem_map`.
+    nr_frames: usize,
     mem_map: *const Page,
     pub zones: [Zone; MAX_NR_ZONES],
     pub zero_pfn: usize,
@@ -168,6 +169,18 @@ impl PhysMem {
         // SAFETY: mem_map holds nr_frames descriptors in the direct map, which stays mapped
         // while the machine exists; Page is all Cells, so shared references may coexist.
         unsafe { &*self.mem_map.add(pfn) }
+    }
+
+    /// The memfd whose pages are the frames (what user mappings map).
+    #[inline]
+    pub fn memfd(&self) -> i32 {
+        self.memfd
+    }
+
+    /// The number of frames, reserved ones included.
+    #[inline]
+    pub fn nr_frames(&self) -> usize {
+        self.nr_frames
     }
 
     #[inline]

@@ -267,7 +267,7 @@ impl Slab {
                     }
                     slabs += 1;
                     active += inuse;
-                    if slabs > phys.nr_frames {
+                    if slabs > phys.nr_frames() {
                         return fail("slab list loops", id, slabs);
                     }
                     pfn = p.next.get();

@@ -11,7 +11,7 @@ fn boot_gives_every_free_frame_to_the_buddy_allocator() {
     let r = pm.check_buddy().unwrap();
     assert_eq!(r.allocated_pages, 0);
     assert_eq!(r.free_pages, pm.totalram_pages());
-    assert_eq!(r.reserved_pages + r.free_pages, pm.nr_frames);
+    assert_eq!(r.reserved_pages + r.free_pages, pm.nr_frames());
     // 64 MiB: DMA is the first 16 MiB, DMA32 the rest; no Normal zone.
     assert_eq!(pm.zones[ZONE_DMA].spanned_pages, 4096);
     assert_eq!(pm.zones[ZONE_DMA32].spanned_pages, 16384 - 4096);
