@@ -82,7 +82,7 @@ fn rate(n: usize, f: impl FnOnce()) -> f64 {
 
 fn bench(os: &dyn Os) -> [f64; 6] {
     let pairs = 200_000;
-    // SAFETY (for the blocks below): every range is one `os.mmap` just made, touched only
+    // For every unsafe block below: each range is one `os.mmap` just made, touched only
     // through the raw addresses here and not after it is unmapped.
     let mmap_pairs = rate(pairs, || {
         for _ in 0..pairs {

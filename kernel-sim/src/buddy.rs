@@ -231,7 +231,10 @@ impl PhysMem {
     }
 
     /// Boot-time freeing: to the tail, in frame order, so the lowest frames go out first.
-    pub(crate) fn free_boot_block(&mut self, pfn: usize, order: usize) {
+    ///
+    /// # Safety
+    /// Boot: the frames are the machine's, not reserved, and nothing has used them yet.
+    pub(crate) unsafe fn free_boot_block(&mut self, pfn: usize, order: usize) {
         let z = self.zone_of(pfn);
         for i in 0..1usize << order {
             let p = self.page(pfn + i);
@@ -299,7 +302,13 @@ impl PhysMem {
     }
 
     /// Give back a block that `alloc_pages` returned.
-    pub fn free_pages(&mut self, pfn: usize, order: usize) {
+    ///
+    /// # Safety
+    /// Nothing uses the block's frames any more: no PTE maps them, a host mapping that
+    /// mirrored one is gone before the next allocation, and no `KPtr`, `PteSlot` or pointer
+    /// into them is used afterwards. The allocator hands them out again, zeroed or not, as
+    /// memory no one else has.
+    pub unsafe fn free_pages(&mut self, pfn: usize, order: usize) {
         let p = self.page(pfn);
         if p.has(PG_BUDDY | PG_RESERVED) {
             crate::util::bug("free_pages: frame is free or reserved", pfn, order);

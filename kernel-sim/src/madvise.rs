@@ -60,7 +60,19 @@ fn madvise_behavior_valid(b: i32) -> bool {
     )
 }
 
-pub(crate) fn sys_madvise(st: &mut State, start: usize, len_in: usize, behavior: i32) -> Result<(), Errno> {
+/// The `madvise` system call.
+///
+/// # Safety
+/// `Machine::madvise`'s condition: the range rule (see `Machine`) for advice that discards
+/// contents — for `MADV_REMOVE`, in every mapping of the shared object's pages it punches
+/// out. And the free rule (see `kptr`) for the VMAs of the range and the one after it,
+/// which merges may remove.
+pub(crate) unsafe fn sys_madvise(
+    st: &mut State,
+    start: usize,
+    len_in: usize,
+    behavior: i32,
+) -> Result<(), Errno> {
     if !madvise_behavior_valid(behavior) {
         return Err(Errno::EINVAL);
     }
@@ -85,10 +97,15 @@ pub(crate) fn sys_madvise(st: &mut State, start: usize, len_in: usize, behavior:
     {
         return Err(Errno::EINVAL);
     }
-    madvise_walk_vmas(st, start, end, behavior)
+    // SAFETY: the caller's promises.
+    unsafe { madvise_walk_vmas(st, start, end, behavior) }
 }
 
-fn madvise_walk_vmas(st: &mut State, start: usize, end: usize, behavior: i32) -> Result<(), Errno> {
+/// Apply the advice to every VMA of `[start, end)`.
+///
+/// # Safety
+/// As for `sys_madvise`.
+unsafe fn madvise_walk_vmas(st: &mut State, start: usize, end: usize, behavior: i32) -> Result<(), Errno> {
     let (found, mut prev) = st.mm.find_vma_prev(start);
     let mut vma = found;
     if let Some(v) = vma {
@@ -110,7 +127,9 @@ fn madvise_walk_vmas(st: &mut State, start: usize, end: usize, behavior: i32) ->
             }
         }
         let tmp = v.end().min(end);
-        madvise_vma_behavior(st, v, &mut prev, start, tmp, behavior)?;
+        // SAFETY: the caller's promises, for part of the range; `v` is not used again: the
+        // walk goes on from `prev`, which the call sets, or looks the next VMA up.
+        unsafe { madvise_vma_behavior(st, v, &mut prev, start, tmp, behavior) }?;
         start = tmp;
         if let Some(p) = prev {
             if start < p.end() {
@@ -128,7 +147,12 @@ fn madvise_walk_vmas(st: &mut State, start: usize, end: usize, behavior: i32) ->
     unmapped_error
 }
 
-fn madvise_vma_behavior(
+/// Apply the advice to `[start, end)` of `vma`, setting `*prev` to the VMA that covers it
+/// afterwards (or `None`).
+///
+/// # Safety
+/// As for `sys_madvise`, for `[start, end)`, `vma` and the VMA after it.
+unsafe fn madvise_vma_behavior(
     st: &mut State,
     vma: VmaPtr,
     prev: &mut Option<VmaPtr>,
@@ -143,7 +167,8 @@ fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 && behavior == MADV_DONTNEED {
                 return Err(Errno::EINVAL);
             }
-            crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, start, end);
+            // SAFETY: the caller's promise for [start, end), whose contents this discards.
+            unsafe { crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, start, end) };
             return Ok(());
         }
         MADV_FREE => {
@@ -188,10 +213,12 @@ fn madvise_vma_behavior(
                     if lo < hi {
                         let s = v.start() + ((lo - v.pgoff()) << crate::page::PAGE_SHIFT);
                         let e = v.start() + ((hi - v.pgoff()) << crate::page::PAGE_SHIFT);
-                        crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, e);
+                        // SAFETY: the caller's promise covers every mapping of these pages.
+                        unsafe { crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, e) };
                     }
                 }
-                crate::shmem::truncate_range(&mut st.phys, &inode, a, b);
+                // SAFETY: as for the zaps.
+                unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, a, b) };
             }
             return Ok(());
         }
@@ -220,7 +247,8 @@ fn madvise_vma_behavior(
         return Ok(());
     }
     let (mm, mut env) = st.vma_env();
-    let v = vma_modify(mm, &mut env, *prev, vma, start, end, new_flags)?;
+    // SAFETY: the caller's promise for `vma` and the VMA after it.
+    let v = unsafe { vma_modify(mm, &mut env, *prev, vma, start, end, new_flags) }?;
     *prev = Some(v);
     v.vm_flags.set(new_flags);
     Ok(())

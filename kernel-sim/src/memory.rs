@@ -17,11 +17,14 @@ use crate::Errno;
 /// Drop every page mapped in `[start, end)`: anonymous pages go back to the buddy
 /// allocator, page-cache pages stay in their inode; RSS falls. The host range becomes
 /// inaccessible, so the next touch faults again.
-pub(crate) fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start: usize, end: usize) {
+///
+/// # Safety
+/// The range rule (see `Machine`) for `[start, end)`: its contents are discarded.
+pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start: usize, end: usize) {
     mm.update_hiwater_rss();
     let (dm, pgd) = (phys.direct_map(), mm.pgd);
     let mut any = false;
-    for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
+    for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
         let e = slot.get();
         slot.set(0);
         any = true;
@@ -32,9 +35,15 @@ pub(crate) fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start:
         let page = phys.page(pfn);
         page.mapcount.set(page.mapcount.get().saturating_sub(1));
         if page.has(PG_ANON) {
+            if page.mapcount.get() != 0 {
+                crate::util::bug("zap_page_range: an anonymous page mapped twice", pfn, addr);
+            }
             mm.rss[MM_ANONPAGES] -= 1;
             phys.vmstat.nr_anon_pages -= 1;
-            phys.free_pages(pfn, 0);
+            // SAFETY: the only PTE that mapped the page (checked) is cleared, and its host
+            // mapping goes below, before anything can take the frame again (all under the
+            // machine lock); the caller promises nothing uses its contents.
+            unsafe { phys.free_pages(pfn, 0) };
         } else if page.has(PG_SWAPBACKED) {
             mm.rss[MM_SHMEMPAGES] -= 1;
         } else if page.has(PG_FILE) {
@@ -48,7 +57,11 @@ pub(crate) fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start:
 
 /// Tear down `[start, end)` after its VMAs are gone: zap the pages, then free the page
 /// tables that only mapped `[floor, ceiling)` (`unmap_region`).
-pub(crate) fn unmap_region(
+///
+/// # Safety
+/// The range rule (see `Machine`) for `[start, end)`, and the free rule (see `kptr`) for
+/// the slots of the page tables that map only `[floor, ceiling)`.
+pub(crate) unsafe fn unmap_region(
     mm: &mut Mm,
     phys: &mut PhysMem,
     host: Host,
@@ -57,15 +70,22 @@ pub(crate) fn unmap_region(
     floor: usize,
     ceiling: usize,
 ) {
-    zap_page_range(mm, phys, host, start, end);
-    crate::page_table::free_pgtables(phys, &mut mm.pgtables_bytes, mm.pgd, floor, ceiling, start, end);
+    // SAFETY: the caller's promises.
+    unsafe {
+        zap_page_range(mm, phys, host, start, end);
+        crate::page_table::free_pgtables(phys, &mut mm.pgtables_bytes, mm.pgd, floor, ceiling, start, end);
+    }
 }
 
 /// Give the pages mapped in `[start, end)` the protection of `flags`
 /// (`change_protection`). Anonymous pages of a private writable VMA may be written
 /// straight away (they are the process's own); the zero page and page-cache pages of a
 /// private mapping stay read-only so that a write still faults and copies.
-pub(crate) fn change_protection(st: &mut State, start: usize, end: usize, flags: VmFlags) {
+///
+/// # Safety
+/// The range rule (see `Machine`) for `[start, end)`, unless `flags` only grows its
+/// protection.
+pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize, flags: VmFlags) {
     let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::protecting(host);
@@ -104,7 +124,10 @@ pub(crate) fn prealloc_page_tables(st: &mut State, start: usize, end: usize) -> 
 /// same frames, mapped at the new place with their protection; nothing is copied. Page
 /// tables for the new range must already exist. The old host range becomes inaccessible.
 /// The ranges may not overlap (mremap refuses that): a moved entry would be moved again.
-pub(crate) fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
+///
+/// # Safety
+/// The range rule (see `Machine`) for `[old, old + len)`: its contents move away.
+pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, len: usize) {
     if new < old.saturating_add(len) && old < new.saturating_add(len) {
         crate::util::bug("move_page_tables: the ranges overlap", old, new);
     }

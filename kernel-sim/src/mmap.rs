@@ -105,7 +105,10 @@ fn round_hint_to_min(st: &State, hint: usize) -> usize {
 }
 
 /// The `mmap` system call for anonymous memory (`ksys_mmap_pgoff` → `do_mmap`).
-pub(crate) fn sys_mmap(
+///
+/// # Safety
+/// As for `do_mmap`.
+pub(crate) unsafe fn sys_mmap(
     st: &mut State,
     addr: usize,
     len: usize,
@@ -125,11 +128,17 @@ pub(crate) fn sys_mmap(
         // No huge pages are reserved (vm.nr_hugepages = 0).
         return Err(Errno::ENOMEM);
     }
-    do_mmap(st, addr, len, prot, flags, (off >> PAGE_SHIFT) as usize)
+    // SAFETY: the caller's promise.
+    unsafe { do_mmap(st, addr, len, prot, flags, (off >> PAGE_SHIFT) as usize) }
 }
 
 /// `do_mmap` for an anonymous mapping.
-pub(crate) fn do_mmap(
+///
+/// # Safety
+/// `Machine::mmap`'s condition (the range rule, with `MAP_FIXED`, for the range replaced),
+/// and the free rule (see `kptr`) for the VMAs a `MAP_FIXED` mapping replaces, the VMA
+/// after the new mapping (which a merge may remove) and the page tables freed.
+pub(crate) unsafe fn do_mmap(
     st: &mut State,
     addr: usize,
     len: usize,
@@ -189,7 +198,9 @@ pub(crate) fn do_mmap(
         vm_flags |= VM_NORESERVE;
     }
     let (mm, mut env) = st.vma_env();
-    let addr = mmap_region(mm, &mut env, addr, len, vm_flags, pgoff)?;
+    // SAFETY: the caller's promise; without MAP_FIXED (or with MAP_FIXED_NOREPLACE) the range
+    // is free, so nothing is replaced.
+    let addr = unsafe { mmap_region(mm, &mut env, addr, len, vm_flags, pgoff) }?;
     if vm_flags & VM_LOCKED != 0 || flags & libc::MAP_POPULATE != 0 && flags & libc::MAP_NONBLOCK == 0 {
         crate::fault::populate(st, addr, addr + len);
     }
@@ -212,13 +223,21 @@ fn calc_vm_flag_bits(flags: i32) -> VmFlags {
 }
 
 /// The `munmap` system call.
-pub(crate) fn sys_munmap(st: &mut State, addr: usize, len: usize) -> Result<(), Errno> {
+///
+/// # Safety
+/// As for `vma::do_munmap`.
+pub(crate) unsafe fn sys_munmap(st: &mut State, addr: usize, len: usize) -> Result<(), Errno> {
     let (mm, mut env) = st.vma_env();
-    crate::vma::do_munmap(mm, &mut env, addr, len)
+    // SAFETY: the caller's promise.
+    unsafe { crate::vma::do_munmap(mm, &mut env, addr, len) }
 }
 
 /// The `brk` system call: the new break on success, the old one on failure.
-pub(crate) fn sys_brk(st: &mut State, brk: usize) -> usize {
+///
+/// # Safety
+/// When `brk` is below the break, the range rule (see `Machine`) for the heap between them,
+/// and the free rule (see `kptr`) for the heap's VMA and the page tables freed.
+pub(crate) unsafe fn sys_brk(st: &mut State, brk: usize) -> usize {
     let origbrk = st.mm.brk;
     let min_brk = st.mm.start_brk;
     if brk < min_brk {
@@ -248,7 +267,9 @@ pub(crate) fn sys_brk(st: &mut State, brk: usize) -> usize {
         };
         st.mm.brk = brk;
         let (mm, mut env) = st.vma_env();
-        if crate::vma::do_align_munmap(mm, &mut env, brkvma, newbrk, oldbrk).is_err() {
+        // SAFETY: the caller's promise for the heap above the new break; `brkvma` is the
+        // first VMA there and not used again.
+        if unsafe { crate::vma::do_align_munmap(mm, &mut env, brkvma, newbrk, oldbrk) }.is_err() {
             st.mm.brk = origbrk;
             return origbrk;
         }

@@ -20,7 +20,13 @@ const PROT_GROWSDOWN: i32 = 0x0100_0000;
 const PROT_GROWSUP: i32 = 0x0200_0000;
 const PROT_SEM: i32 = 0x8;
 
-pub(crate) fn sys_mprotect(st: &mut State, start: usize, len: usize, prot: i32) -> Result<(), Errno> {
+/// The `mprotect` system call.
+///
+/// # Safety
+/// `Machine::mprotect`'s condition (the range rule unless the protection only grows), and
+/// the free rule (see `kptr`) for the VMAs of the range and the one after it, which merges
+/// may remove.
+pub(crate) unsafe fn sys_mprotect(st: &mut State, start: usize, len: usize, prot: i32) -> Result<(), Errno> {
     let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
     let prot = prot & !(PROT_GROWSDOWN | PROT_GROWSUP);
     if grows == PROT_GROWSDOWN | PROT_GROWSUP {
@@ -72,7 +78,9 @@ pub(crate) fn sys_mprotect(st: &mut State, start: usize, len: usize, prot: i32) 
             return Err(Errno::EACCES);
         }
         tmp = vma.end().min(end);
-        let fixed = mprotect_fixup(st, &mut prev, vma, nstart, tmp, newflags)?;
+        // SAFETY: the caller's promises, for part of the range; `vma` and its old neighbour
+        // are not used again: the walk goes on from `fixed` (and `prev` is set to it).
+        let fixed = unsafe { mprotect_fixup(st, &mut prev, vma, nstart, tmp, newflags) }?;
         tmp = fixed.end();
         nstart = tmp;
         if nstart >= end {
@@ -87,7 +95,12 @@ pub(crate) fn sys_mprotect(st: &mut State, start: usize, len: usize, prot: i32) 
 
 /// Apply `newflags` to `[start, end)` of `vma` (`mprotect_fixup`). Returns the VMA that now
 /// covers the range.
-pub(crate) fn mprotect_fixup(
+///
+/// # Safety
+/// The range rule (see `Machine`) for `[start, end)` unless `newflags` only grows its
+/// protection, and the free rule (see `kptr`) for `vma` and the VMA after it, which a merge
+/// may remove (`*pprev`, which it may grow, stays).
+pub(crate) unsafe fn mprotect_fixup(
     st: &mut State,
     pprev: &mut Option<VmaPtr>,
     vma: VmaPtr,
@@ -116,7 +129,8 @@ pub(crate) fn mprotect_fixup(
         newflags &= !VM_ACCOUNT;
     }
     let (mm, mut env) = st.vma_env();
-    let vma = match vma_modify(mm, &mut env, *pprev, vma, start, end, newflags) {
+    // SAFETY: the caller's promise for `vma` and the VMA after it.
+    let vma = match unsafe { vma_modify(mm, &mut env, *pprev, vma, start, end, newflags) } {
         Ok(v) => v,
         Err(e) => {
             st.sys.vm_unacct_memory(charged);
@@ -125,7 +139,8 @@ pub(crate) fn mprotect_fixup(
     };
     *pprev = Some(vma);
     vma.vm_flags.set(newflags);
-    crate::memory::change_protection(st, start, end, newflags);
+    // SAFETY: the caller's promise for [start, end).
+    unsafe { crate::memory::change_protection(st, start, end, newflags) };
     if oldflags & VM_ACCOUNT != 0 && newflags & VM_ACCOUNT == 0 {
         st.sys.vm_unacct_memory(nrpages);
     }

@@ -52,7 +52,14 @@ impl Remap {
     }
 }
 
-pub(crate) fn sys_mremap(
+/// The `mremap` system call.
+///
+/// # Safety
+/// `Machine::mremap`'s condition (the range rule, see `Machine`, for the old mapping and,
+/// with `MREMAP_FIXED`, for the range at `new_addr`), and the free rule (see `kptr`) for
+/// the VMAs of both ranges, the VMAs after them (which merges may remove) and the page
+/// tables freed.
+pub(crate) unsafe fn sys_mremap(
     st: &mut State,
     addr: usize,
     old_len: usize,
@@ -77,14 +84,17 @@ pub(crate) fn sys_mremap(
         return Err(Errno::ENOMEM);
     }
     let res = if r.flags & MREMAP_FIXED != 0 && r.old_len == r.new_len {
-        remap_move(st, &mut r)
+        // SAFETY: the caller's promises, for `r`, which describes this call.
+        unsafe { remap_move(st, &mut r) }
     } else {
         r.vma = st.mm.vma_lookup(r.addr);
         check_prep_vma(st, &mut r)?;
         if r.implies_new_addr() {
-            mremap_to(st, &mut r)
+            // SAFETY: as above.
+            unsafe { mremap_to(st, &mut r) }
         } else {
-            mremap_at(st, &mut r)
+            // SAFETY: as above.
+            unsafe { mremap_at(st, &mut r) }
         }
     }?;
     if r.populate_expand {
@@ -171,25 +181,31 @@ fn check_prep_vma(st: &State, r: &mut Remap) -> Result<(), Errno> {
 }
 
 /// A resize without a destination: shrink, grow in place, or grow by moving.
-fn mremap_at(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+///
+/// # Safety
+/// As for `sys_mremap`, for the remap `r` describes.
+unsafe fn mremap_at(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     if r.delta == 0 {
         return Ok(r.addr);
     }
     if r.shrink() {
         let (mm, mut env) = st.vma_env();
-        do_munmap(mm, &mut env, r.addr + r.new_len, r.delta)?;
+        // SAFETY: the caller's promise for the old mapping's tail; `r.vma` is not used again.
+        unsafe { do_munmap(mm, &mut env, r.addr + r.new_len, r.delta) }?;
         return Ok(r.addr);
     }
     let vma = r.vma.ok_or(Errno::EFAULT)?;
     if vma.end() - r.addr == r.old_len && vma_expandable(st, vma, r.delta) {
-        expand_vma_in_place(st, r, vma)?;
+        // SAFETY: the caller's promise for the VMA after `vma`.
+        unsafe { expand_vma_in_place(st, r, vma) }?;
         return Ok(r.addr);
     }
     if r.flags & MREMAP_MAYMOVE == 0 {
         return Err(Errno::ENOMEM);
     }
     set_new_addr(st, r)?;
-    move_vma(st, r)
+    // SAFETY: the caller's promises.
+    unsafe { move_vma(st, r) }
 }
 
 /// Whether `vma` can grow by `delta` bytes where it is.
@@ -201,7 +217,11 @@ fn vma_expandable(st: &State, vma: VmaPtr, delta: usize) -> bool {
     crate::mmap::get_unmapped_area(st, vma.start(), end - vma.start(), libc::MAP_FIXED).is_ok()
 }
 
-fn expand_vma_in_place(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(), Errno> {
+/// Grow `vma` where it is, by `r.delta`.
+///
+/// # Safety
+/// The free rule (see `kptr`) for the VMA after `vma`, which the growth may absorb.
+unsafe fn expand_vma_in_place(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(), Errno> {
     calc_charge(st, r, vma)?;
     let d = VmaDesc {
         start: vma.end(),
@@ -213,7 +233,8 @@ fn expand_vma_in_place(st: &mut State, r: &mut Remap, vma: VmaPtr) -> Result<(),
     };
     let next = vma.next();
     let (mm, mut env) = st.vma_env();
-    let Some(vma) = vma_merge_new_range(mm, &mut env, Some(vma), next, &d, false) else {
+    // SAFETY: the caller's promise for `next`, which is not used again.
+    let Some(vma) = (unsafe { vma_merge_new_range(mm, &mut env, Some(vma), next, &d, false) }) else {
         st.sys.vm_unacct_memory(r.charged);
         return Err(Errno::ENOMEM);
     };
@@ -262,15 +283,21 @@ fn set_new_addr(st: &State, r: &mut Remap) -> Result<(), Errno> {
 }
 
 /// A remap to a chosen destination.
-fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+///
+/// # Safety
+/// As for `sys_mremap`, for the remap `r` describes.
+unsafe fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     if r.flags & MREMAP_FIXED != 0 {
         let (mm, mut env) = st.vma_env();
-        do_munmap(mm, &mut env, r.new_addr, r.new_len)?;
+        // SAFETY: the caller's promise for the range at `new_addr`; the unmap may split the
+        // source's VMA, so `r.vma` is looked up again.
+        unsafe { do_munmap(mm, &mut env, r.new_addr, r.new_len) }?;
         r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
     }
     if r.shrink() {
         let (mm, mut env) = st.vma_env();
-        do_munmap(mm, &mut env, r.addr + r.new_len, r.delta)?;
+        // SAFETY: the caller's promise for the old mapping's tail; `r.vma` is looked up again.
+        unsafe { do_munmap(mm, &mut env, r.addr + r.new_len, r.delta) }?;
         r.vma = Some(st.mm.vma_lookup(r.addr).ok_or(Errno::EFAULT)?);
         r.old_len = r.new_len;
     }
@@ -281,12 +308,16 @@ fn mremap_to(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         }
     }
     set_new_addr(st, r)?;
-    move_vma(st, r)
+    // SAFETY: the caller's promises.
+    unsafe { move_vma(st, r) }
 }
 
 /// A fixed move of unchanged size, which may span several VMAs (`remap_move`): each is
 /// moved to the same distance from the last one's destination, so gaps are kept.
-fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+///
+/// # Safety
+/// As for `sys_mremap`, for the remap `r` describes.
+unsafe fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     let start = r.addr;
     // A range wrapping past the top holds no VMA: EFAULT below.
     let end = r.addr.wrapping_add(r.old_len);
@@ -316,7 +347,9 @@ fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
             populate_expand: false,
         };
         check_prep_vma(st, &mut piece)?;
-        let moved = mremap_to(st, &mut piece)?;
+        // SAFETY: the caller's promises, for a piece of the range; `vma` is not used again,
+        // and the next piece is looked up afresh.
+        let moved = unsafe { mremap_to(st, &mut piece) }?;
         if !seen {
             result = Ok(moved);
         }
@@ -330,7 +363,12 @@ fn remap_move(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     result
 }
 
-fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
+/// Move `r.vma`'s part `[r.addr, r.addr + r.old_len)` to `r.new_addr`, growing it to
+/// `r.new_len`.
+///
+/// # Safety
+/// As for `sys_mremap`, for the remap `r` describes.
+unsafe fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     if st.mm.map_count() + 2 > st.sys.max_map_count {
         return Err(Errno::ENOMEM);
     }
@@ -344,7 +382,9 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     }
     let old_start = vma.start();
     let (mm, mut env) = st.vma_env();
-    let new_vma = match copy_vma(mm, &mut env, vma, new_addr, new_len, vma.pgoff_at(old_addr)) {
+    // SAFETY: the caller's promise for the VMA after the destination; if that was the
+    // source, `vma` is replaced by the merged VMA just below before any use.
+    let new_vma = match unsafe { copy_vma(mm, &mut env, vma, new_addr, new_len, vma.pgoff_at(old_addr)) } {
         Ok(v) => v,
         Err(e) => {
             st.sys.vm_unacct_memory(r.charged);
@@ -353,7 +393,8 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
     };
     // The source may have merged into the new VMA (a never-faulted VMA moved next to itself).
     let vma = if old_start >= new_vma.start() && old_start < new_vma.end() { new_vma } else { vma };
-    crate::memory::move_page_tables(st, old_addr, new_addr, old_len);
+    // SAFETY: the caller's promise for the old range, whose contents move.
+    unsafe { crate::memory::move_page_tables(st, old_addr, new_addr, old_len) };
     let hiwater_vm = st.mm.hiwater_vm;
     stat_account(st, vma, new_len);
     if r.flags & MREMAP_DONTUNMAP != 0 {
@@ -361,10 +402,14 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
         // longer holds any anonymous page. locked_vm is left as it is.
         vma.vm_flags.set(vma.flags() & !VM_LOCKED_MASK);
         if new_vma != vma && vma.start() == old_addr && vma.end() == old_addr + old_len {
-            crate::vma::set_anon_vma(&mut st.vma_env().1, vma, None);
+            // SAFETY: if this drops the anon_vma's last reference, no VMA points at it any
+            // more, and nothing here holds a KPtr to it.
+            unsafe { crate::vma::set_anon_vma(&mut st.vma_env().1, vma, None) };
         }
     } else {
-        unmap_source_vma(st, vma, old_addr, old_len);
+        // SAFETY: the caller's promises for the old range, now empty; `vma` and `r.vma` are
+        // not used again.
+        unsafe { unmap_source_vma(st, vma, old_addr, old_len) };
     }
     st.mm.hiwater_vm = hiwater_vm;
     Ok(new_addr)
@@ -372,14 +417,18 @@ fn move_vma(st: &mut State, r: &mut Remap) -> Result<usize, Errno> {
 
 /// Unmap the source of a move without giving back its commit charge: the new VMA took it
 /// over. VM_ACCOUNT is hidden during the unmap and put back on what remains of the VMA.
-fn unmap_source_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize) {
+///
+/// # Safety
+/// As for `vma::do_munmap`, for `[addr, addr + len)`: `vma` is the VMA that holds it.
+unsafe fn unmap_source_vma(st: &mut State, vma: VmaPtr, addr: usize, len: usize) {
     let accountable = vma.flags() & VM_ACCOUNT != 0;
     let (vm_start, vm_end) = (vma.start(), vma.end());
     if accountable {
         vma.vm_flags.set(vma.flags() & !VM_ACCOUNT);
     }
     let (mm, mut env) = st.vma_env();
-    if do_munmap(mm, &mut env, addr, len).is_err() {
+    // SAFETY: the caller's promise; `vma` is not used after the unmap.
+    if unsafe { do_munmap(mm, &mut env, addr, len) }.is_err() {
         if accountable {
             st.sys.committed_as += (len >> PAGE_SHIFT) as isize;
         }

@@ -110,7 +110,9 @@ pub fn pte_host_prot(e: u64) -> i32 {
     p
 }
 
-/// One page-table entry, in a table frame of the direct map.
+/// One page-table entry, in a table frame of the direct map. Like a `KPtr`, a slot is
+/// valid until its table is freed, and only `free_pgtables` frees tables: its caller
+/// promises the free rule (see `kptr`) for the slots of the tables it frees.
 #[derive(Clone, Copy)]
 pub struct PteSlot(NonNull<Cell<u64>>);
 
@@ -120,8 +122,8 @@ impl PteSlot {
         // SAFETY: `slot_in` made the slot inside a frame of the direct map (`DirectMap::frame`
         // checks the frame exists), which stays mapped until `PhysMem::shutdown`, whose caller
         // promises no slot is used after it; the entry is aligned, and a Cell may be reached
-        // through other references too. A table is freed only once every entry in it is clear
-        // and none of its slots is in use, so the frame is nobody else's meanwhile.
+        // through other references too. A table is freed only by `free_pgtables`, whose
+        // caller promises no slot of it is used afterwards, so the frame is still a table.
         unsafe { self.0.as_ref().get() }
     }
     #[inline]
@@ -152,11 +154,21 @@ fn alloc_table(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize, 
     Ok(pfn)
 }
 
-fn free_table(phys: &mut PhysMem, pgtables_bytes: &mut usize, pfn: usize) {
+/// Free table frame `pfn`.
+///
+/// # Safety
+/// No entry of a live table points to it any more (or will, before anything walks the
+/// tables again), and no `PteSlot` into it is used afterwards.
+unsafe fn free_table(phys: &mut PhysMem, pgtables_bytes: &mut usize, pfn: usize) {
+    if !phys.page(pfn).has(PG_PGTABLE) {
+        crate::util::bug("free_table: not a page table", pfn, 0);
+    }
     phys.page(pfn).clear(PG_PGTABLE);
     phys.vmstat.nr_page_table_pages -= 1;
     *pgtables_bytes -= PAGE_SIZE;
-    phys.free_pages(pfn, 0);
+    // SAFETY: a table (checked) that nothing points to and whose slots are not used again
+    // (the caller's promise); tables are mapped nowhere but the direct map.
+    unsafe { phys.free_pages(pfn, 0) };
 }
 
 /// A new, empty top-level table.
@@ -243,8 +255,12 @@ fn walk(
 
 /// Free the tables that map only `[floor, ceiling)` — space no VMA uses any more — among
 /// those that map some of `[start, end)` (Linux's `free_pgtables`). `ceiling == 0` means
-/// the top of the address space.
-pub fn free_pgtables(
+/// the top of the address space. A table freed must map no page (checked).
+///
+/// # Safety
+/// The free rule (see `kptr`) for the slots of the tables freed: no `PteSlot` into a
+/// table that maps only `[floor, ceiling)` is used afterwards.
+pub unsafe fn free_pgtables(
     phys: &mut PhysMem,
     pgtables_bytes: &mut usize,
     pgd: usize,
@@ -254,11 +270,17 @@ pub fn free_pgtables(
     end: usize,
 ) {
     let ceiling = if ceiling == 0 { usize::MAX } else { ceiling };
-    free_level(phys, pgtables_bytes, pgd, 3, 0, floor, ceiling, start, end);
+    // SAFETY: the caller's promise, for the tables below the PGD that map only
+    // [floor, ceiling).
+    unsafe { free_level(phys, pgtables_bytes, pgd, 3, 0, floor, ceiling, start, end) };
 }
 
+/// `free_pgtables` below `table`, a table at `level` mapping from `base`.
+///
+/// # Safety
+/// As for `free_pgtables`.
 #[allow(clippy::too_many_arguments)]
-fn free_level(
+unsafe fn free_level(
     phys: &mut PhysMem,
     pgtables_bytes: &mut usize,
     table: usize,
@@ -283,15 +305,24 @@ fn free_level(
         }
         let child = pte_pfn(e);
         if a >= floor && a.checked_add(span).is_some_and(|top| top <= ceiling) {
-            free_subtree(phys, pgtables_bytes, child, level - 1);
+            // SAFETY: `child` maps only [floor, ceiling) (the caller's promise covers its
+            // slots), and the entry pointing at it is cleared right after.
+            unsafe { free_subtree(phys, pgtables_bytes, child, level - 1) };
             s.set(0);
         } else if level > 1 {
-            free_level(phys, pgtables_bytes, child, level - 1, a, floor, ceiling, start.max(a), end);
+            // SAFETY: as for this call.
+            unsafe {
+                free_level(phys, pgtables_bytes, child, level - 1, a, floor, ceiling, start.max(a), end)
+            };
         }
     }
 }
 
-fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: usize, level: u32) {
+/// Free `table`, a table at `level`, and every table below it.
+///
+/// # Safety
+/// As for `free_table`, for `table` and every table below it.
+unsafe fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: usize, level: u32) {
     for i in 0..PTRS_PER_TABLE {
         let e = slot(phys, table, i).get();
         if level == 0 {
@@ -299,10 +330,12 @@ fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: usize, le
                 crate::util::bug("free_pgtables: freeing a table that still maps a page", table, i);
             }
         } else if e & PTE_PRESENT != 0 {
-            free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1);
+            // SAFETY: a table below `table`, which goes with it (the caller's promise).
+            unsafe { free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1) };
         }
     }
-    free_table(phys, pgtables_bytes, table);
+    // SAFETY: the caller's promise for `table`; the tables below it are freed already.
+    unsafe { free_table(phys, pgtables_bytes, table) };
 }
 
 /// Count the tables from `table` down (for the checker).

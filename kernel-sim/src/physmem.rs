@@ -152,7 +152,9 @@ impl PhysMem {
                     order -= 1;
                 }
                 pm.zones[z].managed_pages += 1 << order;
-                pm.free_boot_block(pfn, order);
+                // SAFETY: boot, and frames between the reserved ones at each end: nothing has
+                // used them.
+                unsafe { pm.free_boot_block(pfn, order) };
                 pfn += 1 << order;
             }
         }

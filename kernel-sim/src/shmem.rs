@@ -171,9 +171,13 @@ fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
     Ok(pfn)
 }
 
-/// Drop the cached pages at indices `[start, end)` (mapped nowhere) back to the buddy
-/// allocator.
-pub fn truncate_range(phys: &mut PhysMem, inode: &Inode, start: usize, end: usize) {
+/// Drop the cached pages at indices `[start, end)` back to the buddy allocator. They must
+/// be mapped nowhere (checked); a later fault finds a fresh zeroed page instead.
+///
+/// # Safety
+/// The range rule (see `Machine`) for the user memory of every mapping of those pages
+/// that is left: their contents are gone.
+pub unsafe fn truncate_range(phys: &mut PhysMem, inode: &Inode, start: usize, end: usize) {
     let root = inode.root.get();
     if root == 0 {
         return;
@@ -195,13 +199,18 @@ pub fn truncate_range(phys: &mut PhysMem, inode: &Inode, start: usize, end: usiz
         let pfn = get(phys, leaf, c);
         if pfn != 0 {
             put(phys, leaf, c, 0);
-            release_cache_page(phys, inode, pfn);
+            // SAFETY: just taken out of the index; the caller gives up its contents.
+            unsafe { release_cache_page(phys, inode, pfn) };
         }
         index += 1;
     }
 }
 
-fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
+/// Free page-cache page `pfn` of `inode`, taken out of its index.
+///
+/// # Safety
+/// As for `truncate_range`, for that page.
+unsafe fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
     if phys.page(pfn).mapcount.get() != 0 {
         crate::util::bug("shmem: dropping a mapped page", pfn, phys.page(pfn).mapcount.get() as usize);
     }
@@ -210,13 +219,20 @@ fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
         phys.vmstat.nr_shmem -= 1;
     }
     phys.vmstat.nr_file_pages -= 1;
-    phys.free_pages(pfn, 0);
+    // SAFETY: no PTE maps the page (checked above), the index no longer holds it, and the
+    // caller gives up its contents; nothing else reaches a page-cache page.
+    unsafe { phys.free_pages(pfn, 0) };
 }
 
 /// Free every page and index frame of an inode and the inode itself (its last reference
 /// is gone). Returns the pages it had charged to the commit limit.
-pub fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) -> usize {
-    truncate_range(phys, &inode, 0, MAX_INODE_PAGES);
+///
+/// # Safety
+/// No VMA maps the inode any more, and the free rule (see `kptr`) for it: no `KPtr` to
+/// it is used afterwards.
+pub unsafe fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) -> usize {
+    // SAFETY: no VMA maps the inode, so no user memory is backed by its pages.
+    unsafe { truncate_range(phys, &inode, 0, MAX_INODE_PAGES) };
     let root = inode.root.get();
     if root != 0 {
         for a in 0..FANOUT {
@@ -227,14 +243,20 @@ pub fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) -> usiz
             for b in 0..FANOUT {
                 let leaf = get(phys, mid, b);
                 if leaf != 0 {
-                    phys.free_pages(leaf, 0);
+                    // SAFETY: an index frame of this inode, reached only through its index,
+                    // which goes with it.
+                    unsafe { phys.free_pages(leaf, 0) };
                 }
             }
-            phys.free_pages(mid, 0);
+            // SAFETY: as for the leaves.
+            unsafe { phys.free_pages(mid, 0) };
         }
-        phys.free_pages(root, 0);
+        // SAFETY: as for the leaves.
+        unsafe { phys.free_pages(root, 0) };
     }
     let charged = inode.charged.get();
-    slab.free(phys, CACHE_INODE, inode.addr());
+    // SAFETY: an object of the inode cache (new_inode's), and the caller's promise that no
+    // KPtr to it is used afterwards.
+    unsafe { slab.free(phys, CACHE_INODE, inode.addr()) };
     charged
 }

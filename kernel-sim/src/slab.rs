@@ -169,8 +169,14 @@ impl Slab {
         Ok(addr)
     }
 
-    /// Return an object that `alloc(.., id)` gave out.
-    pub fn free(&mut self, phys: &mut PhysMem, id: usize, addr: usize) {
+    /// Return an object that `alloc(.., id)` gave out (`kmem_cache_free`). Its slot is
+    /// checked to be one of this cache's; that it is in use is checked in debug builds.
+    ///
+    /// # Safety
+    /// The free rule (see `kptr`): no `KPtr` or reference to the object is used afterwards.
+    /// Its slot holds the free-chain link from now on, and is another object's once it is
+    /// allocated again; its slab page may go back to the buddy allocator.
+    pub unsafe fn free(&mut self, phys: &mut PhysMem, id: usize, addr: usize) {
         let c = &mut self.caches[id];
         let n = c.objects_per_slab;
         let pfn = phys.virt_to_pfn(addr);
@@ -201,7 +207,7 @@ impl Slab {
         }
         let was_full = p.inuse.get() as usize == n;
         // SAFETY: `addr` was checked above to be a slot `< n` of a slab of this cache, and
-        // the caller is giving it back.
+        // the caller is giving it back, promising nothing uses it any more.
         unsafe { write_link(addr, p.freelist.get()) };
         p.freelist.set(idx);
         p.inuse.set(p.inuse.get() - 1);
@@ -223,7 +229,9 @@ impl Slab {
                 let v = phys.page(victim);
                 v.clear(PG_SLAB);
                 v.slab_cache.set(0);
-                phys.free_pages(victim, 0);
+                // SAFETY: an empty slab: every object on it was freed, under the free rule,
+                // so nothing uses the frame, which only the direct map reaches.
+                unsafe { phys.free_pages(victim, 0) };
             }
         }
     }

@@ -29,7 +29,9 @@ impl Machine {
     /// when `addr` is below it.
     pub unsafe fn brk(&self, addr: usize) -> usize {
         let mut st = self.lock();
-        let r = crate::mmap::sys_brk(&mut st, addr);
+        // SAFETY: the caller's promise is the range rule the call needs, and the free rule
+        // holds: no KPtr or PteSlot is held here, and none ever leaves the crate.
+        let r = unsafe { crate::mmap::sys_brk(&mut st, addr) };
         st.count(Syscall::Brk, addr == 0 || r == addr);
         r
     }
@@ -49,7 +51,8 @@ impl Machine {
         offset: u64,
     ) -> Result<usize, Errno> {
         let mut st = self.lock();
-        let r = crate::mmap::sys_mmap(&mut st, addr, len, prot, flags, fd, offset);
+        // SAFETY: as in `brk`.
+        let r = unsafe { crate::mmap::sys_mmap(&mut st, addr, len, prot, flags, fd, offset) };
         st.count(Syscall::Mmap, r.is_ok());
         r
     }
@@ -60,7 +63,8 @@ impl Machine {
     /// The range rule (see [`Machine`]).
     pub unsafe fn munmap(&self, addr: usize, len: usize) -> Result<(), Errno> {
         let mut st = self.lock();
-        let r = crate::mmap::sys_munmap(&mut st, addr, len);
+        // SAFETY: as in `brk`.
+        let r = unsafe { crate::mmap::sys_munmap(&mut st, addr, len) };
         st.count(Syscall::Munmap, r.is_ok());
         r
     }
@@ -80,7 +84,8 @@ impl Machine {
         new_addr: usize,
     ) -> Result<usize, Errno> {
         let mut st = self.lock();
-        let r = crate::mremap::sys_mremap(&mut st, addr, old_len, new_len, flags, new_addr);
+        // SAFETY: as in `brk`.
+        let r = unsafe { crate::mremap::sys_mremap(&mut st, addr, old_len, new_len, flags, new_addr) };
         st.count(Syscall::Mremap, r.is_ok());
         r
     }
@@ -91,7 +96,8 @@ impl Machine {
     /// The range rule (see [`Machine`]), unless the protection only grows.
     pub unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
         let mut st = self.lock();
-        let r = crate::mprotect::sys_mprotect(&mut st, addr, len, prot);
+        // SAFETY: as in `brk`.
+        let r = unsafe { crate::mprotect::sys_mprotect(&mut st, addr, len, prot) };
         st.count(Syscall::Mprotect, r.is_ok());
         r
     }
@@ -103,7 +109,8 @@ impl Machine {
     /// `MADV_FREE`, `MADV_REMOVE`, ...).
     pub unsafe fn madvise(&self, addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
         let mut st = self.lock();
-        let r = crate::madvise::sys_madvise(&mut st, addr, len, advice);
+        // SAFETY: as in `brk`.
+        let r = unsafe { crate::madvise::sys_madvise(&mut st, addr, len, advice) };
         st.count(Syscall::Madvise, r.is_ok());
         r
     }

@@ -28,6 +28,12 @@
 //!
 //! Each takes the address space and a [`VmaEnv`], not the machine's whole state: the tests
 //! run them on physical memory, slab caches and an `Mm` of their own, with no machine.
+//!
+//! Those that can free a VMA — an unmap, or a merge that absorbs a neighbour — are
+//! `unsafe fn`s under the free rule (see `kptr`): no `KPtr` to a VMA they remove is used
+//! afterwards. A VMA an unmap splits is removed too (its parts outside the range are new
+//! objects), and a merge keeps the VMA it returns. Those that unmap or discard pages also
+//! carry the range rule (see `Machine`) for that memory.
 
 use crate::kptr::KPtr;
 use crate::mm::{
@@ -98,13 +104,21 @@ pub(crate) fn vm_area_alloc(env: &mut VmaEnv) -> Result<VmaPtr, Errno> {
 }
 
 /// Free a VMA that is not in the tree, dropping its references.
-pub(crate) fn vm_area_free(env: &mut VmaEnv, v: VmaPtr) {
-    set_anon_vma(env, v, None);
+///
+/// # Safety
+/// `v` is in no tree or list, and the free rule (see `kptr`) for it and for the anon_vma
+/// and inode whose last reference it holds: no `KPtr` to them is used afterwards.
+pub(crate) unsafe fn vm_area_free(env: &mut VmaEnv, v: VmaPtr) {
+    // SAFETY: the caller's promise covers the anon_vma if this was its last reference.
+    unsafe { set_anon_vma(env, v, None) };
     if let Some(f) = v.file() {
         v.vm_file.set(None);
-        inode_put(env, f);
+        // SAFETY: as for the anon_vma.
+        unsafe { inode_put(env, f) };
     }
-    env.slab.free(env.phys, CACHE_VMA, v.addr());
+    // SAFETY: a VMA-cache object (vm_area_alloc's), unlinked, and the caller's promise
+    // that no KPtr to it is used afterwards.
+    unsafe { env.slab.free(env.phys, CACHE_VMA, v.addr()) };
 }
 
 /// A copy of `v` (not linked), holding its own references.
@@ -114,7 +128,8 @@ pub(crate) fn vm_area_dup(env: &mut VmaEnv, v: VmaPtr) -> Result<VmaPtr, Errno> 
     n.vm_end.set(v.end());
     n.vm_flags.set(v.flags());
     n.vm_pgoff.set(v.pgoff());
-    set_anon_vma(env, n, v.anon());
+    // SAFETY: `n` is new and has no anon_vma, so no reference is dropped.
+    unsafe { set_anon_vma(env, n, v.anon()) };
     if let Some(f) = v.file() {
         f.refcount.set(f.refcount.get() + 1);
         n.vm_file.set(Some(f));
@@ -122,8 +137,13 @@ pub(crate) fn vm_area_dup(env: &mut VmaEnv, v: VmaPtr) -> Result<VmaPtr, Errno> 
     Ok(n)
 }
 
-/// Point `v` at `av`, moving the reference counts.
-pub(crate) fn set_anon_vma(env: &mut VmaEnv, v: VmaPtr, av: Option<AnonVmaPtr>) {
+/// Point `v` at `av`, moving the reference counts; an anon_vma that loses its last
+/// reference is freed.
+///
+/// # Safety
+/// If `v` had an anon_vma other than `av` and held its last reference, the free rule (see
+/// `kptr`) for it: no `KPtr` to it is used afterwards.
+pub(crate) unsafe fn set_anon_vma(env: &mut VmaEnv, v: VmaPtr, av: Option<AnonVmaPtr>) {
     if KPtr::ptr_eq(v.anon(), av) {
         return;
     }
@@ -134,7 +154,9 @@ pub(crate) fn set_anon_vma(env: &mut VmaEnv, v: VmaPtr, av: Option<AnonVmaPtr>) 
         let n = old.refcount.get() - 1;
         old.refcount.set(n);
         if n == 0 {
-            env.slab.free(env.phys, CACHE_ANON_VMA, old.addr());
+            // SAFETY: an anon_vma-cache object (anon_vma_alloc's) that no VMA points to any
+            // more (the reference counts say), and the caller's promise for other KPtrs.
+            unsafe { env.slab.free(env.phys, CACHE_ANON_VMA, old.addr()) };
         }
     }
     v.anon_vma.set(av);
@@ -174,16 +196,23 @@ pub(crate) fn anon_vma_prepare(mm: &mut Mm, env: &mut VmaEnv, vma: VmaPtr) -> Re
         Some(av) => av,
         None => anon_vma_alloc(mm, env)?,
     };
-    set_anon_vma(env, vma, Some(av));
+    // SAFETY: `vma` has no anon_vma (checked above), so no reference is dropped.
+    unsafe { set_anon_vma(env, vma, Some(av)) };
     Ok(())
 }
 
 /// Drop a reference to an inode; the last one frees it and its page cache.
-pub(crate) fn inode_put(env: &mut VmaEnv, f: InodePtr) {
+///
+/// # Safety
+/// If this is the last reference, the free rule (see `kptr`) for `f`: no `KPtr` to it is
+/// used afterwards.
+pub(crate) unsafe fn inode_put(env: &mut VmaEnv, f: InodePtr) {
     let n = f.refcount.get() - 1;
     f.refcount.set(n);
     if n == 0 {
-        let charged = crate::shmem::evict_inode(env.slab, env.phys, f);
+        // SAFETY: the last reference: no VMA maps the inode (the count is of its VMAs, plus
+        // new_inode's own while a mapping is made), and the caller's promise for KPtrs.
+        let charged = unsafe { crate::shmem::evict_inode(env.slab, env.phys, f) };
         env.sys.vm_unacct_memory(charged);
     }
 }
@@ -214,20 +243,29 @@ fn can_vma_merge_after(d: &VmaDesc, prev: VmaPtr) -> bool {
 /// `dst` were faulted under it.
 fn dup_anon_vma(env: &mut VmaEnv, dst: VmaPtr, src: Option<AnonVmaPtr>) {
     if dst.anon().is_none() && src.is_some() {
-        set_anon_vma(env, dst, src);
+        // SAFETY: `dst` has no anon_vma, so no reference is dropped.
+        unsafe { set_anon_vma(env, dst, src) };
     }
 }
 
 /// Remove `v` from the tree and free it.
-fn remove_vma(mm: &mut Mm, env: &mut VmaEnv, v: VmaPtr) {
+///
+/// # Safety
+/// `v` is in `mm`'s tree, and the free rule (see `kptr`) for it.
+unsafe fn remove_vma(mm: &mut Mm, env: &mut VmaEnv, v: VmaPtr) {
     mm.vmas.erase(v);
-    vm_area_free(env, v);
+    // SAFETY: just taken out of the tree; the caller's promise for the rest.
+    unsafe { vm_area_free(env, v) };
 }
 
 /// Try to make `[d.start, d.end)` part of `prev` and/or `next` instead of a VMA of its
 /// own. `prev` and `next` are the VMAs around the (empty) range; with `just_expand` only
 /// `prev` is considered (brk). Returns the VMA that now covers the range.
-pub(crate) fn vma_merge_new_range(
+///
+/// # Safety
+/// The free rule (see `kptr`) for `next`, which `prev` absorbs when the range joins both
+/// (never with `just_expand`).
+pub(crate) unsafe fn vma_merge_new_range(
     mm: &mut Mm,
     env: &mut VmaEnv,
     prev: Option<VmaPtr>,
@@ -246,7 +284,8 @@ pub(crate) fn vma_merge_new_range(
         (Some(l), Some(r)) => {
             let (end, r_anon) = (r.end(), r.anon());
             dup_anon_vma(env, l, r_anon.or(d.anon));
-            remove_vma(mm, env, r);
+            // SAFETY: `r` is `next`, in the tree: the caller's promise.
+            unsafe { remove_vma(mm, env, r) };
             l.vm_end.set(end);
             mm.vmas.adjusted(l);
             Some(l)
@@ -271,7 +310,11 @@ pub(crate) fn vma_merge_new_range(
 /// Merge `[start, end)` of `vma`, about to get `new_flags`, into a neighbour if one is
 /// compatible (Linux's `vma_merge_existing_range`). `prev` is the VMA before `vma`, or
 /// `vma` itself when `start` is inside it.
-fn vma_merge_existing_range(
+///
+/// # Safety
+/// The free rule (see `kptr`) for `vma` and the VMA after it, which a neighbour absorbs
+/// when the range covers them whole.
+unsafe fn vma_merge_existing_range(
     mm: &mut Mm,
     env: &mut VmaEnv,
     prev: Option<VmaPtr>,
@@ -305,8 +348,11 @@ fn vma_merge_existing_range(
             let src = if n.anon().is_some() { n.anon() } else { vma.anon() };
             dup_anon_vma(env, p, src);
             let new_end = n.end();
-            remove_vma(mm, env, vma);
-            remove_vma(mm, env, n);
+            // SAFETY: `vma` and `n`, the VMA after it, both in the tree: the caller's promise.
+            unsafe {
+                remove_vma(mm, env, vma);
+                remove_vma(mm, env, n);
+            }
             p.vm_end.set(new_end);
             mm.vmas.adjusted(p);
             Some(p)
@@ -314,7 +360,8 @@ fn vma_merge_existing_range(
         (Some(p), None) => {
             dup_anon_vma(env, p, vma.anon());
             if right_side {
-                remove_vma(mm, env, vma);
+                // SAFETY: `vma`, in the tree: the caller's promise.
+                unsafe { remove_vma(mm, env, vma) };
             } else {
                 vma.vm_pgoff.set(vma.pgoff_at(end));
                 vma.vm_start.set(end);
@@ -328,7 +375,8 @@ fn vma_merge_existing_range(
             dup_anon_vma(env, n, vma.anon());
             let pglen = (end - start) >> PAGE_SHIFT;
             if left_side {
-                remove_vma(mm, env, vma);
+                // SAFETY: as above.
+                unsafe { remove_vma(mm, env, vma) };
             } else {
                 vma.vm_end.set(start);
                 mm.vmas.adjusted(vma);
@@ -345,7 +393,11 @@ fn vma_merge_existing_range(
 /// Give `[start, end)` of `vma` the flags `new_flags`' VMA: merged into a neighbour, or
 /// split off. Returns the VMA that covers exactly the range afterwards (its flags are the
 /// caller's to set). `prev` is as for `vma_merge_existing_range`.
-pub(crate) fn vma_modify(
+///
+/// # Safety
+/// The free rule (see `kptr`) for `vma` and the VMA after it, which a merge may remove
+/// (the VMA returned covers the range).
+pub(crate) unsafe fn vma_modify(
     mm: &mut Mm,
     env: &mut VmaEnv,
     prev: Option<VmaPtr>,
@@ -354,7 +406,8 @@ pub(crate) fn vma_modify(
     end: usize,
     new_flags: VmFlags,
 ) -> Result<VmaPtr, Errno> {
-    if let Some(merged) = vma_merge_existing_range(mm, env, prev, vma, start, end, new_flags) {
+    // SAFETY: the caller's promise.
+    if let Some(merged) = unsafe { vma_merge_existing_range(mm, env, prev, vma, start, end, new_flags) } {
         return Ok(merged);
     }
     if vma.start() < start {
@@ -409,7 +462,11 @@ pub(crate) fn __split_vma(
 }
 
 /// `munmap` of `[start, start + len)` (`do_vmi_munmap`).
-pub(crate) fn do_munmap(mm: &mut Mm, env: &mut VmaEnv, start: usize, len: usize) -> Result<(), Errno> {
+///
+/// # Safety
+/// The range rule (see `Machine`) for the user memory of the range, and the free rule (see
+/// `kptr`) for every VMA that overlaps it and for the page tables freed.
+pub(crate) unsafe fn do_munmap(mm: &mut Mm, env: &mut VmaEnv, start: usize, len: usize) -> Result<(), Errno> {
     let task_size = mm.task_size;
     if offset_in_page(start) != 0 || start > task_size || len > task_size - start {
         return Err(Errno::EINVAL);
@@ -419,7 +476,8 @@ pub(crate) fn do_munmap(mm: &mut Mm, env: &mut VmaEnv, start: usize, len: usize)
         return Err(Errno::EINVAL);
     }
     match mm.find_vma(start) {
-        Some(vma) if vma.start() < end => do_align_munmap(mm, env, vma, start, end),
+        // SAFETY: the caller's promise, for [start, end).
+        Some(vma) if vma.start() < end => unsafe { do_align_munmap(mm, env, vma, start, end) },
         _ => Ok(()),
     }
 }
@@ -436,7 +494,10 @@ struct Removed {
 }
 
 /// Unmap `[start, end)` (page aligned), where `vma` is the first VMA that overlaps it.
-pub(crate) fn do_align_munmap(
+///
+/// # Safety
+/// As for `do_munmap`.
+pub(crate) unsafe fn do_align_munmap(
     mm: &mut Mm,
     env: &mut VmaEnv,
     vma: VmaPtr,
@@ -486,11 +547,15 @@ pub(crate) fn do_align_munmap(
     }
     let floor = prev.map_or(0, |p| p.end());
     let ceiling = next.map_or(0, |n| n.start());
-    crate::memory::unmap_region(mm, env.phys, env.host, start, end, floor, ceiling);
+    // SAFETY: the caller's promise for [start, end); the tables freed map only
+    // [floor, ceiling), which after the removal below holds no VMA.
+    unsafe { crate::memory::unmap_region(mm, env.phys, env.host, start, end, floor, ceiling) };
     let mut cur = Some(first);
     while let Some(v) = cur.filter(|v| v.start() < end) {
         cur = v.next();
-        remove_vma(mm, env, v);
+        // SAFETY: a VMA overlapping the range (split to lie inside it), in the tree: the
+        // caller's promise; the walk goes on from `cur`, read before.
+        unsafe { remove_vma(mm, env, v) };
     }
     mm.locked_vm -= removed.locked;
     mm.update_hiwater_vm();
@@ -529,7 +594,12 @@ fn count_vma_pages_range(mm: &Mm, start: usize, end: usize) -> (usize, usize) {
 }
 
 /// Create the mapping `[addr, addr + len)` (`mmap_region`), replacing anything there.
-pub(crate) fn mmap_region(
+///
+/// # Safety
+/// The range rule (see `Machine`) for what `[addr, addr + len)` maps now, and the free rule
+/// (see `kptr`) for the VMAs overlapping it (replaced), the VMA after it (which a merge
+/// may remove) and the page tables freed.
+pub(crate) unsafe fn mmap_region(
     mm: &mut Mm,
     env: &mut VmaEnv,
     addr: usize,
@@ -567,7 +637,9 @@ pub(crate) fn mmap_region(
         // shmem_acct_size: the object is charged unless MAP_NORESERVE.
         if vm_flags & VM_NORESERVE == 0 {
             if let Err(e) = env.vm_enough_memory(mm, pglen) {
-                inode_put(env, inode);
+                // SAFETY: the inode's only reference (new_inode's), and `inode` is not used
+                // again.
+                unsafe { inode_put(env, inode) };
                 return Err(e);
             }
             inode.charged.set(pglen);
@@ -577,17 +649,25 @@ pub(crate) fn mmap_region(
     // split. Linux gathers the old VMAs first and fails here with ENOMEM too.
     if overlapped > 0 {
         let transfer = if accountable_mapping(vm_flags & !VM_ACCOUNT) { overlapped_accounted } else { 0 };
-        if let Err(e) = unmap_for_fixed(mm, env, addr, end, transfer) {
+        // SAFETY: the caller's promise, for [addr, end) and the VMAs overlapping it.
+        if let Err(e) = unsafe { unmap_for_fixed(mm, env, addr, end, transfer) } {
             env.sys.vm_unacct_memory(charged);
             if let Some(inode) = shmem {
-                inode_put(env, inode);
+                // SAFETY: as above.
+                unsafe { inode_put(env, inode) };
             }
             return Err(e);
         }
     }
     let (next, prev) = mm.find_vma_prev(addr);
     let d = VmaDesc { start: addr, end, flags: vm_flags, pgoff, file: shmem, anon: None };
-    let vma = match if shmem.is_none() { vma_merge_new_range(mm, env, prev, next, &d, false) } else { None } {
+    let merged = if shmem.is_none() {
+        // SAFETY: the caller's promise for `next`, the VMA after the range.
+        unsafe { vma_merge_new_range(mm, env, prev, next, &d, false) }
+    } else {
+        None
+    };
+    let vma = match merged {
         Some(v) => v,
         None => {
             let v = match vm_area_alloc(env) {
@@ -595,7 +675,8 @@ pub(crate) fn mmap_region(
                 Err(e) => {
                     env.sys.vm_unacct_memory(charged);
                     if let Some(inode) = shmem {
-                        inode_put(env, inode);
+                        // SAFETY: as above.
+                        unsafe { inode_put(env, inode) };
                     }
                     return Err(e);
                 }
@@ -619,7 +700,10 @@ pub(crate) fn mmap_region(
 
 /// Remove the VMAs a `MAP_FIXED` mapping replaces, keeping their commit charge (it passes
 /// to the new mapping, which was charged only for the difference).
-fn unmap_for_fixed(
+///
+/// # Safety
+/// As for `do_munmap`, for `[start, end)`.
+unsafe fn unmap_for_fixed(
     mm: &mut Mm,
     env: &mut VmaEnv,
     start: usize,
@@ -629,7 +713,8 @@ fn unmap_for_fixed(
     let Some(vma) = mm.find_vma(start).filter(|v| v.start() < end) else {
         return Ok(());
     };
-    do_align_munmap(mm, env, vma, start, end)?;
+    // SAFETY: the caller's promise; `vma` is the first VMA overlapping the range.
+    unsafe { do_align_munmap(mm, env, vma, start, end) }?;
     env.sys.committed_as += accounted as isize;
     Ok(())
 }
@@ -655,7 +740,8 @@ pub(crate) fn do_brk_flags(
     let d =
         VmaDesc { start: addr, end: addr + len, flags, pgoff: addr >> PAGE_SHIFT, file: None, anon: None };
     let expanded = match brkvma {
-        Some(v) if v.end() == addr => vma_merge_new_range(mm, env, Some(v), None, &d, true),
+        // SAFETY: with `just_expand` and no `next` nothing is removed.
+        Some(v) if v.end() == addr => unsafe { vma_merge_new_range(mm, env, Some(v), None, &d, true) },
         _ => None,
     };
     let vma = match expanded {
@@ -727,7 +813,12 @@ pub(crate) fn expand_downwards(mm: &mut Mm, env: &mut VmaEnv, vma: VmaPtr, addr:
 }
 
 /// Make the VMA for the moved range at `addr` (`copy_vma`), merging where possible.
-pub(crate) fn copy_vma(
+///
+/// # Safety
+/// The free rule (see `kptr`) for the VMA after `[addr, addr + len)`, which a merge may
+/// remove; it may be `vma` itself (a VMA moved down next to itself), and then the VMA
+/// returned is what covers it.
+pub(crate) unsafe fn copy_vma(
     mm: &mut Mm,
     env: &mut VmaEnv,
     vma: VmaPtr,
@@ -750,7 +841,8 @@ pub(crate) fn copy_vma(
         file: vma.file(),
         anon: vma.anon(),
     };
-    if let Some(v) = vma_merge_new_range(mm, env, prev, next, &d, false) {
+    // SAFETY: the caller's promise for `next`; `vma` is not used after a merge.
+    if let Some(v) = unsafe { vma_merge_new_range(mm, env, prev, next, &d, false) } {
         return Ok(v);
     }
     let new = vm_area_dup(env, vma)?;

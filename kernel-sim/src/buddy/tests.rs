@@ -42,7 +42,8 @@ fn split_and_merge_exactly() {
     // The buddy of the page we got is free at order 0, at pfn ^ 1.
     assert!(pm.page(pfn ^ 1).has(PG_BUDDY));
     pm.check_buddy().unwrap();
-    pm.free_pages(pfn, 0);
+    // SAFETY: a block this test allocated and does not touch.
+    unsafe { pm.free_pages(pfn, 0) };
     let merged: Vec<usize> = pm.zones[ZONE_DMA32].free_area.iter().map(|a| a.nr_free).collect();
     assert_eq!(merged, before);
     pm.check_buddy().unwrap();
@@ -54,7 +55,8 @@ fn allocations_come_from_the_highest_zone_first() {
     let pfn = pm.alloc_pages(3, false).unwrap();
     assert_eq!(pm.zone_of(pfn), ZONE_DMA32);
     assert_eq!(pfn % 8, 0);
-    pm.free_pages(pfn, 3);
+    // SAFETY: a block this test allocated and does not touch.
+    unsafe { pm.free_pages(pfn, 3) };
     pm.check_buddy().unwrap();
 }
 
@@ -78,7 +80,8 @@ fn long_random_sequences_keep_every_invariant() {
             } else {
                 let i = rng.below(live.len() as u64) as usize;
                 let (pfn, order) = live.swap_remove(i);
-                pm.free_pages(pfn, order);
+                // SAFETY: a block this test allocated and does not touch.
+                unsafe { pm.free_pages(pfn, order) };
             }
             if step % 1000 == 0 {
                 let r = pm.check_buddy().unwrap();
@@ -87,7 +90,8 @@ fn long_random_sequences_keep_every_invariant() {
             }
         }
         for (pfn, order) in live.drain(..) {
-            pm.free_pages(pfn, order);
+            // SAFETY: a block this test allocated and does not touch.
+            unsafe { pm.free_pages(pfn, order) };
         }
         let r = pm.check_buddy().unwrap();
         assert_eq!(r.free_pages, total, "frames not all back");
@@ -133,6 +137,7 @@ fn a_normal_zone_exists_above_4_gib() {
     let mut pm = pm;
     let pfn = pm.alloc_pages(0, false).unwrap();
     assert_eq!(pm.zone_of(pfn), ZONE_NORMAL);
-    pm.free_pages(pfn, 0);
+    // SAFETY: a block this test allocated and does not touch.
+    unsafe { pm.free_pages(pfn, 0) };
     pm.check_buddy().unwrap();
 }

@@ -25,7 +25,8 @@ fn objects_are_distinct_zeroed_and_pages_go_back() {
             // SAFETY: a live object of `size` bytes.
             let bytes = unsafe { core::slice::from_raw_parts(a as *const u8, size) };
             assert!(bytes.iter().all(|&b| b == tag), "object overwritten");
-            slab.free(&mut pm, id, a);
+            // SAFETY: an object this test allocated, not used again (`bytes` ends here).
+            unsafe { slab.free(&mut pm, id, a) };
         }
         if step % 2000 == 0 {
             slab.check(&pm).unwrap();
@@ -33,7 +34,8 @@ fn objects_are_distinct_zeroed_and_pages_go_back() {
         }
     }
     for (id, a, _) in live.drain(..) {
-        slab.free(&mut pm, id, a);
+        // SAFETY: as above.
+        unsafe { slab.free(&mut pm, id, a) };
     }
     slab.check(&pm).unwrap();
     for c in &slab.caches {

@@ -57,29 +57,44 @@ impl Parts {
     }
 
     /// `mmap_region` as `do_mmap` calls it for a private anonymous mapping.
-    fn map(&mut self, addr: usize, pages: usize, flags: VmFlags) {
+    ///
+    /// # Safety
+    /// The free rule (see `kptr`) for the VMAs the mapping replaces or merges away (no user
+    /// memory is involved: these parts have no host range).
+    unsafe fn map(&mut self, addr: usize, pages: usize, flags: VmFlags) {
         let (mm, mut env) = self.split();
-        assert_eq!(mmap_region(mm, &mut env, addr, pages * PAGE, flags, addr >> PAGE_SHIFT), Ok(addr));
+        // SAFETY: the caller's promise; nothing maps a page here.
+        let got = unsafe { mmap_region(mm, &mut env, addr, pages * PAGE, flags, addr >> PAGE_SHIFT) };
+        assert_eq!(got, Ok(addr));
     }
 
-    fn unmap(&mut self, addr: usize, pages: usize) {
+    /// `munmap` of `pages` pages at `addr`.
+    ///
+    /// # Safety
+    /// The free rule (see `kptr`) for the VMAs that overlap the range.
+    unsafe fn unmap(&mut self, addr: usize, pages: usize) {
         let (mm, mut env) = self.split();
-        do_munmap(mm, &mut env, addr, pages * PAGE).unwrap();
+        // SAFETY: the caller's promise; nothing maps a page here.
+        unsafe { do_munmap(mm, &mut env, addr, pages * PAGE) }.unwrap();
     }
 }
 
 #[test]
 fn neighbouring_private_mappings_merge_and_an_unmap_splits_them() {
     let mut p = Parts::new();
-    p.map(BASE + 4 * PAGE, 4, RW);
-    p.map(BASE, 4, RW);
-    p.map(BASE + 8 * PAGE, 4, RW);
+    // SAFETY: the test holds no KPtr across a map or an unmap.
+    unsafe {
+        p.map(BASE + 4 * PAGE, 4, RW);
+        p.map(BASE, 4, RW);
+        p.map(BASE + 8 * PAGE, 4, RW);
+    }
     assert_eq!(p.vmas(), [(BASE, BASE + 12 * PAGE)]);
     assert_eq!((p.mm.total_vm, p.mm.data_vm, p.sys.committed_as), (12, 12, 12));
     assert_eq!(p.objects(CACHE_VMA), 1);
     p.check();
 
-    p.unmap(BASE + 5 * PAGE, 2);
+    // SAFETY: as above.
+    unsafe { p.unmap(BASE + 5 * PAGE, 2) };
     assert_eq!(p.vmas(), [(BASE, BASE + 5 * PAGE), (BASE + 7 * PAGE, BASE + 12 * PAGE)]);
     assert_eq!((p.mm.total_vm, p.mm.data_vm, p.sys.committed_as), (10, 10, 10));
     assert_eq!(p.objects(CACHE_VMA), 2);
@@ -87,12 +102,14 @@ fn neighbouring_private_mappings_merge_and_an_unmap_splits_them() {
 
     // Both halves kept the page offsets of their addresses, so refilling the hole merges
     // all three again.
-    p.map(BASE + 5 * PAGE, 2, RW);
+    // SAFETY: as above.
+    unsafe { p.map(BASE + 5 * PAGE, 2, RW) };
     assert_eq!(p.vmas(), [(BASE, BASE + 12 * PAGE)]);
     assert_eq!(p.objects(CACHE_VMA), 1);
     p.check();
 
-    p.unmap(BASE, 12);
+    // SAFETY: as above.
+    unsafe { p.unmap(BASE, 12) };
     assert!(p.vmas().is_empty());
     assert_eq!((p.mm.total_vm, p.sys.committed_as, p.objects(CACHE_VMA)), (0, 0, 0));
     p.check();
@@ -103,8 +120,11 @@ fn written_neighbours_merge_only_if_they_share_an_anon_vma() {
     let mut p = Parts::new();
     // Two pairs of neighbours that differ only in VM_EXEC, so each VMA stands alone.
     for base in [BASE, BASE + 16 * PAGE] {
-        p.map(base, 2, RW);
-        p.map(base + 2 * PAGE, 2, RW | VM_EXEC);
+        // SAFETY: the test holds no KPtr yet.
+        unsafe {
+            p.map(base, 2, RW);
+            p.map(base + 2 * PAGE, 2, RW | VM_EXEC);
+        }
     }
     assert_eq!(p.mm.map_count(), 4);
     let v: Vec<VmaPtr> = p.mm.iter().collect();
@@ -116,12 +136,15 @@ fn written_neighbours_merge_only_if_they_share_an_anon_vma() {
     // Second pair: anon_vmas of their own, as if each was written before they were neighbours.
     for &w in &v[2..] {
         let av = anon_vma_alloc(mm, &mut env).unwrap();
-        set_anon_vma(&mut env, w, Some(av));
+        // SAFETY: `w` has no anon_vma yet, so no reference is dropped.
+        unsafe { set_anon_vma(&mut env, w, Some(av)) };
     }
     // mprotect the second VMA of each pair to the first one's flags.
     for w in [v[1], v[3]] {
         let flags = w.prev().map(|prev| prev.flags()).unwrap();
-        let got = vma_modify(mm, &mut env, w.prev(), w, w.start(), w.end(), flags).unwrap();
+        // SAFETY: `w` and the VMA after it may be merged away: neither is used again (only
+        // `v[0]`, which may absorb `v[1]`, is).
+        let got = unsafe { vma_modify(mm, &mut env, w.prev(), w, w.start(), w.end(), flags) }.unwrap();
         got.vm_flags.set(flags);
     }
     assert_eq!(
@@ -132,7 +155,8 @@ fn written_neighbours_merge_only_if_they_share_an_anon_vma() {
     assert_eq!(p.objects(CACHE_ANON_VMA), 3);
     p.check();
 
-    p.unmap(BASE, 32);
+    // SAFETY: `v` is not used again.
+    unsafe { p.unmap(BASE, 32) };
     assert_eq!((p.objects(CACHE_VMA), p.objects(CACHE_ANON_VMA)), (0, 0));
     p.check();
 }
@@ -140,7 +164,8 @@ fn written_neighbours_merge_only_if_they_share_an_anon_vma() {
 #[test]
 fn split_vma_stops_at_max_map_count_and_the_parts_keep_their_offsets() {
     let mut p = Parts::new();
-    p.map(BASE, 4, RW);
+    // SAFETY: the test holds no KPtr yet.
+    unsafe { p.map(BASE, 4, RW) };
     let vma = p.mm.find_vma(BASE).unwrap();
     p.sys.max_map_count = 1;
     let (mm, mut env) = p.split();
@@ -157,8 +182,11 @@ fn split_vma_stops_at_max_map_count_and_the_parts_keep_their_offsets() {
 fn a_stack_grows_down_to_a_fault_but_not_into_another_mappings_guard_gap() {
     let mut p = Parts::new();
     let top = BASE + 1024 * PAGE;
-    p.map(BASE, 1, RW);
-    p.map(top - 4 * PAGE, 4, VM_STACK_FLAGS);
+    // SAFETY: the test holds no KPtr yet.
+    unsafe {
+        p.map(BASE, 1, RW);
+        p.map(top - 4 * PAGE, 4, VM_STACK_FLAGS);
+    }
     let stack = p.mm.find_vma(top - PAGE).unwrap();
     let (mm, mut env) = p.split();
     expand_downwards(mm, &mut env, stack, top - 6 * PAGE + 123).unwrap();
