@@ -907,13 +907,19 @@ impl Shared {
     fn header(&self) -> *mut Header {
         self.base.cast()
     }
+    /// Slot `i`: snapshots follow the (page-sized) header, each its own slot. The pointer is
+    /// only computed here; whoever dereferences it keeps `i` below the slots mapped.
     fn snap(&self, i: usize) -> *mut Snap {
-        // SAFETY: snapshots follow the (page-sized) header, each its own slot.
-        unsafe { self.base.add(4096 + i * core::mem::size_of::<Snap>()).cast() }
+        self.base.wrapping_add(4096 + i * core::mem::size_of::<Snap>()).cast()
     }
 }
 
-fn child(ops: &[Op], shared: &Shared) -> ! {
+/// The Linux side: apply `ops` with raw system calls, a snapshot after each into `shared`.
+///
+/// # Safety
+/// Only in a child just forked for it: it shrinks the real break and maps, unmaps and
+/// touches memory at fixed addresses of the process, which nothing else may be using.
+unsafe fn child(ops: &[Op], shared: &Shared) -> ! {
     // SAFETY: raw system calls only; the child allocates nothing and never returns, so
     // nothing of its own lives in the emptied heap or the windows the operations use.
     unsafe {
@@ -963,7 +969,8 @@ fn run_linux(ops: &[Op], shared: &Shared) -> Result<(), String> {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        child(ops, shared);
+        // SAFETY: the child of the fork just made, which runs nothing else.
+        unsafe { child(ops, shared) };
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.

@@ -15,13 +15,17 @@ struct Outcome {
     stderr: String,
 }
 
-/// Run `f` in a child process with stderr captured. The child must not allocate: it may
-/// only make raw system calls and use the machine (booted before the fork).
-fn in_child(f: impl FnOnce()) -> Outcome {
+/// Run `f` in a child process with stderr captured.
+///
+/// # Safety
+/// `f` must not allocate or take a lock another thread may hold at the fork: it may only
+/// make raw system calls and use the machine (booted before the fork).
+unsafe fn in_child(f: impl FnOnce()) -> Outcome {
     let mut fds = [0i32; 2];
     // SAFETY: creating a pipe into a local array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only runs `f` (raw system calls, the simulation) and exits.
+    // SAFETY: the child only runs `f` (raw system calls, the simulation: the caller's
+    // promise) and exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
@@ -73,12 +77,15 @@ fn touching_outside_any_vma_is_sigsegv_maperr() {
         m.munmap(p + 2 * PAGE, PAGE).unwrap();
         p
     };
-    let o = in_child(|| {
+    let child = || {
         // SAFETY: deliberately touching the page just unmapped: the child must die.
         unsafe { ((p + PAGE) as *mut u64).write_volatile(1) };
         // SAFETY: as above.
         unsafe { ((p + 2 * PAGE) as *mut u64).write_volatile(1) };
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGSEGV), "{}", o.stderr);
     assert!(o.stderr.contains(&format!("segfault at {:x}", p + 2 * PAGE)), "{}", o.stderr);
     assert!(o.stderr.contains("(SEGV_MAPERR)"), "{}", o.stderr);
@@ -94,7 +101,7 @@ fn writing_a_read_only_vma_is_sigsegv_accerr() {
     // SAFETY: the machine is this test's own; its pages are only reached through raw
     // addresses, and the write after this is meant to fault.
     unsafe { m.mprotect(p, 2 * PAGE, libc::PROT_READ) }.unwrap();
-    let o = in_child(|| {
+    let child = || {
         // SAFETY: reading is allowed; the write must kill the child.
         let v = unsafe { (p as *const u64).read_volatile() };
         if v != 5 {
@@ -103,7 +110,10 @@ fn writing_a_read_only_vma_is_sigsegv_accerr() {
         }
         // SAFETY: the child's copy of the mapping, read just above.
         unsafe { (p as *mut u64).write_volatile(6) };
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGSEGV), "exit {:?}: {}", o.exit, o.stderr);
     assert!(o.stderr.contains("(SEGV_ACCERR)"), "{}", o.stderr);
 }
@@ -113,10 +123,13 @@ fn reading_a_prot_none_vma_is_sigsegv_accerr() {
     let m = small();
     // SAFETY: without MAP_FIXED nothing is replaced.
     let p = unsafe { m.mmap(0, PAGE, libc::PROT_NONE, ANON, -1, 0) }.unwrap();
-    let o = in_child(|| {
+    let child = || {
         // SAFETY: deliberately reading a PROT_NONE page: the child must die.
         unsafe { (p as *const u64).read_volatile() };
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGSEGV));
     assert!(o.stderr.contains("(SEGV_ACCERR)"), "{}", o.stderr);
 }
@@ -129,12 +142,15 @@ fn a_shared_mapping_grown_past_its_object_is_sigbus() {
         let p = m.mmap(0, 2 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap();
         m.mremap(p, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE, 0).unwrap()
     };
-    let o = in_child(|| {
+    let child = || {
         // SAFETY: within the object: fine. Beyond it: SIGBUS.
         unsafe { ((q + PAGE) as *mut u64).write_volatile(1) };
         // SAFETY: as above.
         unsafe { ((q + 3 * PAGE) as *mut u64).write_volatile(1) };
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGBUS), "{}", o.stderr);
     assert!(o.stderr.contains("(BUS_ADRERR)"), "{}", o.stderr);
 }
@@ -149,12 +165,15 @@ fn running_out_of_frames_is_the_oom_kill() {
         assert_eq!(m.mmap(0, len, RW, ANON, -1, 0), Err(kernel_sim::Errno::ENOMEM));
         m.mmap(0, len, RW, ANON | libc::MAP_NORESERVE, -1, 0).unwrap()
     };
-    let o = in_child(|| {
+    let child = || {
         for i in 0..len / PAGE {
             // SAFETY: pages of the mapping; the machine runs out of frames on the way.
             unsafe { ((p + i * PAGE) as *mut u64).write_volatile(i as u64) };
         }
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGKILL), "{}", o.stderr);
     assert!(o.stderr.contains("Out of memory: Killed process"), "{}", o.stderr);
 }
@@ -164,10 +183,13 @@ fn faults_outside_every_machine_still_reach_the_previous_handler() {
     let _m = small();
     // SAFETY: a PROT_NONE host page outside every machine.
     let host = unsafe { libc::mmap(core::ptr::null_mut(), PAGE, libc::PROT_NONE, ANON, -1, 0) } as usize;
-    let o = in_child(|| {
+    let child = || {
         // SAFETY: deliberately faulting outside the simulation.
         unsafe { (host as *const u64).read_volatile() };
-    });
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGSEGV));
     assert!(!o.stderr.contains("kernel-sim"), "not the simulation's fault: {}", o.stderr);
 }
