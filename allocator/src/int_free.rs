@@ -86,10 +86,19 @@ impl<K: Kernel> Malloc<K> {
             }
             // Another arena's chunk goes back to it (deferred), not into this cache: see
             // `Tcache::home`.
-            if tc.has_room(slot) && (held.is_some() || self.slot().is_home(av)) {
-                // SAFETY: an in-use chunk of the thread's arena (or held), not cached.
-                unsafe { tc.put(p, slot, key) };
-                return;
+            if held.is_some() || self.slot().is_home(av) {
+                if !tc.has_room(slot) && held.is_none() {
+                    // The bin is full: give half of it back to the arena in one go, so the
+                    // next run of frees (and of mallocs, which find the chunks in the bins)
+                    // stays on the fast path.
+                    // SAFETY: the cache is the calling thread's own (it serves this slot).
+                    unsafe { self.tcache_flush(tc, slot) };
+                }
+                if tc.has_room(slot) {
+                    // SAFETY: an in-use chunk of the thread's arena (or held), not cached.
+                    unsafe { tc.put(p, slot, key) };
+                    return;
+                }
             }
         }
 
@@ -101,6 +110,43 @@ impl<K: Kernel> Malloc<K> {
                 self.int_free_chunk_held(av, p);
             } else {
                 self.int_free_chunk_inline(av, p);
+            }
+        }
+    }
+
+    /// Free half of a full thread-cache bin into the arenas its chunks belong to, holding
+    /// each arena once for a run of its chunks (a thread's cache holds its own arena's
+    /// chunks but for rare ones stashed from another arena after a failed allocation).
+    ///
+    /// # Safety
+    /// `tc` is the calling thread's own cache.
+    #[cold]
+    #[inline(never)]
+    unsafe fn tcache_flush(&'static self, tc: &Tcache, slot: usize) {
+        let mut held: Option<ArenaGuard> = None;
+        for _ in 0..tc.capacity(slot).div_ceil(2) {
+            if tc.first(slot).is_null() {
+                break;
+            }
+            // SAFETY: the bin is not empty; its chunks are in-use chunks of ours that only
+            // this thread reaches, each leaving the cache here to be freed into its arena.
+            unsafe {
+                let c = Chunk::from_mem(tc.get(slot));
+                let av = self.arena_for_chunk(c);
+                if !held.as_ref().is_some_and(|g| core::ptr::eq(g.arena(), av)) {
+                    // One arena at a time: release the last before taking the next.
+                    drop(held.take());
+                    held = if single_threaded() {
+                        Some(av.assume_held())
+                    } else {
+                        av.try_lock().inspect(|g| self.drain_deferred(g))
+                    };
+                }
+                match &held {
+                    Some(g) => self.int_free_chunk_held(g, c),
+                    // Busy: lock it without waiting, or leave the chunk to its holder.
+                    None => self.int_free_chunk_inline(av, c),
+                }
             }
         }
     }

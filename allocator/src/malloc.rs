@@ -204,6 +204,7 @@ impl<K: Kernel> Malloc<K> {
             tc.set_limits(
                 self.mp.tcache_bins.load(Ordering::Relaxed),
                 self.mp.tcache_count.load(Ordering::Relaxed),
+                !self.mp.tcache_count_set.load(Ordering::Relaxed),
             );
         }
     }
@@ -247,7 +248,7 @@ impl<K: Kernel> Malloc<K> {
             unsafe { tc.write(Tcache::empty()) };
             // SAFETY: just initialised.
             let tcr = unsafe { &*tc };
-            tcr.set_limits(bins, count);
+            tcr.set_limits(bins, count, !self.mp.tcache_count_set.load(Ordering::Relaxed));
             // SAFETY: the thread's own cache, just initialised, freed only at thread exit.
             unsafe { slot.set_tcache(tc) };
         }

@@ -57,6 +57,9 @@ pub(crate) struct Params {
     pub(crate) tcache_bins: AtomicUsize,
     pub(crate) tcache_max_bytes: AtomicUsize,
     pub(crate) tcache_count: AtomicUsize,
+    /// The program chose `tcache_count`: every bin holds exactly that many (else small
+    /// chunks' bins hold more, see `tcache::TCACHE_BIN_BYTES`).
+    pub(crate) tcache_count_set: AtomicBool,
     pub(crate) tcache_unsorted_limit: AtomicUsize,
     /// `global_max_fast`: chunk sizes up to this go to fastbins.
     pub(crate) max_fast: AtomicUsize,
@@ -81,6 +84,7 @@ impl Params {
             tcache_bins: AtomicUsize::new(TCACHE_MAX_BINS),
             tcache_max_bytes: AtomicUsize::new(MAX_TCACHE_SIZE),
             tcache_count: AtomicUsize::new(TCACHE_FILL_COUNT),
+            tcache_count_set: AtomicBool::new(false),
             tcache_unsorted_limit: AtomicUsize::new(0),
             max_fast: AtomicUsize::new(max_fast_for(DEFAULT_MXFAST)),
             perturb_byte: AtomicI32::new(0),
@@ -155,6 +159,7 @@ impl Params {
             return false;
         }
         self.tcache_count.store(value, Relaxed);
+        self.tcache_count_set.store(true, Relaxed);
         true
     }
 

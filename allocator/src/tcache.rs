@@ -21,6 +21,12 @@ use crate::printerr::malloc_printerr;
 
 pub(crate) const TCACHE_MAX_BINS: usize = 64;
 pub(crate) const TCACHE_FILL_COUNT: usize = 7;
+/// Unless the program sets `tcache_count`, a bin of small chunks holds as many as fit in
+/// this many bytes (at least `TCACHE_FILL_COUNT`): 128 chunks of 32 bytes, 32 of 128, 7 from
+/// 592 bytes up. Small blocks come and go in runs longer than glibc's 7, and a cache that
+/// holds a run turns each of its frees and mallocs into a fast-path hit; what the cache may
+/// hold beyond glibc's 7 a bin stays under 72 KiB a thread (all its small bins full).
+pub(crate) const TCACHE_BIN_BYTES: usize = 4096;
 pub(crate) const MAX_TCACHE_COUNT: usize = u16::MAX as usize;
 /// The largest request a tcache serves (glibc's bin 63).
 pub(crate) const MAX_TCACHE_SIZE: usize = tidx2usize(TCACHE_MAX_BINS - 1);
@@ -77,8 +83,10 @@ pub struct Tcache {
     home: Cell<usize>,
     /// Entries each bin may still take; 0 for disabled and invalid slots.
     room: [Cell<u16>; TCACHE_SLOTS],
-    /// Entries per bin (`tcache_count`).
+    /// Entries per bin (`tcache_count`), or its floor when bins are sized by bytes.
     max_count: Cell<u16>,
+    /// Bins hold `TCACHE_BIN_BYTES` of small chunks (the program did not set a count).
+    by_bytes: Cell<bool>,
     entries: [Cell<*mut TcacheEntry>; TCACHE_SLOTS],
 }
 
@@ -98,6 +106,7 @@ impl Tcache {
             home: Cell::new(0),
             room: [const { Cell::new(0) }; TCACHE_SLOTS],
             max_count: Cell::new(0),
+            by_bytes: Cell::new(false),
             entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_SLOTS],
         }
     }
@@ -124,19 +133,35 @@ impl Tcache {
         &DISABLED_TCACHE.0
     }
 
-    /// Set the limits from the parameters: glibc's first `bins` bins, `count` entries each.
+    /// Set the limits from the parameters: glibc's first `bins` bins, `count` entries each —
+    /// or, with `by_bytes`, at least `count` and as many as fit in `TCACHE_BIN_BYTES`.
     /// Entries already cached stay; a bin over its new limit takes nothing until it drains.
-    pub(crate) fn set_limits(&self, bins: usize, count: usize) {
+    pub(crate) fn set_limits(&self, bins: usize, count: usize, by_bytes: bool) {
         if self.is_disabled() {
             // Shared by every thread and never written: it keeps no room anywhere.
             return;
         }
         let count = count.min(MAX_TCACHE_COUNT);
         self.max_count.set(count as u16);
+        self.by_bytes.set(by_bytes && count > 0);
         let last_slot = 2 + bins.min(TCACHE_MAX_BINS);
         for slot in 0..TCACHE_SLOTS {
-            let room = if (2..last_slot).contains(&slot) { count.saturating_sub(self.len(slot)) } else { 0 };
+            let room = if (2..last_slot).contains(&slot) {
+                self.capacity(slot).saturating_sub(self.len(slot))
+            } else {
+                0
+            };
             self.room[slot].set(room as u16);
+        }
+    }
+
+    /// The most entries bin `slot` holds.
+    pub(crate) fn capacity(&self, slot: usize) -> usize {
+        let count = self.max_count();
+        if self.by_bytes.get() && slot >= 2 {
+            count.max(TCACHE_BIN_BYTES / (slot << 4)).min(MAX_TCACHE_COUNT)
+        } else {
+            count
         }
     }
 
@@ -249,8 +274,9 @@ impl Tcache {
     pub(crate) fn verify_not_cached(&self, mem: *mut u8, slot: usize) {
         let mut e = self.entries[slot].get();
         let mut n = 0;
+        let capacity = self.capacity(slot);
         while !e.is_null() {
-            if n >= self.max_count() {
+            if n >= capacity {
                 malloc_printerr("free(): too many chunks detected in tcache");
             }
             if !aligned_ok(e as usize) {
@@ -352,21 +378,40 @@ mod tests {
     #[test]
     fn limits() {
         let t = Tcache::empty();
-        t.set_limits(64, 7);
+        t.set_limits(64, 7, false);
         assert!(!t.has_room(0) && !t.has_room(1));
         assert!(t.has_room(2) && t.has_room(65));
         assert!(!t.has_room(66));
         assert_eq!(t.max_count(), 7);
-        t.set_limits(1, 7);
+        t.set_limits(1, 7, false);
         assert!(t.has_room(2) && !t.has_room(3));
-        t.set_limits(64, 0);
+        t.set_limits(64, 0, false);
         assert!(!t.has_room(2));
+    }
+
+    #[test]
+    fn bins_sized_by_bytes() {
+        let t = Tcache::empty();
+        t.set_limits(64, 7, true);
+        assert_eq!(t.capacity(2), TCACHE_BIN_BYTES / 32);
+        assert_eq!(t.capacity(8), TCACHE_BIN_BYTES / 128);
+        assert_eq!(t.capacity(65), 7, "large chunks keep glibc's count");
+        assert_eq!(t.room[2].get() as usize, TCACHE_BIN_BYTES / 32);
+        // What the bins may hold beyond 7 each, all bins full.
+        let extra: usize = (2..TCACHE_SLOTS).map(|s| (t.capacity(s) - 7) * (s << 4)).sum();
+        assert!(extra < 72 << 10, "{extra}");
+        // A count the program chose is every bin's count, as in glibc.
+        t.set_limits(64, 3, false);
+        assert_eq!(t.capacity(2), 3);
+        // No cache at all stays none.
+        t.set_limits(64, 0, true);
+        assert_eq!(t.capacity(2), 0);
     }
 
     #[test]
     fn put_and_get_are_lifo_and_safe_linked() {
         let t = Tcache::empty();
-        t.set_limits(64, 7);
+        t.set_limits(64, 7, false);
         #[repr(C, align(16))]
         struct Buf([usize; 6]);
         let mut mem = [Buf([0; 6]), Buf([0; 6]), Buf([0; 6])];
@@ -396,7 +441,7 @@ mod tests {
         assert!(t.first(3).is_null());
         assert_eq!(t.len(3), 0);
         // Room is back to the limit.
-        t.set_limits(64, 7);
+        t.set_limits(64, 7, false);
         assert!(t.has_room(3));
     }
 }
