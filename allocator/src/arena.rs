@@ -166,12 +166,6 @@ impl Arena {
         self.state.arena_bit == 0
     }
 
-    /// `NON_MAIN_ARENA` for a heap arena, 0 for the main arena.
-    #[inline(always)]
-    pub(crate) fn arena_bit(&self) -> usize {
-        self.state.arena_bit
-    }
-
     /// Take the lock, waiting if need be — unless the calling thread is forking and holds
     /// every arena already (see `fork.rs`); the guard then unlocks nothing. The fork check
     /// is made only once the lock is seen taken.

@@ -84,21 +84,20 @@ impl<K: Kernel> Malloc<K> {
                     return;
                 }
             }
-            // Another arena's chunk goes back to it (deferred), not into this cache: see
-            // `Tcache::home`.
-            if held.is_some() || self.slot().is_home(av) {
-                if !tc.has_room(slot) && held.is_none() {
-                    // The bin is full: give half of it back to the arena in one go, so the
-                    // next run of frees (and of mallocs, which find the chunks in the bins)
-                    // stays on the fast path.
-                    // SAFETY: the cache is the calling thread's own (it serves this slot).
-                    unsafe { self.tcache_flush(tc, slot) };
-                }
-                if tc.has_room(slot) {
-                    // SAFETY: an in-use chunk of the thread's arena (or held), not cached.
-                    unsafe { tc.put(p, slot, key) };
-                    return;
-                }
+            // A chunk of another thread's arena is cached here too, as glibc does: sending
+            // each one back to its arena (deferred to its owner) kept memory waiting behind
+            // owners that were not running, and raised the demonstration's peak RSS by half.
+            if !tc.has_room(slot) && held.is_none() {
+                // The bin is full: give half of it back to its arenas in one go, so the next
+                // run of frees (and of mallocs, which find the chunks in the bins) stays on
+                // the fast path.
+                // SAFETY: the cache is the calling thread's own (it serves this slot).
+                unsafe { self.tcache_flush(tc, slot) };
+            }
+            if tc.has_room(slot) {
+                // SAFETY: an in-use chunk, not cached.
+                unsafe { tc.put(p, slot, key) };
+                return;
             }
         }
 
@@ -115,8 +114,8 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Free half of a full thread-cache bin into the arenas its chunks belong to, holding
-    /// each arena once for a run of its chunks (a thread's cache holds its own arena's
-    /// chunks but for rare ones stashed from another arena after a failed allocation).
+    /// each arena once for a run of its chunks (blocks other threads handed over are
+    /// cached with the thread's own).
     ///
     /// # Safety
     /// `tc` is the calling thread's own cache.
@@ -382,7 +381,11 @@ impl<K: Kernel> Malloc<K> {
             } else {
                 // SAFETY: the held arena's top chunk.
                 let top_size = unsafe { av.top().size() };
-                if top_size >= self.mp.trim_threshold.load(Ordering::Relaxed) {
+                // systrim gives back whole pages of top beyond the pad: without one to give,
+                // the call (and its look at the break) is skipped.
+                if top_size >= self.mp.trim_threshold.load(Ordering::Relaxed)
+                    && top_size.saturating_sub(MINSIZE + 1) >= top_pad.saturating_add(self.pagesize())
+                {
                     self.systrim(top_pad, av);
                 }
             }

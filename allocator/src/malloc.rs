@@ -22,7 +22,7 @@ use crate::params::{tunables_from_process_env, Params};
 use crate::prim::{environment_ready, set_errno, single_threaded};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
-use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_HOME_MASK, FAST_MAX_REQUEST};
+use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST};
 use crate::thread::ThreadSlot;
 
 /// Granularity of the instance-wide in-use total.
@@ -409,23 +409,23 @@ impl<K: Kernel> Malloc<K> {
     #[inline(always)]
     pub unsafe fn free_nonnull(&'static self, mem: *mut u8) {
         // Thread-cache put, about 20 instructions: an aligned pointer whose header passes one
-        // mask test (small, not mmapped, a multiple of 16, of the thread's kind of arena), a
-        // bin with room, and a chunk not already cached.
+        // mask test (small, not mmapped, a multiple of 16), a bin with room, and a chunk not
+        // already cached. Whichever arena the chunk is from, as in glibc: see `int_free_body`.
         // SAFETY: the caller promises a pointer of ours, not freed: its chunk header is
         // before it (the slow path re-checks it before trusting more than the header).
         let p = unsafe { Chunk::from_mem(mem) };
         if aligned_ok(mem as usize) {
             let tc = self.thread_tcache();
-            // The arena bit is below the size, so the slot is the same either way.
+            // The flag bits are below the size, so they leave the slot alone.
             // SAFETY: the header of a block of ours, in use by the caller.
-            let head = unsafe { p.head() } ^ tc.home();
-            if head & FAST_FREE_HOME_MASK == 0 {
+            let head = unsafe { p.head() };
+            if head & FAST_FREE_MASK == 0 {
                 let slot = slot_of(head);
                 let key = self.key();
                 // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS; the chunk
                 // is at least MINSIZE, so its user area holds the key word.
                 if unsafe { tc.has_room_unchecked(slot) && Tcache::entry_key(mem) != key } {
-                    // SAFETY: a small in-use chunk of the thread's kind of arena, not cached.
+                    // SAFETY: a small in-use chunk, not cached.
                     unsafe { tc.put(p, slot, key) };
                     return;
                 }

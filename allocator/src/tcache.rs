@@ -14,9 +14,7 @@
 
 use core::cell::Cell;
 
-use crate::chunk::{
-    aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE, NON_MAIN_ARENA,
-};
+use crate::chunk::{aligned_ok, protect_ptr, request2size, reveal_ptr, Chunk, MALLOC_ALIGNMENT, MINSIZE};
 use crate::printerr::malloc_printerr;
 
 pub(crate) const TCACHE_MAX_BINS: usize = 64;
@@ -39,9 +37,6 @@ pub(crate) const FAST_MAX_REQUEST: usize = 1000;
 /// On free, a chunk header `h` takes the fast path only if `h & FAST_FREE_MASK == 0`: size
 /// below 1024, a multiple of 16, not mmapped (bits 1 and 3 clear; bits 0 and 2 may be set).
 pub(crate) const FAST_FREE_MASK: usize = !0x3f5;
-/// `FAST_FREE_MASK` with the arena bit: the fast path tests `(h ^ home) & FAST_FREE_HOME_MASK`,
-/// which also requires the chunk's arena bit to be that of the thread's arena.
-pub(crate) const FAST_FREE_HOME_MASK: usize = FAST_FREE_MASK | NON_MAIN_ARENA;
 
 /// The largest request that maps to glibc's thread-cache bin `idx`.
 pub(crate) const fn tidx2usize(idx: usize) -> usize {
@@ -75,12 +70,6 @@ pub(crate) struct TcacheEntry {
 /// One thread's cache. It is itself allocated as a chunk of the thread's arena.
 #[repr(C)]
 pub struct Tcache {
-    /// `NON_MAIN_ARENA` if the thread's arena is not the main one, else 0. Chunks of the
-    /// other kind are another arena's and are not cached on the fast path, so that a block
-    /// handed to another thread goes back to its arena rather than being recycled by that
-    /// thread (where, next to the blocks its first owner still uses, it would share their
-    /// cache lines).
-    home: Cell<usize>,
     /// Entries each bin may still take; 0 for disabled and invalid slots.
     room: [Cell<u16>; TCACHE_SLOTS],
     /// Entries per bin (`tcache_count`), or its floor when bins are sized by bytes.
@@ -103,25 +92,10 @@ pub(crate) static DISABLED_TCACHE: DisabledTcache = DisabledTcache(Tcache::empty
 impl Tcache {
     pub(crate) const fn empty() -> Tcache {
         Tcache {
-            home: Cell::new(0),
             room: [const { Cell::new(0) }; TCACHE_SLOTS],
             max_count: Cell::new(0),
             by_bytes: Cell::new(false),
             entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_SLOTS],
-        }
-    }
-
-    /// The thread's arena bit (see `home`).
-    #[inline(always)]
-    pub(crate) fn home(&self) -> usize {
-        self.home.get()
-    }
-
-    /// Record the arena the thread now allocates from (not for the disabled cache, which
-    /// stays as it is: it is shared by every thread).
-    pub(crate) fn set_home(&self, arena_bit: usize) {
-        if !self.is_disabled() {
-            self.home.set(arena_bit)
         }
     }
 
@@ -351,28 +325,14 @@ mod tests {
         for size in (32..1024).step_by(16) {
             for flags in [0, PREV_INUSE, NON_MAIN_ARENA, PREV_INUSE | NON_MAIN_ARENA] {
                 assert_eq!((size | flags) & FAST_FREE_MASK, 0, "size {size} flags {flags}");
+                // The flag bits are below the size: the slot is the same with any of them.
+                assert_eq!(slot_of(size | flags), slot_of(size));
             }
             assert_ne!((size | IS_MMAPPED) & FAST_FREE_MASK, 0);
             assert_ne!((size + 8) & FAST_FREE_MASK, 0);
         }
         assert_ne!(1024 & FAST_FREE_MASK, 0);
         assert_ne!((1 << 20) & FAST_FREE_MASK, 0);
-    }
-
-    #[test]
-    fn fast_free_home_mask() {
-        for size in (32..1024).step_by(16) {
-            for home in [0, NON_MAIN_ARENA] {
-                for inuse in [0, PREV_INUSE] {
-                    let mine = size | inuse | home;
-                    let theirs = size | inuse | (home ^ NON_MAIN_ARENA);
-                    assert_eq!((mine ^ home) & FAST_FREE_HOME_MASK, 0);
-                    assert_eq!(slot_of(mine ^ home), slot_of(size));
-                    assert_ne!((theirs ^ home) & FAST_FREE_HOME_MASK, 0);
-                    assert_ne!(((mine | IS_MMAPPED) ^ home) & FAST_FREE_HOME_MASK, 0);
-                }
-            }
-        }
     }
 
     #[test]

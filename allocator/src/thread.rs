@@ -57,7 +57,6 @@ impl ThreadSlot {
     /// the thread exits (or the disabled cache).
     pub(crate) unsafe fn set_tcache(&self, tc: *const Tcache) {
         self.tcache.set(tc);
-        self.update_home();
     }
 
     pub(crate) fn arena(&self) -> Option<&'static Arena> {
@@ -68,26 +67,6 @@ impl ThreadSlot {
 
     pub(crate) fn set_arena(&self, a: Option<&'static Arena>) {
         self.arena.set(a.map_or(core::ptr::null(), |a| a as *const Arena));
-        self.update_home();
-    }
-
-    /// Tell the thread's own cache (not the disabled one) which kind of arena is home.
-    fn update_home(&self) {
-        let tc = self.tcache.get();
-        if !core::ptr::eq(tc, Tcache::disabled()) {
-            // SAFETY: the thread's own cache, alive while the slot points to it.
-            unsafe { &*tc }.set_home(self.arena().map_or(0, |a| a.arena_bit()));
-        }
-    }
-
-    /// Whether chunks of `av` may be cached by this thread: `av` is its arena (the main one
-    /// for a thread without one).
-    #[inline]
-    pub(crate) fn is_home(&self, av: &Arena) -> bool {
-        match self.arena() {
-            Some(a) => core::ptr::eq(a, av),
-            None => av.is_main(),
-        }
     }
 
     /// The thread has not yet been given a cache (nor exited).
