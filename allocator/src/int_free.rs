@@ -20,7 +20,7 @@ use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::prim::single_threaded;
 use crate::printerr::malloc_printerr;
-use crate::tcache::{slot_of, Tcache};
+use crate::tcache::{slot_of, Tcache, MID_MAX_CHUNK, MID_MIN_CHUNK};
 
 impl<K: Kernel> Malloc<K> {
     /// Free chunk `p` of arena `av`, which the caller does not hold.
@@ -101,6 +101,15 @@ impl<K: Kernel> Malloc<K> {
             }
         }
 
+        if !mmapped && held.is_none() && (MID_MIN_CHUNK..=MID_MAX_CHUNK).contains(&size) {
+            // SAFETY: forwarded: the caller's in-use chunk, not cached.
+            if let Some(c) = unsafe { self.free_to_mid(tc, p, size) } {
+                // SAFETY: a chunk of ours to free into its own arena.
+                unsafe { self.int_free_chunk_inline(self.arena_for_chunk(c), c) };
+            }
+            return;
+        }
+
         // SAFETY: the caller's chunk; an unmapped one belongs to `av`.
         unsafe {
             if mmapped {
@@ -111,6 +120,47 @@ impl<K: Kernel> Malloc<K> {
                 self.int_free_chunk_inline(av, p);
             }
         }
+    }
+
+    /// Put a larger chunk in the thread's ring (see `Tcache::mid`); returns the chunk to
+    /// free into its arena instead (the ring's oldest, or `p` when the ring cannot take it).
+    ///
+    /// A chunk that carries the cache's key and is in the ring is being freed twice: its
+    /// first free is completed in its arena and the second made there too, under one hold
+    /// of the lock, so glibc's own checks report it in glibc's words.
+    ///
+    /// # Safety
+    /// `p` is an in-use, non-mmapped chunk of `size` bytes the caller is freeing; `tc` is
+    /// the calling thread's cache.
+    #[inline(never)]
+    unsafe fn free_to_mid(&'static self, tc: &Tcache, p: Chunk, size: usize) -> Option<Chunk> {
+        let key = self.key();
+        // SAFETY: a chunk of at least MINSIZE bytes holds the key word.
+        if unsafe { Tcache::entry_key(p.mem()) } == key {
+            if let Some(c) = tc.take_mid_if_cached(p.mem()) {
+                // SAFETY: `c` is `p`, out of the ring: freed once, now again.
+                unsafe {
+                    let av = self.lock_arena(self.arena_for_chunk(c));
+                    self.int_free_chunk_held(&av, c);
+                    self.int_free_chunk_held(&av, c);
+                }
+                return None;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { tc.put_mid(p, size, key) }
+    }
+
+    /// Free the chunks of the calling thread's ring into their arenas (`malloc_trim`).
+    pub(crate) fn flush_mid(&'static self) {
+        self.thread_tcache().drain_mid(|mem| {
+            // SAFETY: the ring's chunks are in-use chunks of ours that only this thread
+            // reaches, each leaving the ring here.
+            unsafe {
+                let c = Chunk::from_mem(mem);
+                self.int_free_chunk_inline(self.arena_for_chunk(c), c);
+            }
+        });
     }
 
     /// Free half of a full thread-cache bin into the arenas its chunks belong to, holding

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU8
 
 use crate::arena::{Arena, ArenaGuard, ArenaList, ArenaState, FreeList};
 use crate::chunk::{
-    aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
+    aligned_ok, checked_request2size, request2size, Chunk, CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MINSIZE, SIZE_SZ,
 };
 use crate::kernel::Kernel;
 use crate::lock::Mutex;
@@ -22,7 +22,9 @@ use crate::params::{tunables_from_process_env, Params};
 use crate::prim::{environment_ready, set_errno, single_threaded};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
-use crate::tcache::{request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST};
+use crate::tcache::{
+    request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST, MID_MAX_REQUEST,
+};
 use crate::thread::ThreadSlot;
 
 /// Granularity of the instance-wide in-use total.
@@ -244,11 +246,9 @@ impl<K: Kernel> Malloc<K> {
                 return;
             }
             let tc = victim as *mut Tcache;
+            let by_bytes = !self.mp.tcache_count_set.load(Ordering::Relaxed);
             // SAFETY: a fresh chunk of at least size_of::<Tcache>() bytes, 16-aligned.
-            unsafe { tc.write(Tcache::empty()) };
-            // SAFETY: just initialised.
-            let tcr = unsafe { &*tc };
-            tcr.set_limits(bins, count, !self.mp.tcache_count_set.load(Ordering::Relaxed));
+            unsafe { tc.write(Tcache::with_limits(bins, count, by_bytes)) };
             // SAFETY: the thread's own cache, just initialised, freed only at thread exit.
             unsafe { slot.set_tcache(tc) };
         }
@@ -367,12 +367,18 @@ impl<K: Kernel> Malloc<K> {
         if slot.is_new() {
             self.tcache_init(slot);
         }
-        // The fast path covers most of the cache; the largest bins are tried here.
+        // The fast path covers most of the cache; the largest bins are tried here, and the
+        // ring of larger chunks.
         if let Some(s) = slot_for_request(bytes) {
             let tc = slot.tcache();
             if !tc.first(s).is_null() {
                 // SAFETY: the bin's first entry is not null (just tested).
                 return unsafe { tc.get(s) };
+            }
+        } else if bytes <= MID_MAX_REQUEST {
+            let mem = slot.tcache().take_mid(request2size(bytes));
+            if !mem.is_null() {
+                return mem;
             }
         }
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as
@@ -702,6 +708,8 @@ impl<K: Kernel> Malloc<K> {
     /// any memory was released.
     pub fn malloc_trim(&'static self, pad: usize) -> i32 {
         self.ensure_ready();
+        // The calling thread's larger cached chunks may be what keeps pages from the kernel.
+        self.flush_mid();
         let mut result = false;
         self.arenas().for_each(|av| result |= self.mtrim(&self.lock_and_drain(av), pad));
         result as i32

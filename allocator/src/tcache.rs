@@ -25,9 +25,28 @@ pub(crate) const TCACHE_FILL_COUNT: usize = 7;
 /// holds a run turns each of its frees and mallocs into a fast-path hit; what the cache may
 /// hold beyond glibc's 7 a bin stays under 72 KiB a thread (all its small bins full).
 pub(crate) const TCACHE_BIN_BYTES: usize = 4096;
+/// `TCACHE_BIN_BYTES / chunk size` by slot, worked out once (a division a bin costs dozens of
+/// cycles, and each new thread's cache needs all of them).
+const BIN_BYTES_COUNT: [u16; TCACHE_SLOTS] = {
+    let mut t = [0u16; TCACHE_SLOTS];
+    let mut slot = 2;
+    while slot < TCACHE_SLOTS {
+        t[slot] = (TCACHE_BIN_BYTES / (slot << 4)) as u16;
+        slot += 1;
+    }
+    t
+};
 pub(crate) const MAX_TCACHE_COUNT: usize = u16::MAX as usize;
 /// The largest request a tcache serves (glibc's bin 63).
 pub(crate) const MAX_TCACHE_SIZE: usize = tidx2usize(TCACHE_MAX_BINS - 1);
+/// The largest request the ring of larger chunks serves (see `Tcache::mid`).
+pub(crate) const MID_MAX_REQUEST: usize = 64 * 1024;
+/// Chunk sizes the ring holds: above the bins' largest, up to `MID_MAX_REQUEST`'s chunk.
+pub(crate) const MID_MIN_CHUNK: usize = TCACHE_SLOTS << 4;
+pub(crate) const MID_MAX_CHUNK: usize = request2size(MID_MAX_REQUEST);
+const MID_ENTRIES: usize = 8;
+/// The most bytes of chunks the ring holds: what a thread keeps from its arena beyond glibc.
+pub(crate) const MID_CACHE_BYTES: usize = 256 * 1024;
 /// Slots: chunk size >> 4, for chunk sizes up to 1040.
 pub(crate) const TCACHE_SLOTS: usize = TCACHE_MAX_BINS + 2;
 
@@ -77,6 +96,19 @@ pub struct Tcache {
     /// Bins hold `TCACHE_BIN_BYTES` of small chunks (the program did not set a count).
     by_bytes: Cell<bool>,
     entries: [Cell<*mut TcacheEntry>; TCACHE_SLOTS],
+    /// The ring of larger chunks (1,056 bytes to 64 KiB, which glibc's bins do not take):
+    /// the last few freed, so that a block freed and asked for again — a buffer, a page of
+    /// a table — skips the arena, its lock and its coalescing both ways. A request takes a
+    /// chunk of its size or at most an eighth larger; a free takes the oldest entry's
+    /// place (that chunk goes to its arena). `mid_size` is 0 for an empty entry.
+    mid: [Cell<*mut u8>; MID_ENTRIES],
+    mid_size: [Cell<usize>; MID_ENTRIES],
+    /// The entry the next free goes into: the oldest.
+    mid_next: Cell<usize>,
+    /// Bytes of chunks in the ring, and the most it may hold (0: no ring, as in the
+    /// disabled cache, or when the program chose its own cache counts).
+    mid_bytes: Cell<usize>,
+    mid_cap: Cell<usize>,
 }
 
 /// The cache every thread starts with and returns to at exit: empty and with no room, so
@@ -96,6 +128,22 @@ impl Tcache {
             max_count: Cell::new(0),
             by_bytes: Cell::new(false),
             entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_SLOTS],
+            mid: [const { Cell::new(core::ptr::null_mut()) }; MID_ENTRIES],
+            mid_size: [const { Cell::new(0) }; MID_ENTRIES],
+            mid_next: Cell::new(0),
+            mid_bytes: Cell::new(0),
+            mid_cap: Cell::new(0),
+        }
+    }
+
+    /// The ring's byte limit for these settings: on with the default bins (sized by bytes,
+    /// all 64 of them), off when the program set its own counts or bins, as glibc's cache
+    /// has no such ring.
+    fn mid_cap_for(bins: usize, by_bytes: bool) -> usize {
+        if by_bytes && bins >= TCACHE_MAX_BINS {
+            MID_CACHE_BYTES
+        } else {
+            0
         }
     }
 
@@ -105,6 +153,27 @@ impl Tcache {
 
     pub(crate) fn disabled() -> &'static Tcache {
         &DISABLED_TCACHE.0
+    }
+
+    /// An empty cache with the limits of [`Tcache::set_limits`], made without walking bins
+    /// (a new thread's cache: this runs once per thread).
+    pub(crate) fn with_limits(bins: usize, count: usize, by_bytes: bool) -> Tcache {
+        let count = count.min(MAX_TCACHE_COUNT) as u16;
+        let by_bytes = by_bytes && count > 0;
+        let last_slot = 2 + bins.min(TCACHE_MAX_BINS);
+        // A plain array and a loop of fixed length: a few vector instructions.
+        let most = if by_bytes { u16::MAX } else { count };
+        let mut room = BIN_BYTES_COUNT.map(|fit| count.max(fit).min(most));
+        room[..2].fill(0);
+        room[last_slot..].fill(0);
+        let t = Tcache {
+            room: room.map(Cell::new),
+            max_count: Cell::new(count),
+            by_bytes: Cell::new(by_bytes),
+            ..Tcache::empty()
+        };
+        t.mid_cap.set(Tcache::mid_cap_for(bins, by_bytes));
+        t
     }
 
     /// Set the limits from the parameters: glibc's first `bins` bins, `count` entries each —
@@ -118,6 +187,7 @@ impl Tcache {
         let count = count.min(MAX_TCACHE_COUNT);
         self.max_count.set(count as u16);
         self.by_bytes.set(by_bytes && count > 0);
+        self.mid_cap.set(Tcache::mid_cap_for(bins, self.by_bytes.get()));
         let last_slot = 2 + bins.min(TCACHE_MAX_BINS);
         for slot in 0..TCACHE_SLOTS {
             let room = if (2..last_slot).contains(&slot) {
@@ -133,7 +203,7 @@ impl Tcache {
     pub(crate) fn capacity(&self, slot: usize) -> usize {
         let count = self.max_count();
         if self.by_bytes.get() && slot >= 2 {
-            count.max(TCACHE_BIN_BYTES / (slot << 4)).min(MAX_TCACHE_COUNT)
+            count.max(BIN_BYTES_COUNT[slot] as usize)
         } else {
             count
         }
@@ -266,22 +336,125 @@ impl Tcache {
         }
     }
 
-    /// Take every cached chunk out, handing each to `release` (used at thread exit).
-    pub(crate) fn drain(&self, mut release: impl FnMut(*mut u8)) {
-        for slot in 0..TCACHE_SLOTS {
-            while !self.entries[slot].get().is_null() {
-                let e = self.entries[slot].get();
-                if !aligned_ok(e as usize) {
-                    malloc_printerr("tcache_thread_shutdown(): unaligned tcache chunk detected");
-                }
-                // SAFETY: the bin is not empty (the loop's condition).
-                release(unsafe { self.get(slot) });
+    /// Put chunk `c` of `size` bytes (`MID_MIN_CHUNK..=MID_MAX_CHUNK`) in the ring, in the
+    /// oldest entry's place. Returns the chunk the caller frees into its arena instead:
+    /// none, the oldest entry's, or `c` itself when the ring's byte limit leaves no room
+    /// for it (always so in the disabled cache, whose limit is 0).
+    ///
+    /// # Safety
+    /// As for [`Tcache::put`]: `c` is an in-use chunk of `size` bytes the calling thread
+    /// owns and is freeing, in no cache; the cache is the calling thread's own (or the
+    /// disabled one).
+    pub(crate) unsafe fn put_mid(&self, c: Chunk, size: usize, key: usize) -> Option<Chunk> {
+        let i = self.mid_next.get();
+        let old = self.mid_size[i].get();
+        let bytes = self.mid_bytes.get() - old;
+        if bytes + size > self.mid_cap.get() {
+            return Some(c);
+        }
+        let evicted = if old == 0 {
+            None
+        } else {
+            // SAFETY: the entry holds a chunk put here, still ours to release.
+            Some(unsafe { self.mid_take_entry(i) })
+        };
+        // SAFETY: the caller's chunk: at least MINSIZE bytes, its user area its own.
+        unsafe { (*(c.mem() as *const TcacheEntry)).key.set(key) };
+        self.mid[i].set(c.mem());
+        self.mid_size[i].set(size);
+        self.mid_bytes.set(bytes + size);
+        self.mid_next.set((i + 1) % MID_ENTRIES);
+        evicted
+    }
+
+    /// A chunk for a request of chunk size `nb` (`MID_MIN_CHUNK..=MID_MAX_CHUNK`) from the
+    /// ring — of that size or at most an eighth larger, the most recently freed first — or
+    /// null.
+    #[inline]
+    pub(crate) fn take_mid(&self, nb: usize) -> *mut u8 {
+        let next = self.mid_next.get();
+        for k in 1..=MID_ENTRIES {
+            let i = (next + MID_ENTRIES - k) % MID_ENTRIES;
+            let size = self.mid_size[i].get();
+            if size >= nb && size - nb <= nb >> 3 {
+                // SAFETY: a non-empty entry (its size is at least nb > 0).
+                return unsafe { self.mid_take_entry(i) }.mem();
+            }
+        }
+        core::ptr::null_mut()
+    }
+
+    /// Take the chunk at `mem` out of the ring if it is there (a free that finds the
+    /// cache's key in a larger chunk: most likely a double free).
+    pub(crate) fn take_mid_if_cached(&self, mem: *mut u8) -> Option<Chunk> {
+        let i = (0..MID_ENTRIES).find(|&i| self.mid_size[i].get() != 0 && self.mid[i].get() == mem)?;
+        // SAFETY: a non-empty entry.
+        Some(unsafe { self.mid_take_entry(i) })
+    }
+
+    /// Empty entry `i`, returning its chunk with the key cleared.
+    ///
+    /// # Safety
+    /// Entry `i` is not empty.
+    unsafe fn mid_take_entry(&self, i: usize) -> Chunk {
+        let mem = self.mid[i].get();
+        self.mid_bytes.set(self.mid_bytes.get() - self.mid_size[i].get());
+        self.mid_size[i].set(0);
+        // SAFETY: a chunk put in the ring: the user area of a chunk of ours, which the
+        // cache still owns.
+        unsafe {
+            (*(mem as *const TcacheEntry)).key.set(0);
+            Chunk::from_mem(mem)
+        }
+    }
+
+    /// Take every chunk out of the ring, handing each to `release`.
+    pub(crate) fn drain_mid(&self, mut release: impl FnMut(*mut u8)) {
+        for i in 0..MID_ENTRIES {
+            if self.mid_size[i].get() != 0 {
+                // SAFETY: a non-empty entry.
+                release(unsafe { self.mid_take_entry(i) }.mem());
             }
         }
     }
 
-    /// Visit every cached chunk's user pointer without removing it (heap checker).
+    /// Take every cached chunk out, handing each to `release` (used at thread exit).
+    pub(crate) fn drain(&self, mut release: impl FnMut(*mut u8)) {
+        // Most bins are empty at exit: look at eight at a time (one OR of eight words).
+        let groups = self.entries.chunks_exact(8);
+        let tail = TCACHE_SLOTS - groups.remainder().len();
+        for (group, bins) in groups.enumerate() {
+            if bins.iter().fold(0, |any, e| any | e.get() as usize) != 0 {
+                for slot in group * 8..group * 8 + 8 {
+                    self.drain_bin(slot, &mut release);
+                }
+            }
+        }
+        for slot in tail..TCACHE_SLOTS {
+            self.drain_bin(slot, &mut release);
+        }
+        self.drain_mid(release);
+    }
+
+    fn drain_bin(&self, slot: usize, release: &mut impl FnMut(*mut u8)) {
+        while !self.entries[slot].get().is_null() {
+            let e = self.entries[slot].get();
+            if !aligned_ok(e as usize) {
+                malloc_printerr("tcache_thread_shutdown(): unaligned tcache chunk detected");
+            }
+            // SAFETY: the bin is not empty (the loop's condition).
+            release(unsafe { self.get(slot) });
+        }
+    }
+
+    /// Visit every cached chunk's user pointer without removing it (heap checker); the
+    /// ring's chunks first, with the slot of their size.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(usize, *mut u8)) {
+        for i in 0..MID_ENTRIES {
+            if self.mid_size[i].get() != 0 {
+                visit(slot_of(self.mid_size[i].get()), self.mid[i].get());
+            }
+        }
         for slot in 0..TCACHE_SLOTS {
             let mut e = self.entries[slot].get();
             while !e.is_null() && aligned_ok(e as usize) {
@@ -366,6 +539,134 @@ mod tests {
         // No cache at all stays none.
         t.set_limits(64, 0, true);
         assert_eq!(t.capacity(2), 0);
+    }
+
+    #[test]
+    fn a_new_cache_has_the_limits_set_limits_gives() {
+        for (bins, count, by_bytes) in [
+            (64, 7, true),
+            (64, 7, false),
+            (1, 7, true),
+            (10, 3, true),
+            (64, 0, true),
+            (64, 200, true),
+            (0, 7, true),
+        ] {
+            let fresh = Tcache::with_limits(bins, count, by_bytes);
+            let walked = Tcache::empty();
+            walked.set_limits(bins, count, by_bytes);
+            for slot in 0..TCACHE_SLOTS {
+                assert_eq!(
+                    fresh.room[slot].get(),
+                    walked.room[slot].get(),
+                    "{bins} {count} {by_bytes} slot {slot}"
+                );
+                assert_eq!(fresh.capacity(slot), walked.capacity(slot));
+            }
+        }
+    }
+
+    #[test]
+    fn drain_takes_every_entry_of_every_bin() {
+        let t = Tcache::empty();
+        t.set_limits(64, 7, false);
+        #[repr(C, align(16))]
+        struct Buf([usize; 6]);
+        let mut mem: Vec<Buf> = (0..8).map(|_| Buf([0; 6])).collect();
+        // Bins at both ends, on both sides of a group of eight, two in one bin.
+        let slots = [2, 7, 8, 8, 15, 16, 64, 65];
+        let mut put = Vec::new();
+        for (m, &slot) in mem.iter_mut().zip(&slots) {
+            // SAFETY: 48 bytes of our own memory, 16-byte aligned, each put once.
+            let c = unsafe { Chunk::at(m.0.as_mut_ptr() as usize) };
+            // SAFETY: as above.
+            unsafe { t.put(c, slot, 0xfeed) };
+            put.push(c.mem() as usize);
+        }
+        let mut released = Vec::new();
+        t.drain(|mem| released.push(mem as usize));
+        released.sort();
+        put.sort();
+        assert_eq!(released, put);
+        assert!((0..TCACHE_SLOTS).all(|s| t.first(s).is_null()));
+    }
+
+    /// `n` 16-byte-aligned buffers standing in for larger chunks (only their first words
+    /// are touched).
+    fn mid_chunks(mem: &mut [[usize; 4]]) -> Vec<Chunk> {
+        // SAFETY: our own buffers, 16-byte aligned by the caller's choice of type below.
+        mem.iter_mut().map(|m| unsafe { Chunk::at(m.as_mut_ptr() as usize) }).collect()
+    }
+
+    #[test]
+    fn the_ring_takes_larger_chunks_and_gives_back_a_close_fit() {
+        #[repr(C, align(16))]
+        struct Bufs([[usize; 4]; 12]);
+        let mut bufs = Bufs([[0; 4]; 12]);
+        let c = mid_chunks(&mut bufs.0);
+        let t = Tcache::with_limits(64, 7, true);
+        // SAFETY: each buffer stands in for a chunk of the size given,
+        // put at most once while out of the ring; keys are read from our own buffers.
+        let put = |c: Chunk, size: usize| unsafe { t.put_mid(c, size, 0xfeed) }.map(|e| e.addr());
+        // SAFETY: as above.
+        let key = |c: Chunk| unsafe { Tcache::entry_key(c.mem()) };
+        assert_eq!(put(c[0], 4112), None);
+        assert_eq!(key(c[0]), 0xfeed);
+        // Too small a chunk for the request, or more than an eighth too big: not taken.
+        assert!(t.take_mid(4128).is_null());
+        assert!(t.take_mid(3600).is_null());
+        // Of the request's size, or a little larger: taken, key cleared, ring empty.
+        assert_eq!(t.take_mid(3664), c[0].mem());
+        assert_eq!(key(c[0]), 0);
+        assert!(t.take_mid(3664).is_null());
+        // The most recently freed of two that fit comes first.
+        assert_eq!(put(c[1], 8192), None);
+        assert_eq!(put(c[2], 8192), None);
+        assert_eq!(t.take_mid(8192), c[2].mem());
+        assert_eq!(t.take_mid(8192), c[1].mem());
+        // Past eight entries, each free pushes the oldest out, to be freed by the caller.
+        for (i, &chunk) in c.iter().enumerate().take(8) {
+            assert_eq!(put(chunk, 2048 + 16 * i), None);
+        }
+        assert_eq!(put(c[8], 2048), Some(c[0].addr()));
+        assert_eq!(put(c[9], 2048), Some(c[1].addr()));
+        // A chunk freed twice is found by its address.
+        assert_eq!(t.take_mid_if_cached(c[9].mem()).map(|e| e.addr()), Some(c[9].addr()));
+        assert!(t.take_mid_if_cached(c[9].mem()).is_none());
+        let mut left = Vec::new();
+        t.drain_mid(|mem| left.push(mem as usize));
+        assert_eq!(left.len(), 7);
+        assert!((0..MID_ENTRIES).all(|i| t.mid_size[i].get() == 0) && t.mid_bytes.get() == 0);
+    }
+
+    #[test]
+    fn the_ring_keeps_to_its_byte_limit_and_is_off_where_glibc_has_none() {
+        #[repr(C, align(16))]
+        struct Bufs([[usize; 4]; 8]);
+        let mut bufs = Bufs([[0; 4]; 8]);
+        let c = mid_chunks(&mut bufs.0);
+        let t = Tcache::with_limits(64, 7, true);
+        let big = MID_MAX_CHUNK;
+        let fit = MID_CACHE_BYTES / big;
+        for &chunk in c.iter().take(fit) {
+            // SAFETY: a buffer standing in for a chunk, put once.
+            assert!(unsafe { t.put_mid(chunk, big, 1) }.is_none());
+        }
+        // One more would pass the limit (the entry it would replace is empty): refused.
+        // SAFETY: as above.
+        assert_eq!(unsafe { t.put_mid(c[fit], big, 1) }.map(|e| e.addr()), Some(c[fit].addr()));
+        assert!(t.mid_bytes.get() <= MID_CACHE_BYTES);
+        // Counts the program chose, fewer bins, and the disabled cache: no ring.
+        for off in [Tcache::with_limits(64, 7, false), Tcache::with_limits(32, 7, true), Tcache::empty()] {
+            // SAFETY: as above; refused, so nothing is written.
+            assert_eq!(unsafe { off.put_mid(c[7], 2048, 1) }.map(|e| e.addr()), Some(c[7].addr()));
+        }
+        // SAFETY: as above.
+        assert!(unsafe { Tcache::disabled().put_mid(c[7], 2048, 1) }.is_some());
+        // Limits set later switch it off too; what it holds stays until taken.
+        t.set_limits(64, 7, false);
+        assert!(t.mid_cap.get() == 0 && t.mid_bytes.get() > 0);
+        assert!(!t.take_mid(big).is_null());
     }
 
     #[test]

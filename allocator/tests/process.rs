@@ -148,6 +148,24 @@ const CASES: &[Case] = &[
         run: double_free_normal,
     },
     Case {
+        name: "double_free_larger_block_next_to_top",
+        env: &[],
+        expect: Expect::Abort("double free or corruption (top)"),
+        run: double_free_larger_next_to_top,
+    },
+    Case {
+        name: "larger_blocks_come_back_to_their_thread",
+        env: &[],
+        expect: Expect::Success,
+        run: larger_blocks_come_back_to_their_thread,
+    },
+    Case {
+        name: "larger_blocks_are_not_kept_when_the_program_sets_counts",
+        env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")],
+        expect: Expect::Success,
+        run: larger_blocks_are_not_kept_when_the_program_sets_counts,
+    },
+    Case {
         name: "invalid_pointer",
         env: &[],
         expect: Expect::Abort("free(): invalid pointer"),
@@ -782,7 +800,10 @@ fn introspection() -> Result<(), String> {
         unsafe { m.free(p) };
     }
     let s2 = m.stats();
-    check(s2.in_use + 1000 * 10 * 1024 <= s1.in_use, || format!("in_use after free {}", s2.in_use))?;
+    // Less what the thread keeps for its next mallocs of the size (at most 256 KiB).
+    check(s2.in_use + 1000 * 10 * 1024 <= s1.in_use + 256 * 1024, || {
+        format!("in_use after free {}", s2.in_use)
+    })?;
     check(s2.peak_in_use + 64 * 1024 >= s1.in_use, || {
         format!("peak {} below {}", s2.peak_in_use, s1.in_use)
     })?;
@@ -892,6 +913,9 @@ fn free_chunk_in_bin() -> Result<(*mut u8, *mut u8), String> {
     let guard = m.malloc(100);
     // SAFETY: live block.
     unsafe { m.free(p) };
+    // The thread keeps a freed block of this size for its next malloc; malloc_trim hands it
+    // to the arena's bins.
+    m.malloc_trim(0);
     m.check_heap().map_err(|e| format!("heap broken before the test: {e}"))?;
     Ok((p, guard))
 }
@@ -943,6 +967,87 @@ fn double_free_normal() -> Result<(), String> {
         m.free(p);
     }
     Err("survived a double free".into())
+}
+
+fn double_free_larger_next_to_top() -> Result<(), String> {
+    let m = linux();
+    let p = m.malloc(5000);
+    // SAFETY: deliberately freeing twice a block above the cache's bins, next to top: the
+    // thread keeps it at the first free, and the second must still be caught in the arena.
+    unsafe {
+        m.free(p);
+        m.free(p);
+    }
+    Err("survived a double free".into())
+}
+
+/// Blocks of 1 KiB to 64 KiB a thread frees come back to its next malloc of about that size
+/// without the arena, up to eight of them; the rest go to the arena; at thread exit and on
+/// `malloc_trim` they go back to their arenas.
+fn larger_blocks_come_back_to_their_thread() -> Result<(), String> {
+    let m = linux();
+    let p = m.malloc(5000);
+    let guard = m.malloc(100);
+    // SAFETY: live blocks of ours, each freed once.
+    unsafe { m.free(p) };
+    check(m.malloc(5000) == p, || "the block freed was not given back".into())?;
+    // SAFETY: as above.
+    unsafe { m.free(p) };
+    // A little smaller a request takes it too; one an eighth smaller or more does not.
+    check(m.malloc(4800) == p, || "a close fit was not given back".into())?;
+    // SAFETY: as above.
+    unsafe { m.free(p) };
+    let q = m.malloc(4000);
+    check(q != p, || "a block much larger than asked for was given".into())?;
+    // Twelve blocks freed: the first four went on to the arena.
+    let blocks: Vec<*mut u8> = (0..12).map(|i| m.malloc(8192 + 16 * i)).collect();
+    for &b in &blocks {
+        // SAFETY: as above.
+        unsafe { m.free(b) };
+    }
+    let before = m.stats().info.uordblks;
+    heap_ok()?;
+    // From another thread, which exits: what it kept returns to the arena.
+    let handed = m.malloc(20000) as usize;
+    let in_use = std::thread::spawn(move || {
+        let m = linux();
+        // SAFETY: the main thread handed the block over.
+        unsafe { m.free(handed as *mut u8) };
+        // Kept: still counted in use, as cached blocks are.
+        m.stats().info.uordblks
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    check(in_use >= before + 20000, || format!("in use {in_use}, before {before}: the block was not kept"))?;
+    let after_exit = m.stats().info.uordblks;
+    check(after_exit < before + 20000, || {
+        format!("in use {after_exit} after the thread's exit: not returned")
+    })?;
+    // malloc_trim gives back what the calling thread keeps.
+    m.malloc_trim(0);
+    let trimmed = m.stats().info.uordblks;
+    check(trimmed + 7 * 8192 <= before, || format!("in use {trimmed} after malloc_trim, {before} before"))?;
+    // SAFETY: live blocks.
+    unsafe {
+        m.free(q);
+        m.free(guard);
+    }
+    heap_ok()
+}
+
+/// A program that chose its own thread-cache counts gets glibc's cache, without the ring.
+fn larger_blocks_are_not_kept_when_the_program_sets_counts() -> Result<(), String> {
+    let m = linux();
+    let p = m.malloc(5000);
+    let guard = m.malloc(100);
+    let before = m.stats().info.uordblks;
+    // SAFETY: a live block, freed once.
+    unsafe { m.free(p) };
+    let after = m.stats().info.uordblks;
+    check(after + 5000 <= before, || format!("in use {before} -> {after}: the block was kept"))?;
+    // SAFETY: as above.
+    unsafe { m.free(guard) };
+    heap_ok()
 }
 
 fn invalid_pointer() -> Result<(), String> {
