@@ -239,6 +239,27 @@ impl Arena {
         }
     }
 
+    /// Leave a run of `n` chunks, already linked from `first` to `last` through their
+    /// safe-linked `fd` and each carrying the tcache key, for the lock's next holder, in one
+    /// atomic operation; returns how many chunks are now waiting.
+    ///
+    /// # Safety
+    /// As for [`Arena::defer`], for every chunk of the run; `last` is its last.
+    pub(crate) unsafe fn defer_run(&self, first: Chunk, last: Chunk, n: usize) -> usize {
+        let deferred = &self.shared.0.deferred;
+        let mut head = deferred.load(Ordering::Relaxed);
+        loop {
+            let waiting = ((head >> DEFER_COUNT_SHIFT) + n).min(DEFER_COUNT_MAX);
+            // SAFETY: the run is the caller's until the push below publishes it.
+            unsafe { last.set_fd_protected(Chunk::new(head & DEFER_ADDR_MASK)) };
+            let new = first.addr() | (waiting << DEFER_COUNT_SHIFT);
+            match deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return waiting,
+                Err(h) => head = h,
+            }
+        }
+    }
+
     /// Whether other threads left chunks for the arena's next holder.
     #[inline(always)]
     pub(crate) fn has_deferred(&self) -> bool {

@@ -22,6 +22,11 @@ use crate::prim::single_threaded;
 use crate::printerr::malloc_printerr;
 use crate::tcache::{slot_of, Tcache, MID_MAX_CHUNK, MID_MIN_CHUNK};
 
+/// Chunks waiting on an arena's deferred stack past which the freeing thread frees them
+/// itself if the lock is free, and past which it waits for the lock.
+const DEFER_LIMIT: usize = 128;
+const DEFER_HARD_LIMIT: usize = 4096;
+
 impl<K: Kernel> Malloc<K> {
     /// Free chunk `p` of arena `av`, which the caller does not hold.
     ///
@@ -172,7 +177,11 @@ impl<K: Kernel> Malloc<K> {
     #[cold]
     #[inline(never)]
     unsafe fn tcache_flush(&'static self, tc: &Tcache, slot: usize) {
+        let own = self.slot().arena();
+        let key = self.key();
         let mut held: Option<ArenaGuard> = None;
+        // A run of another arena's chunks, linked as they come: (arena, first, last, count).
+        let mut run: Option<(&'static Arena, Chunk, Chunk, usize)> = None;
         for _ in 0..tc.capacity(slot).div_ceil(2) {
             if tc.first(slot).is_null() {
                 break;
@@ -182,6 +191,30 @@ impl<K: Kernel> Malloc<K> {
             unsafe {
                 let c = Chunk::from_mem(tc.get(slot));
                 let av = self.arena_for_chunk(c);
+                // Another thread's arena is not locked from here (its owner is likely using
+                // it): its chunks are deferred to it, a run in one atomic push.
+                if !single_threaded()
+                    && !own.is_some_and(|a| core::ptr::eq(a, av))
+                    && c.addr() < DEFER_ADDR_LIMIT
+                {
+                    c.set_bk_word(key);
+                    match &mut run {
+                        Some((a, _, last, n)) if core::ptr::eq(*a, av) => {
+                            last.set_fd_protected(Some(c));
+                            *last = c;
+                            *n += 1;
+                        }
+                        _ => {
+                            if let Some((a, first, last, n)) = run.take() {
+                                // defer_run may lock `a`: one arena at a time.
+                                drop(held.take());
+                                self.defer_run(a, first, last, n);
+                            }
+                            run = Some((av, c, c, 1));
+                        }
+                    }
+                    continue;
+                }
                 if !held.as_ref().is_some_and(|g| core::ptr::eq(g.arena(), av)) {
                     // One arena at a time: release the last before taking the next.
                     drop(held.take());
@@ -196,6 +229,28 @@ impl<K: Kernel> Malloc<K> {
                     // Busy: lock it without waiting, or leave the chunk to its holder.
                     None => self.int_free_chunk_inline(av, c),
                 }
+            }
+        }
+        drop(held);
+        if let Some((a, first, last, n)) = run {
+            // SAFETY: a run linked above, of chunks leaving this thread's cache.
+            unsafe { self.defer_run(a, first, last, n) };
+        }
+    }
+
+    /// Defer a linked run of `n` chunks to arena `av` (see [`Arena::defer_run`]), and past
+    /// `DEFER_LIMIT` waiting free them here if its lock is free, as `take_or_defer` does.
+    ///
+    /// # Safety
+    /// As for [`Arena::defer_run`].
+    unsafe fn defer_run(&'static self, av: &'static Arena, first: Chunk, last: Chunk, n: usize) {
+        // SAFETY: forwarded.
+        let waiting = unsafe { av.defer_run(first, last, n) };
+        if waiting >= DEFER_LIMIT {
+            if let Some(g) = av.try_lock() {
+                self.drain_deferred(&g);
+            } else if waiting >= DEFER_HARD_LIMIT {
+                drop(self.lock_and_drain(av));
             }
         }
     }
@@ -263,8 +318,6 @@ impl<K: Kernel> Malloc<K> {
     #[inline(never)]
     unsafe fn take_or_defer(&'static self, av: &'static Arena, p: Chunk) -> Option<ArenaGuard> {
         const DEFER_MAX_SIZE: usize = 16 * 1024;
-        const DEFER_LIMIT: usize = 128;
-        const DEFER_HARD_LIMIT: usize = 4096;
         let own = self.slot().arena().is_some_and(|a| core::ptr::eq(a, av));
         // SAFETY: the caller's chunk.
         if own || unsafe { p.size() } > DEFER_MAX_SIZE {
