@@ -23,7 +23,8 @@ use crate::prim::{environment_ready, set_errno, single_threaded};
 use crate::printerr::malloc_printerr;
 use crate::stats::SysStats;
 use crate::tcache::{
-    request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST, MID_MAX_REQUEST,
+    request_slot, slot_for_request, slot_of, Tcache, FAST_FREE_MASK, FAST_MAX_REQUEST, MAX_TCACHE_SIZE,
+    MID_MAX_REQUEST,
 };
 use crate::thread::ThreadSlot;
 
@@ -480,6 +481,15 @@ impl<K: Kernel> Malloc<K> {
         let slot = self.slot();
         if slot.is_new() {
             self.tcache_init(slot);
+        }
+        if bytes > MAX_TCACHE_SIZE && bytes <= MID_MAX_REQUEST {
+            let mem = slot.tcache().take_mid(request2size(bytes));
+            if !mem.is_null() {
+                // SAFETY: a chunk from the thread's ring, now the caller's; it was used
+                // before, so all of its usable size is cleared, as glibc's calloc does.
+                unsafe { core::ptr::write_bytes(mem, 0, Chunk::from_mem(mem).size() - SIZE_SZ) };
+                return mem;
+            }
         }
         // (clean_bound, chunk): the address from which the returned chunk is known zero.
         let clean = Cell::new(usize::MAX);

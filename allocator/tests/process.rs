@@ -999,6 +999,20 @@ fn larger_blocks_come_back_to_their_thread() -> Result<(), String> {
     unsafe { m.free(p) };
     let q = m.malloc(4000);
     check(q != p, || "a block much larger than asked for was given".into())?;
+    // calloc takes it too, cleared in full.
+    let r = m.malloc(6000);
+    // SAFETY: writing the whole usable size of a live block, then freeing it once.
+    unsafe {
+        r.write_bytes(0xff, m.usable_size(r));
+        m.free(r);
+    }
+    let z = m.calloc(1, 5990);
+    check(z == r, || "calloc did not take the block freed".into())?;
+    // SAFETY: reading the usable size of a live block.
+    let dirty = unsafe { std::slice::from_raw_parts(z, m.usable_size(z)) }.iter().any(|&b| b != 0);
+    check(!dirty, || "calloc gave back a block not cleared".into())?;
+    // SAFETY: a live block.
+    unsafe { m.free(z) };
     // Twelve blocks freed: the first four went on to the arena.
     let blocks: Vec<*mut u8> = (0..12).map(|i| m.malloc(8192 + 16 * i)).collect();
     for &b in &blocks {
