@@ -39,15 +39,24 @@ const MAX_ITERS: usize = 10_000;
 
 impl<K: Kernel> Malloc<K> {
     /// Allocate `bytes` from the arena `av` holds. Returns null if even the kernel has no
-    /// more memory.
+    /// more memory. For `calloc`, `memalign`, `realloc` and the cache itself: an exact-size
+    /// bin refills the thread cache with at most glibc's count, since the calls that come
+    /// here seldom take from the cache afterwards (cc1's callocs, for one, whose refills
+    /// were cache misses on chunks nobody used).
     pub(crate) fn int_malloc(&'static self, av: &ArenaGuard, bytes: usize) -> *mut u8 {
-        self.int_malloc_inline(av, bytes)
+        self.int_malloc_inline(av, bytes, false)
     }
 
     /// `int_malloc`, inlined into `malloc`'s slow path (one call layer less on every
-    /// request the thread cache cannot serve).
+    /// request the thread cache cannot serve), where `full_refill` lets an exact-size bin
+    /// fill the bin of the thread cache up to its room.
     #[inline(always)]
-    pub(crate) fn int_malloc_inline(&'static self, av: &ArenaGuard, bytes: usize) -> *mut u8 {
+    pub(crate) fn int_malloc_inline(
+        &'static self,
+        av: &ArenaGuard,
+        bytes: usize,
+        full_refill: bool,
+    ) -> *mut u8 {
         let Some(nb) = checked_request2size(bytes) else {
             return core::ptr::null_mut();
         };
@@ -74,7 +83,9 @@ impl<K: Kernel> Malloc<K> {
                     }
                 }
                 if tcache_fits {
-                    while tc.has_room(tslot) {
+                    let mut stash = if full_refill { usize::MAX } else { tc.max_count() };
+                    while stash > 0 && tc.has_room(tslot) {
+                        stash -= 1;
                         let Some(c) = av.fastbin(idx) else {
                             break;
                         };
@@ -118,7 +129,9 @@ impl<K: Kernel> Malloc<K> {
                         victim.set_non_main_arena();
                     }
                     if tcache_fits {
-                        while tc.has_room(tslot) {
+                        let mut stash = if full_refill { usize::MAX } else { tc.max_count() };
+                        while stash > 0 && tc.has_room(tslot) {
+                            stash -= 1;
                             let c = bin.bk();
                             if c == bin {
                                 break;

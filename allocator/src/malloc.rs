@@ -385,7 +385,7 @@ impl<K: Kernel> Malloc<K> {
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as
         // glibc): carving extra chunks for the cache while the lock is held saved locks but
         // scattered each thread's blocks (CPython's test_pickle peaked 7% higher).
-        let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc_inline(av, bytes));
+        let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc_inline(av, bytes, true));
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }
