@@ -223,19 +223,10 @@ impl Arena {
     /// `c` is an in-use chunk of this arena that the caller is freeing (nobody else touches
     /// it), below `DEFER_ADDR_LIMIT`.
     pub(crate) unsafe fn defer(&self, c: Chunk, key: usize) -> usize {
-        // SAFETY: the chunk is the caller's until the push below publishes it.
-        unsafe { c.set_bk_word(key) };
-        let deferred = &self.shared.0.deferred;
-        let mut head = deferred.load(Ordering::Relaxed);
-        loop {
-            let waiting = ((head >> DEFER_COUNT_SHIFT) + 1).min(DEFER_COUNT_MAX);
-            // SAFETY: as above; the link is rewritten on every attempt until the push wins.
-            unsafe { c.set_fd_protected(Chunk::new(head & DEFER_ADDR_MASK)) };
-            let new = c.addr() | (waiting << DEFER_COUNT_SHIFT);
-            match deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return waiting,
-                Err(h) => head = h,
-            }
+        // SAFETY: the chunk is the caller's until the push publishes it: a run of one.
+        unsafe {
+            c.set_bk_word(key);
+            self.defer_run(c, c, 1)
         }
     }
 
@@ -250,7 +241,8 @@ impl Arena {
         let mut head = deferred.load(Ordering::Relaxed);
         loop {
             let waiting = ((head >> DEFER_COUNT_SHIFT) + n).min(DEFER_COUNT_MAX);
-            // SAFETY: the run is the caller's until the push below publishes it.
+            // SAFETY: the run is the caller's until the push below publishes it; the link is
+            // rewritten on every attempt until the push wins.
             unsafe { last.set_fd_protected(Chunk::new(head & DEFER_ADDR_MASK)) };
             let new = first.addr() | (waiting << DEFER_COUNT_SHIFT);
             match deferred.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {

@@ -246,6 +246,13 @@ impl<K: Kernel> Malloc<K> {
     unsafe fn defer_run(&'static self, av: &'static Arena, first: Chunk, last: Chunk, n: usize) {
         // SAFETY: forwarded.
         let waiting = unsafe { av.defer_run(first, last, n) };
+        self.after_defer(av, waiting);
+    }
+
+    /// `waiting` chunks now wait on `av`'s deferred stack: past `DEFER_LIMIT` free them here
+    /// if the lock is free (a busy arena is drained by its next holder soon), and past
+    /// `DEFER_HARD_LIMIT` wait for the lock.
+    fn after_defer(&'static self, av: &'static Arena, waiting: usize) {
         if waiting >= DEFER_LIMIT {
             if let Some(g) = av.try_lock() {
                 self.drain_deferred(&g);
@@ -331,15 +338,7 @@ impl<K: Kernel> Malloc<K> {
         }
         // SAFETY: the caller's chunk of `av`, below the limit.
         let waiting = unsafe { av.defer(p, self.key()) };
-        if waiting >= DEFER_LIMIT {
-            // A busy arena will be drained by its next holder soon; past the hard limit,
-            // wait for it.
-            if let Some(g) = av.try_lock() {
-                self.drain_deferred(&g);
-            } else if waiting >= DEFER_HARD_LIMIT {
-                drop(self.lock_and_drain(av));
-            }
-        }
+        self.after_defer(av, waiting);
         None
     }
 
