@@ -20,7 +20,7 @@ use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::prim::single_threaded;
 use crate::printerr::malloc_printerr;
-use crate::tcache::{slot_of, Tcache, MID_MAX_CHUNK, MID_MIN_CHUNK};
+use crate::tcache::{slot_of, Tcache, MID_MAX_CHUNK, MID_MIN_CHUNK, TCACHE_SLOTS};
 
 /// Chunks waiting on an arena's deferred stack past which the freeing thread frees them
 /// itself if the lock is free, and past which it waits for the lock.
@@ -92,12 +92,12 @@ impl<K: Kernel> Malloc<K> {
             // A chunk of another thread's arena is cached here too, as glibc does: sending
             // each one back to its arena (deferred to its owner) kept memory waiting behind
             // owners that were not running, and raised the demonstration's peak RSS by half.
-            if !tc.has_room(slot) && held.is_none() {
-                // The bin is full: give half of it back to its arenas in one go, so the next
-                // run of frees (and of mallocs, which find the chunks in the bins) stays on
-                // the fast path.
+            if !tc.has_room(slot) && held.is_none() && !tc.try_grow(slot) {
+                // The bin is full (and does not grow): give half of it back to its arenas in
+                // one go, so the next run of frees (and of mallocs, which find the chunks in
+                // the bins) stays on the fast path.
                 // SAFETY: the cache is the calling thread's own (it serves this slot).
-                unsafe { self.tcache_flush(tc, slot) };
+                unsafe { self.tcache_flush(tc, slot, tc.capacity(slot).div_ceil(2)) };
             }
             if tc.has_room(slot) {
                 // SAFETY: an in-use chunk, not cached.
@@ -168,21 +168,39 @@ impl<K: Kernel> Malloc<K> {
         });
     }
 
-    /// Free half of a full thread-cache bin into the arenas its chunks belong to, holding
-    /// each arena once for a run of its chunks (blocks other threads handed over are
-    /// cached with the thread's own).
+    /// Give the calling thread's bins their base room back, freeing what they hold beyond
+    /// it into the arenas (after its heap grew, and at `malloc_trim`): memory a grown bin
+    /// keeps for the thread's next run of mallocs is not to cost the heap a growth.
+    pub(crate) fn tcache_shrink(&'static self) {
+        let tc = self.thread_tcache();
+        if !tc.has_grown() {
+            return;
+        }
+        for slot in 2..TCACHE_SLOTS {
+            let excess = tc.excess(slot);
+            if excess > 0 {
+                // SAFETY: the calling thread's own cache.
+                unsafe { self.tcache_flush(tc, slot, excess) };
+            }
+        }
+        tc.reset_growth();
+    }
+
+    /// Free the first `count` chunks of a thread-cache bin into the arenas they belong to,
+    /// holding each arena once for a run of its chunks (blocks other threads handed over
+    /// are cached with the thread's own).
     ///
     /// # Safety
     /// `tc` is the calling thread's own cache.
     #[cold]
     #[inline(never)]
-    unsafe fn tcache_flush(&'static self, tc: &Tcache, slot: usize) {
+    unsafe fn tcache_flush(&'static self, tc: &Tcache, slot: usize, count: usize) {
         let own = self.slot().arena();
         let key = self.key();
         let mut held: Option<ArenaGuard> = None;
         // A run of another arena's chunks, linked as they come: (arena, first, last, count).
         let mut run: Option<(&'static Arena, Chunk, Chunk, usize)> = None;
-        for _ in 0..tc.capacity(slot).div_ceil(2) {
+        for _ in 0..count {
             if tc.first(slot).is_null() {
                 break;
             }

@@ -385,7 +385,14 @@ impl<K: Kernel> Malloc<K> {
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as
         // glibc): carving extra chunks for the cache while the lock is held saved locks but
         // scattered each thread's blocks (CPython's test_pickle peaked 7% higher).
+        let tc = slot.tcache();
+        if bytes <= MAX_TCACHE_SIZE {
+            tc.note_miss(slot_of(request2size(bytes)));
+        }
         let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc_inline(av, bytes, true));
+        if tc.shrink_due() {
+            self.tcache_shrink();
+        }
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }
@@ -720,6 +727,7 @@ impl<K: Kernel> Malloc<K> {
         self.ensure_ready();
         // The calling thread's larger cached chunks may be what keeps pages from the kernel.
         self.flush_mid();
+        self.tcache_shrink();
         let mut result = false;
         self.arenas().for_each(|av| result |= self.mtrim(&self.lock_and_drain(av), pad));
         result as i32

@@ -45,6 +45,9 @@ impl<K: Kernel> Malloc<K> {
         // As in glibc: checked after the mmap attempt, which does not touch top.
         self.check_top_before_growth(av);
 
+        // What the thread's grown cache bins hold could have served this: they give it
+        // back at the end of this malloc (the arena is held here).
+        self.thread_tcache().note_heap_growth();
         if av.is_main() {
             self.grow_main_arena(nb, av);
         } else if !self.grow_heap_arena(nb, av) && !tried_mmap {

@@ -160,6 +160,18 @@ const CASES: &[Case] = &[
         run: larger_blocks_come_back_to_their_thread,
     },
     Case {
+        name: "small_block_runs_grow_the_cache_until_the_heap_grows",
+        env: &[],
+        expect: Expect::Success,
+        run: small_block_runs_grow_the_cache_until_the_heap_grows,
+    },
+    Case {
+        name: "small_block_runs_do_not_grow_the_cache_when_the_program_sets_counts",
+        env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")],
+        expect: Expect::Success,
+        run: small_block_runs_do_not_grow_the_cache_when_the_program_sets_counts,
+    },
+    Case {
         name: "larger_blocks_are_not_kept_when_the_program_sets_counts",
         env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")],
         expect: Expect::Success,
@@ -1046,6 +1058,74 @@ fn larger_blocks_come_back_to_their_thread() -> Result<(), String> {
         m.free(q);
         m.free(guard);
     }
+    heap_ok()
+}
+
+/// Runs of `RUN` mallocs of 40 bytes then `RUN` frees, `rounds` times; returns the bytes the
+/// main arena's fastbins hold after the last frees.
+fn small_block_runs(rounds: usize) -> usize {
+    const RUN: usize = 2000;
+    let m = linux();
+    let mut blocks = vec![core::ptr::null_mut(); RUN];
+    for _ in 0..rounds {
+        for b in blocks.iter_mut() {
+            *b = m.malloc(40);
+        }
+        for &b in &blocks {
+            // SAFETY: live blocks, each freed once.
+            unsafe { m.free(b) };
+        }
+    }
+    m.mallinfo2().fsmblks
+}
+
+/// A bin of small chunks that a run of frees overflows after a run of mallocs emptied it
+/// doubles, until it holds the whole run: 2,000 chunks of 48 bytes end up in the thread's
+/// cache rather than in the arena's fastbins. When the heap next grows, the bins go back to
+/// their base room and what they held beyond it goes to the arena; `malloc_trim` too.
+fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> {
+    let m = linux();
+    // Base room for 48-byte chunks: 85; five doublings hold 2,000.
+    let fast = small_block_runs(8);
+    check(fast < 100 * 48, || format!("{fast} bytes in fastbins: the cache did not grow"))?;
+    let before = m.mallinfo2();
+    // Grow the heap: blocks of 64 KiB (below the mmap threshold) until top runs out.
+    let mut big = Vec::with_capacity(64);
+    while m.mallinfo2().arena == before.arena && big.len() < 64 {
+        big.push(m.malloc(64 * 1024));
+    }
+    let after = m.mallinfo2();
+    check(after.arena > before.arena, || "the heap did not grow".into())?;
+    check(after.fsmblks >= (2000 - 85) * 48, || {
+        format!("{} bytes in fastbins after the heap grew", after.fsmblks)
+    })?;
+    // The blocks, and a page for the vector that holds them and the like.
+    let taken = big.len() * (64 * 1024 + 16) + 4096;
+    check(after.uordblks + (2000 - 85) * 48 <= before.uordblks + taken, || {
+        format!(
+            "in use {} before the heap grew and {} after, {taken} of it new blocks",
+            before.uordblks, after.uordblks
+        )
+    })?;
+    for p in big {
+        // SAFETY: live blocks.
+        unsafe { m.free(p) };
+    }
+    // Grown again, then trimmed.
+    small_block_runs(8);
+    let before = m.mallinfo2().uordblks;
+    m.malloc_trim(0);
+    let after = m.mallinfo2().uordblks;
+    check(after + (2000 - 85) * 48 <= before, || {
+        format!("in use {before} before malloc_trim, {after} after")
+    })?;
+    heap_ok()
+}
+
+/// With the counts the program set, a bin is glibc's: 7 entries, never more.
+fn small_block_runs_do_not_grow_the_cache_when_the_program_sets_counts() -> Result<(), String> {
+    let fast = small_block_runs(8);
+    check(fast >= (2000 - 7) * 48, || format!("only {fast} bytes in fastbins: the cache grew"))?;
     heap_ok()
 }
 
