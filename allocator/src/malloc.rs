@@ -201,7 +201,9 @@ impl<K: Kernel> Malloc<K> {
             self.malloc_consolidate(&av);
             self.mp.apply(&tunables_from_process_env());
         }
-        // Caches made before the settings were known follow them from now on.
+        // Caches made before the settings were known follow them from now on, from their
+        // base room (a bin grown beyond it gives the excess back first).
+        self.tcache_shrink();
         let tc = self.thread_tcache();
         if !core::ptr::eq(tc, Tcache::disabled()) {
             tc.set_limits(
@@ -282,6 +284,15 @@ impl<K: Kernel> Malloc<K> {
             }
             may_retry = false;
             av = self.arena_get_retry(slot, av, size);
+        }
+    }
+
+    /// The thread's heap grew while its cache bins had grown (see `Tcache::note_heap_growth`):
+    /// give their excess back, now that no arena is held.
+    #[inline(always)]
+    pub(crate) fn shrink_if_due(&'static self) {
+        if self.thread_tcache().shrink_due() {
+            self.tcache_shrink();
         }
     }
 
@@ -385,14 +396,11 @@ impl<K: Kernel> Malloc<K> {
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as
         // glibc): carving extra chunks for the cache while the lock is held saved locks but
         // scattered each thread's blocks (CPython's test_pickle peaked 7% higher).
-        let tc = slot.tcache();
         if bytes <= MAX_TCACHE_SIZE {
-            tc.note_miss(slot_of(request2size(bytes)));
+            slot.tcache().note_miss(slot_of(request2size(bytes)));
         }
         let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc_inline(av, bytes, true));
-        if tc.shrink_due() {
-            self.tcache_shrink();
-        }
+        self.shrink_if_due();
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }
@@ -510,6 +518,7 @@ impl<K: Kernel> Malloc<K> {
             }
             mem
         });
+        self.shrink_if_due();
         if mem.is_null() {
             set_errno(libc::ENOMEM);
             return mem;
@@ -586,6 +595,7 @@ impl<K: Kernel> Malloc<K> {
             // SAFETY: an in-use chunk of the arena held.
             (unsafe { self.int_realloc(&g, oldp, oldsize, nb) }, g.locked())
         };
+        self.shrink_if_due();
         if newp.is_null() && locked {
             // Try harder: another arena may have room.
             newp = self.malloc(bytes);
@@ -641,6 +651,7 @@ impl<K: Kernel> Malloc<K> {
         }
         let hint = bytes.saturating_add(alignment).saturating_add(MINSIZE);
         let p = self.alloc_in_arena(slot, hint, |av| self.int_memalign(av, alignment, bytes));
+        self.shrink_if_due();
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }

@@ -46,7 +46,7 @@ impl<K: Kernel> Malloc<K> {
         self.check_top_before_growth(av);
 
         // What the thread's grown cache bins hold could have served this: they give it
-        // back at the end of this malloc (the arena is held here).
+        // back once the call that got here lets go of the arena (`shrink_if_due`).
         self.thread_tcache().note_heap_growth();
         if av.is_main() {
             self.grow_main_arena(nb, av);

@@ -104,6 +104,8 @@ pub(crate) unsafe extern "C" fn thread_exit<K: Kernel>(instance: *mut libc::c_vo
     // SAFETY: the caller's promise.
     let m: &'static Malloc<K> = unsafe { &*(instance as *const Malloc<K>) };
     let slot = m.slot();
+    // Grown bins first, in runs an arena at a time, rather than chunk by chunk below.
+    m.tcache_shrink();
     let tc = slot.tcache.replace(Tcache::disabled());
     slot.state.set(EXITED);
     if !core::ptr::eq(tc, Tcache::disabled()) {

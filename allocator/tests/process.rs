@@ -1111,6 +1111,19 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
         // SAFETY: live blocks.
         unsafe { m.free(p) };
     }
+    // Grown again, then the heap grown by calloc: the same.
+    small_block_runs(8);
+    let before = m.mallinfo2();
+    let mut big = Vec::with_capacity(64);
+    while m.mallinfo2().arena == before.arena && big.len() < 64 {
+        big.push(m.calloc(1, 64 * 1024));
+    }
+    let fast = m.mallinfo2().fsmblks;
+    check(fast >= (2000 - 85) * 48, || format!("{fast} bytes in fastbins after calloc grew the heap"))?;
+    for p in big {
+        // SAFETY: live blocks.
+        unsafe { m.free(p) };
+    }
     // Grown again, then trimmed.
     small_block_runs(8);
     let before = m.mallinfo2().uordblks;
@@ -1118,6 +1131,15 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
     let after = m.mallinfo2().uordblks;
     check(after + (2000 - 85) * 48 <= before, || {
         format!("in use {before} before malloc_trim, {after} after")
+    })?;
+    // A thread that grew its bins gives everything back when it exits.
+    let before = m.mallinfo2().uordblks;
+    let grown =
+        std::thread::spawn(|| small_block_runs(8) < 100 * 48).join().map_err(|_| "thread panicked")?;
+    check(grown, || "the thread's cache did not grow".into())?;
+    let after = m.mallinfo2().uordblks;
+    check(after < before + 16 * 1024, || {
+        format!("in use {before} before the thread, {after} after it exited")
     })?;
     heap_ok()
 }
