@@ -169,8 +169,9 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Give the calling thread's bins their base room back, freeing what they hold beyond
-    /// it into the arenas (after its heap grew, and at `malloc_trim`): memory a grown bin
-    /// keeps for the thread's next run of mallocs is not to cost the heap a growth.
+    /// it into the arenas (after its heap grew, at `malloc_trim`, at thread exit and before
+    /// new tunables apply): memory a grown bin keeps for the thread's next run of mallocs is
+    /// not to cost the heap a growth.
     pub(crate) fn tcache_shrink(&'static self) {
         let tc = self.thread_tcache();
         if !tc.has_grown() {
