@@ -125,7 +125,7 @@ mod initial_exec {
     const _: () = assert!(core::mem::align_of::<ThreadSlot>() == 8);
 
     // A hidden (not exported) TLS object laid out as ThreadSlot: the cache pointer, the
-    // arena pointer (null), the state (NEW) and padding.
+    // arena pointer (null), the state (NEW), the drain flag (false) and padding.
     core::arch::global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",

@@ -399,7 +399,16 @@ impl<K: Kernel> Malloc<K> {
         if bytes <= MAX_TCACHE_SIZE {
             slot.tcache().note_miss(slot_of(request2size(bytes)));
         }
-        let p = self.alloc_in_arena(slot, bytes, |av| self.int_malloc_inline(av, bytes, true));
+        // Taking the arena drains what other threads deferred to it; the thread's own
+        // arena's small chunks go into its cache then, and this request may find one there.
+        let own_slot = slot_for_request(bytes);
+        slot.set_drain_to_cache(true);
+        let p = self.alloc_in_arena(slot, bytes, |av| match own_slot {
+            // SAFETY: the bin's first entry is not null (just tested).
+            Some(s) if !slot.tcache().first(s).is_null() => unsafe { slot.tcache().get(s) },
+            _ => self.int_malloc_inline(av, bytes, true),
+        });
+        slot.set_drain_to_cache(false);
         self.shrink_if_due();
         if p.is_null() {
             set_errno(libc::ENOMEM);

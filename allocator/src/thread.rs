@@ -28,6 +28,9 @@ pub struct ThreadSlot {
     tcache: Cell<*const Tcache>,
     arena: Cell<*const Arena>,
     state: Cell<u8>,
+    /// A malloc of the thread is draining its own arena's deferred stack: small chunks go
+    /// into the thread's cache rather than the arena's bins (see `drain_deferred_slow`).
+    drain_to_cache: Cell<bool>,
 }
 
 impl ThreadSlot {
@@ -37,6 +40,7 @@ impl ThreadSlot {
             tcache: Cell::new(&crate::tcache::DISABLED_TCACHE.0 as *const Tcache),
             arena: Cell::new(core::ptr::null()),
             state: Cell::new(NEW),
+            drain_to_cache: Cell::new(false),
         }
     }
 
@@ -87,6 +91,14 @@ impl ThreadSlot {
 
     pub(crate) fn set_active(&self) {
         self.state.set(ACTIVE)
+    }
+
+    pub(crate) fn drain_to_cache(&self) -> bool {
+        self.drain_to_cache.get()
+    }
+
+    pub(crate) fn set_drain_to_cache(&self, on: bool) {
+        self.drain_to_cache.set(on)
     }
 
     pub(crate) fn set_no_cache_yet(&self) {

@@ -166,6 +166,18 @@ const CASES: &[Case] = &[
         run: small_block_runs_grow_the_cache_until_the_heap_grows,
     },
     Case {
+        name: "blocks_another_thread_freed_come_back_to_the_owners_cache",
+        env: &[],
+        expect: Expect::Success,
+        run: blocks_another_thread_freed_come_back_to_the_owners_cache,
+    },
+    Case {
+        name: "double_free_of_a_block_another_thread_freed",
+        env: &[],
+        expect: Expect::Abort("free(): double free detected in tcache 2"),
+        run: double_free_of_a_block_another_thread_freed,
+    },
+    Case {
         name: "small_block_runs_do_not_grow_the_cache_when_the_program_sets_counts",
         env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")],
         expect: Expect::Success,
@@ -1142,6 +1154,73 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
         format!("in use {before} before the thread, {after} after it exited")
     })?;
     heap_ok()
+}
+
+/// Blocks the main thread allocated and another thread freed wait on the main arena's
+/// deferred stack; the main thread's next malloc that misses its cache takes them into the
+/// cache (growing the bin) rather than into the fastbins, and is served from them.
+fn blocks_another_thread_freed_come_back_to_the_owners_cache() -> Result<(), String> {
+    const N: usize = 100;
+    let m = linux();
+    let blocks: Vec<usize> = (0..N).map(|_| m.malloc(40) as usize).collect();
+    check(blocks.iter().all(|&b| in_brk_heap(b as *mut u8)), || "a block is not in the main arena".into())?;
+    // Before the thread: nothing deferred yet (mallinfo2 drains what is).
+    let before = m.mallinfo2().fsmblks;
+    let given = blocks.clone();
+    std::thread::spawn(move || {
+        let m = linux();
+        // The thread's own arena and cache first, then the main thread's blocks: cached,
+        // flushed in runs and, at exit, deferred to the main arena (fewer than the 128 at
+        // which the freeing thread would take the lock and free them itself).
+        let own = m.malloc(200);
+        for b in given {
+            // SAFETY: the main thread handed the blocks over and no longer uses them.
+            unsafe { m.free(b as *mut u8) };
+        }
+        // SAFETY: this thread's block.
+        unsafe { m.free(own) };
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    // The first malloc drains the deferred stack; then see where the blocks went.
+    let mut got: Vec<usize> = Vec::with_capacity(N);
+    got.push(m.malloc(40) as usize);
+    let after = m.mallinfo2().fsmblks;
+    check(after <= before, || format!("fastbins held {before} bytes, then {after}: the blocks went there"))?;
+    got.extend((1..N).map(|_| m.malloc(40) as usize));
+    let back = got.iter().filter(|g| blocks.contains(g)).count();
+    check(back == N, || format!("{back} of the {N} blocks came back to the main thread"))?;
+    for &g in &got {
+        // SAFETY: live blocks.
+        unsafe { m.free(g as *mut u8) };
+    }
+    heap_ok()
+}
+
+/// A block another thread freed, taken into the owner's cache from the deferred stack, and
+/// freed again by the owner: glibc's tcache check sees it.
+fn double_free_of_a_block_another_thread_freed() -> Result<(), String> {
+    let m = linux();
+    let blocks: Vec<usize> = (0..4).map(|_| m.malloc(40) as usize).collect();
+    let given = blocks.clone();
+    std::thread::spawn(move || {
+        let m = linux();
+        let own = m.malloc(200);
+        for b in given {
+            // SAFETY: the main thread handed the blocks over and no longer uses them.
+            unsafe { m.free(b as *mut u8) };
+        }
+        // SAFETY: this thread's block.
+        unsafe { m.free(own) };
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    // Drains the deferred stack into the cache and takes one block; the others stay cached.
+    let got = m.malloc(40) as usize;
+    let stale = *blocks.iter().find(|&&b| b != got).unwrap();
+    // SAFETY: deliberately freeing a block that is already free (in the cache).
+    unsafe { m.free(stale as *mut u8) };
+    Err("survived freeing a block twice".into())
 }
 
 /// With the counts the program set, a bin is glibc's: 7 entries, never more.
