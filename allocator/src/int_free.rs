@@ -335,7 +335,7 @@ impl<K: Kernel> Malloc<K> {
                 next = c.fd_revealed();
                 if to_cache {
                     let s = slot_of(c.size());
-                    if tc.has_room(s) || (tc.serves(s) && tc.try_grow(s)) {
+                    if tc.has_room(s) || tc.try_grow(s) {
                         // Still counted in use, as deferred and cached chunks both are.
                         tc.put(c, s, key);
                         continue;

@@ -381,7 +381,8 @@ impl<K: Kernel> Malloc<K> {
         }
         // The fast path covers most of the cache; the largest bins are tried here, and the
         // ring of larger chunks.
-        if let Some(s) = slot_for_request(bytes) {
+        let cache_slot = slot_for_request(bytes);
+        if let Some(s) = cache_slot {
             let tc = slot.tcache();
             if !tc.first(s).is_null() {
                 // SAFETY: the bin's first entry is not null (just tested).
@@ -396,14 +397,13 @@ impl<K: Kernel> Malloc<K> {
         // No refilling of the cache beyond what int_malloc stashes from exact-size bins (as
         // glibc): carving extra chunks for the cache while the lock is held saved locks but
         // scattered each thread's blocks (CPython's test_pickle peaked 7% higher).
-        if bytes <= MAX_TCACHE_SIZE {
-            slot.tcache().note_miss(slot_of(request2size(bytes)));
+        if let Some(s) = cache_slot {
+            slot.tcache().note_miss(s);
         }
         // Taking the arena drains what other threads deferred to it; the thread's own
         // arena's small chunks go into its cache then, and this request may find one there.
-        let own_slot = slot_for_request(bytes);
         slot.set_drain_to_cache(true);
-        let p = self.alloc_in_arena(slot, bytes, |av| match own_slot {
+        let p = self.alloc_in_arena(slot, bytes, |av| match cache_slot {
             // SAFETY: the bin's first entry is not null (just tested).
             Some(s) if !slot.tcache().first(s).is_null() => unsafe { slot.tcache().get(s) },
             _ => self.int_malloc_inline(av, bytes, true),

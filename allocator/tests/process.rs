@@ -1073,6 +1073,17 @@ fn larger_blocks_come_back_to_their_thread() -> Result<(), String> {
     heap_ok()
 }
 
+/// Blocks from `alloc` (64 KiB ones: below the mmap threshold) until the heap grows, at
+/// most 64.
+fn grow_heap(alloc: impl Fn() -> *mut u8) -> Vec<*mut u8> {
+    let arena = linux().mallinfo2().arena;
+    let mut big = Vec::with_capacity(64);
+    while linux().mallinfo2().arena == arena && big.len() < 64 {
+        big.push(alloc());
+    }
+    big
+}
+
 /// Runs of `RUN` mallocs of 40 bytes then `RUN` frees, `rounds` times; returns the bytes the
 /// main arena's fastbins hold after the last frees.
 fn small_block_runs(rounds: usize) -> usize {
@@ -1102,10 +1113,7 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
     check(fast < 100 * 48, || format!("{fast} bytes in fastbins: the cache did not grow"))?;
     let before = m.mallinfo2();
     // Grow the heap: blocks of 64 KiB (below the mmap threshold) until top runs out.
-    let mut big = Vec::with_capacity(64);
-    while m.mallinfo2().arena == before.arena && big.len() < 64 {
-        big.push(m.malloc(64 * 1024));
-    }
+    let big = grow_heap(|| m.malloc(64 * 1024));
     let after = m.mallinfo2();
     check(after.arena > before.arena, || "the heap did not grow".into())?;
     check(after.fsmblks >= (2000 - 85) * 48, || {
@@ -1125,11 +1133,7 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
     }
     // Grown again, then the heap grown by calloc: the same.
     small_block_runs(8);
-    let before = m.mallinfo2();
-    let mut big = Vec::with_capacity(64);
-    while m.mallinfo2().arena == before.arena && big.len() < 64 {
-        big.push(m.calloc(1, 64 * 1024));
-    }
+    let big = grow_heap(|| m.calloc(1, 64 * 1024));
     let fast = m.mallinfo2().fsmblks;
     check(fast >= (2000 - 85) * 48, || format!("{fast} bytes in fastbins after calloc grew the heap"))?;
     for p in big {
@@ -1156,6 +1160,25 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
     heap_ok()
 }
 
+/// Free the main thread's `blocks` in a thread of its own arena, which then exits: they
+/// are cached, flushed in runs and, at its exit, deferred to the main arena (fewer than the
+/// 128 at which the freeing thread would take the lock and free them itself).
+fn free_in_another_thread(blocks: Vec<usize>) -> Result<(), String> {
+    std::thread::spawn(move || {
+        let m = linux();
+        // The thread's own arena and cache first.
+        let own = m.malloc(200);
+        for b in blocks {
+            // SAFETY: the main thread handed the blocks over and no longer uses them.
+            unsafe { m.free(b as *mut u8) };
+        }
+        // SAFETY: this thread's block.
+        unsafe { m.free(own) };
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())
+}
+
 /// Blocks the main thread allocated and another thread freed wait on the main arena's
 /// deferred stack; the main thread's next malloc that misses its cache takes them into the
 /// cache (growing the bin) rather than into the fastbins, and is served from them.
@@ -1166,22 +1189,7 @@ fn blocks_another_thread_freed_come_back_to_the_owners_cache() -> Result<(), Str
     check(blocks.iter().all(|&b| in_brk_heap(b as *mut u8)), || "a block is not in the main arena".into())?;
     // Before the thread: nothing deferred yet (mallinfo2 drains what is).
     let before = m.mallinfo2().fsmblks;
-    let given = blocks.clone();
-    std::thread::spawn(move || {
-        let m = linux();
-        // The thread's own arena and cache first, then the main thread's blocks: cached,
-        // flushed in runs and, at exit, deferred to the main arena (fewer than the 128 at
-        // which the freeing thread would take the lock and free them itself).
-        let own = m.malloc(200);
-        for b in given {
-            // SAFETY: the main thread handed the blocks over and no longer uses them.
-            unsafe { m.free(b as *mut u8) };
-        }
-        // SAFETY: this thread's block.
-        unsafe { m.free(own) };
-    })
-    .join()
-    .map_err(|_| "thread panicked".to_string())?;
+    free_in_another_thread(blocks.clone())?;
     // The first malloc drains the deferred stack; then see where the blocks went.
     let mut got: Vec<usize> = Vec::with_capacity(N);
     got.push(m.malloc(40) as usize);
@@ -1202,19 +1210,7 @@ fn blocks_another_thread_freed_come_back_to_the_owners_cache() -> Result<(), Str
 fn double_free_of_a_block_another_thread_freed() -> Result<(), String> {
     let m = linux();
     let blocks: Vec<usize> = (0..4).map(|_| m.malloc(40) as usize).collect();
-    let given = blocks.clone();
-    std::thread::spawn(move || {
-        let m = linux();
-        let own = m.malloc(200);
-        for b in given {
-            // SAFETY: the main thread handed the blocks over and no longer uses them.
-            unsafe { m.free(b as *mut u8) };
-        }
-        // SAFETY: this thread's block.
-        unsafe { m.free(own) };
-    })
-    .join()
-    .map_err(|_| "thread panicked".to_string())?;
+    free_in_another_thread(blocks.clone())?;
     // Drains the deferred stack into the cache and takes one block; the others stay cached.
     let got = m.malloc(40) as usize;
     let stale = *blocks.iter().find(|&&b| b != got).unwrap();
