@@ -75,8 +75,8 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
         if f & VM_ACCOUNT != 0 {
             accounted += pages;
         }
-        if (f & VM_SHARED != 0) != v.is_shmem() {
-            return fail("shared VMA without a shmem inode (or the reverse)", v.start(), f as usize);
+        if f & VM_SHARED != 0 && v.file().is_none() || v.is_shmem() && f & VM_SHARED == 0 {
+            return fail("shared VMA without an inode, or a private one of shmem", v.start(), f as usize);
         }
         if let Some(a) = v.anon() {
             let refs = mm.iter().filter(|w| w.anon() == Some(a)).count();
@@ -85,7 +85,7 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
             }
         }
         if let Some(file) = v.file() {
-            let refs = mm.iter().filter(|w| w.file() == Some(file)).count();
+            let refs = mm.iter().filter(|w| w.file() == Some(file)).count() + file.nr_open.get();
             if refs != file.refcount.get() {
                 return fail("inode reference count wrong", file.refcount.get(), refs);
             }
@@ -165,6 +165,9 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
         } else if page.has(PG_SWAPBACKED) {
             rss[MM_SHMEMPAGES] += 1;
         } else if page.has(PG_FILE) {
+            if e & PTE_RW != 0 && !page.has(crate::page::PG_DIRTY) {
+                bad = Some(CheckError { what: "writable PTE of a clean file page", a: addr, b: pte_pfn(e) });
+            }
             rss[MM_FILEPAGES] += 1;
         } else {
             bad = Some(CheckError { what: "PTE maps a frame of no known kind", a: addr, b: pte_pfn(e) });
@@ -183,6 +186,38 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
             tables << PAGE_SHIFT,
             mm.pgtables_bytes,
         );
+    }
+    Ok(())
+}
+
+/// The host files' page caches: each inode's dirty count against its dirty pages, the
+/// machine's against the sum, and every cached page pointing back at its inode and index.
+pub(crate) fn check_files(sb: &crate::shmem::SuperBlock, phys: &PhysMem) -> Result<(), CheckError> {
+    let mut dirty_total = 0;
+    let mut cur = sb.inodes;
+    while let Some(inode) = cur {
+        cur = inode.next.get();
+        let (mut pages, mut dirty) = (0, 0);
+        let mut from = 0;
+        while let Some((index, pfn)) = crate::shmem::next_page(phys, &inode, from, usize::MAX) {
+            from = index + 1;
+            let p = phys.page(pfn);
+            if p.mapping.get() != inode.addr() || p.index.get() != index as u64 || !p.has(PG_FILE) {
+                return fail("page-cache page not of its inode and index", pfn, index);
+            }
+            pages += 1;
+            dirty += usize::from(p.has(crate::page::PG_DIRTY));
+        }
+        if pages != inode.nr_pages.get() || dirty != inode.nr_dirty.get() {
+            return fail("inode page or dirty count wrong", pages, dirty);
+        }
+        if inode.refcount.get() == 0 || inode.nr_open.get() > inode.refcount.get() {
+            return fail("host inode reference count wrong", inode.refcount.get(), inode.nr_open.get());
+        }
+        dirty_total += dirty;
+    }
+    if dirty_total != phys.vmstat.nr_dirty {
+        return fail("nr_dirty differs from the dirty pages", dirty_total, phys.vmstat.nr_dirty);
     }
     Ok(())
 }

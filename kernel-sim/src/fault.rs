@@ -10,9 +10,12 @@
 //!      takes a zeroed frame from the buddy allocator (`do_anonymous_page`);
 //!    - none, shared anonymous: the shmem inode's page at that offset, allocated zeroed on
 //!      first use (`SIGBUS` beyond the inode's size);
-//!    - none, private file: the page-cache page read-only, or a private copy on a write;
+//!    - none, file: the page-cache page (read from the file if it is not cached: a major
+//!      fault, with read-around, `filemap`), mapped read-only; a write to a private mapping
+//!      takes a private copy, a write to a shared one dirties the page and maps it writable;
 //!    - present but read-only, on a write: copy-on-write from the zero page or the page
-//!      cache, or simply make the process's own page writable (`do_wp_page`).
+//!      cache, dirtying a shared file page (write-notify), or simply making the process's
+//!      own page writable (`do_wp_page`).
 //! 4. Mirror the new PTE into the host range, so the access retries and succeeds.
 //!
 //! Running out of frames is `VM_FAULT_OOM`; the signal handler turns it into the OOM kill.
@@ -26,7 +29,7 @@ use crate::mm::{
     VmaPtr, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_SHARED,
     VM_WRITE,
 };
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_SWAPBACKED};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
     mk_pte, mk_pte_writable, pte_alloc, pte_host_prot, pte_none, pte_pfn, pte_present, pte_special,
     pte_write, PteSlot, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_SPECIAL,
@@ -58,11 +61,16 @@ pub struct Access {
 /// A fault taken by an access of the process (from the SIGSEGV handler): counted as the
 /// process's fault when resolved.
 pub(crate) fn handle_user_fault(st: &mut State, addr: usize, access: Access) -> Result<(), FaultError> {
+    st.fault_major = false;
     let r = do_user_addr_fault(st, addr, access);
     match r {
         Ok(true) => {
             st.stats.faults += 1;
-            st.mm.min_flt += 1;
+            if st.fault_major {
+                st.mm.maj_flt += 1;
+            } else {
+                st.mm.min_flt += 1;
+            }
         }
         Ok(false) => st.stats.spurious_faults += 1,
         Err(FaultError::Segv(_)) => st.stats.segv += 1,
@@ -138,6 +146,8 @@ pub(crate) fn handle_mm_fault(
             do_shmem_fault(st, vma, addr, slot, write)?;
         } else if write && vma.flags() & VM_SHARED == 0 {
             do_cow_fault(st, vma, addr, slot)?;
+        } else if write {
+            do_shared_fault(st, vma, addr, slot)?;
         } else {
             do_read_fault(st, vma, addr, slot)?;
         }
@@ -283,7 +293,9 @@ fn do_shmem_fault(
     Ok(())
 }
 
-/// The page-cache page behind `addr` of a file mapping; SIGBUS past the end of the file.
+/// The page-cache page behind `addr` of a file mapping (`filemap_fault`), read from the
+/// file with its read-around window if it is not cached (a major fault); SIGBUS past the
+/// end of the file or if the file cannot be read.
 fn file_page(st: &mut State, vma: VmaPtr, addr: usize) -> Result<usize, FaultError> {
     let Some(inode) = vma.file() else {
         return Err(FaultError::Bus);
@@ -292,10 +304,36 @@ fn file_page(st: &mut State, vma: VmaPtr, addr: usize) -> Result<usize, FaultErr
     if index >= inode.size_pages.get() {
         return Err(FaultError::Bus);
     }
-    crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)
+    let (start, count) = crate::filemap::fault_window(vma, index);
+    match crate::filemap::filemap_get_page_around(st, inode, index, start, count) {
+        Ok((pfn, major)) => {
+            if major {
+                st.fault_major = true;
+                st.phys.vmstat.pgmajfault += 1;
+            }
+            Ok(pfn)
+        }
+        Err(e) if e.0 == libc::EIO => Err(FaultError::Bus),
+        Err(_) => Err(FaultError::Oom),
+    }
 }
 
-/// Map the page-cache page read-only (a private file mapping, read).
+/// A write to a shared file mapping where nothing is mapped yet (`do_shared_fault`): the
+/// page-cache page, dirtied (`page_mkwrite`) and mapped writable.
+fn do_shared_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
+    let pfn = file_page(st, vma, addr)?;
+    if let Some(inode) = vma.file() {
+        crate::page_writeback::set_page_dirty(&mut st.phys, &inode, pfn);
+    }
+    let page = st.phys.page(pfn);
+    page.mapcount.set(page.mapcount.get() + 1);
+    st.mm.rss[MM_FILEPAGES] += 1;
+    set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    Ok(())
+}
+
+/// Map the page-cache page read-only: a private file mapping (a write copies it) or a
+/// shared one (a write dirties it first: `vma_wants_writenotify`).
 fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
     let pfn = file_page(st, vma, addr)?;
     let page = st.phys.page(pfn);
@@ -309,6 +347,7 @@ fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Res
 fn do_cow_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
     let src = file_page(st, vma, addr)?;
     let pfn = new_anon_page(st, vma, addr, Some(src))?;
+    st.phys.vmstat.cow_faults += 1;
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
     Ok(())
 }
@@ -317,12 +356,19 @@ fn do_cow_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Resu
 fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -> Result<(), FaultError> {
     if pte_special(e) {
         let pfn = new_anon_page(st, vma, addr, None)?;
+        st.phys.vmstat.cow_faults += 1;
         set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
         return Ok(());
     }
     let old = pte_pfn(e);
+    if vma.flags() & VM_SHARED != 0 && st.phys.page(old).has(PG_FILE) {
+        // wp_page_shared: the first write since the page was clean dirties it.
+        if let Some(inode) = vma.file() {
+            crate::page_writeback::set_page_dirty(&mut st.phys, &inode, old);
+        }
+    }
     let page = st.phys.page(old);
-    if page.has(PG_ANON) || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED)) {
+    if page.has(PG_ANON) || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED | PG_FILE)) {
         // The page is ours alone (or shared by design): just allow the write.
         let n = e | PTE_RW | PTE_DIRTY;
         slot.set(n);
@@ -332,6 +378,7 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         return Ok(());
     }
     let pfn = new_anon_page(st, vma, addr, Some(old))?;
+    st.phys.vmstat.cow_faults += 1;
     let page = st.phys.page(old);
     page.mapcount.set(page.mapcount.get().saturating_sub(1));
     st.mm.rss[MM_FILEPAGES] -= 1;

@@ -92,6 +92,12 @@ pub(crate) struct State {
     pub stats: Stats,
     pub thp_align: bool,
     pub next_ino: u64,
+    /// The process's open files.
+    pub files: crate::file::FdTable,
+    /// The host files the machine has inodes for.
+    pub sb: crate::shmem::SuperBlock,
+    /// Set by a fault that had to read its page from a file (`VM_FAULT_MAJOR`).
+    pub fault_major: bool,
 }
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
@@ -203,6 +209,7 @@ impl State {
             pgtables_bytes,
             def_flags: 0,
             min_flt: 0,
+            maj_flt: 0,
             next_anon_vma_id: 1,
             rlimits: config.rlimits,
         };
@@ -215,6 +222,9 @@ impl State {
             stats: Stats::default(),
             thp_align: config.thp_align,
             next_ino: 1000,
+            files: Default::default(),
+            sb: Default::default(),
+            fault_major: false,
         };
         st.setup_image()?;
         Ok(st)
@@ -256,6 +266,31 @@ impl State {
         Ok(())
     }
 
+    /// Before the machine goes: close the process's files and write every dirty page of
+    /// every file back (what is still mapped is written too), closing the host descriptors.
+    fn shutdown_files(&mut self) {
+        crate::file::close_all(self);
+        let mut cur = self.sb.inodes;
+        while let Some(inode) = cur {
+            cur = inode.next.get();
+            let _ = crate::page_writeback::write_dirty_pages(
+                &mut self.phys,
+                &inode,
+                0,
+                crate::shmem::MAX_INODE_PAGES,
+            );
+            for fd in [inode.host_fd.get(), inode.host_wfd.get()] {
+                if fd >= 0 {
+                    // SAFETY: the inode's own descriptors; the machine and its inodes go now.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            inode.host_fd.set(-1);
+            inode.host_wfd.set(-1);
+        }
+        self.sb.inodes = None;
+    }
+
     /// The address space, and what the VMA layer uses besides it.
     pub fn vma_env(&mut self) -> (&mut Mm, VmaEnv<'_>) {
         let env = VmaEnv {
@@ -264,6 +299,7 @@ impl State {
             sys: &mut self.sys,
             host: self.host,
             next_ino: &mut self.next_ino,
+            sb: &mut self.sb,
         };
         (&mut self.mm, env)
     }
@@ -280,6 +316,14 @@ impl State {
         Counters {
             faults: self.stats.faults,
             pgfault: self.phys.vmstat.pgfault,
+            pgmajfault: self.phys.vmstat.pgmajfault,
+            maj_flt: mm.maj_flt,
+            pgpgin: self.phys.vmstat.pgpgin,
+            pgpgout: self.phys.vmstat.pgpgout,
+            nr_dirty: self.phys.vmstat.nr_dirty,
+            nr_dirtied: self.phys.vmstat.nr_dirtied,
+            nr_written: self.phys.vmstat.nr_written,
+            cow_faults: self.phys.vmstat.cow_faults,
             syscalls: self.stats.calls,
             syscalls_failed: self.stats.failed,
             segv: self.stats.segv,
@@ -423,6 +467,7 @@ impl Drop for MachineBox {
         let host = self.0.host;
         {
             let st = self.0.state.get_mut();
+            st.shutdown_files();
             // SAFETY: the box owns the machine and the fault handler no longer finds it, so
             // nothing else reaches its frames; the state dropped below holds frame numbers and
             // KPtrs but has no destructor that follows them.

@@ -9,7 +9,7 @@ use crate::mm::{Mm, VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARE
 use crate::mmu::{Batch, Host};
 use crate::page::{PG_ANON, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::{
-    for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special,
+    for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special, PTE_DIRTY,
 };
 use crate::physmem::PhysMem;
 use crate::Errno;
@@ -97,7 +97,9 @@ pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize,
         let writable = if pte_special(e) {
             false
         } else if flags & VM_SHARED != 0 {
-            true
+            // A shared file page stays read-only until written since its last write-back
+            // (write-notify); shmem pages need no notice.
+            !phys.page(pte_pfn(e)).has(PG_FILE) || e & PTE_DIRTY != 0
         } else {
             phys.page(pte_pfn(e)).has(PG_ANON)
         };

@@ -225,8 +225,10 @@ pub struct Mm {
     pub hiwater_vm: usize,
     pub pgtables_bytes: usize,
     pub def_flags: VmFlags,
-    /// Faults handled for the process (Linux's `min_flt`: all simulated faults are minor).
+    /// Faults handled for the process without reading a file (`min_flt`) and with
+    /// (`maj_flt`).
     pub min_flt: u64,
+    pub maj_flt: u64,
     pub next_anon_vma_id: u64,
     pub rlimits: Rlimits,
 }

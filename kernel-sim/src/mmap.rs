@@ -14,6 +14,7 @@
 //!   returned on failure.
 //! * `sys_munmap` is `vma::do_munmap`.
 
+use crate::file::{File, FMODE_READ, FMODE_WRITE};
 use crate::machine::State;
 use crate::mm::{
     calc_vm_prot_bits, VmFlags, RLIM_INFINITY, VM_GROWSDOWN, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
@@ -29,8 +30,15 @@ const PMD_SIZE: usize = 2 << 20;
 pub const MAP_FIXED_NOREPLACE: i32 = 0x100000;
 pub const MAP_TYPE: i32 = 0x0f;
 
-/// Where a mapping of `len` bytes goes (`__get_unmapped_area`).
-pub(crate) fn get_unmapped_area(st: &State, addr: usize, len: usize, flags: i32) -> Result<usize, Errno> {
+/// Where a mapping of `len` bytes goes (`__get_unmapped_area`); `file` says whether it maps
+/// a file (never THP-aligned here).
+pub(crate) fn get_unmapped_area(
+    st: &State,
+    addr: usize,
+    len: usize,
+    flags: i32,
+    file: bool,
+) -> Result<usize, Errno> {
     let mm = &st.mm;
     let task_size = mm.task_size;
     if len > task_size {
@@ -39,6 +47,7 @@ pub(crate) fn get_unmapped_area(st: &State, addr: usize, len: usize, flags: i32)
     let addr = if flags & libc::MAP_FIXED != 0 {
         addr
     } else if st.thp_align
+        && !file
         && flags & libc::MAP_SHARED == 0
         && addr == 0
         && len.is_multiple_of(PMD_SIZE)
@@ -104,7 +113,7 @@ fn round_hint_to_min(st: &State, hint: usize) -> usize {
     hint
 }
 
-/// The `mmap` system call for anonymous memory (`ksys_mmap_pgoff` → `do_mmap`).
+/// The `mmap` system call (`ksys_mmap_pgoff` → `do_mmap`).
 ///
 /// # Safety
 /// As for `do_mmap`.
@@ -114,25 +123,22 @@ pub(crate) unsafe fn sys_mmap(
     len: usize,
     prot: i32,
     flags: i32,
-    _fd: i32,
+    fd: i32,
     off: u64,
 ) -> Result<usize, Errno> {
     if off & (PAGE_SIZE as u64 - 1) != 0 {
         return Err(Errno::EINVAL);
     }
-    if flags & libc::MAP_ANONYMOUS == 0 {
-        // There are no files to map: every descriptor is bad.
-        return Err(Errno::EBADF);
-    }
+    let file = if flags & libc::MAP_ANONYMOUS == 0 { Some(st.files.get(fd)?) } else { None };
     if flags & libc::MAP_HUGETLB != 0 {
         // No huge pages are reserved (vm.nr_hugepages = 0).
         return Err(Errno::ENOMEM);
     }
     // SAFETY: the caller's promise.
-    unsafe { do_mmap(st, addr, len, prot, flags, (off >> PAGE_SHIFT) as usize) }
+    unsafe { do_mmap(st, file, addr, len, prot, flags, (off >> PAGE_SHIFT) as usize) }
 }
 
-/// `do_mmap` for an anonymous mapping.
+/// `do_mmap`: the argument checks in Linux's order, the VMA flags, then `mmap_region`.
 ///
 /// # Safety
 /// `Machine::mmap`'s condition (the range rule, with `MAP_FIXED`, for the range replaced),
@@ -140,6 +146,7 @@ pub(crate) unsafe fn sys_mmap(
 /// after the new mapping (which a merge may remove) and the page tables freed.
 pub(crate) unsafe fn do_mmap(
     st: &mut State,
+    file: Option<File>,
     addr: usize,
     len: usize,
     prot: i32,
@@ -167,7 +174,7 @@ pub(crate) unsafe fn do_mmap(
         // The simulated user range has nothing below 2 GiB.
         return Err(Errno::ENOMEM);
     }
-    let addr = get_unmapped_area(st, addr, len, flags)?;
+    let addr = get_unmapped_area(st, addr, len, flags, file.is_some())?;
     if flags & MAP_FIXED_NOREPLACE != 0 && st.mm.find_vma_intersection(addr, addr + len).is_some() {
         return Err(Errno::EEXIST);
     }
@@ -180,32 +187,88 @@ pub(crate) unsafe fn do_mmap(
     if !st.mm.mlock_future_ok(vm_flags, len, st.sys.cap_ipc_lock) {
         return Err(Errno::EAGAIN);
     }
-    let pgoff = match flags & MAP_TYPE {
-        t if t == libc::MAP_SHARED => {
-            if vm_flags & VM_GROWSDOWN != 0 {
-                return Err(Errno::EINVAL);
-            }
-            vm_flags |= VM_SHARED | VM_MAYSHARE;
-            0
+    let pgoff = match file {
+        Some(f) => {
+            vm_flags = file_vm_flags(f, vm_flags, prot, flags)?;
+            pgoff_in
         }
-        // Set pgoff according to addr for anon_vma.
-        t if t == libc::MAP_PRIVATE => addr >> PAGE_SHIFT,
-        // MAP_SHARED_VALIDATE has nothing to validate for anonymous memory and is refused as
-        // Linux refuses it; MAP_DROPPABLE is not simulated.
-        _ => return Err(Errno::EINVAL),
+        None => match flags & MAP_TYPE {
+            t if t == libc::MAP_SHARED => {
+                if vm_flags & VM_GROWSDOWN != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                vm_flags |= VM_SHARED | VM_MAYSHARE;
+                0
+            }
+            // Set pgoff according to addr for anon_vma.
+            t if t == libc::MAP_PRIVATE => addr >> PAGE_SHIFT,
+            // MAP_SHARED_VALIDATE has nothing to validate for anonymous memory and is refused
+            // as Linux refuses it; MAP_DROPPABLE is not simulated.
+            _ => return Err(Errno::EINVAL),
+        },
     };
     if flags & libc::MAP_NORESERVE != 0 && st.sys.overcommit_memory != OVERCOMMIT_NEVER {
         vm_flags |= VM_NORESERVE;
     }
+    let inode = file.map(|f| f.inode);
     let (mm, mut env) = st.vma_env();
     // SAFETY: the caller's promise; without MAP_FIXED (or with MAP_FIXED_NOREPLACE) the range
-    // is free, so nothing is replaced.
-    let addr = unsafe { mmap_region(mm, &mut env, addr, len, vm_flags, pgoff) }?;
+    // is free, so nothing is replaced. The inode outlives the call: the descriptor holds it.
+    let addr = unsafe { mmap_region(mm, &mut env, addr, len, vm_flags, pgoff, inode) }?;
     if vm_flags & VM_LOCKED != 0 || flags & libc::MAP_POPULATE != 0 && flags & libc::MAP_NONBLOCK == 0 {
         crate::fault::populate(st, addr, addr + len);
     }
     Ok(addr)
 }
+
+/// The checks and flags of a file mapping (the file branch of `do_mmap`).
+fn file_vm_flags(f: File, mut vm_flags: VmFlags, prot: i32, flags: i32) -> Result<VmFlags, Errno> {
+    let t = flags & MAP_TYPE;
+    if t == libc::MAP_SHARED_VALIDATE && flags & !LEGACY_MAP_MASK != 0 {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    if t == libc::MAP_SHARED || t == libc::MAP_SHARED_VALIDATE {
+        if prot & libc::PROT_WRITE != 0 && f.f_mode & FMODE_WRITE == 0 {
+            return Err(Errno::EACCES);
+        }
+        vm_flags |= VM_SHARED | VM_MAYSHARE;
+        if f.f_mode & FMODE_WRITE == 0 {
+            vm_flags &= !(VM_MAYWRITE | VM_SHARED);
+        }
+    } else if t != libc::MAP_PRIVATE {
+        return Err(Errno::EINVAL);
+    }
+    if f.f_mode & FMODE_READ == 0 {
+        return Err(Errno::EACCES);
+    }
+    if !f.inode.is_reg() {
+        // Directories and special files have no mmap operation here.
+        return Err(Errno::ENODEV);
+    }
+    if vm_flags & VM_GROWSDOWN != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(vm_flags)
+}
+
+/// Linux's value (the libc crate lacks it).
+const MAP_UNINITIALIZED: i32 = 0x400_0000;
+
+/// The flags `MAP_SHARED` ignores and `MAP_SHARED_VALIDATE` accepts (`LEGACY_MAP_MASK`).
+const LEGACY_MAP_MASK: i32 = libc::MAP_SHARED
+    | libc::MAP_PRIVATE
+    | libc::MAP_FIXED
+    | libc::MAP_ANONYMOUS
+    | libc::MAP_DENYWRITE
+    | libc::MAP_EXECUTABLE
+    | MAP_UNINITIALIZED
+    | libc::MAP_GROWSDOWN
+    | libc::MAP_LOCKED
+    | libc::MAP_NORESERVE
+    | libc::MAP_POPULATE
+    | libc::MAP_NONBLOCK
+    | libc::MAP_STACK
+    | libc::MAP_HUGETLB;
 
 /// `calc_vm_flag_bits` for anonymous mappings.
 fn calc_vm_flag_bits(flags: i32) -> VmFlags {

@@ -214,7 +214,7 @@ fn vma_expandable(st: &State, vma: VmaPtr, delta: usize) -> bool {
     if st.mm.find_vma_intersection(vma.end(), end).is_some() {
         return false;
     }
-    crate::mmap::get_unmapped_area(st, vma.start(), end - vma.start(), libc::MAP_FIXED).is_ok()
+    crate::mmap::get_unmapped_area(st, vma.start(), end - vma.start(), libc::MAP_FIXED, false).is_ok()
 }
 
 /// Grow `vma` where it is, by `r.delta`.
@@ -278,7 +278,8 @@ fn set_new_addr(st: &State, r: &mut Remap) -> Result<(), Errno> {
         map_flags |= libc::MAP_SHARED;
     }
     let hint = if r.implies_new_addr() { r.new_addr } else { 0 };
-    r.new_addr = crate::mmap::get_unmapped_area(st, hint, r.new_len, map_flags)?;
+    let file = vma.file().is_some_and(|f| f.is_host());
+    r.new_addr = crate::mmap::get_unmapped_area(st, hint, r.new_len, map_flags, file)?;
     Ok(())
 }
 

@@ -29,6 +29,19 @@ pub struct VmStat {
     pub pgalloc: u64,
     pub pgfree: u64,
     pub pgfault: u64,
+    /// Faults that had to read their page from the file (`pgmajfault`).
+    pub pgmajfault: u64,
+    /// Page-cache pages of regular files that are dirty (`nr_dirty`), and how many were
+    /// ever dirtied and written back (`nr_dirtied`, `nr_written`).
+    pub nr_dirty: usize,
+    pub nr_dirtied: u64,
+    pub nr_written: u64,
+    /// Kilobytes read from files into the page cache and written back (`pgpgin`, `pgpgout`).
+    pub pgpgin: u64,
+    pub pgpgout: u64,
+    /// Copy-on-write faults: a private copy of a shared page (the zero page, a file page,
+    /// or an anonymous page shared with another process).
+    pub cow_faults: u64,
     /// Allocations that fell below the low watermark (where Linux would wake kswapd).
     pub kswapd_wakeups: u64,
     /// Allocations that found no zone above its min watermark.

@@ -85,6 +85,62 @@ impl MemStats {
     }
 }
 
+/// The name of a mapping as the views show it: `[heap]`, `[stack]`, a file's path (up to
+/// `shmem::NAME_MAX_BYTES - 1` bytes), or empty. A copy, so a view holds no reference into
+/// the machine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    buf: [u8; crate::shmem::NAME_MAX_BYTES],
+    len: u16,
+}
+
+impl Name {
+    pub const EMPTY: Name = Name { buf: [0; crate::shmem::NAME_MAX_BYTES], len: 0 };
+
+    pub fn set(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&bytes[..n]);
+        self.len = n as u16;
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        let mut n = Name::EMPTY;
+        n.set(s.as_bytes());
+        n
+    }
+}
+
+impl core::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a view needs to know about one VMA, copied out under the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmaInfo {
@@ -97,7 +153,7 @@ pub struct VmaInfo {
     pub offset: u64,
     pub dev: (u32, u32),
     pub ino: u64,
-    pub name: &'static str,
+    pub name: Name,
     /// Pages mapped by present PTEs, including the shared zero page.
     pub present: usize,
     /// Of those, the zero page.
@@ -118,7 +174,7 @@ impl VmaInfo {
         offset: 0,
         dev: (0, 0),
         ino: 0,
-        name: "",
+        name: Name::EMPTY,
         present: 0,
         zero_pages: 0,
         anon_vma: 0,
@@ -153,12 +209,12 @@ impl VmaInfo {
             info.offset = (v.pgoff() as u64) << PAGE_SHIFT;
             info.dev = crate::shmem::inode_dev(&f);
             info.ino = f.ino.get();
-            info.name = crate::shmem::inode_path(&f);
+            crate::shmem::inode_path(&f, &mut info.name);
             info.object_pages = f.size_pages.get();
         } else if st.mm.is_heap(&v) {
-            info.name = "[heap]";
+            info.name.set(b"[heap]");
         } else if st.mm.is_stack(&v) {
-            info.name = "[stack]";
+            info.name.set(b"[stack]");
         }
         let locked = v.flags() & VM_LOCKED != 0;
         let mut stats = MemStats::default();
@@ -218,7 +274,7 @@ impl VmaInfo {
                 w.write_char(' ')?;
             }
             w.write_char(' ')?;
-            w.write_str(self.name)?;
+            w.write_str(&self.name)?;
         }
         Ok(())
     }
@@ -332,8 +388,8 @@ impl Machine {
             last = v.end;
             total.add(&v.stats);
         });
-        let header =
-            VmaInfo { start: first.unwrap_or(0), end: last, flags: 0, name: "[rollup]", ..VmaInfo::EMPTY };
+        let mut header = VmaInfo { start: first.unwrap_or(0), end: last, flags: 0, ..VmaInfo::EMPTY };
+        header.name.set(b"[rollup]");
         header.write_maps_line(w)?;
         w.write_char('\n')?;
         write_stats(w, &total, true)
@@ -398,15 +454,46 @@ impl Machine {
         line(w, "Buffers:", 0)?;
         line(w, "Cached:", k(c.nr_file_pages))?;
         line(w, "SwapCached:", 0)?;
+        line(w, "SwapTotal:", 0)?;
+        line(w, "SwapFree:", 0)?;
+        line(w, "Dirty:", k(c.nr_dirty))?;
+        // Write-back is synchronous here: no page is ever under it when anyone looks.
+        line(w, "Writeback:", 0)?;
         line(w, "AnonPages:", k(c.nr_anon_pages))?;
         line(w, "Shmem:", k(c.nr_shmem))?;
         line(w, "Slab:", k(c.nr_slab))?;
         line(w, "SUnreclaim:", k(c.nr_slab))?;
         line(w, "PageTables:", k(c.nr_page_table_pages))?;
-        line(w, "SwapTotal:", 0)?;
-        line(w, "SwapFree:", 0)?;
         line(w, "CommitLimit:", k(c.commit_limit))?;
         line(w, "Committed_AS:", k(c.committed_as.max(0) as usize))
+    }
+
+    /// `/proc/vmstat`: the counters the simulation keeps, in Linux's order and names, then
+    /// one of its own (`ksim_cow_faults`: Linux counts copy-on-write faults nowhere).
+    pub fn write_vmstat(&self, w: &mut dyn Write) -> fmt::Result {
+        let c = self.counters();
+        let lines: [(&str, u64); 16] = [
+            ("nr_free_pages", c.free_pages as u64),
+            ("nr_anon_pages", c.nr_anon_pages as u64),
+            ("nr_file_pages", c.nr_file_pages as u64),
+            ("nr_dirty", c.nr_dirty as u64),
+            ("nr_writeback", 0),
+            ("nr_shmem", c.nr_shmem as u64),
+            ("nr_page_table_pages", c.nr_page_table_pages as u64),
+            ("nr_dirtied", c.nr_dirtied),
+            ("nr_written", c.nr_written),
+            ("pgpgin", c.pgpgin),
+            ("pgpgout", c.pgpgout),
+            ("pgfree", c.pgfree),
+            ("pgfault", c.pgfault),
+            ("pgmajfault", c.pgmajfault),
+            ("oom_kill", c.oom_kill),
+            ("ksim_cow_faults", c.cow_faults),
+        ];
+        for (name, v) in lines {
+            writeln!(w, "{name} {v}")?;
+        }
+        Ok(())
     }
 
     /// `/proc/slabinfo` (version 2.1 format) for the kernel's caches.

@@ -1,5 +1,5 @@
-//! Inodes with a page cache: shmem objects behind shared anonymous mappings, and the
-//! simulated executable's file.
+//! Inodes with a page cache: shmem objects behind shared anonymous mappings, the simulated
+//! executable's file, and regular files of the host (`file`, `filemap`).
 //!
 //! `mmap(MAP_SHARED | MAP_ANONYMOUS)` gets a fresh shmem inode the size of the mapping
 //! (Linux's `shmem_zero_setup`, shown as `/dev/zero (deleted)`). Its pages live in the
@@ -9,17 +9,32 @@
 //! survive, and go back to the buddy allocator when the last mapping of the inode goes.
 //! Touching a page beyond the inode's size (a shared mapping grown with `mremap`) is a
 //! `SIGBUS`, as in Linux.
+//!
+//! A host file's inode (`INODE_REG`) keeps the host descriptors its pages are read from and
+//! written back to, its size in bytes, its name (a `names_cache` object) and its place on
+//! the machine's list of such inodes (`SuperBlock`), by which a second `open` of the same
+//! file finds the same page cache.
 
 use core::cell::Cell;
 
 use crate::kptr::KPtr;
 use crate::page::{PAGE_SIZE, PG_DIRTY, PG_FILE, PG_RADIX, PG_SWAPBACKED};
 use crate::physmem::PhysMem;
-use crate::slab::{Slab, CACHE_INODE};
+use crate::slab::{Slab, CACHE_INODE, CACHE_NAMES};
 use crate::Errno;
 
 pub const INODE_SHMEM: u32 = 1;
+/// The synthetic program file of the boot image: pages start zeroed, nothing is stored.
 pub const INODE_FILE: u32 = 2;
+/// A regular file of the host, read into the cache and written back (`filemap`).
+pub const INODE_REG: u32 = 3;
+/// A directory of the host: it can be opened, not mapped or read.
+pub const INODE_DIR: u32 = 4;
+/// Any other host file (devices, pipes, sockets): opened, not mapped.
+pub const INODE_SPECIAL: u32 = 5;
+
+/// The longest name a host inode keeps, with its terminating NUL (a `names_cache` object).
+pub const NAME_MAX_BYTES: usize = 256;
 
 const FANOUT_BITS: u32 = 10;
 const FANOUT: usize = 1 << FANOUT_BITS;
@@ -40,6 +55,63 @@ pub struct Inode {
     pub charged: Cell<usize>,
     /// Root frame of the page index, or 0.
     pub root: Cell<usize>,
+    /// Host inodes: `st_dev` of the host file (with `ino`, what identifies it).
+    pub dev: Cell<u64>,
+    /// Host inodes: a descriptor open for reading, and one open for writing or -1.
+    pub host_fd: Cell<i32>,
+    pub host_wfd: Cell<i32>,
+    /// Host inodes: `i_size` in bytes (`size_pages` is it rounded up to pages).
+    pub size_bytes: Cell<u64>,
+    /// Host inodes: the file's name, a `names_cache` object (direct-map address), or 0.
+    pub name: Cell<usize>,
+    /// Open files of the inode (part of `refcount`).
+    pub nr_open: Cell<usize>,
+    /// Cached pages that are dirty.
+    pub nr_dirty: Cell<usize>,
+    /// The next inode on the machine's list of host inodes.
+    pub next: Cell<Option<InodePtr>>,
+}
+
+/// The machine's host inodes (a superblock's `s_inodes`), so that opening a file twice
+/// finds one page cache.
+#[derive(Default)]
+pub struct SuperBlock {
+    pub inodes: Option<InodePtr>,
+}
+
+impl SuperBlock {
+    /// The inode of host file `(dev, ino)`, if it is in use.
+    pub fn find(&self, dev: u64, ino: u64) -> Option<InodePtr> {
+        let mut cur = self.inodes;
+        while let Some(i) = cur {
+            if i.dev.get() == dev && i.ino.get() == ino {
+                return Some(i);
+            }
+            cur = i.next.get();
+        }
+        None
+    }
+
+    pub fn add(&mut self, inode: InodePtr) {
+        inode.next.set(self.inodes);
+        self.inodes = Some(inode);
+    }
+
+    pub fn remove(&mut self, inode: InodePtr) {
+        let mut prev: Option<InodePtr> = None;
+        let mut cur = self.inodes;
+        while let Some(i) = cur {
+            if i == inode {
+                match prev {
+                    Some(p) => p.next.set(i.next.get()),
+                    None => self.inodes = i.next.get(),
+                }
+                return;
+            }
+            prev = cur;
+            cur = i.next.get();
+        }
+    }
 }
 
 pub type InodePtr = KPtr<Inode>;
@@ -48,23 +120,53 @@ impl Inode {
     pub fn is_shmem(&self) -> bool {
         self.kind.get() == INODE_SHMEM
     }
+
+    /// A file of the host (on the machine's `SuperBlock`).
+    pub fn is_host(&self) -> bool {
+        matches!(self.kind.get(), INODE_REG | INODE_DIR | INODE_SPECIAL)
+    }
+
+    /// A regular file of the host, whose pages come from it and go back to it.
+    pub fn is_reg(&self) -> bool {
+        self.kind.get() == INODE_REG
+    }
+
+    pub fn set_size_bytes(&self, size: u64) {
+        self.size_bytes.set(size);
+        self.size_pages.set(size.div_ceil(PAGE_SIZE as u64).min(MAX_INODE_PAGES as u64) as usize);
+    }
 }
 
-/// The name `/proc/PID/maps` gives the mapping of an inode.
-pub fn inode_path(inode: &Inode) -> &'static str {
-    if inode.is_shmem() {
-        "/dev/zero (deleted)"
-    } else {
-        "/ksim/bin/init"
+/// The name `/proc/PID/maps` gives the mapping of an inode, copied into `out`.
+pub fn inode_path(inode: &Inode, out: &mut crate::proc::Name) {
+    match inode.kind.get() {
+        INODE_SHMEM => out.set(b"/dev/zero (deleted)"),
+        INODE_FILE => out.set(b"/ksim/bin/init"),
+        _ => {
+            let addr = inode.name.get();
+            if addr == 0 {
+                out.set(b"");
+                return;
+            }
+            // SAFETY: a names_cache object of this inode (set by `file::new_host_inode`,
+            // freed only with the inode), NAME_MAX_BYTES long in the direct map and
+            // NUL-terminated within them; nothing writes it after it is made.
+            let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, NAME_MAX_BYTES) };
+            let len = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_MAX_BYTES);
+            out.set(&bytes[..len]);
+        }
     }
 }
 
 /// The device `/proc/PID/maps` shows for an inode (major, minor).
 pub fn inode_dev(inode: &Inode) -> (u32, u32) {
-    if inode.is_shmem() {
-        (0, 1)
-    } else {
-        (0xfe, 0)
+    match inode.kind.get() {
+        INODE_SHMEM => (0, 1),
+        INODE_FILE => (0xfe, 0),
+        _ => {
+            let d = inode.dev.get();
+            (libc::major(d), libc::minor(d))
+        }
     }
 }
 
@@ -132,6 +234,11 @@ pub fn get_page(phys: &mut PhysMem, inode: &Inode, index: usize) -> Result<usize
     if let Some(pfn) = find_page(phys, inode, index) {
         return Ok(pfn);
     }
+    add_to_page_cache(phys, inode, index)
+}
+
+/// A zeroed page put into the cache at `index`, where there is none.
+pub fn add_to_page_cache(phys: &mut PhysMem, inode: &Inode, index: usize) -> Result<usize, Errno> {
     if index >= MAX_INODE_PAGES {
         return Err(Errno(libc::EFBIG));
     }
@@ -163,6 +270,35 @@ pub fn get_page(phys: &mut PhysMem, inode: &Inode, index: usize) -> Result<usize
     }
     phys.vmstat.nr_file_pages += 1;
     Ok(pfn)
+}
+
+/// The first cached page at an index in `[from, end)`: its index and frame.
+pub fn next_page(phys: &PhysMem, inode: &Inode, from: usize, end: usize) -> Option<(usize, usize)> {
+    let root = inode.root.get();
+    if root == 0 {
+        return None;
+    }
+    let end = end.min(MAX_INODE_PAGES);
+    let mut index = from;
+    while index < end {
+        let [a, b, c] = digits(index);
+        let mid = get(phys, root, a);
+        if mid == 0 {
+            index = (index | ((1 << (2 * FANOUT_BITS)) - 1)) + 1;
+            continue;
+        }
+        let leaf = get(phys, mid, b);
+        if leaf == 0 {
+            index = (index | (FANOUT - 1)) + 1;
+            continue;
+        }
+        let pfn = get(phys, leaf, c);
+        if pfn != 0 {
+            return Some((index, pfn));
+        }
+        index += 1;
+    }
+    None
 }
 
 fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
@@ -214,6 +350,10 @@ unsafe fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
     if phys.page(pfn).mapcount.get() != 0 {
         crate::util::bug("shmem: dropping a mapped page", pfn, phys.page(pfn).mapcount.get() as usize);
     }
+    if phys.page(pfn).has(PG_DIRTY) && !inode.is_shmem() {
+        inode.nr_dirty.set(inode.nr_dirty.get() - 1);
+        phys.vmstat.nr_dirty -= 1;
+    }
     inode.nr_pages.set(inode.nr_pages.get() - 1);
     if inode.is_shmem() {
         phys.vmstat.nr_shmem -= 1;
@@ -231,8 +371,23 @@ unsafe fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
 /// No VMA maps the inode any more, and the free rule (see `kptr`) for it: no `KPtr` to
 /// it is used afterwards.
 pub unsafe fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) -> usize {
+    if inode.is_reg() {
+        // Nothing maps the pages any more, so none can be dirtied while they are written.
+        // An error cannot be reported to anyone now (Linux logs it and drops the pages).
+        let _ = crate::page_writeback::write_dirty_pages(phys, &inode, 0, MAX_INODE_PAGES);
+    }
     // SAFETY: no VMA maps the inode, so no user memory is backed by its pages.
     unsafe { truncate_range(phys, &inode, 0, MAX_INODE_PAGES) };
+    for fd in [inode.host_fd.get(), inode.host_wfd.get()] {
+        if fd > 0 {
+            // SAFETY: descriptors the inode owns (dup'ed for it) and closes only here.
+            unsafe { libc::close(fd) };
+        }
+    }
+    if inode.name.get() != 0 {
+        // SAFETY: the inode's names_cache object, freed only here, with the inode.
+        unsafe { slab.free(phys, CACHE_NAMES, inode.name.get()) };
+    }
     let root = inode.root.get();
     if root != 0 {
         for a in 0..FANOUT {

@@ -16,7 +16,9 @@ use crate::Errno;
 pub const CACHE_VMA: usize = 0;
 pub const CACHE_ANON_VMA: usize = 1;
 pub const CACHE_INODE: usize = 2;
-pub const NR_CACHES: usize = 3;
+/// Names of host files (Linux's `names_cache`, here `shmem::NAME_MAX_BYTES` an object).
+pub const CACHE_NAMES: usize = 3;
+pub const NR_CACHES: usize = 4;
 
 const MIN_PARTIAL: usize = 5;
 
@@ -110,13 +112,14 @@ impl Slab {
         Slab { caches: sizes.map(|(name, size)| KmemCache::new(name, size)) }
     }
 
-    /// The caches the simulated kernel allocates from, at `CACHE_VMA`, `CACHE_ANON_VMA` and
-    /// `CACHE_INODE`, named as `/proc/slabinfo` names Linux's.
+    /// The caches the simulated kernel allocates from, at `CACHE_VMA`, `CACHE_ANON_VMA`,
+    /// `CACHE_INODE` and `CACHE_NAMES`, named as `/proc/slabinfo` names Linux's.
     pub fn kernel_caches() -> Slab {
         Slab::new([
             ("vm_area_struct", core::mem::size_of::<crate::mm::Vma>()),
             ("anon_vma", core::mem::size_of::<crate::mm::AnonVma>()),
             ("shmem_inode_cache", core::mem::size_of::<crate::shmem::Inode>()),
+            ("names_cache", crate::shmem::NAME_MAX_BYTES),
         ])
     }
 

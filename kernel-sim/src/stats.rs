@@ -12,11 +12,34 @@ pub enum Syscall {
     Mprotect,
     Madvise,
     Mincore,
+    Msync,
+    Open,
+    Close,
+    Pread,
+    Pwrite,
+    Ftruncate,
+    Fsync,
+    Fadvise,
 }
 
-pub const NR_SYSCALLS: usize = 7;
-const SYSCALL_NAMES: [&str; NR_SYSCALLS] =
-    ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore"];
+pub const NR_SYSCALLS: usize = 15;
+const SYSCALL_NAMES: [&str; NR_SYSCALLS] = [
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "mincore",
+    "msync",
+    "open",
+    "close",
+    "pread64",
+    "pwrite64",
+    "ftruncate",
+    "fsync",
+    "fadvise64",
+];
 
 impl Syscall {
     /// The system call's name, for labelling counters.
@@ -44,6 +67,19 @@ pub struct Counters {
     pub faults: u64,
     /// Every `handle_mm_fault`, including those made by `MAP_POPULATE` (vmstat `pgfault`).
     pub pgfault: u64,
+    /// Faults that read their page from a file: of the machine (`pgmajfault`) and of the
+    /// process's accesses (`maj_flt`).
+    pub pgmajfault: u64,
+    pub maj_flt: u64,
+    /// Kilobytes read into the page cache from files and written back to them.
+    pub pgpgin: u64,
+    pub pgpgout: u64,
+    /// Dirty file pages now, and file pages ever dirtied and written back.
+    pub nr_dirty: usize,
+    pub nr_dirtied: u64,
+    pub nr_written: u64,
+    /// Copy-on-write faults (a private copy made of a page that was not the process's own).
+    pub cow_faults: u64,
     pub syscalls: [u64; NR_SYSCALLS],
     pub syscalls_failed: [u64; NR_SYSCALLS],
     pub segv: u64,

@@ -36,11 +36,15 @@ impl Machine {
         r
     }
 
-    /// `mmap(2)`. Only anonymous mappings exist: without `MAP_ANONYMOUS` the descriptor is
-    /// checked, and there are none (`EBADF`).
+    /// `mmap(2)`: anonymous memory, or with a descriptor from [`Machine::open`], a file.
     ///
     /// # Safety
-    /// With `MAP_FIXED`, the range rule (see [`Machine`]) for the range replaced.
+    /// With `MAP_FIXED`, the range rule (see [`Machine`]) for the range replaced. A file
+    /// mapping's contents follow the file, as with any `mmap` of a file (`memmap2` says the
+    /// same): writes through other mappings or descriptors show in a shared mapping (and in a
+    /// private one where it has no copy yet), and truncation takes the pages beyond the new
+    /// end away (`SIGBUS` on the next touch). The caller keeps no reference into a file
+    /// mapping that such changes would break.
     pub unsafe fn mmap(
         &self,
         addr: usize,
@@ -124,6 +128,78 @@ impl Machine {
         r
     }
 
+    /// `open(2)` of a host file: a simulated descriptor (from 3 up) whose pages the machine
+    /// caches. The host checks the path, the flags and the permissions.
+    pub fn open(&self, path: &core::ffi::CStr, flags: i32, mode: u32) -> Result<i32, Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_open(&mut st, path, flags, mode);
+        st.count(Syscall::Open, r.is_ok());
+        r
+    }
+
+    /// `close(2)`. The last reference to a file (descriptors and mappings) writes its dirty
+    /// pages back and drops its cache.
+    pub fn close(&self, fd: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_close(&mut st, fd);
+        st.count(Syscall::Close, r.is_ok());
+        r
+    }
+
+    /// `pread(2)` through the page cache.
+    pub fn pread(&self, fd: i32, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_pread(&mut st, fd, buf, offset);
+        st.count(Syscall::Pread, r.is_ok());
+        r
+    }
+
+    /// `pwrite(2)` into the page cache (written back later).
+    pub fn pwrite(&self, fd: i32, buf: &[u8], offset: i64) -> Result<usize, Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_pwrite(&mut st, fd, buf, offset);
+        st.count(Syscall::Pwrite, r.is_ok());
+        r
+    }
+
+    /// `ftruncate(2)`.
+    pub fn ftruncate(&self, fd: i32, length: i64) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_ftruncate(&mut st, fd, length);
+        st.count(Syscall::Ftruncate, r.is_ok());
+        r
+    }
+
+    /// `fsync(2)` (and `fdatasync(2)`, which is the same here).
+    pub fn fsync(&self, fd: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_fsync(&mut st, fd);
+        st.count(Syscall::Fsync, r.is_ok());
+        r
+    }
+
+    /// `posix_fadvise(2)`.
+    pub fn posix_fadvise(&self, fd: i32, offset: i64, len: i64, advice: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::file::sys_fadvise(&mut st, fd, offset, len, advice);
+        st.count(Syscall::Fadvise, r.is_ok());
+        r
+    }
+
+    /// `msync(2)`.
+    pub fn msync(&self, addr: usize, len: usize, flags: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let r = crate::msync::sys_msync(&mut st, addr, len, flags);
+        st.count(Syscall::Msync, r.is_ok());
+        r
+    }
+
+    /// The flusher's pass, as `sync(2)`: every dirty page of every file written back.
+    /// `EIO` if the host refused a write (the pages stay dirty).
+    pub fn sync(&self) -> Result<(), Errno> {
+        crate::page_writeback::sync_all(&mut self.lock())
+    }
+
     /// Fault in the page at `addr` as an access would, without touching it (as
     /// `get_user_pages` does). The fault is not counted as the process's.
     pub fn fault_in(&self, addr: usize, write: bool) -> Result<(), crate::fault::FaultError> {
@@ -152,11 +228,13 @@ impl Machine {
     }
 
     /// Check every structure: buddy free lists and frame conservation, slab caches, the
-    /// VMA tree, page tables against VMAs, and the RSS and VM counters.
+    /// files' page caches and dirty counts, the VMA tree, page tables against VMAs, and the
+    /// RSS and VM counters.
     pub fn check(&self) -> Result<(), CheckError> {
         let st = self.lock();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
+        crate::check::check_files(&st.sb, &st.phys)?;
         crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base())
     }
 

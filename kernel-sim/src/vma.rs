@@ -62,6 +62,8 @@ pub(crate) struct VmaEnv<'a> {
     pub sys: &'a mut VmSysctl,
     pub host: Host,
     pub next_ino: &'a mut u64,
+    /// The machine's host inodes, which an inode's last reference takes it off.
+    pub sb: &'a mut crate::shmem::SuperBlock,
 }
 
 impl VmaEnv<'_> {
@@ -210,8 +212,12 @@ pub(crate) unsafe fn inode_put(env: &mut VmaEnv, f: InodePtr) {
     let n = f.refcount.get() - 1;
     f.refcount.set(n);
     if n == 0 {
-        // SAFETY: the last reference: no VMA maps the inode (the count is of its VMAs, plus
-        // new_inode's own while a mapping is made), and the caller's promise for KPtrs.
+        if f.is_host() {
+            env.sb.remove(f);
+        }
+        // SAFETY: the last reference: no VMA maps the inode and no file holds it (the count
+        // is of its VMAs and open files, plus new_inode's own while a mapping is made), and
+        // the caller's promise for KPtrs.
         let charged = unsafe { crate::shmem::evict_inode(env.slab, env.phys, f) };
         env.sys.vm_unacct_memory(charged);
     }
@@ -593,7 +599,8 @@ fn count_vma_pages_range(mm: &Mm, start: usize, end: usize) -> (usize, usize) {
     (pages, accounted)
 }
 
-/// Create the mapping `[addr, addr + len)` (`mmap_region`), replacing anything there.
+/// Create the mapping `[addr, addr + len)` (`mmap_region`), replacing anything there:
+/// of `file` from page `pgoff` if given, else anonymous (a fresh shmem inode if shared).
 ///
 /// # Safety
 /// The range rule (see `Machine`) for what `[addr, addr + len)` maps now, and the free rule
@@ -606,6 +613,7 @@ pub(crate) unsafe fn mmap_region(
     len: usize,
     mut vm_flags: VmFlags,
     pgoff: usize,
+    file: Option<InodePtr>,
 ) -> Result<usize, Errno> {
     let end = addr + len;
     let pglen = len >> PAGE_SHIFT;
@@ -621,7 +629,7 @@ pub(crate) unsafe fn mmap_region(
         env.vm_enough_memory(mm, charged)?;
         vm_flags |= VM_ACCOUNT;
     }
-    let shmem = if vm_flags & VM_SHARED != 0 {
+    let shmem = if vm_flags & VM_SHARED != 0 && file.is_none() {
         let ino = env.get_next_ino();
         match crate::shmem::new_inode(env.slab, env.phys, crate::shmem::INODE_SHMEM, ino, pglen) {
             Ok(inode) => Some(inode),
@@ -660,7 +668,8 @@ pub(crate) unsafe fn mmap_region(
         }
     }
     let (next, prev) = mm.find_vma_prev(addr);
-    let d = VmaDesc { start: addr, end, flags: vm_flags, pgoff, file: shmem, anon: None };
+    let object = shmem.or(file);
+    let d = VmaDesc { start: addr, end, flags: vm_flags, pgoff, file: object, anon: None };
     let merged = if shmem.is_none() {
         // SAFETY: the caller's promise for `next`, the VMA after the range.
         unsafe { vma_merge_new_range(mm, env, prev, next, &d, false) }
@@ -685,7 +694,10 @@ pub(crate) unsafe fn mmap_region(
             v.vm_end.set(end);
             v.vm_flags.set(vm_flags);
             v.vm_pgoff.set(pgoff);
-            v.vm_file.set(shmem);
+            if let Some(f) = file {
+                f.refcount.set(f.refcount.get() + 1);
+            }
+            v.vm_file.set(object);
             vma_link(mm, v);
             v
         }

@@ -62,6 +62,10 @@ fn system_calls_and_faults_never_use_the_host_heap() {
     // Booting may not use it either, but it is allowed to: do it outside.
     let m = Machine::boot(&Config { phys_bytes: 256 << 20, ..Config::DEFAULT }).unwrap().leak();
     let mut calls = 0;
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("no-heap-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; 40 * PAGE]).unwrap();
+    let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     forbidden(|| {
         let mut ptrs = [0usize; 64];
         for round in 0..20 {
@@ -123,8 +127,50 @@ fn system_calls_and_faults_never_use_the_host_heap() {
             }
             calls += 7;
         }
+        // Files: open, map, fault (reads from the file, copies, dirtying), read and write
+        // through the cache, write back, truncate, drop, close; failing calls too.
+        for round in 0..5 {
+            let fd = m.open(&cpath, libc::O_RDWR, 0).unwrap();
+            // SAFETY: without MAP_FIXED nothing is replaced.
+            let (s, q) = unsafe {
+                (
+                    m.mmap(0, 40 * PAGE, RW, libc::MAP_SHARED, fd, 0).unwrap(),
+                    m.mmap(0, 40 * PAGE, RW, libc::MAP_PRIVATE, fd, 0).unwrap(),
+                )
+            };
+            for i in (0..40).step_by(3) {
+                // SAFETY: pages of the two mappings just made.
+                unsafe {
+                    ((s + i * PAGE) as *const u64).read_volatile();
+                    ((s + i * PAGE + 8) as *mut u64).write_volatile(i as u64);
+                    ((q + i * PAGE) as *mut u64).write_volatile(round);
+                }
+            }
+            let mut buf = [0u8; 64];
+            m.pread(fd, &mut buf, (3 * PAGE) as i64).unwrap();
+            m.pwrite(fd, &buf, (39 * PAGE + 10) as i64).unwrap();
+            m.msync(s, 40 * PAGE, libc::MS_SYNC).unwrap();
+            m.fsync(fd).unwrap();
+            m.posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED).unwrap();
+            m.ftruncate(fd, (39 * PAGE) as i64).unwrap();
+            m.ftruncate(fd, (40 * PAGE) as i64).unwrap();
+            m.sync().unwrap();
+            let mut maps = kernel_sim_stack_writer();
+            let _ = m.vma_at(s).map(|v| v.write_maps_line(&mut maps));
+            // SAFETY: the mappings are only touched through the raw addresses above.
+            unsafe {
+                assert!(m.mmap(0, PAGE, RW, libc::MAP_SHARED, 99, 0).is_err());
+                m.munmap(s, 40 * PAGE).unwrap();
+                m.munmap(q, 40 * PAGE).unwrap();
+            }
+            assert!(m.msync(s, PAGE, libc::MS_SYNC).is_err());
+            assert!(m.open(c"/nonexistent", libc::O_RDONLY, 0).is_err());
+            m.close(fd).unwrap();
+            calls += 17;
+        }
         let _ = m.counters();
     });
+    std::fs::remove_file(&path).unwrap();
     // Faults taken by other threads at the same time.
     // Each thread faults in a quarter of a mapping and discards it while the others fault.
     // SAFETY: without MAP_FIXED nothing is replaced.
@@ -151,6 +197,25 @@ fn system_calls_and_faults_never_use_the_host_heap() {
         LAST_SIZE.load(Ordering::Relaxed)
     );
     m.check().unwrap();
+}
+
+/// A `fmt::Write` into a fixed buffer, for formatting under the watchdog.
+fn kernel_sim_stack_writer() -> StackBuf {
+    StackBuf { buf: [0; 256], len: 0 }
+}
+
+struct StackBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl std::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 #[test]

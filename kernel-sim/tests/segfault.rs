@@ -1,5 +1,6 @@
 //! Bad accesses end the process as they would under Linux: SIGSEGV for no VMA or a
-//! forbidden access, SIGBUS beyond the end of a shared object, SIGKILL from the OOM killer.
+//! forbidden access, SIGBUS beyond the end of a shared object or a file (also after a
+//! truncation), SIGKILL from the OOM killer.
 //! Each case runs in a forked child (the machine it uses is its own), with the child's
 //! stderr captured to check the kernel-style report.
 
@@ -153,6 +154,68 @@ fn a_shared_mapping_grown_past_its_object_is_sigbus() {
     let o = unsafe { in_child(child) };
     assert_eq!(o.signal, Some(libc::SIGBUS), "{}", o.stderr);
     assert!(o.stderr.contains("(BUS_ADRERR)"), "{}", o.stderr);
+}
+
+/// A file of `pages` pages of 0x11 bytes, opened read-write on `m`.
+fn file_on(m: &Machine, tag: &str, len: usize) -> (std::path::PathBuf, i32) {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("segv-{}-{tag}", std::process::id()));
+    std::fs::write(&path, vec![0x11u8; len]).unwrap();
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let fd = m.open(&c, libc::O_RDWR, 0).unwrap();
+    (path, fd)
+}
+
+#[test]
+fn touching_a_file_mapping_beyond_the_end_of_the_file_is_sigbus() {
+    let m = small();
+    let (path, fd) = file_on(&m, "eof", PAGE + PAGE / 2);
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 3 * PAGE, RW, libc::MAP_SHARED, fd, 0) }.unwrap();
+    let child = || {
+        // SAFETY: the last page of the file: its tail beyond the end reads zero.
+        let (inside, tail) = unsafe {
+            (((p + PAGE) as *const u8).read_volatile(), ((p + 2 * PAGE - 1) as *const u8).read_volatile())
+        };
+        if (inside, tail) != (0x11, 0) {
+            // SAFETY: exiting the child with a distinctive status.
+            unsafe { libc::_exit(3) };
+        }
+        // SAFETY: a page wholly beyond the end of the file: SIGBUS.
+        unsafe { ((p + 2 * PAGE) as *const u8).read_volatile() };
+    };
+    // SAFETY: the child only touches memory through raw addresses and makes no call
+    // that allocates.
+    let o = unsafe { in_child(child) };
+    assert_eq!(o.signal, Some(libc::SIGBUS), "exit {:?}: {}", o.exit, o.stderr);
+    assert!(o.stderr.contains("(BUS_ADRERR)"), "{}", o.stderr);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_file_truncated_under_its_mapping_is_sigbus_beyond_the_new_end() {
+    let m = small();
+    let (path, fd) = file_on(&m, "trunc", 3 * PAGE);
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 3 * PAGE, RW, libc::MAP_SHARED, fd, 0) }.unwrap();
+    let child = || {
+        // SAFETY: inside the file until it is truncated; then beyond it: SIGBUS.
+        unsafe { ((p + 2 * PAGE) as *mut u8).write_volatile(1) };
+        if m.ftruncate(fd, PAGE as i64).is_err() {
+            // SAFETY: exiting the child with a distinctive status.
+            unsafe { libc::_exit(3) };
+        }
+        // SAFETY: as above.
+        unsafe { (p as *mut u8).write_volatile(1) };
+        // SAFETY: as above.
+        unsafe { ((p + 2 * PAGE) as *mut u8).write_volatile(1) };
+    };
+    // SAFETY: the child only touches memory through raw addresses and calls the machine,
+    // which does not allocate.
+    let o = unsafe { in_child(child) };
+    assert_eq!(o.signal, Some(libc::SIGBUS), "exit {:?}: {}", o.exit, o.stderr);
+    assert!(o.stderr.contains("(BUS_ADRERR)"), "{}", o.stderr);
+    std::fs::remove_file(path).unwrap();
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn maps_lines_are_formatted_exactly_as_linux_formats_them() {
         flags: 0xfb,
         dev: (0, 1),
         ino,
-        name: "/dev/zero (deleted)",
+        name: "/dev/zero (deleted)".into(),
         ..VmaInfo::EMPTY
     });
     assert_eq!(sim_private, real_private);
@@ -74,7 +74,7 @@ fn maps_lines_are_formatted_exactly_as_linux_formats_them() {
             start: usize::from_str_radix(a, 16).unwrap(),
             end: usize::from_str_radix(b, 16).unwrap(),
             flags: 0x73,
-            name: "[heap]",
+            name: "[heap]".into(),
             ..VmaInfo::EMPTY
         };
         assert_eq!(render(v), heap);

@@ -5,12 +5,12 @@ use ptalloc_testkit::Rng;
 fn objects_are_distinct_zeroed_and_pages_go_back() {
     let mut pm = PhysMem::boot(16 << 20, None).unwrap();
     let free0 = pm.nr_free_pages();
-    let mut slab = Slab::new([("a", 104), ("b", 16), ("c", 72)]);
+    let mut slab = Slab::new([("a", 104), ("b", 16), ("c", 72), ("d", 256)]);
     let mut rng = Rng::new(7);
     let mut live: Vec<(usize, usize, u8)> = Vec::new();
     for step in 0..20_000u32 {
         if live.is_empty() || rng.chance(60) {
-            let id = rng.below(3) as usize;
+            let id = rng.below(4) as usize;
             let a = slab.alloc(&mut pm, id).unwrap();
             let size = slab.caches[id].object_size;
             // SAFETY: a live object of `size` bytes.

@@ -16,6 +16,7 @@ struct Parts {
     sys: VmSysctl,
     mm: Mm,
     next_ino: u64,
+    sb: crate::shmem::SuperBlock,
 }
 
 impl Parts {
@@ -24,7 +25,7 @@ impl Parts {
         let sys = VmSysctl::new(phys.nr_free_pages());
         let mut mm = Mm { task_size: 2 * BASE, mmap_min_addr: BASE, ..Mm::default() };
         mm.pgd = crate::page_table::pgd_alloc(&mut phys, &mut mm.pgtables_bytes).expect("pgd");
-        Parts { phys, slab: Slab::kernel_caches(), sys, mm, next_ino: 0 }
+        Parts { phys, slab: Slab::kernel_caches(), sys, mm, next_ino: 0, sb: Default::default() }
     }
 
     /// The VMA layer's arguments. The host range is empty: nothing here maps a page, and an
@@ -36,6 +37,7 @@ impl Parts {
             sys: &mut self.sys,
             host: Host::empty(),
             next_ino: &mut self.next_ino,
+            sb: &mut self.sb,
         };
         (&mut self.mm, env)
     }
@@ -64,7 +66,7 @@ impl Parts {
     unsafe fn map(&mut self, addr: usize, pages: usize, flags: VmFlags) {
         let (mm, mut env) = self.split();
         // SAFETY: the caller's promise; nothing maps a page here.
-        let got = unsafe { mmap_region(mm, &mut env, addr, pages * PAGE, flags, addr >> PAGE_SHIFT) };
+        let got = unsafe { mmap_region(mm, &mut env, addr, pages * PAGE, flags, addr >> PAGE_SHIFT, None) };
         assert_eq!(got, Ok(addr));
     }
 

@@ -1,0 +1,441 @@
+//! Open files: the descriptor table (`files_struct`), `struct file`, and the system calls on
+//! descriptors — `open`, `close`, `pread`, `pwrite`, `ftruncate`, `fsync`, `fdatasync`,
+//! `posix_fadvise` (Linux's `fs/open.c`, `fs/read_write.c`, `fs/sync.c`, `mm/fadvise.c`).
+//!
+//! The simulated kernel's files are the host's: `open` opens the host file and finds or
+//! makes its inode (`shmem::INODE_REG` for regular files), one per host `(st_dev, st_ino)`
+//! on the machine's `SuperBlock`, so every descriptor and mapping of a file shares one page
+//! cache. The host file is the disk: pages are read from it on a cache miss (`filemap`) and
+//! written back to it (`page_writeback`); `read` and `write` go through the cache as
+//! Linux's buffered I/O does, so what a mapping sees and what `pread` returns agree before
+//! anything is written back. Simulated descriptors are numbered from 3 in their own table;
+//! they are not host descriptors.
+
+use core::ffi::CStr;
+
+use crate::machine::State;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE};
+use crate::shmem::{InodePtr, INODE_DIR, INODE_REG, INODE_SPECIAL, NAME_MAX_BYTES};
+use crate::slab::CACHE_NAMES;
+use crate::Errno;
+
+/// Descriptors a process may have open (its `RLIMIT_NOFILE`, fixed).
+pub const NR_OPEN: usize = 256;
+/// The first descriptor handed out: 0, 1 and 2 stay the host's standard streams.
+pub const FIRST_FD: usize = 3;
+
+pub const FMODE_READ: u32 = 1;
+pub const FMODE_WRITE: u32 = 2;
+
+/// `struct file`: an open of an inode, with its access mode and `O_*` flags.
+#[derive(Clone, Copy, Debug)]
+pub struct File {
+    pub inode: InodePtr,
+    pub f_mode: u32,
+    pub f_flags: i32,
+}
+
+/// The descriptor table.
+pub struct FdTable {
+    fds: [Option<File>; NR_OPEN],
+}
+
+impl Default for FdTable {
+    fn default() -> Self {
+        FdTable { fds: [None; NR_OPEN] }
+    }
+}
+
+impl FdTable {
+    /// The file behind `fd` (`fdget`): `EBADF` if there is none.
+    pub fn get(&self, fd: i32) -> Result<File, Errno> {
+        usize::try_from(fd).ok().and_then(|i| self.fds.get(i).copied().flatten()).ok_or(Errno::EBADF)
+    }
+
+    fn install(&mut self, file: File) -> Result<i32, Errno> {
+        let i = (FIRST_FD..NR_OPEN).find(|&i| self.fds[i].is_none()).ok_or(Errno(libc::EMFILE))?;
+        self.fds[i] = Some(file);
+        Ok(i as i32)
+    }
+
+    fn take(&mut self, fd: i32) -> Result<File, Errno> {
+        let f = self.get(fd)?;
+        self.fds[fd as usize] = None;
+        Ok(f)
+    }
+
+    /// Every open file, for teardown.
+    pub fn take_all(&mut self) -> impl Iterator<Item = File> + '_ {
+        self.fds.iter_mut().filter_map(Option::take)
+    }
+}
+
+/// Host `fstat`.
+fn host_fstat(fd: i32) -> Result<libc::stat, Errno> {
+    // SAFETY: an all-zero `stat` is a valid value of the plain C struct fstat fills in.
+    let mut sb: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `sb` is a live, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut sb) } != 0 {
+        return Err(Errno(ptalloc::errno()));
+    }
+    Ok(sb)
+}
+
+/// The name the host kernel resolves `fd` to (its `/proc/self/fd` link), NUL-terminated
+/// into `buf`; `ENAMETOOLONG` if it does not fit a `names_cache` object.
+fn host_fd_path(fd: i32, given: &CStr, buf: &mut [u8; NAME_MAX_BYTES]) -> Result<usize, Errno> {
+    let mut link = crate::util::StackWriter::<32>::new();
+    let _ = core::fmt::Write::write_fmt(&mut link, format_args!("/proc/self/fd/{fd}\0"));
+    // SAFETY: `link` is NUL-terminated and `buf` is writable for its length.
+    let n = unsafe { libc::readlink(link.as_bytes().as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = if n > 0 {
+        n as usize
+    } else {
+        // No /proc on the host: the name as given.
+        let b = given.to_bytes();
+        let l = b.len().min(buf.len());
+        buf[..l].copy_from_slice(&b[..l]);
+        b.len()
+    };
+    if len >= buf.len() {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    buf[len] = 0;
+    Ok(len)
+}
+
+/// A new inode for host file `fd` with stat `sb`, put on the superblock, holding one
+/// reference (the opener's). Its host descriptors are set by `adopt_host_fd`.
+fn new_host_inode(st: &mut State, fd: i32, sb: &libc::stat, given: &CStr) -> Result<InodePtr, Errno> {
+    let mut name = [0u8; NAME_MAX_BYTES];
+    host_fd_path(fd, given, &mut name)?;
+    let kind = match sb.st_mode & libc::S_IFMT {
+        libc::S_IFREG => INODE_REG,
+        libc::S_IFDIR => INODE_DIR,
+        _ => INODE_SPECIAL,
+    };
+    let name_obj = st.slab.alloc(&mut st.phys, CACHE_NAMES)?;
+    // SAFETY: a fresh names_cache object of NAME_MAX_BYTES bytes in the direct map.
+    unsafe { core::ptr::copy_nonoverlapping(name.as_ptr(), name_obj as *mut u8, NAME_MAX_BYTES) };
+    let inode = match crate::shmem::new_inode(&mut st.slab, &mut st.phys, kind, sb.st_ino, 0) {
+        Ok(i) => i,
+        Err(e) => {
+            // SAFETY: the object just allocated, which nothing else knows of.
+            unsafe { st.slab.free(&mut st.phys, CACHE_NAMES, name_obj) };
+            return Err(e);
+        }
+    };
+    // new_inode's reference becomes the file's.
+    inode.dev.set(sb.st_dev);
+    inode.host_fd.set(-1);
+    inode.host_wfd.set(-1);
+    inode.name.set(name_obj);
+    inode.set_size_bytes(sb.st_size.max(0) as u64);
+    st.sb.add(inode);
+    Ok(inode)
+}
+
+/// Give host descriptor `fd`, opened with `accmode`, to `inode` if it lacks one for that
+/// access, else close it.
+fn adopt_host_fd(inode: InodePtr, fd: i32, accmode: i32) {
+    let mut used = false;
+    if inode.host_fd.get() < 0 && accmode != libc::O_WRONLY {
+        inode.host_fd.set(fd);
+        used = true;
+    }
+    if inode.host_wfd.get() < 0 && accmode != libc::O_RDONLY {
+        inode.host_wfd.set(fd);
+        used = true;
+    }
+    if !used {
+        // SAFETY: a descriptor this open made and nothing else holds.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// `open(2)` (`do_sys_open`): the host opens the file, the machine installs a descriptor.
+pub(crate) fn sys_open(st: &mut State, path: &CStr, flags: i32, mode: u32) -> Result<i32, Errno> {
+    let accmode = flags & libc::O_ACCMODE;
+    if accmode == libc::O_ACCMODE {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `path` is NUL-terminated; the host checks everything else.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(Errno(ptalloc::errno()));
+    }
+    let close = |e: Errno| {
+        // SAFETY: the descriptor just opened, which nothing else holds.
+        unsafe { libc::close(fd) };
+        e
+    };
+    let sb = host_fstat(fd).map_err(close)?;
+    let (inode, fresh) = match st.sb.find(sb.st_dev, sb.st_ino) {
+        Some(i) => {
+            i.refcount.set(i.refcount.get() + 1);
+            (i, false)
+        }
+        None => (new_host_inode(st, fd, &sb, path).map_err(close)?, true),
+    };
+    inode.nr_open.set(inode.nr_open.get() + 1);
+    let f_mode = match accmode {
+        libc::O_RDONLY => FMODE_READ,
+        libc::O_WRONLY => FMODE_WRITE,
+        _ => FMODE_READ | FMODE_WRITE,
+    };
+    let file = File { inode, f_mode, f_flags: flags & !libc::O_CLOEXEC };
+    match st.files.install(file) {
+        Ok(n) => {
+            adopt_host_fd(inode, fd, accmode);
+            if !fresh && flags & libc::O_TRUNC != 0 && inode.is_reg() && f_mode & FMODE_WRITE != 0 {
+                // The host truncated the file; the cache follows.
+                crate::truncate::truncate_setsize(st, inode, 0);
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            if fresh {
+                inode.host_fd.set(fd);
+            } else {
+                close(e);
+            }
+            // SAFETY: the reference taken above; no KPtr to the inode is kept here.
+            unsafe { fput(st, inode) };
+            Err(e)
+        }
+    }
+}
+
+/// Drop an open file's reference to its inode.
+///
+/// # Safety
+/// The free rule (see `kptr`) for the inode if this was its last reference.
+unsafe fn fput(st: &mut State, inode: InodePtr) {
+    inode.nr_open.set(inode.nr_open.get() - 1);
+    let (_, mut env) = st.vma_env();
+    // SAFETY: the caller's promise.
+    unsafe { crate::vma::inode_put(&mut env, inode) };
+}
+
+/// `close(2)`.
+pub(crate) fn sys_close(st: &mut State, fd: i32) -> Result<(), Errno> {
+    let f = st.files.take(fd)?;
+    // SAFETY: system calls keep no KPtr past their return, and this one uses none after.
+    unsafe { fput(st, f.inode) };
+    Ok(())
+}
+
+/// Close every descriptor (process exit, machine shutdown).
+pub(crate) fn close_all(st: &mut State) {
+    let mut files = [None; NR_OPEN];
+    for (slot, f) in files.iter_mut().zip(st.files.take_all()) {
+        *slot = Some(f);
+    }
+    for f in files.into_iter().flatten() {
+        // SAFETY: as in `sys_close`.
+        unsafe { fput(st, f.inode) };
+    }
+}
+
+/// The file behind `fd` if it is a regular file open with `mode`; the errors are
+/// `read`/`write`'s: `EBADF` for a bad descriptor or the wrong mode, `EISDIR` for a
+/// directory, `EINVAL` for what the simulation cannot read (devices, pipes).
+fn rw_file(st: &State, fd: i32, mode: u32) -> Result<File, Errno> {
+    let f = st.files.get(fd)?;
+    if f.f_mode & mode == 0 {
+        return Err(Errno::EBADF);
+    }
+    match f.inode.kind.get() {
+        INODE_REG => Ok(f),
+        INODE_DIR => Err(Errno(libc::EISDIR)),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Make the user pages under a buffer present (`fault_in_pages`), so that copying to or
+/// from it under the machine lock cannot fault. Buffers outside the user range are host
+/// memory and need nothing.
+fn fault_in_buffer(st: &mut State, addr: usize, len: usize, write: bool) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    let (base, end) = (st.host.base(), st.host.end());
+    let last = addr + len - 1;
+    if last < base || addr >= end {
+        return Ok(());
+    }
+    let mut a = addr.max(base) & crate::page::PAGE_MASK;
+    while a <= last.min(end - 1) {
+        crate::fault::fault_in(st, a, write).map_err(|_| Errno::EFAULT)?;
+        a += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// `pread(2)` through the page cache (`filemap_read`): bytes up to the end of the file.
+pub(crate) fn sys_pread(st: &mut State, fd: i32, buf: &mut [u8], pos: i64) -> Result<usize, Errno> {
+    let f = rw_file(st, fd, FMODE_READ)?;
+    if pos < 0 {
+        return Err(Errno::EINVAL);
+    }
+    fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), true)?;
+    let inode = f.inode;
+    let size = inode.size_bytes.get();
+    let pos = pos as u64;
+    if pos >= size {
+        return Ok(0);
+    }
+    let len = buf.len().min((size - pos) as usize);
+    let mut done = 0;
+    while done < len {
+        let at = pos + done as u64;
+        let index = (at >> PAGE_SHIFT) as usize;
+        let off = (at as usize) & (PAGE_SIZE - 1);
+        let n = (PAGE_SIZE - off).min(len - done);
+        let pfn = match crate::filemap::filemap_get_page(st, inode, index, 1) {
+            Ok((pfn, _)) => pfn,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        // SAFETY: `n` bytes at `off` lie inside frame `pfn`, a page-cache page (never user
+        // memory mapped at `buf`: `buf` is a Rust slice this call borrows exclusively, and
+        // its user pages, if any, were made present above).
+        unsafe {
+            core::ptr::copy_nonoverlapping(st.phys.frame(pfn).add(off), buf[done..].as_mut_ptr(), n);
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// `pwrite(2)` into the page cache (`generic_perform_write`): the pages become dirty and
+/// the file grows to cover them; the host file gets them at writeback. With `O_APPEND` the
+/// bytes go at the end whatever `pos` says, as Linux does.
+pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Result<usize, Errno> {
+    let f = rw_file(st, fd, FMODE_WRITE)?;
+    if pos < 0 {
+        return Err(Errno::EINVAL);
+    }
+    fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), false)?;
+    let inode = f.inode;
+    let pos = if f.f_flags & libc::O_APPEND != 0 { inode.size_bytes.get() } else { pos as u64 };
+    let max = (crate::shmem::MAX_INODE_PAGES as u64) << PAGE_SHIFT;
+    if pos >= max && !buf.is_empty() {
+        return Err(Errno(libc::EFBIG));
+    }
+    let len = buf.len().min((max - pos) as usize);
+    let mut done = 0;
+    while done < len {
+        let at = pos + done as u64;
+        let index = (at >> PAGE_SHIFT) as usize;
+        let off = (at as usize) & (PAGE_SIZE - 1);
+        let n = (PAGE_SIZE - off).min(len - done);
+        // A page written whole need not be read first.
+        let got = if n == PAGE_SIZE {
+            match crate::shmem::find_page(&st.phys, &inode, index) {
+                Some(p) => Ok(p),
+                None => crate::shmem::add_to_page_cache(&mut st.phys, &inode, index),
+            }
+        } else {
+            crate::filemap::filemap_get_page(st, inode, index, 1).map(|(p, _)| p)
+        };
+        let pfn = match got {
+            Ok(p) => p,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        // SAFETY: as in `sys_pread`, the other way.
+        unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), st.phys.frame(pfn).add(off), n) };
+        crate::page_writeback::set_page_dirty(&mut st.phys, &inode, pfn);
+        done += n;
+        let end = pos + done as u64;
+        if end > inode.size_bytes.get() {
+            inode.set_size_bytes(end);
+        }
+    }
+    Ok(done)
+}
+
+/// `ftruncate(2)`: the host file and the cache take the new size; pages wholly beyond it
+/// leave every mapping (their next touch is `SIGBUS`) and the cache, and the part of the
+/// last page beyond it reads zero.
+pub(crate) fn sys_ftruncate(st: &mut State, fd: i32, length: i64) -> Result<(), Errno> {
+    if length < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let f = st.files.get(fd)?;
+    if !f.inode.is_reg() || f.f_mode & FMODE_WRITE == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if length as u64 > (crate::shmem::MAX_INODE_PAGES as u64) << PAGE_SHIFT {
+        return Err(Errno(libc::EFBIG));
+    }
+    // SAFETY: plain system call on the inode's writable host descriptor.
+    if unsafe { libc::ftruncate(f.inode.host_wfd.get(), length) } != 0 {
+        return Err(Errno(ptalloc::errno()));
+    }
+    crate::truncate::truncate_setsize(st, f.inode, length as u64);
+    Ok(())
+}
+
+/// `fsync(2)` and `fdatasync(2)`: write back the file's dirty pages (there is no metadata
+/// apart from the size, which a write-back carries). `EIO` if the host refused a write.
+pub(crate) fn sys_fsync(st: &mut State, fd: i32) -> Result<(), Errno> {
+    let f = st.files.get(fd)?;
+    match f.inode.kind.get() {
+        INODE_REG => crate::page_writeback::writeback_range(st, f.inode, 0, crate::shmem::MAX_INODE_PAGES),
+        INODE_DIR => Ok(()),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `posix_fadvise(2)` (returns the error instead of setting errno, as the call does).
+/// `POSIX_FADV_DONTNEED` writes the range's dirty pages back and drops its clean, unmapped
+/// pages from the cache (`invalidate_mapping_pages`); `POSIX_FADV_WILLNEED` reads the range
+/// in; the others only set read-ahead hints, which the simulation keeps per mapping
+/// (`madvise`), not per file.
+pub(crate) fn sys_fadvise(st: &mut State, fd: i32, offset: i64, len: i64, advice: i32) -> Result<(), Errno> {
+    let f = st.files.get(fd)?;
+    if f.inode.kind.get() == INODE_SPECIAL {
+        return Err(Errno(libc::ESPIPE));
+    }
+    if len < 0 {
+        return Err(Errno::EINVAL);
+    }
+    match advice {
+        libc::POSIX_FADV_NORMAL
+        | libc::POSIX_FADV_RANDOM
+        | libc::POSIX_FADV_SEQUENTIAL
+        | libc::POSIX_FADV_NOREUSE => return Ok(()),
+        libc::POSIX_FADV_WILLNEED | libc::POSIX_FADV_DONTNEED => {}
+        _ => return Err(Errno::EINVAL),
+    }
+    if !f.inode.is_reg() {
+        return Ok(());
+    }
+    let inode = f.inode;
+    let offset = offset.max(0) as u64;
+    let endbyte = if len == 0 { u64::MAX } else { offset.saturating_add(len as u64 - 1) };
+    let max = crate::shmem::MAX_INODE_PAGES as u64;
+    if advice == libc::POSIX_FADV_WILLNEED {
+        let start = (offset >> PAGE_SHIFT).min(max) as usize;
+        let end = ((endbyte >> PAGE_SHIFT) + 1).min(inode.size_pages.get() as u64) as usize;
+        for index in start..end {
+            crate::filemap::filemap_get_page(st, inode, index, 1)?;
+        }
+        return Ok(());
+    }
+    let first = (offset >> PAGE_SHIFT).min(max) as usize;
+    let last = ((endbyte >> PAGE_SHIFT) + 1).min(max) as usize;
+    // Write back what is dirty first (Linux starts the I/O and drops what is clean by the
+    // end; here the writes are done when they return).
+    crate::page_writeback::writeback_range(st, inode, first, last)?;
+    // Only whole pages are dropped.
+    let start = (offset.div_ceil(PAGE_SIZE as u64)).min(max) as usize;
+    let mut end = ((endbyte >> PAGE_SHIFT) + 1).min(max) as usize;
+    if endbyte != u64::MAX && (endbyte + 1) % PAGE_SIZE as u64 != 0 {
+        end = end.saturating_sub(1);
+    }
+    crate::truncate::invalidate_mapping_pages(&mut st.phys, &inode, start, end);
+    Ok(())
+}

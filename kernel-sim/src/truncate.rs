@@ -1,0 +1,70 @@
+//! Taking pages out of a file's page cache (Linux's `mm/truncate.c`): a new, smaller size
+//! (`truncate_setsize`, which also unmaps the pages beyond it from every mapping, private
+//! copies included, so the next touch there is `SIGBUS`), and dropping clean, unmapped
+//! pages on request (`invalidate_mapping_pages`, for `POSIX_FADV_DONTNEED`).
+
+use crate::machine::State;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_DIRTY};
+use crate::physmem::PhysMem;
+use crate::shmem::{Inode, InodePtr, MAX_INODE_PAGES};
+
+/// Zap every PTE of the process that maps `inode` at an index at or above `from`
+/// (`unmap_mapping_range` with `even_cows`: private copies go too).
+fn unmap_mapping_range(st: &mut State, inode: InodePtr, from: usize) {
+    let mut cur = st.mm.vmas.first();
+    while let Some(v) = cur {
+        cur = v.next();
+        if v.file() != Some(inode) {
+            continue;
+        }
+        let lo = from.max(v.pgoff());
+        let hi = v.pgoff() + v.pages();
+        if lo >= hi {
+            continue;
+        }
+        let s = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
+        // SAFETY: the memory beyond the end of a file is not the program's to keep: the
+        // mapping's contents follow the file, as `Machine::mmap`'s caller accepted.
+        unsafe { crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, v.end()) };
+    }
+}
+
+/// Give `inode` the size `size` in bytes, with its cache and mappings following.
+pub(crate) fn truncate_setsize(st: &mut State, inode: InodePtr, size: u64) {
+    let old = inode.size_bytes.get();
+    inode.set_size_bytes(size);
+    if size >= old {
+        return;
+    }
+    let hole = size.div_ceil(PAGE_SIZE as u64).min(MAX_INODE_PAGES as u64) as usize;
+    unmap_mapping_range(st, inode, hole);
+    // SAFETY: no PTE maps these pages any more (just zapped).
+    unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, hole, MAX_INODE_PAGES) };
+    let tail = (size as usize) & (PAGE_SIZE - 1);
+    if tail != 0 {
+        if let Some(pfn) = crate::shmem::find_page(&st.phys, &inode, (size >> PAGE_SHIFT) as usize) {
+            // SAFETY: the part of a page-cache frame beyond the new end of the file, which
+            // reads as zero from now on (the mapping's contents follow the file).
+            unsafe { core::ptr::write_bytes(st.phys.frame(pfn).add(tail), 0, PAGE_SIZE - tail) };
+        }
+    }
+}
+
+/// Drop the clean pages of `inode` at indices `[start, end)` that nothing maps. Returns how
+/// many went.
+pub(crate) fn invalidate_mapping_pages(phys: &mut PhysMem, inode: &Inode, start: usize, end: usize) -> usize {
+    let mut dropped = 0;
+    let mut from = start;
+    while let Some((index, pfn)) = crate::shmem::next_page(phys, inode, from, end) {
+        from = index + 1;
+        let page = phys.page(pfn);
+        if page.has(PG_DIRTY) || page.mapcount.get() != 0 {
+            continue;
+        }
+        // SAFETY: the page is mapped nowhere (checked) and clean, so its contents are the
+        // file's and a later fault reads them again.
+        unsafe { crate::shmem::truncate_range(phys, inode, index, index + 1) };
+        dropped += 1;
+    }
+    dropped
+}
