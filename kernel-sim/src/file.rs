@@ -183,7 +183,7 @@ pub(crate) fn sys_open(st: &mut State, path: &CStr, flags: i32, mode: u32) -> Re
         libc::O_WRONLY => FMODE_WRITE,
         _ => FMODE_READ | FMODE_WRITE,
     };
-    let file = File { inode, f_mode, f_flags: flags & !libc::O_CLOEXEC };
+    let file = File { inode, f_mode, f_flags: flags };
     match st.files.install(file) {
         Ok(n) => {
             adopt_host_fd(inode, fd, accmode);
@@ -217,12 +217,63 @@ unsafe fn fput(st: &mut State, inode: InodePtr) {
     unsafe { crate::vma::inode_put(&mut env, inode) };
 }
 
+/// Open `path` for exec (`open_exec`): a regular file the caller may execute. Returns its
+/// inode with a reference that `put_exec_inode` drops.
+pub(crate) fn open_exec(st: &mut State, path: &CStr) -> Result<InodePtr, Errno> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno(ptalloc::errno()));
+    }
+    let close = |e: Errno| {
+        // SAFETY: the descriptor just opened, which nothing else holds.
+        unsafe { libc::close(fd) };
+        e
+    };
+    let sb = host_fstat(fd).map_err(close)?;
+    if sb.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(close(Errno::EACCES));
+    }
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::access(path.as_ptr(), libc::X_OK) } != 0 {
+        return Err(close(Errno(ptalloc::errno())));
+    }
+    let inode = match st.sb.find(sb.st_dev, sb.st_ino) {
+        Some(i) => {
+            i.refcount.set(i.refcount.get() + 1);
+            i
+        }
+        None => new_host_inode(st, fd, &sb, path).map_err(close)?,
+    };
+    inode.nr_open.set(inode.nr_open.get() + 1);
+    adopt_host_fd(inode, fd, libc::O_RDONLY);
+    Ok(inode)
+}
+
+/// Drop the reference `open_exec` took.
+///
+/// # Safety
+/// The free rule (see `kptr`) for the inode if this was its last reference.
+pub(crate) unsafe fn put_exec_inode(st: &mut State, inode: InodePtr) {
+    // SAFETY: the caller's promise.
+    unsafe { fput(st, inode) };
+}
+
 /// `close(2)`.
 pub(crate) fn sys_close(st: &mut State, fd: i32) -> Result<(), Errno> {
     let f = st.files.take(fd)?;
     // SAFETY: system calls keep no KPtr past their return, and this one uses none after.
     unsafe { fput(st, f.inode) };
     Ok(())
+}
+
+/// Close the descriptors opened with `O_CLOEXEC` (at exec).
+pub(crate) fn close_on_exec(st: &mut State) {
+    for fd in FIRST_FD..NR_OPEN {
+        if st.files.get(fd as i32).is_ok_and(|f| f.f_flags & libc::O_CLOEXEC != 0) {
+            let _ = sys_close(st, fd as i32);
+        }
+    }
 }
 
 /// Close every descriptor (process exit, machine shutdown).
@@ -279,9 +330,13 @@ pub(crate) fn sys_pread(st: &mut State, fd: i32, buf: &mut [u8], pos: i64) -> Re
         return Err(Errno::EINVAL);
     }
     fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), true)?;
-    let inode = f.inode;
+    kernel_read(st, f.inode, buf, pos as u64)
+}
+
+/// Read from `inode` at `pos` through its page cache into `buf` (kernel memory, or a user
+/// buffer already faulted in): the bytes up to the end of the file (`kernel_read`).
+pub(crate) fn kernel_read(st: &mut State, inode: InodePtr, buf: &mut [u8], pos: u64) -> Result<usize, Errno> {
     let size = inode.size_bytes.get();
-    let pos = pos as u64;
     if pos >= size {
         return Ok(0);
     }

@@ -21,8 +21,10 @@
 pub use ptalloc::Errno;
 
 // The modules are the simulated kernel's insides; the API is what is re-exported below.
+pub(crate) mod binfmt_elf;
 pub(crate) mod buddy;
 pub(crate) mod check;
+pub(crate) mod exec;
 pub(crate) mod fault;
 pub(crate) mod file;
 pub(crate) mod filemap;
@@ -53,9 +55,11 @@ pub(crate) mod sync;
 pub(crate) mod syscalls;
 pub(crate) mod truncate;
 pub(crate) mod util;
+pub(crate) mod vdso;
 pub(crate) mod vma;
 pub(crate) mod vma_tree;
 
+pub use binfmt_elf::ExecImage;
 pub use buddy::BuddyReport;
 pub use check::CheckError;
 pub use fault::FaultError;
@@ -63,6 +67,6 @@ pub use machine::{default_machine, Config, Machine, MachineBox};
 pub use mm::Rlimits;
 pub use mmap::MAP_FIXED_NOREPLACE;
 pub use mremap::{MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
-pub use proc::{MemStats, Name, VmaInfo};
+pub use proc::{Layout, MemStats, Name, VmaInfo};
 pub use sim_kernel::SimKernel;
 pub use stats::{Counters, Syscall};

@@ -212,6 +212,12 @@ impl State {
             maj_flt: 0,
             next_anon_vma_id: 1,
             rlimits: config.rlimits,
+            arg_start: 0,
+            arg_end: 0,
+            env_start: 0,
+            env_end: 0,
+            saved_auxv: Default::default(),
+            exec_image: false,
         };
         let mut st = State {
             phys,

@@ -25,7 +25,9 @@ pub const VM_MAYWRITE: VmFlags = 0x20;
 pub const VM_MAYEXEC: VmFlags = 0x40;
 pub const VM_MAYSHARE: VmFlags = 0x80;
 pub const VM_GROWSDOWN: VmFlags = 0x100;
+pub const VM_PFNMAP: VmFlags = 0x400;
 pub const VM_LOCKED: VmFlags = 0x2000;
+pub const VM_IO: VmFlags = 0x4000;
 pub const VM_SEQ_READ: VmFlags = 0x8000;
 pub const VM_RAND_READ: VmFlags = 0x10000;
 pub const VM_DONTCOPY: VmFlags = 0x20000;
@@ -35,6 +37,7 @@ pub const VM_ACCOUNT: VmFlags = 0x100000;
 pub const VM_NORESERVE: VmFlags = 0x200000;
 pub const VM_WIPEONFORK: VmFlags = 0x2000000;
 pub const VM_DONTDUMP: VmFlags = 0x4000000;
+pub const VM_MIXEDMAP: VmFlags = 0x10000000;
 pub const VM_SOFTDIRTY: VmFlags = 0x8000000;
 pub const VM_HUGEPAGE: VmFlags = 0x20000000;
 pub const VM_NOHUGEPAGE: VmFlags = 0x40000000;
@@ -43,6 +46,13 @@ pub const VM_MERGEABLE: VmFlags = 0x80000000;
 pub const VM_ACCESS_FLAGS: VmFlags = VM_READ | VM_WRITE | VM_EXEC;
 pub const VM_STACK: VmFlags = VM_GROWSDOWN;
 pub const VM_LOCKED_MASK: VmFlags = VM_LOCKED | VM_LOCKONFAULT;
+/// Mappings that never merge with a neighbour (`VM_SPECIAL`).
+pub const VM_SPECIAL: VmFlags = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP;
+
+/// Special mappings the kernel installs at exec (`vm_special_mapping`), by name.
+pub const SPECIAL_VVAR: u8 = 1;
+pub const SPECIAL_VVAR_VCLOCK: u8 = 2;
+pub const SPECIAL_VDSO: u8 = 3;
 /// x86-64's `VM_DATA_DEFAULT_FLAGS` (no READ_IMPLIES_EXEC personality).
 pub const VM_DATA_DEFAULT_FLAGS: VmFlags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
 pub const VM_STACK_FLAGS: VmFlags = VM_STACK | VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT;
@@ -85,6 +95,8 @@ pub struct Vma {
     /// The largest free gap below any VMA of this subtree (augmented tree).
     pub rb_subtree_gap: Cell<usize>,
     pub rb_height: Cell<u32>,
+    /// Which special mapping this is (`SPECIAL_*`), or 0.
+    pub vm_special: Cell<u8>,
 }
 
 pub type VmaPtr = KPtr<Vma>;
@@ -231,6 +243,31 @@ pub struct Mm {
     pub maj_flt: u64,
     pub next_anon_vma_id: u64,
     pub rlimits: Rlimits,
+    /// Where exec put the argument and environment strings.
+    pub arg_start: usize,
+    pub arg_end: usize,
+    pub env_start: usize,
+    pub env_end: usize,
+    /// The auxiliary vector exec gave the program (`saved_auxv`), and the program's name
+    /// (`comm`); both empty before an exec.
+    pub saved_auxv: SavedAuxv,
+    /// Whether the image is one exec laid out (rather than boot's synthetic one): its maps
+    /// end with the `[vsyscall]` gate, as x86-64's do.
+    pub exec_image: bool,
+}
+
+/// `mm->saved_auxv` (`AT_VECTOR_SIZE` words) and the task's `comm`.
+#[derive(Clone, Copy)]
+pub struct SavedAuxv {
+    pub words: [u64; 64],
+    pub len: usize,
+    pub comm: [u8; 16],
+}
+
+impl Default for SavedAuxv {
+    fn default() -> Self {
+        SavedAuxv { words: [0; 64], len: 0, comm: [0; 16] }
+    }
 }
 
 impl Mm {

@@ -347,7 +347,7 @@ pub(crate) unsafe fn sys_brk(st: &mut State, brk: usize) -> usize {
     let start_brk = st.mm.start_brk;
     let brkvma = st.mm.find_vma_prev(oldbrk).1.filter(|v| v.end() > start_brk);
     let (mm, mut env) = st.vma_env();
-    if do_brk_flags(mm, &mut env, brkvma, oldbrk, newbrk - oldbrk).is_err() {
+    if do_brk_flags(mm, &mut env, brkvma, oldbrk, newbrk - oldbrk, 0).is_err() {
         return origbrk;
     }
     st.mm.brk = brk;

@@ -14,6 +14,54 @@ use crate::mm::*;
 use crate::page::{Page, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_FILE, PG_SWAPBACKED};
 use crate::page_table::PTE_DIRTY;
 
+/// The layout fields of the address space (`mm_struct`'s `start_code` … `env_end`, and
+/// where the mmap area and the stack start), as exec set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub start_code: usize,
+    pub end_code: usize,
+    pub start_data: usize,
+    pub end_data: usize,
+    pub start_brk: usize,
+    pub brk: usize,
+    pub start_stack: usize,
+    pub arg_start: usize,
+    pub arg_end: usize,
+    pub env_start: usize,
+    pub env_end: usize,
+    pub mmap_base: usize,
+    /// `TASK_SIZE`, where the stack's top is.
+    pub task_size: usize,
+    /// The start of the simulated user range, which stands for address 0.
+    pub user_base: usize,
+}
+
+impl Machine {
+    pub fn layout(&self) -> Layout {
+        let st = self.lock();
+        let mm = &st.mm;
+        Layout {
+            start_code: mm.start_code,
+            end_code: mm.end_code,
+            start_data: mm.start_data,
+            end_data: mm.end_data,
+            start_brk: mm.start_brk,
+            brk: mm.brk,
+            start_stack: mm.start_stack,
+            arg_start: mm.arg_start,
+            arg_end: mm.arg_end,
+            env_start: mm.env_start,
+            env_end: mm.env_end,
+            mmap_base: mm.mmap_base,
+            task_size: mm.task_size,
+            user_base: st.host.base(),
+        }
+    }
+}
+
+/// x86-64's vsyscall page (`VSYSCALL_ADDR`), shown after the VMAs.
+const VSYSCALL_ADDR: usize = 0xffff_ffff_ff60_0000;
+
 /// PSS is kept in bytes shifted left by this much, as Linux does.
 const PSS_SHIFT: u32 = 12;
 
@@ -205,7 +253,15 @@ impl VmaInfo {
             anon_vma: v.anon().map_or(0, |a| a.id.get()),
             ..VmaInfo::EMPTY
         };
-        if let Some(f) = v.file() {
+        let special = match v.vm_special.get() {
+            SPECIAL_VVAR => Some(&b"[vvar]"[..]),
+            SPECIAL_VVAR_VCLOCK => Some(&b"[vvar_vclock]"[..]),
+            SPECIAL_VDSO => Some(&b"[vdso]"[..]),
+            _ => None,
+        };
+        if let Some(name) = special {
+            info.name.set(name);
+        } else if let Some(f) = v.file() {
             info.offset = (v.pgoff() as u64) << PAGE_SHIFT;
             info.dev = crate::shmem::inode_dev(&f);
             info.ino = f.ino.get();
@@ -345,7 +401,7 @@ fn write_stats(w: &mut dyn Write, s: &MemStats, rollup: bool) -> fmt::Result {
 }
 
 impl Machine {
-    /// `/proc/PID/maps`.
+    /// `/proc/PID/maps`; after an exec, with x86-64's `[vsyscall]` gate page at the end.
     pub fn write_maps(&self, w: &mut dyn Write) -> fmt::Result {
         let mut r = Ok(());
         self.for_each_vma(|v| {
@@ -353,7 +409,64 @@ impl Machine {
                 r = v.write_maps_line(w).and_then(|_| w.write_char('\n'));
             }
         });
-        r
+        r?;
+        if self.lock().mm.exec_image {
+            let mut gate = VmaInfo {
+                start: VSYSCALL_ADDR,
+                end: VSYSCALL_ADDR + PAGE_SIZE,
+                flags: VM_EXEC | VM_MAYREAD | VM_MAYEXEC,
+                ..VmaInfo::EMPTY
+            };
+            gate.name.set(b"[vsyscall]");
+            gate.write_maps_line(w)?;
+            w.write_char('\n')?;
+        }
+        Ok(())
+    }
+
+    /// `/proc/PID/auxv`: the auxiliary vector exec gave the program, as native words
+    /// (empty before an exec).
+    pub fn auxv(&self) -> ([u64; 64], usize) {
+        let st = self.lock();
+        (st.mm.saved_auxv.words, st.mm.saved_auxv.len)
+    }
+
+    /// `/proc/PID/stat` of the process, as `pid`: its name after an exec, state `R`, the
+    /// fault counts, sizes and the layout fields (start and end of code, data, brk,
+    /// arguments and environment, the stack); what the simulation has no notion of
+    /// (times, scheduling, signals) is 0.
+    pub fn write_stat(&self, pid: u32, w: &mut dyn Write) -> fmt::Result {
+        let (mm_fields, comm, minflt, majflt, vsize, rss) = {
+            let st = self.lock();
+            let mm = &st.mm;
+            let f = [
+                mm.start_code,
+                mm.end_code,
+                mm.start_stack,
+                mm.start_data,
+                mm.end_data,
+                mm.start_brk,
+                mm.arg_start,
+                mm.arg_end,
+                mm.env_start,
+                mm.env_end,
+            ];
+            (f, mm.saved_auxv.comm, mm.min_flt, mm.maj_flt, mm.total_vm << PAGE_SHIFT, mm.rss())
+        };
+        let n = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        let name = core::str::from_utf8(&comm[..n]).unwrap_or("?");
+        let [start_code, end_code, start_stack, start_data, end_data, start_brk, arg_start, arg_end, env_start, env_end] =
+            mm_fields;
+        // Fields 1-9: pid (comm) state ppid pgrp session tty_nr tpgid flags.
+        write!(w, "{pid} ({name}) R 0 {pid} {pid} 0 -1 0 ")?;
+        // 10-19: minflt cminflt majflt cmajflt utime stime cutime cstime priority nice.
+        write!(w, "{minflt} 0 {majflt} 0 0 0 0 0 20 0 ")?;
+        // 20-25: num_threads itrealvalue starttime vsize rss rsslim.
+        write!(w, "1 0 0 {vsize} {rss} {} ", u64::MAX)?;
+        // 26-28: startcode endcode startstack; 29-44: kstkesp .. guest_time.
+        write!(w, "{start_code} {end_code} {start_stack} 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 ")?;
+        // 45-52: start_data end_data start_brk arg_start arg_end env_start env_end exit_code.
+        writeln!(w, "{start_data} {end_data} {start_brk} {arg_start} {arg_end} {env_start} {env_end} 0")
     }
 
     /// `/proc/PID/smaps`.
@@ -400,8 +513,11 @@ impl Machine {
         let c = self.counters();
         let (exe, lib) = {
             let st = self.lock();
-            let exe = (st.mm.end_code - st.mm.start_code) >> 10;
-            (exe, (st.mm.exec_vm << (PAGE_SHIFT - 10)).saturating_sub(exe))
+            // As Linux counts them: the code's pages, at most the executable mappings.
+            let text = crate::page::page_align(st.mm.end_code)
+                .saturating_sub(st.mm.start_code & crate::page::PAGE_MASK);
+            let text = text.min(st.mm.exec_vm << PAGE_SHIFT);
+            (text >> 10, ((st.mm.exec_vm << PAGE_SHIFT) - text) >> 10)
         };
         let k = |p: usize| p << (PAGE_SHIFT - 10);
         writeln!(w, "VmPeak:\t{:>8} kB", k(c.hiwater_vm))?;

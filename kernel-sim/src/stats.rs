@@ -20,9 +20,10 @@ pub enum Syscall {
     Ftruncate,
     Fsync,
     Fadvise,
+    Execve,
 }
 
-pub const NR_SYSCALLS: usize = 15;
+pub const NR_SYSCALLS: usize = 16;
 const SYSCALL_NAMES: [&str; NR_SYSCALLS] = [
     "brk",
     "mmap",
@@ -39,6 +40,7 @@ const SYSCALL_NAMES: [&str; NR_SYSCALLS] = [
     "ftruncate",
     "fsync",
     "fadvise64",
+    "execve",
 ];
 
 impl Syscall {

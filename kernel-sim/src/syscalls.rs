@@ -186,6 +186,28 @@ impl Machine {
         r
     }
 
+    /// `execve(2)` of an ELF program of the host: the old image goes and the program is
+    /// laid out as Linux lays it out with randomisation off, stopped at its entry point
+    /// (nothing runs it). Refusals (`ENOENT`, `EACCES`, `E2BIG`, `ENOEXEC`, `EIO`, `ELIBBAD`,
+    /// `EINVAL`) change nothing; an error after the old image went (`ENOMEM`) leaves the
+    /// process without one, where Linux would kill it.
+    ///
+    /// # Safety
+    /// The range rule (see [`Machine`]) for the whole user range: nothing of the old image
+    /// may be used afterwards (so not while an allocator on this machine holds memory).
+    pub unsafe fn execve(
+        &self,
+        path: &core::ffi::CStr,
+        argv: &[&core::ffi::CStr],
+        envp: &[&core::ffi::CStr],
+    ) -> Result<crate::ExecImage, Errno> {
+        let mut st = self.lock();
+        // SAFETY: the caller's promise, and no KPtr is held across the call.
+        let r = unsafe { crate::exec::sys_execve(&mut st, path, argv, envp) };
+        st.count(Syscall::Execve, r.is_ok());
+        r
+    }
+
     /// `msync(2)`.
     pub fn msync(&self, addr: usize, len: usize, flags: i32) -> Result<(), Errno> {
         let mut st = self.lock();

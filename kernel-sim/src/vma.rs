@@ -130,6 +130,7 @@ pub(crate) fn vm_area_dup(env: &mut VmaEnv, v: VmaPtr) -> Result<VmaPtr, Errno> 
     n.vm_end.set(v.end());
     n.vm_flags.set(v.flags());
     n.vm_pgoff.set(v.pgoff());
+    n.vm_special.set(v.vm_special.get());
     // SAFETY: `n` is new and has no anon_vma, so no reference is dropped.
     unsafe { set_anon_vma(env, n, v.anon()) };
     if let Some(f) = v.file() {
@@ -228,7 +229,10 @@ fn is_mergeable_anon_vma(a: Option<AnonVmaPtr>, b: Option<AnonVmaPtr>) -> bool {
 }
 
 fn is_mergeable_vma(v: VmaPtr, d: &VmaDesc) -> bool {
-    (v.flags() ^ d.flags) & !VM_SOFTDIRTY == 0 && KPtr::ptr_eq(v.file(), d.file)
+    (v.flags() ^ d.flags) & !VM_SOFTDIRTY == 0
+        && KPtr::ptr_eq(v.file(), d.file)
+        && (v.flags() | d.flags) & crate::mm::VM_SPECIAL == 0
+        && v.vm_special.get() == 0
 }
 
 /// `d` may go just below `next` and merge into it.
@@ -739,8 +743,9 @@ pub(crate) fn do_brk_flags(
     brkvma: Option<VmaPtr>,
     addr: usize,
     len: usize,
+    extra: VmFlags,
 ) -> Result<(), Errno> {
-    let flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags;
+    let flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags | extra;
     let pages = len >> PAGE_SHIFT;
     if !mm.may_expand_vm(flags, pages) {
         return Err(Errno::ENOMEM);
@@ -774,8 +779,7 @@ pub(crate) fn do_brk_flags(
             v
         }
     };
-    mm.total_vm += pages;
-    mm.data_vm += pages;
+    mm.vm_stat_account(flags, pages as isize);
     if flags & VM_LOCKED != 0 {
         mm.locked_vm += pages;
     }

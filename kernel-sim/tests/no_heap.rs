@@ -171,6 +171,20 @@ fn system_calls_and_faults_never_use_the_host_heap() {
         let _ = m.counters();
     });
     std::fs::remove_file(&path).unwrap();
+    // exec: an ELF program with its interpreter, and a refusal.
+    let m2 = Machine::boot(&Config { phys_bytes: 64 << 20, ..Config::DEFAULT }).unwrap();
+    let (prog, arg, envs) = (c"/bin/true", c"/bin/true", [c"A=1", c"B=2"]);
+    forbidden(|| {
+        // SAFETY: nothing lives on this machine.
+        unsafe {
+            assert!(m2.execve(c"/nonexistent", &[arg], &envs).is_err());
+            let image = m2.execve(prog, &[arg], &envs).unwrap();
+            ((image.sp) as *const u64).read_volatile();
+        }
+        let mut maps = kernel_sim_stack_writer();
+        m2.vma_at(m2.layout().start_code).map(|v| v.write_maps_line(&mut maps)).unwrap().unwrap();
+    });
+    calls += 2;
     // Faults taken by other threads at the same time.
     // Each thread faults in a quarter of a mapping and discards it while the others fault.
     // SAFETY: without MAP_FIXED nothing is replaced.
