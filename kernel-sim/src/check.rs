@@ -48,7 +48,16 @@ pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, Check
 
 /// Check `mm` against the frames, page tables and commit charge of `phys` and `sys`.
 /// `user_base` is the start of the user range.
-pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize) -> Result<(), CheckError> {
+/// `mm`'s invariants. `others` are the other processes' address spaces on the machine,
+/// whose VMAs share inodes and anon_vmas with `mm`'s and whose charges are in
+/// `Committed_AS` too.
+pub(crate) fn check_mm(
+    mm: &Mm,
+    phys: &PhysMem,
+    sys: &VmSysctl,
+    user_base: usize,
+    others: &[&Mm],
+) -> Result<(), CheckError> {
     let n = mm.vmas.check()?;
     let (mut total, mut exec, mut stack, mut data, mut locked, mut accounted) = (0, 0, 0, 0, 0, 0);
     let mut shmem_charged = 0;
@@ -78,19 +87,20 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
         if f & VM_SHARED != 0 && v.file().is_none() || v.is_shmem() && f & VM_SHARED == 0 {
             return fail("shared VMA without an inode, or a private one of shmem", v.start(), f as usize);
         }
+        let all = || core::iter::once(mm).chain(others.iter().copied()).flat_map(|m| m.iter());
         if let Some(a) = v.anon() {
-            let refs = mm.iter().filter(|w| w.anon() == Some(a)).count();
+            let refs = all().filter(|w| w.anon() == Some(a)).count();
             if refs != a.refcount.get() {
                 return fail("anon_vma reference count wrong", a.refcount.get(), refs);
             }
         }
         if let Some(file) = v.file() {
-            let refs = mm.iter().filter(|w| w.file() == Some(file)).count() + file.nr_open.get();
+            let refs = all().filter(|w| w.file() == Some(file)).count() + file.nr_open.get();
             if refs != file.refcount.get() {
                 return fail("inode reference count wrong", file.refcount.get(), refs);
             }
-            // Count each inode's charge once: at its first VMA.
-            if mm.iter().find(|w| w.file() == Some(file)) == Some(v) {
+            // Count each inode's charge once: at its first VMA of all.
+            if all().find(|w| w.file() == Some(file)) == Some(v) {
                 shmem_charged += file.charged.get();
             }
         }
@@ -105,6 +115,19 @@ pub(crate) fn check_mm(mm: &Mm, phys: &PhysMem, sys: &VmSysctl, user_base: usize
     // locked_vm may exceed what the VMAs hold, never fall short.
     if mm.locked_vm < locked {
         return fail("locked_vm below the locked VMAs", mm.locked_vm, locked);
+    }
+    // The other processes' charges: their VM_ACCOUNT pages, and the shmem inodes whose first
+    // VMA of all is theirs.
+    let all_vmas = || core::iter::once(mm).chain(others.iter().copied()).flat_map(|m| m.iter());
+    for v in others.iter().flat_map(|o| o.iter()) {
+        if v.flags() & VM_ACCOUNT != 0 {
+            accounted += v.pages();
+        }
+        if let Some(file) = v.file() {
+            if all_vmas().find(|w| w.file() == Some(file)) == Some(v) {
+                shmem_charged += file.charged.get();
+            }
+        }
     }
     if (accounted + shmem_charged + sys.committed_leaked) as isize != sys.committed_as {
         return fail(

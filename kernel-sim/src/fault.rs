@@ -233,8 +233,10 @@ fn new_anon_page(
     let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
     if let Some(src) = copy_from {
         // SAFETY: `pfn` was just allocated, so it is not `src` and no one else has it. `src`
-        // is a page-cache page of a private file mapping, which maps it read-only; only
-        // shared (shmem) mappings map page-cache pages writable, and they never copy.
+        // is mapped read-only wherever a copy is taken from it: a page-cache page of a
+        // private mapping (only shared mappings map cache pages writable, and they never
+        // copy), or an anonymous page shared after fork, which fork write-protected in
+        // every process that maps it.
         unsafe { st.phys.copy_frame(pfn, src) };
     }
     let page = st.phys.page(pfn);
@@ -368,8 +370,10 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         }
     }
     let page = st.phys.page(old);
-    if page.has(PG_ANON) || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED | PG_FILE)) {
-        // The page is ours alone (or shared by design): just allow the write.
+    let exclusive_anon = page.has(PG_ANON) && page.mapcount.get() == 1;
+    if exclusive_anon || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED | PG_FILE)) {
+        // The page is ours alone (wp_can_reuse_anon_folio) or shared by design: just allow
+        // the write.
         let n = e | PTE_RW | PTE_DIRTY;
         slot.set(n);
         // SAFETY: `n` was just written to the PTE of `addr`: handle_mm_fault passes the slot
@@ -381,7 +385,14 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
     st.phys.vmstat.cow_faults += 1;
     let page = st.phys.page(old);
     page.mapcount.set(page.mapcount.get().saturating_sub(1));
-    st.mm.rss[MM_FILEPAGES] -= 1;
+    if page.has(PG_ANON) {
+        // An anonymous page another process still maps (after fork): it keeps it.
+        st.mm.rss[MM_ANONPAGES] -= 1;
+    } else if page.has(PG_SWAPBACKED) {
+        st.mm.rss[MM_SHMEMPAGES] -= 1;
+    } else {
+        st.mm.rss[MM_FILEPAGES] -= 1;
+    }
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
     Ok(())
 }

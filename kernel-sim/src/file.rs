@@ -64,6 +64,15 @@ impl FdTable {
         Ok(f)
     }
 
+    /// A copy for a forked child: the same files, each inode referenced once more.
+    pub fn duplicate(&self) -> FdTable {
+        for f in self.fds.iter().flatten() {
+            f.inode.refcount.set(f.inode.refcount.get() + 1);
+            f.inode.nr_open.set(f.inode.nr_open.get() + 1);
+        }
+        FdTable { fds: self.fds }
+    }
+
     /// Every open file, for teardown.
     pub fn take_all(&mut self) -> impl Iterator<Item = File> + '_ {
         self.fds.iter_mut().filter_map(Option::take)

@@ -82,6 +82,33 @@ pub const IMAGE_OFFSET: usize = 0x40_0000;
 /// Initial stack: 132 KiB below the top of the user range.
 pub const STACK_SIZE: usize = 0x21000;
 
+/// Processes a machine can hold at once.
+pub const MAX_TASKS: usize = 16;
+
+/// A simulated process (`task_struct` with its `mm_struct` and `files_struct`). The running
+/// one's address space and files are `State::mm` and `State::files`; the others' are kept
+/// here and swapped in when their host process takes the machine lock (`switch_mm`).
+pub(crate) struct Task {
+    /// 0 for a free slot.
+    pub pid: u32,
+    /// The host process that is this simulated process.
+    pub host_pid: i32,
+    pub mm: Mm,
+    pub files: crate::file::FdTable,
+    /// Its page tables changed while another process ran (a truncation took pages from
+    /// it): its host view may map more than they do, until it next takes the lock.
+    pub stale: bool,
+    /// It exited on the machine (its address space and files are gone) and waits for its
+    /// parent's `waitpid`.
+    pub zombie: bool,
+}
+
+impl Task {
+    pub(crate) fn free() -> Task {
+        Task { pid: 0, host_pid: 0, mm: Mm::empty(), files: Default::default(), stale: false, zombie: false }
+    }
+}
+
 /// Everything the machine lock protects.
 pub(crate) struct State {
     pub phys: PhysMem,
@@ -98,6 +125,12 @@ pub(crate) struct State {
     pub sb: crate::shmem::SuperBlock,
     /// Set by a fault that had to read its page from a file (`VM_FAULT_MAJOR`).
     pub fault_major: bool,
+    /// The processes; `current` is the one whose `mm` and `files` are in place.
+    pub tasks: [Task; MAX_TASKS],
+    pub current: usize,
+    pub next_pid: u32,
+    /// Set by a forked child when its host view is ready (`fork`).
+    pub fork_ready: core::sync::atomic::AtomicU32,
 }
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
@@ -120,6 +153,19 @@ pub struct Machine {
     state: UnsafeCell<State>,
     host: Host,
     slot: core::sync::atomic::AtomicUsize,
+    /// The host process that booted the machine and owns its memory.
+    boot_pid: i32,
+}
+
+/// Which of each machine's processes this host process is (by registry slot): 0, the first,
+/// unless `Machine::fork` made it another.
+static MY_TASK: [core::sync::atomic::AtomicUsize; crate::signal::MAX_MACHINES] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; crate::signal::MAX_MACHINES];
+
+std::thread_local! {
+    /// The process a view on this thread looks at (`Machine::as_process`), plus one; 0 for
+    /// the calling process's own.
+    static VIEW_AS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
 // SAFETY: `state` is only reached through `lock()`, which serialises all threads (and the
@@ -231,7 +277,14 @@ impl State {
             files: Default::default(),
             sb: Default::default(),
             fault_major: false,
+            tasks: core::array::from_fn(|_| Task::free()),
+            current: 0,
+            next_pid: 2,
+            fork_ready: core::sync::atomic::AtomicU32::new(0),
         };
+        st.tasks[0].pid = 1;
+        // SAFETY: getpid has no preconditions.
+        st.tasks[0].host_pid = unsafe { libc::getpid() };
         st.setup_image()?;
         Ok(st)
     }
@@ -295,6 +348,31 @@ impl State {
             inode.host_wfd.set(-1);
         }
         self.sb.inodes = None;
+    }
+
+    /// Make task `to` the running one (`switch_mm`), its host view `host` (the machine's
+    /// own when `to` is the calling process, a detached one otherwise). A task whose page
+    /// tables another process changed gets its host view rebuilt from them.
+    pub(crate) fn switch_to(&mut self, to: usize, host: Host) {
+        if self.tasks[to].pid == 0 || (self.tasks[to].zombie && host.is_live()) {
+            crate::util::bug("a process that has exited used its machine", to, 0);
+        }
+        if self.current != to {
+            let cur = self.current;
+            core::mem::swap(&mut self.mm, &mut self.tasks[cur].mm);
+            core::mem::swap(&mut self.files, &mut self.tasks[cur].files);
+            core::mem::swap(&mut self.mm, &mut self.tasks[to].mm);
+            core::mem::swap(&mut self.files, &mut self.tasks[to].files);
+            self.current = to;
+        }
+        self.host = host;
+        if host.is_live() && self.tasks[to].stale {
+            crate::fork::resync_host(&self.mm, &self.phys, host);
+            self.tasks[to].stale = false;
+            if self.tasks.iter().all(|t| !t.stale) {
+                self.phys.free_deferred();
+            }
+        }
     }
 
     /// The address space, and what the VMA layer uses besides it.
@@ -373,12 +451,13 @@ impl Machine {
         let host = st.host;
         let size = core::mem::size_of::<Machine>();
         // SAFETY: a fresh private anonymous mapping to hold the Machine.
+        // Shared, so that the host processes forked as its processes share its state.
         let mem = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
@@ -394,6 +473,7 @@ impl Machine {
                 state: UnsafeCell::new(st),
                 host,
                 slot: core::sync::atomic::AtomicUsize::new(usize::MAX),
+                boot_pid: libc::getpid(),
             })
         };
         // SAFETY: just initialised; lives until MachineBox::drop.
@@ -411,12 +491,72 @@ impl Machine {
         Ok(MachineBox(unsafe { &mut *m }))
     }
 
+    /// The machine's own host view (the calling process's).
+    pub(crate) fn user_host(&self) -> Host {
+        self.host
+    }
+
+    /// The calling process's task.
+    pub(crate) fn my_task(&self) -> usize {
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot == usize::MAX {
+            return 0;
+        }
+        MY_TASK[slot].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_my_task(&self, task: usize) {
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot != usize::MAX {
+            MY_TASK[slot].store(task, Ordering::Relaxed);
+        }
+    }
+
+    /// The state, locked, with the calling process running (system calls and faults).
     pub(crate) fn lock(&self) -> Guard<'_> {
+        self.lock_as(self.my_task(), true)
+    }
+
+    /// The state, locked, with the process a view looks at running (`as_process`).
+    pub(crate) fn lock_view(&self) -> Guard<'_> {
+        match VIEW_AS.with(|v| v.get()) {
+            0 => self.lock(),
+            t => self.lock_as(t - 1, t - 1 == self.my_task()),
+        }
+    }
+
+    /// The state, locked, with task `task` running: with the real host view if `live` (it
+    /// is the calling process), else a detached one that changes nothing.
+    pub(crate) fn lock_as(&self, task: usize, live: bool) -> Guard<'_> {
         if self.lock.held_by_me() {
             crate::util::bug("machine lock taken twice by one thread", self.host.base(), 0);
         }
         self.lock.lock();
+        let host = if live { self.host } else { self.host.detached() };
+        // SAFETY: the lock is held, so this is the only reference to the state.
+        unsafe { (*self.state.get()).switch_to(task, host) };
         Guard { m: self }
+    }
+
+    /// The state without taking the lock: for a forked child while its parent holds the
+    /// lock for it (`fork`). Dereferencing it is sound only while another thread holds the
+    /// lock and waits, touching nothing, until the caller is done.
+    pub(crate) fn state_lent(&self) -> *mut State {
+        self.state.get()
+    }
+
+    /// Run `f` with this thread's views (`write_maps`, `write_smaps_rollup`, `counters`, …)
+    /// looking at process `pid` instead of the calling one. `ESRCH` if there is no such
+    /// process. System calls inside `f` still act for the calling process.
+    pub fn as_process<R>(&self, pid: u32, f: impl FnOnce() -> R) -> Result<R, Errno> {
+        let task = {
+            let st = self.lock();
+            st.tasks.iter().position(|t| t.pid == pid && pid != 0).ok_or(Errno(libc::ESRCH))?
+        };
+        let old = VIEW_AS.with(|v| v.replace(task + 1));
+        let r = f();
+        VIEW_AS.with(|v| v.set(old));
+        Ok(r)
     }
 
     pub(crate) fn mmap_lock(&self) -> &MmapLock {
@@ -466,6 +606,11 @@ impl Deref for MachineBox {
 
 impl Drop for MachineBox {
     fn drop(&mut self) {
+        // SAFETY: getpid has no preconditions.
+        if unsafe { libc::getpid() } != self.0.boot_pid {
+            // A forked process's copy: the machine is its booter's to shut down.
+            return;
+        }
         let slot = self.0.slot.load(Ordering::Relaxed);
         if slot != usize::MAX {
             crate::signal::unregister(slot);

@@ -201,23 +201,11 @@ unsafe fn madvise_vma_behavior(
             }
             if let Some(inode) = vma.file() {
                 // Punching a hole unmaps the pages from every mapping of the inode first
-                // (`unmap_mapping_range`), then frees them.
+                // (`unmap_mapping_range`, in every process), then frees them.
                 let (a, b) = (vma.pgoff_at(start), vma.pgoff_at(end));
-                let mut cur = st.mm.vmas.first();
-                while let Some(v) = cur {
-                    cur = v.next();
-                    if v.file() != Some(inode) {
-                        continue;
-                    }
-                    let (lo, hi) = (a.max(v.pgoff()), b.min(v.pgoff() + v.pages()));
-                    if lo < hi {
-                        let s = v.start() + ((lo - v.pgoff()) << crate::page::PAGE_SHIFT);
-                        let e = v.start() + ((hi - v.pgoff()) << crate::page::PAGE_SHIFT);
-                        // SAFETY: the caller's promise covers every mapping of these pages.
-                        unsafe { crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, e) };
-                    }
-                }
-                // SAFETY: as for the zaps.
+                crate::truncate::unmap_mapping_range(st, inode, a, b);
+                // SAFETY: no PTE of any process maps these pages now, and the caller's
+                // promise covers the memory they backed.
                 unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, a, b) };
             }
             return Ok(());

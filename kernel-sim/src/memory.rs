@@ -24,7 +24,7 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
     mm.update_hiwater_rss();
     let (dm, pgd) = (phys.direct_map(), mm.pgd);
     let mut any = false;
-    for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
+    for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
         let e = slot.get();
         slot.set(0);
         any = true;
@@ -35,15 +35,17 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
         let page = phys.page(pfn);
         page.mapcount.set(page.mapcount.get().saturating_sub(1));
         if page.has(PG_ANON) {
-            if page.mapcount.get() != 0 {
-                crate::util::bug("zap_page_range: an anonymous page mapped twice", pfn, addr);
-            }
             mm.rss[MM_ANONPAGES] -= 1;
+            if page.mapcount.get() != 0 {
+                // Still mapped by another process (copy-on-write after fork).
+                return;
+            }
             phys.vmstat.nr_anon_pages -= 1;
-            // SAFETY: the only PTE that mapped the page (checked) is cleared, and its host
-            // mapping goes below, before anything can take the frame again (all under the
-            // machine lock); the caller promises nothing uses its contents.
-            unsafe { phys.free_pages(pfn, 0) };
+            // SAFETY: the last PTE that mapped the page is cleared, and its host mapping
+            // goes below (or, for another process's, the frame waits: `free_user_page`),
+            // before anything can take the frame again (all under the machine lock); the
+            // caller promises nothing uses its contents.
+            unsafe { phys.free_user_page(pfn) };
         } else if page.has(PG_SWAPBACKED) {
             mm.rss[MM_SHMEMPAGES] -= 1;
         } else if page.has(PG_FILE) {
@@ -101,7 +103,9 @@ pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize,
             // (write-notify); shmem pages need no notice.
             !phys.page(pte_pfn(e)).has(PG_FILE) || e & PTE_DIRTY != 0
         } else {
-            phys.page(pte_pfn(e)).has(PG_ANON)
+            // The process's own page, not one it shares copy-on-write.
+            let p = phys.page(pte_pfn(e));
+            p.has(PG_ANON) && p.mapcount.get() == 1
         };
         let n = pte_modify(e, flags, writable && flags & VM_WRITE != 0);
         slot.set(n);

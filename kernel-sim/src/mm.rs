@@ -271,6 +271,45 @@ impl Default for SavedAuxv {
 }
 
 impl Mm {
+    /// An address space with nothing in it (a free process slot's).
+    pub fn empty() -> Mm {
+        Mm {
+            vmas: VmaTree::new(),
+            pgd: 0,
+            task_size: 0,
+            mmap_min_addr: 0,
+            mmap_base: 0,
+            mmap_legacy_base: 0,
+            start_code: 0,
+            end_code: 0,
+            start_data: 0,
+            end_data: 0,
+            start_brk: 0,
+            brk: 0,
+            start_stack: 0,
+            total_vm: 0,
+            data_vm: 0,
+            exec_vm: 0,
+            stack_vm: 0,
+            locked_vm: 0,
+            rss: [0; NR_MM_COUNTERS],
+            hiwater_rss: 0,
+            hiwater_vm: 0,
+            pgtables_bytes: 0,
+            def_flags: 0,
+            min_flt: 0,
+            maj_flt: 0,
+            next_anon_vma_id: 1,
+            rlimits: Rlimits::default(),
+            arg_start: 0,
+            arg_end: 0,
+            env_start: 0,
+            env_end: 0,
+            saved_auxv: SavedAuxv::default(),
+            exec_image: false,
+        }
+    }
+
     pub fn map_count(&self) -> usize {
         self.vmas.len()
     }

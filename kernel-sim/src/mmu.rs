@@ -20,6 +20,9 @@ pub struct Host {
     base: usize,
     size: usize,
     memfd: i32,
+    /// False for the view of a process other than the calling one: host calls do nothing
+    /// (that process's own host address space is out of reach).
+    live: bool,
 }
 
 #[cold]
@@ -74,14 +77,14 @@ impl Host {
                 libc::munmap((base + size) as *mut libc::c_void, tail);
             }
         }
-        Ok(Host { base, size, memfd })
+        Ok(Host { base, size, memfd, live: true })
     }
 
     /// A host with an empty range, for tests of layers that never map a page: `unmap` does
     /// nothing, and `map_frames` or `protect` of any page stops the test.
     #[cfg(test)]
     pub const fn empty() -> Host {
-        Host { base: 0, size: 0, memfd: -1 }
+        Host { base: 0, size: 0, memfd: -1, live: true }
     }
 
     /// Give the reservation back to the host.
@@ -92,6 +95,16 @@ impl Host {
     pub unsafe fn release(self) {
         // SAFETY: our own reservation; the caller promises nothing uses it any more.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
+    }
+
+    /// The same range, with host calls that do nothing: for changing the page tables of a
+    /// process other than the calling one.
+    pub fn detached(self) -> Host {
+        Host { live: false, ..self }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// The first address of the range.
@@ -128,6 +141,9 @@ impl Host {
     /// more than they do (`pte_host_prot`). Any other frame would show the process bytes
     /// that are not its (a kernel object, another page) under memory it may be using.
     pub unsafe fn map_frames(&self, addr: usize, pfn: usize, npages: usize, prot: i32) {
+        if !self.live {
+            return;
+        }
         let len = npages * PAGE_SIZE;
         self.check_range("map_frames outside the user range", addr, len);
         // SAFETY: [addr, addr + len) lies in our reservation (checked), which holds nothing
@@ -153,6 +169,9 @@ impl Host {
     /// Safe whatever the page tables say: a host view narrower than theirs only costs a
     /// fault, after which the fault path maps the page again from its PTE (a spurious fault).
     pub fn unmap(&self, addr: usize, len: usize) {
+        if !self.live {
+            return;
+        }
         // Never touch host memory outside the reservation, whatever range a caller names.
         let start = addr.max(self.base);
         let end = addr.saturating_add(len).min(self.end());
@@ -184,6 +203,9 @@ impl Host {
     /// let the process write frames it may only read (the shared zero page, a page-cache
     /// page a private mapping has not copied yet).
     pub unsafe fn protect(&self, addr: usize, len: usize, prot: i32) {
+        if !self.live {
+            return;
+        }
         self.check_range("protect outside the user range", addr, len);
         // SAFETY: the range lies in our reservation (checked), whose pages only simulated
         // user accesses use, and the caller promises `prot` is what their PTEs allow.

@@ -176,6 +176,18 @@ pub fn pgd_alloc(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize
     alloc_table(phys, pgtables_bytes)
 }
 
+/// Free an address space's tables, the top-level one included (`pgd_free` after the last
+/// `free_pgtables`). They must map no page (checked).
+///
+/// # Safety
+/// No `PteSlot` into any of them is used afterwards, and the PGD is not used again.
+pub unsafe fn pgd_free(phys: &mut PhysMem, pgtables_bytes: &mut usize, pgd: usize) {
+    // SAFETY: the caller's promise covers every table below the PGD.
+    unsafe { free_pgtables(phys, pgtables_bytes, pgd, 0, 0, 0, usize::MAX) };
+    // SAFETY: the caller's promise; nothing points to a PGD.
+    unsafe { free_table(phys, pgtables_bytes, pgd) };
+}
+
 /// The PTE slot for `addr`, if every level above it exists.
 pub fn pte_lookup(phys: &PhysMem, pgd: usize, addr: usize) -> Option<PteSlot> {
     let mut table = pgd;

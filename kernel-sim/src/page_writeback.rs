@@ -127,7 +127,51 @@ pub(crate) fn writeback_range(
         return Ok(());
     }
     page_mkclean(st, inode, start, end);
-    write_dirty_pages(&mut st.phys, &inode, start, end)
+    let r = write_dirty_pages(&mut st.phys, &inode, start, end);
+    redirty_remote_writable(st, inode, start, end);
+    r
+}
+
+/// Pages another process maps writable stay dirty after a write-back: its host view lets
+/// it write them without a fault, which this process cannot take away (its PTEs are left
+/// as they are), so a later write-back must write them again.
+fn redirty_remote_writable(st: &mut State, inode: InodePtr, start: usize, end: usize) {
+    let dm = st.phys.direct_map();
+    for i in 0..crate::machine::MAX_TASKS {
+        if i == st.current || st.tasks[i].pid == 0 {
+            continue;
+        }
+        let mm = &st.tasks[i].mm;
+        let mut writable = [0u32; 64];
+        for v in mm.iter() {
+            if v.file() != Some(inode) || v.flags() & VM_SHARED == 0 {
+                continue;
+            }
+            let (lo, hi) = (start.max(v.pgoff()), end.min(v.pgoff() + v.pages()));
+            if lo >= hi {
+                continue;
+            }
+            let a = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
+            let b = v.start() + ((hi - v.pgoff()) << PAGE_SHIFT);
+            let mut addr = a;
+            while addr < b {
+                // In batches, so the walk holds no borrow while pages are dirtied.
+                let mut n = 0;
+                let chunk_end = b.min(addr + (writable.len() << PAGE_SHIFT));
+                for_each_pte(dm, mm.pgd, addr, chunk_end, &mut |_, slot| {
+                    let e = slot.get();
+                    if pte_present(e) && e & PTE_RW != 0 && !pte_special(e) {
+                        writable[n] = pte_pfn(e) as u32;
+                        n += 1;
+                    }
+                });
+                for &pfn in &writable[..n] {
+                    set_page_dirty(&mut st.phys, &inode, pfn as usize);
+                }
+                addr = chunk_end;
+            }
+        }
+    }
 }
 
 /// The flusher's pass (`sync(2)`): write back every dirty page of every file.

@@ -17,6 +17,8 @@ use crate::Errno;
 /// Frame numbers that start each zone, as on x86-64: DMA below 16 MiB, DMA32 below 4 GiB.
 pub const ZONE_DMA_END_PFN: usize = (16 << 20) >> PAGE_SHIFT;
 pub const ZONE_DMA32_END_PFN: usize = (4usize << 30) >> PAGE_SHIFT;
+/// User pages that may wait for stale host views at once (16 MiB).
+const MAX_DEFERRED: usize = 4096;
 
 /// Counters of page use and of allocator events (Linux's `vmstat`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,6 +84,12 @@ pub struct PhysMem {
     pub reserved_pages: usize,
     pub min_free_kbytes: usize,
     pub vmstat: VmStat,
+    /// Set while a process's host view may still map pages taken from its page tables by
+    /// another process (`Task::stale`): user pages freed meanwhile wait in `deferred`, as
+    /// Linux's wait for the TLB flush of every CPU that may cache them.
+    pub defer_user_frees: bool,
+    deferred: [u32; MAX_DEFERRED],
+    nr_deferred: usize,
 }
 
 impl PhysMem {
@@ -138,6 +146,9 @@ impl PhysMem {
             reserved_pages: 0,
             min_free_kbytes: 0,
             vmstat: VmStat::default(),
+            defer_user_frees: false,
+            deferred: [0; MAX_DEFERRED],
+            nr_deferred: 0,
         };
         // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
         // free. Mark the reserved frames, then free the rest in maximal aligned blocks.
@@ -236,6 +247,36 @@ impl PhysMem {
         // SAFETY: two whole frames inside the direct map (checked by `frame`), not the same
         // one, so they do not overlap; the caller owns `dst` and `src` holds still.
         unsafe { core::ptr::copy_nonoverlapping(self.frame(src), self.frame(dst), PAGE_SIZE) }
+    }
+
+    /// Free a page that was user memory (anonymous or page cache), or hold it back while a
+    /// process's host view may still reach it (`defer_user_frees`).
+    ///
+    /// # Safety
+    /// As for `free_pages` of one frame.
+    pub unsafe fn free_user_page(&mut self, pfn: usize) {
+        if self.defer_user_frees {
+            if self.nr_deferred == MAX_DEFERRED {
+                crate::util::bug("too many frames waiting for a process to leave its stale view", pfn, 0);
+            }
+            self.deferred[self.nr_deferred] = pfn as u32;
+            self.nr_deferred += 1;
+            return;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.free_pages(pfn, 0) };
+    }
+
+    /// No process has a stale view any more: free what waited.
+    pub fn free_deferred(&mut self) {
+        self.defer_user_frees = false;
+        while self.nr_deferred > 0 {
+            self.nr_deferred -= 1;
+            let pfn = self.deferred[self.nr_deferred] as usize;
+            // SAFETY: freed by its owner before it was held back (`free_user_page`), and no
+            // host view reaches it now.
+            unsafe { self.free_pages(pfn, 0) };
+        }
     }
 
     /// Total pages managed by the buddy allocator (Linux's `totalram_pages`).

@@ -38,7 +38,7 @@ pub struct Layout {
 
 impl Machine {
     pub fn layout(&self) -> Layout {
-        let st = self.lock();
+        let st = self.lock_view();
         let mm = &st.mm;
         Layout {
             start_code: mm.start_code,
@@ -410,7 +410,7 @@ impl Machine {
             }
         });
         r?;
-        if self.lock().mm.exec_image {
+        if self.lock_view().mm.exec_image {
             let mut gate = VmaInfo {
                 start: VSYSCALL_ADDR,
                 end: VSYSCALL_ADDR + PAGE_SIZE,
@@ -427,7 +427,7 @@ impl Machine {
     /// `/proc/PID/auxv`: the auxiliary vector exec gave the program, as native words
     /// (empty before an exec).
     pub fn auxv(&self) -> ([u64; 64], usize) {
-        let st = self.lock();
+        let st = self.lock_view();
         (st.mm.saved_auxv.words, st.mm.saved_auxv.len)
     }
 
@@ -437,7 +437,7 @@ impl Machine {
     /// (times, scheduling, signals) is 0.
     pub fn write_stat(&self, pid: u32, w: &mut dyn Write) -> fmt::Result {
         let (mm_fields, comm, minflt, majflt, vsize, rss) = {
-            let st = self.lock();
+            let st = self.lock_view();
             let mm = &st.mm;
             let f = [
                 mm.start_code,
@@ -512,7 +512,7 @@ impl Machine {
     pub fn write_status(&self, w: &mut dyn Write) -> fmt::Result {
         let c = self.counters();
         let (exe, lib) = {
-            let st = self.lock();
+            let st = self.lock_view();
             // As Linux counts them: the code's pages, at most the executable mappings.
             let text = crate::page::page_align(st.mm.end_code)
                 .saturating_sub(st.mm.start_code & crate::page::PAGE_MASK);

@@ -360,8 +360,9 @@ unsafe fn release_cache_page(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
     }
     phys.vmstat.nr_file_pages -= 1;
     // SAFETY: no PTE maps the page (checked above), the index no longer holds it, and the
-    // caller gives up its contents; nothing else reaches a page-cache page.
-    unsafe { phys.free_pages(pfn, 0) };
+    // caller gives up its contents; nothing else reaches a page-cache page (a stale host
+    // view of another process aside, for which it waits: `free_user_page`).
+    unsafe { phys.free_user_page(pfn) };
 }
 
 /// Free every page and index frame of an inode and the inode itself (its last reference

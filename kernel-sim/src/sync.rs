@@ -1,51 +1,76 @@
 //! The lock that guards one simulated machine: the `mmap_lock` analogue.
 //!
 //! Linux protects an address space with `mmap_lock` and physical memory with per-zone and
-//! per-cache locks. A simulated machine runs one process, so a single lock serialises its
-//! whole state; system calls and the page-fault handler both take it. It is a futex mutex
-//! (no allocation on first contention, usable from a signal handler), and it remembers its
-//! holder so that a fault taken *while holding it* — which would otherwise deadlock — is
-//! reported as the bug it is.
+//! per-cache locks. Here one lock serialises a machine's whole state, for every process on
+//! it: system calls and the page-fault handler both take it. It is a futex mutex on a word
+//! in the machine's shared mapping, used without `FUTEX_PRIVATE_FLAG`, so the host
+//! processes that are the machine's simulated processes exclude each other (no allocation
+//! on first contention, usable from a signal handler). It remembers its holder's thread id,
+//! unique across processes, so that a fault taken *while holding it* — which would
+//! otherwise deadlock — is reported as the bug it is.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-/// ptalloc's futex lock (allocation-free, errno-preserving) plus the holder's identity.
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+/// A futex mutex that works across processes sharing its memory, and its holder.
 pub struct MmapLock {
-    lock: ptalloc::Lock,
+    state: AtomicU32,
     owner: AtomicUsize,
 }
 
-/// A token unique to the calling thread (the address of a thread-local byte).
+/// The calling thread's id, unique among all threads of all processes.
 #[inline]
 pub fn thread_token() -> usize {
-    std::thread_local!(static TOKEN: u8 = const { 0 });
-    TOKEN.with(|t| t as *const u8 as usize)
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as usize }
+}
+
+fn futex(word: &AtomicU32, op: i32, val: u32) {
+    let saved = ptalloc::errno();
+    // SAFETY: FUTEX_WAIT reads the word atomically and sleeps only while it equals `val`;
+    // FUTEX_WAKE only wakes waiters. The word outlives the call.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, core::ptr::null::<libc::timespec>()) };
+    ptalloc::set_errno(saved);
 }
 
 impl MmapLock {
     pub const fn new() -> MmapLock {
-        MmapLock { lock: ptalloc::Lock::new(), owner: AtomicUsize::new(0) }
+        MmapLock { state: AtomicU32::new(UNLOCKED), owner: AtomicUsize::new(0) }
     }
 
     #[inline]
     pub fn lock(&self) {
-        self.lock.lock();
+        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended();
+        }
         self.owner.store(thread_token(), Ordering::Relaxed);
     }
 
+    #[cold]
+    fn lock_contended(&self) {
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex(&self.state, libc::FUTEX_WAIT, CONTENDED);
+        }
+    }
+
     /// # Safety
-    /// The calling thread holds the lock, and nothing it guards is reached after this
-    /// without taking it again: the machine's state relies on that for its `&mut`.
+    /// The calling thread holds the lock (or holds it for a child it forked, which is done
+    /// with it), and nothing it guards is reached after this without taking it again: the
+    /// machine's state relies on that for its `&mut`.
     #[inline]
     pub unsafe fn unlock(&self) {
         self.owner.store(0, Ordering::Relaxed);
-        // SAFETY: the caller holds the lock (forwarded).
-        unsafe { self.lock.unlock() };
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex(&self.state, libc::FUTEX_WAKE, 1);
+        }
     }
 
     /// Whether the calling thread holds the lock.
     pub fn held_by_me(&self) -> bool {
-        self.lock.is_locked() && self.owner.load(Ordering::Relaxed) == thread_token()
+        self.state.load(Ordering::Relaxed) != UNLOCKED && self.owner.load(Ordering::Relaxed) == thread_token()
     }
 }
 

@@ -12,8 +12,10 @@ use crate::stats::{Counters, Syscall};
 use crate::Errno;
 
 impl Machine {
+    /// The counters of the machine and of the calling process (or the one `as_process`
+    /// names).
     pub fn counters(&self) -> Counters {
-        self.lock().counters()
+        self.lock_view().counters()
     }
 
     /// The program break, as `brk(0)` reports it (not counted as a system call).
@@ -253,17 +255,16 @@ impl Machine {
     /// files' page caches and dirty counts, the VMA tree, page tables against VMAs, and the
     /// RSS and VM counters.
     pub fn check(&self) -> Result<(), CheckError> {
-        let st = self.lock();
+        let st = self.lock_view();
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
         crate::check::check_files(&st.sb, &st.phys)?;
-        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base())
+        check_running_mm(&st)
     }
 
     /// `check_mm` alone: the VMA tree, counters, page tables and commit charge.
     pub fn check_mm(&self) -> Result<(), CheckError> {
-        let st = self.lock();
-        crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base())
+        check_running_mm(&self.lock_view())
     }
 
     /// `check_buddy` alone.
@@ -280,7 +281,7 @@ impl Machine {
             let mut batch = [crate::proc::VmaInfo::EMPTY; 32];
             let mut n = 0;
             {
-                let st = self.lock();
+                let st = self.lock_view();
                 let mut cur: Option<VmaPtr> = st.mm.find_vma(from);
                 while let Some(v) = cur {
                     if n == batch.len() {
@@ -303,7 +304,26 @@ impl Machine {
 
     /// The VMA containing `addr`, if any.
     pub fn vma_at(&self, addr: usize) -> Option<crate::proc::VmaInfo> {
-        let st = self.lock();
+        let st = self.lock_view();
         st.mm.vma_lookup(addr).map(|v| crate::proc::VmaInfo::of(&st, v))
     }
+}
+
+/// `check_mm` of the running process, with the others' address spaces.
+fn check_running_mm(st: &crate::machine::State) -> Result<(), CheckError> {
+    let mut others: [Option<&crate::mm::Mm>; crate::machine::MAX_TASKS] = [None; crate::machine::MAX_TASKS];
+    let mut n = 0;
+    for (i, t) in st.tasks.iter().enumerate() {
+        if i != st.current && t.pid != 0 && !t.zombie {
+            others[n] = Some(&t.mm);
+            n += 1;
+        }
+    }
+    let mut refs: [&crate::mm::Mm; crate::machine::MAX_TASKS] = [&st.mm; crate::machine::MAX_TASKS];
+    for (r, o) in refs.iter_mut().zip(others.iter().take(n)) {
+        if let Some(m) = o {
+            *r = m;
+        }
+    }
+    crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base(), &refs[..n])
 }

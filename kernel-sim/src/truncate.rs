@@ -8,24 +8,63 @@ use crate::page::{PAGE_SHIFT, PAGE_SIZE, PG_DIRTY};
 use crate::physmem::PhysMem;
 use crate::shmem::{Inode, InodePtr, MAX_INODE_PAGES};
 
-/// Zap every PTE of the process that maps `inode` at an index at or above `from`
-/// (`unmap_mapping_range` with `even_cows`: private copies go too).
-fn unmap_mapping_range(st: &mut State, inode: InodePtr, from: usize) {
-    let mut cur = st.mm.vmas.first();
+/// Zap the PTEs of `mm` that map `inode` at indices `[from, to)`; whether any VMA of `mm`
+/// maps part of that range.
+fn zap_inode_range(
+    mm: &mut crate::mm::Mm,
+    phys: &mut PhysMem,
+    host: crate::mmu::Host,
+    inode: InodePtr,
+    from: usize,
+    to: usize,
+) -> bool {
+    let mut any = false;
+    let mut cur = mm.vmas.first();
     while let Some(v) = cur {
         cur = v.next();
         if v.file() != Some(inode) {
             continue;
         }
         let lo = from.max(v.pgoff());
-        let hi = v.pgoff() + v.pages();
+        let hi = to.min(v.pgoff() + v.pages());
         if lo >= hi {
             continue;
         }
+        any = true;
         let s = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
-        // SAFETY: the memory beyond the end of a file is not the program's to keep: the
-        // mapping's contents follow the file, as `Machine::mmap`'s caller accepted.
-        unsafe { crate::memory::zap_page_range(&mut st.mm, &mut st.phys, st.host, s, v.end()) };
+        let e = v.start() + ((hi - v.pgoff()) << PAGE_SHIFT);
+        // SAFETY: memory beyond the end of a file, or in a hole punched into it, is not
+        // the program's to keep: a mapping's contents follow its object, as
+        // `Machine::mmap`'s caller accepted.
+        unsafe { crate::memory::zap_page_range(mm, phys, host, s, e) };
+    }
+    any
+}
+
+/// Zap every PTE of every process that maps `inode` at indices `[from, to)`
+/// (`unmap_mapping_range` with `even_cows`: private copies go too). Another process's host
+/// view cannot be changed from here: it is marked stale, rebuilt when that process next
+/// takes the machine lock, and the frames freed meanwhile wait for it (as a TLB shootdown
+/// would).
+pub(crate) fn unmap_mapping_range(st: &mut State, inode: InodePtr, from: usize, to: usize) {
+    zap_inode_range(&mut st.mm, &mut st.phys, st.host, inode, from, to);
+    let host = st.host.detached();
+    for i in 0..crate::machine::MAX_TASKS {
+        if i == st.current || st.tasks[i].pid == 0 {
+            continue;
+        }
+        let maps = st.tasks[i].mm.vmas.first().is_some();
+        if !maps {
+            continue;
+        }
+        // Before anything is freed: the process may still reach what its PTEs mapped.
+        st.phys.defer_user_frees = true;
+        if zap_inode_range(&mut st.tasks[i].mm, &mut st.phys, host, inode, from, to) {
+            st.tasks[i].stale = true;
+        }
+    }
+    if st.tasks.iter().all(|t| !t.stale) {
+        st.phys.free_deferred();
     }
 }
 
@@ -37,7 +76,7 @@ pub(crate) fn truncate_setsize(st: &mut State, inode: InodePtr, size: u64) {
         return;
     }
     let hole = size.div_ceil(PAGE_SIZE as u64).min(MAX_INODE_PAGES as u64) as usize;
-    unmap_mapping_range(st, inode, hole);
+    unmap_mapping_range(st, inode, hole, MAX_INODE_PAGES);
     // SAFETY: no PTE maps these pages any more (just zapped).
     unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, hole, MAX_INODE_PAGES) };
     let tail = (size as usize) & (PAGE_SIZE - 1);

@@ -45,7 +45,7 @@ impl Parts {
     /// Every invariant the parts keep: VMA tree, counters, page tables, commit charge,
     /// slab caches, buddy free lists.
     fn check(&self) {
-        crate::check::check_mm(&self.mm, &self.phys, &self.sys, BASE).unwrap();
+        crate::check::check_mm(&self.mm, &self.phys, &self.sys, BASE, &[]).unwrap();
         self.slab.check(&self.phys).unwrap();
         self.phys.check_buddy().unwrap();
     }

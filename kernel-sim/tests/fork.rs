@@ -1,0 +1,532 @@
+//! Processes: `fork` with copy-on-write on one machine, checked from both processes and
+//! against the real kernel, exit and reaping with every frame back, and ptalloc's model test
+//! running on in a forked child.
+//!
+//! The children only make raw system calls and use the machine (they are forks of a
+//! multi-threaded test program); parent and child talk through pipes.
+
+use std::ffi::CString;
+
+use kernel_sim::{Config, Machine, MachineBox, MemStats, SimKernel};
+
+const PAGE: usize = 4096;
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+const TWO_MB: usize = 2 << 20;
+
+fn machine() -> MachineBox {
+    Machine::boot(&Config { phys_bytes: 128 << 20, ..Config::DEFAULT }).unwrap()
+}
+
+/// A pipe: (write end, read end).
+fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: creating a pipe into a local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[1], fds[0])
+}
+
+fn send(fd: i32, v: u8) {
+    // SAFETY: writing one byte from a local.
+    assert_eq!(unsafe { libc::write(fd, (&v as *const u8).cast(), 1) }, 1);
+}
+
+/// One byte from `fd`; a process waiting longer than 30 s (its peer failed) ends itself,
+/// so no child outlives a failed test holding the harness's output open.
+fn recv(fd: i32) -> u8 {
+    let mut v = 0u8;
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: polling one descriptor of ours.
+    if unsafe { libc::poll(&mut pfd, 1, 30_000) } != 1 {
+        // SAFETY: ending this process.
+        unsafe { libc::_exit(98) };
+    }
+    // SAFETY: reading one byte into a local.
+    let n = unsafe { libc::read(fd, (&mut v as *mut u8).cast(), 1) };
+    if n != 1 {
+        // SAFETY: the other side is gone; end this process (it may be the child).
+        unsafe { libc::_exit(99) };
+    }
+    v
+}
+
+/// # Safety
+/// `addr` is a writable page of the calling process on its machine, which no Rust
+/// reference points into.
+unsafe fn poke(addr: usize, v: u64) {
+    // SAFETY: the caller's promise.
+    unsafe { (addr as *mut u64).write_volatile(v) }
+}
+
+/// # Safety
+/// `addr` is a readable page of the calling process on its machine.
+unsafe fn peek(addr: usize) -> u64 {
+    // SAFETY: the caller's promise.
+    unsafe { (addr as *const u64).read_volatile() }
+}
+
+fn stats_at(m: &Machine, addr: usize) -> MemStats {
+    m.vma_at(addr).unwrap().stats
+}
+
+#[test]
+fn fork_copies_on_write_and_shares_what_is_shared() {
+    let m = machine();
+    let base_anon = m.counters().nr_anon_pages;
+    let free0 = m.counters().free_pages;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let (p, s) = unsafe {
+        (
+            m.mmap(0, 16 * PAGE, RW, ANON, -1, 0).unwrap(),
+            m.mmap(0, 4 * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0).unwrap(),
+        )
+    };
+    for i in 0..16 {
+        // SAFETY: pages of the mappings just made, touched only through raw addresses.
+        unsafe { poke(p + i * PAGE, i as u64) };
+    }
+    // SAFETY: as above.
+    unsafe { poke(s, 1) };
+    let parent_pid = m.getpid();
+    let cow0 = m.counters().cow_faults;
+    let (to_child, from_parent) = pipe();
+    let (to_parent, from_child) = pipe();
+    // SAFETY: the child makes raw system calls and uses the machine only, then _exits.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        // SAFETY: the child's own copy-on-write pages and the shared page.
+        unsafe {
+            for i in 0..4 {
+                poke(p + i * PAGE, 100 + i as u64);
+            }
+            let ok = peek(p + 8 * PAGE) == 8 && peek(p) == 100;
+            poke(s + 8, 42);
+            send(to_parent, u8::from(ok));
+        }
+        recv(from_parent);
+        m.exit_process();
+        // SAFETY: leaving the child without the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    assert_eq!(recv(from_child), 1, "the child saw its own writes and the parent's pages");
+    assert!(child != parent_pid && child > 0);
+    let (pids, n) = m.pids();
+    assert_eq!(&pids[..n], &[parent_pid, child]);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(peek(p), 0, "the parent's page is its own");
+        assert_eq!(peek(s + 8), 42, "the shared page is shared");
+    }
+    assert_eq!(m.counters().cow_faults - cow0, 4, "four copies, taken by the child");
+    let kb = 1024u64;
+    let parent = stats_at(&m, p);
+    assert_eq!((parent.private_dirty / kb, parent.shared_dirty / kb), (16, 48), "parent: 4 own, 12 shared");
+    let child_stats = m.as_process(child, || stats_at(&m, p)).unwrap();
+    assert_eq!(
+        (child_stats.private_dirty / kb, child_stats.shared_dirty / kb),
+        (16, 48),
+        "child: 4 own, 12 shared"
+    );
+    assert_eq!(child_stats.pss, (4 * PAGE as u64 + 6 * PAGE as u64) << 12, "PSS splits what is shared");
+    let child_counters = m.as_process(child, || m.counters()).unwrap();
+    assert_eq!(child_counters.rss_anon, 16);
+    assert_eq!(m.counters().nr_anon_pages - base_anon, 16 + 4, "20 anonymous pages in all");
+    m.check().unwrap();
+    m.as_process(child, || m.check_mm()).unwrap().unwrap();
+    let mut rollup = String::new();
+    m.as_process(child, || m.write_smaps_rollup(&mut rollup)).unwrap().unwrap();
+    assert!(rollup.contains("Shared_Dirty:         52 kB"), "{rollup}");
+
+    // Now the parent writes a shared page: it copies too, and the child keeps its own.
+    // SAFETY: as above.
+    unsafe { poke(p + 10 * PAGE, 7) };
+    assert_eq!(m.counters().cow_faults - cow0, 5);
+    send(to_child, 1);
+    let status = m.waitpid(child).unwrap();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
+    let (_, n) = m.pids();
+    assert_eq!(n, 1, "the child is gone");
+    // Its pages are: the 11 pages it still shared are the parent's alone again.
+    let parent = stats_at(&m, p);
+    assert_eq!((parent.private_dirty / kb, parent.shared_dirty / kb), (64, 0));
+    // SAFETY: as above.
+    unsafe { poke(p + 12 * PAGE, 9) };
+    assert_eq!(m.counters().cow_faults - cow0, 5, "a page mapped once is written in place");
+    // SAFETY: nothing refers into the mappings.
+    unsafe {
+        m.munmap(p, 16 * PAGE).unwrap();
+        m.munmap(s, 4 * PAGE).unwrap();
+    }
+    let c = m.counters();
+    assert_eq!(c.nr_anon_pages, base_anon, "every anonymous page is back");
+    assert!(free0 - c.free_pages < 8, "frames back but for a few slab pages: {} {}", free0, c.free_pages);
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn fork_errors_and_a_child_that_never_exits_on_the_machine() {
+    let m = machine();
+    let free0 = m.counters().free_pages;
+    // SAFETY: as in the first test.
+    let p = unsafe { m.mmap(0, 8 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    for i in 0..8 {
+        // SAFETY: pages of the mapping just made.
+        unsafe { poke(p + i * PAGE, i as u64) };
+    }
+    // SAFETY: the child only writes a page and _exits without exit_process.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        // SAFETY: a copy-on-write page of the child's.
+        unsafe {
+            poke(p, 5);
+            libc::_exit(3)
+        };
+    }
+    let status = m.waitpid(child).unwrap();
+    assert_eq!(libc::WEXITSTATUS(status), 3);
+    assert_eq!(m.waitpid(child), Err(kernel_sim::Errno(libc::ECHILD)), "reaped once");
+    assert_eq!(m.as_process(child, || ()), Err(kernel_sim::Errno(libc::ESRCH)));
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, 8 * PAGE) }.unwrap();
+    assert!(free0 - m.counters().free_pages < 8);
+    m.check().unwrap();
+    // The machine's process table is finite.
+    let mut kids = Vec::new();
+    let (to_parent, from_child) = pipe();
+    let (to_child, from_parent) = pipe();
+    loop {
+        // SAFETY: each child waits for one byte, then exits on the machine and _exits.
+        match unsafe { m.fork() } {
+            Ok(0) => {
+                send(to_parent, 1);
+                recv(from_parent);
+                m.exit_process();
+                // SAFETY: leaving the child.
+                unsafe { libc::_exit(0) };
+            }
+            Ok(pid) => {
+                recv(from_child);
+                kids.push(pid);
+            }
+            Err(e) => {
+                assert_eq!(e, kernel_sim::Errno::EAGAIN);
+                break;
+            }
+        }
+    }
+    assert_eq!(kids.len(), kernel_sim::MAX_TASKS - 1);
+    for _ in &kids {
+        send(to_child, 1);
+    }
+    for pid in kids {
+        m.waitpid(pid).unwrap();
+    }
+    m.check().unwrap();
+}
+
+/// One real or simulated side of the fork differential: the same regions at the same
+/// offsets within 2 MiB, written and read the same way.
+struct Regions {
+    /// Private anonymous, all written; private anonymous, only read (zero page); shared
+    /// anonymous, written; a private file mapping, read.
+    bases: [usize; 4],
+}
+
+const REGION_PAGES: [usize; 4] = [24, 8, 8, 16];
+
+fn touch_before_fork(r: &Regions) {
+    for i in 0..REGION_PAGES[0] {
+        // SAFETY: the side's own writable mapping.
+        unsafe { poke(r.bases[0] + i * PAGE, i as u64 + 1) };
+    }
+    for i in 0..REGION_PAGES[1] {
+        // SAFETY: the side's own readable mapping.
+        unsafe { peek(r.bases[1] + i * PAGE) };
+    }
+    for i in 0..REGION_PAGES[2] {
+        // SAFETY: as above.
+        unsafe { poke(r.bases[2] + i * PAGE, 3) };
+    }
+    // SAFETY: as above.
+    unsafe { peek(r.bases[3] + 5 * PAGE) };
+}
+
+fn touch_in_child(r: &Regions) {
+    for i in (0..REGION_PAGES[0]).step_by(3) {
+        // SAFETY: the child's copy-on-write pages.
+        unsafe { poke(r.bases[0] + i * PAGE, 77) };
+    }
+    for i in 0..3 {
+        // SAFETY: as above, read.
+        unsafe {
+            peek(r.bases[1] + i * PAGE);
+            peek(r.bases[2] + i * PAGE);
+        }
+    }
+    // SAFETY: a private file page, written: a copy.
+    unsafe { poke(r.bases[3] + 2 * PAGE, 1) };
+}
+
+/// smaps fields of interest, per region, from smaps text.
+fn smaps_rows(smaps: &str, r: &Regions) -> Vec<[u64; 6]> {
+    r.bases
+        .iter()
+        .map(|&b| {
+            let head = format!("{b:x}-");
+            let mut out = [0u64; 6];
+            let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+            assert!(lines.next().is_some(), "no VMA at {b:x} in\n{smaps}");
+            for l in lines {
+                if l.starts_with("VmFlags:") {
+                    break;
+                }
+                let names = [
+                    "Rss:",
+                    "Shared_Clean:",
+                    "Shared_Dirty:",
+                    "Private_Clean:",
+                    "Private_Dirty:",
+                    "Anonymous:",
+                ];
+                if let Some(i) = names.iter().position(|n| l.starts_with(n)) {
+                    out[i] = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Read `/proc/self/smaps` without allocating, into `buf`; its length.
+fn raw_smaps(buf: &mut [u8]) -> usize {
+    // SAFETY: raw system calls into a caller's buffer.
+    unsafe {
+        let fd = libc::open(c"/proc/self/smaps".as_ptr(), libc::O_RDONLY);
+        let mut n = 0;
+        loop {
+            let r = libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        libc::close(fd);
+        n
+    }
+}
+
+fn write_all(fd: i32, b: &[u8]) {
+    let mut done = 0;
+    while done < b.len() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, b[done..].as_ptr().cast(), b.len() - done) };
+        assert!(n > 0);
+        done += n as usize;
+    }
+}
+
+fn read_all(fd: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+#[test]
+fn after_fork_both_processes_smaps_match_the_real_kernels() {
+    let file =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fork-{}", std::process::id()));
+    let content: Vec<u8> = (0..REGION_PAGES[3] * PAGE).map(|i| i as u8).collect();
+    // Written a page at a time and synced, so both page caches hold it clean, in pages.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&file).unwrap();
+        for c in content.chunks(PAGE) {
+            f.write_all(c).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let cfile = CString::new(file.to_str().unwrap()).unwrap();
+
+    // The real kernel, in a child of the test (so that its own address space is simple):
+    // it maps, touches, forks a grandchild that writes, and both report their smaps.
+    let (wr, rd) = pipe();
+    let mut big = vec![0u8; 1 << 20];
+    // SAFETY: the child makes raw system calls only, into buffers made before the fork.
+    let real = unsafe { libc::fork() };
+    if real == 0 {
+        // SAFETY: raw system calls on the child's own memory.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+            let res = libc::mmap(
+                core::ptr::null_mut(),
+                5 * TWO_MB,
+                libc::PROT_NONE,
+                ANON | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            let top = (res as usize).next_multiple_of(TWO_MB);
+            let fd = libc::open(cfile.as_ptr(), libc::O_RDONLY);
+            let mut r = Regions { bases: [0; 4] };
+            for (k, pages) in REGION_PAGES.into_iter().enumerate() {
+                let at = top + k * TWO_MB;
+                let len = pages * PAGE;
+                let (flags, fd) = match k {
+                    2 => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+                    3 => (libc::MAP_PRIVATE, fd),
+                    _ => (ANON, -1),
+                };
+                let p = libc::mmap(at as *mut _, len, RW, flags | libc::MAP_FIXED, fd, 0);
+                r.bases[k] = p as usize;
+            }
+            touch_before_fork(&r);
+            let (cwr, crd) = pipe();
+            let (gwr, grd) = pipe();
+            let g = libc::fork();
+            if g == 0 {
+                touch_in_child(&r);
+                let n = raw_smaps(&mut big);
+                write_all(cwr, &(n as u64).to_le_bytes());
+                write_all(cwr, &big[..n]);
+                recv(grd);
+                libc::_exit(0);
+            }
+            let mut len = [0u8; 8];
+            libc::read(crd, len.as_mut_ptr().cast(), 8);
+            let n = u64::from_le_bytes(len) as usize;
+            let mut got = 0;
+            while got < n {
+                got += libc::read(crd, big[got..].as_mut_ptr().cast(), n - got) as usize;
+            }
+            write_all(wr, &(r.bases[0] as u64).to_le_bytes());
+            for b in r.bases {
+                write_all(wr, &(b as u64).to_le_bytes());
+            }
+            write_all(wr, &(n as u64).to_le_bytes());
+            write_all(wr, &big[..n]);
+            let pn = raw_smaps(&mut big);
+            write_all(wr, &big[..pn]);
+            send(gwr, 1);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: our copy of the write end.
+    unsafe { libc::close(wr) };
+    let all = read_all(rd);
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(real, core::ptr::null_mut(), 0) };
+    let word = |i: usize| u64::from_le_bytes(all[8 * i..8 * i + 8].try_into().unwrap()) as usize;
+    let real_r = Regions { bases: [word(1), word(2), word(3), word(4)] };
+    let n = word(5);
+    let real_child = String::from_utf8_lossy(&all[48..48 + n]).into_owned();
+    let real_parent = String::from_utf8_lossy(&all[48 + n..]).into_owned();
+
+    // The simulation.
+    let m = machine();
+    let fd = m.open(&cfile, libc::O_RDONLY, 0).unwrap();
+    // SAFETY: the machine is this test's own; MAP_FIXED replaces only the reservation.
+    let sim_r = unsafe {
+        let res = m.mmap(0, 5 * TWO_MB, libc::PROT_NONE, ANON | libc::MAP_NORESERVE, -1, 0).unwrap();
+        let top = res.next_multiple_of(TWO_MB);
+        let mut r = Regions { bases: [0; 4] };
+        for (k, pages) in REGION_PAGES.into_iter().enumerate() {
+            let at = top + k * TWO_MB;
+            let (flags, f) = match k {
+                2 => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+                3 => (libc::MAP_PRIVATE, fd),
+                _ => (ANON, -1),
+            };
+            r.bases[k] = m.mmap(at, pages * PAGE, RW, flags | libc::MAP_FIXED, f, 0).unwrap();
+        }
+        r
+    };
+    // The file is cached on the simulation too before the mapping is touched, as it is on
+    // the real kernel (which wrote it).
+    m.posix_fadvise(fd, 0, 0, libc::POSIX_FADV_WILLNEED).unwrap();
+    touch_before_fork(&sim_r);
+    let (to_parent, from_child) = pipe();
+    let (to_child, from_parent) = pipe();
+    // SAFETY: the child touches its pages, reports, then exits on the machine and _exits.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        touch_in_child(&sim_r);
+        send(to_parent, 1);
+        recv(from_parent);
+        m.exit_process();
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(0) };
+    }
+    recv(from_child);
+    let mut sim_parent = String::new();
+    m.write_smaps(&mut sim_parent).unwrap();
+    let mut sim_child = String::new();
+    m.as_process(child, || m.write_smaps(&mut sim_child)).unwrap().unwrap();
+    m.as_process(child, || m.check_mm()).unwrap().unwrap();
+    send(to_child, 1);
+    m.waitpid(child).unwrap();
+    assert_eq!(smaps_rows(&sim_parent, &sim_r), smaps_rows(&real_parent, &real_r), "the parent's regions");
+    assert_eq!(smaps_rows(&sim_child, &sim_r), smaps_rows(&real_child, &real_r), "the child's regions");
+    m.check().unwrap();
+    std::fs::remove_file(file).unwrap();
+}
+
+/// ptalloc's model test on the default machine, in a parent and then in a forked child
+/// that goes on from the parent's heap. Run in a fresh single-threaded copy of this test
+/// program (the child allocates from the host heap for its model, which is only safe in a
+/// process that had one thread at the fork).
+#[test]
+fn ptalloc_runs_on_in_a_forked_child() {
+    if std::env::var_os("KSIM_FORK_MODEL").is_some() {
+        return model_scenario();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "ptalloc_runs_on_in_a_forked_child", "--test-threads=1", "--nocapture"])
+        .env("KSIM_FORK_MODEL", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("child model ok"), "{text}");
+}
+
+fn model_scenario() {
+    use ptalloc::Malloc;
+    use ptalloc_testkit::model::{Mix, Model};
+    // SAFETY: the only Malloc<SimKernel> of this process.
+    static SIM: Malloc<SimKernel> = unsafe { Malloc::new(SimKernel::new()) };
+    let m = SIM.kernel().machine();
+    let model = Model::new(&SIM, 1000);
+    let mix = Mix { max_size: 1 << 20, ..Mix::default() };
+    model.run_random(&mix, 7, 20_000, 1000).unwrap();
+    SIM.check_heap().unwrap();
+    m.check().unwrap();
+    // SAFETY: this process has one thread (see the caller), so the child may allocate.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        let r = model.run_random(&mix, 8, 20_000, 1000).and_then(|_| model.drain(&mut Default::default()));
+        let ok = r.is_ok() && SIM.check_heap().is_ok() && m.check_mm().is_ok();
+        if ok {
+            println!("child model ok");
+        }
+        m.exit_process();
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let status = m.waitpid(child).unwrap();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child's model run failed");
+    // The parent's heap is untouched by what the child did.
+    model.run_random(&mix, 9, 10_000, 1000).unwrap();
+    model.drain(&mut Default::default()).unwrap();
+    SIM.check_heap().unwrap();
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+}
