@@ -1,6 +1,8 @@
-//! A picture of a machine as SVG: the address space (one box per VMA, widths on a log scale
-//! so a page and a gigabyte both show, shaded by how much of it is resident) and physical
-//! memory (each zone's frames in buckets, coloured by how many are free).
+//! A picture of a machine as SVG: each process's address space (a row of boxes, one per
+//! VMA, widths on a log scale so a page and a gigabyte both show, with bars for how much of
+//! it is resident and how much of that it shares) and physical memory (each zone's frames in
+//! buckets, coloured by how many are free, with a row marking the frames mapped more than
+//! once: shared between processes or mappings).
 //!
 //! Like the other views it is not a system-call path: it copies what it needs under the lock
 //! and writes to any `fmt::Write`.
@@ -37,11 +39,17 @@ fn colour(v: &VmaInfo) -> &'static str {
 impl Machine {
     /// Write the picture.
     pub fn write_svg(&self, w: &mut dyn Write) -> fmt::Result {
-        let mut vmas = Vec::new();
-        self.for_each_vma(|v| vmas.push(*v));
+        let (pids, n) = self.pids();
+        let mut rows: Vec<(u32, Vec<VmaInfo>)> = Vec::new();
+        for &pid in &pids[..n] {
+            let mut vmas = Vec::new();
+            if self.as_process(pid, || self.for_each_vma(|v| vmas.push(*v))).is_ok() {
+                rows.push((pid, vmas));
+            }
+        }
         // Free frames per bucket of each zone, counted from mem_map under the lock into fixed
         // arrays (nothing may allocate while the lock is held).
-        let mut zones = [("", 0usize, 0usize, 0usize, [0u32; BUCKETS]); MAX_NR_ZONES];
+        let mut zones = [("", 0usize, 0usize, 0usize, [0u32; BUCKETS], [0u32; BUCKETS]); MAX_NR_ZONES];
         let mut nzones = 0;
         {
             let st = self.lock();
@@ -50,6 +58,7 @@ impl Machine {
                 let (start, span) = (zone.zone_start_pfn, zone.spanned_pages);
                 let per = span.div_ceil(BUCKETS).max(1);
                 let mut free = [0u32; BUCKETS];
+                let mut shared = [0u32; BUCKETS];
                 let mut pfn = start;
                 while pfn < start + span {
                     let p = pm.page(pfn);
@@ -60,48 +69,71 @@ impl Machine {
                         }
                         pfn += n;
                     } else {
+                        if p.mapcount.get() >= 2 {
+                            shared[(pfn - start) / per] += 1;
+                        }
                         pfn += 1;
                     }
                 }
-                zones[nzones] = (zone.name, zone.free_pages, zone.managed_pages, per, free);
+                zones[nzones] = (zone.name, zone.free_pages, zone.managed_pages, per, free, shared);
                 nzones += 1;
             }
         }
         let zones = &zones[..nzones];
-        let height = 120 + 40 * zones.len();
+        const ROW: usize = 90;
+        let top = 20 + ROW * rows.len();
+        let height = top + 20 + 60 * zones.len();
         writeln!(
             w,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="monospace" font-size="11">"#
         )?;
-        writeln!(
-            w,
-            r#"<text x="4" y="14">address space: {} VMAs (width ~ log2 of size; dark part resident)</text>"#,
-            vmas.len()
-        )?;
         let weight = |v: &VmaInfo| ((v.end - v.start) / PAGE_SIZE) as f64;
-        let total: f64 = vmas.iter().map(|v| 1.0 + weight(v).log2()).sum::<f64>().max(1.0);
-        let mut x = 4.0;
-        for v in &vmas {
-            let wd = (WIDTH - 8.0) * (1.0 + weight(v).log2()) / total;
-            let resident = v.stats.resident as f64 / (v.end - v.start) as f64;
+        for (k, (pid, vmas)) in rows.iter().enumerate() {
+            let y0 = 14 + ROW * k;
             writeln!(
                 w,
-                r#"<rect x="{x:.1}" y="24" width="{wd:.1}" height="40" fill="{}" stroke="white"><title>{:x}-{:x} {} {} ({} KiB resident)</title></rect>"#,
-                colour(v),
-                v.start,
-                v.end,
-                v.perms_str(),
-                v.name,
-                v.stats.resident >> 10
+                r#"<text x="4" y="{y0}">process {pid}: {} VMAs (width ~ log2 of size; black: resident, purple: shared)</text>"#,
+                vmas.len()
             )?;
-            writeln!(w, r#"<rect x="{x:.1}" y="64" width="{:.1}" height="8" fill="black"/>"#, wd * resident)?;
-            x += wd;
+            let total: f64 = vmas.iter().map(|v| 1.0 + weight(v).log2()).sum::<f64>().max(1.0);
+            let mut x = 4.0;
+            for v in vmas {
+                let wd = (WIDTH - 8.0) * (1.0 + weight(v).log2()) / total;
+                let size = (v.end - v.start) as f64;
+                let resident = v.stats.resident as f64 / size;
+                let shared = (v.stats.shared_clean + v.stats.shared_dirty) as f64 / size;
+                writeln!(
+                    w,
+                    r#"<rect x="{x:.1}" y="{}" width="{wd:.1}" height="40" fill="{}" stroke="white"><title>{:x}-{:x} {} {} ({} KiB resident, {} KiB shared)</title></rect>"#,
+                    y0 + 10,
+                    colour(v),
+                    v.start,
+                    v.end,
+                    v.perms_str(),
+                    v.name,
+                    v.stats.resident >> 10,
+                    (v.stats.shared_clean + v.stats.shared_dirty) >> 10
+                )?;
+                writeln!(
+                    w,
+                    r#"<rect x="{x:.1}" y="{}" width="{:.1}" height="8" fill="black"/>"#,
+                    y0 + 50,
+                    wd * resident
+                )?;
+                writeln!(
+                    w,
+                    r##"<rect x="{x:.1}" y="{}" width="{:.1}" height="8" fill="#8e44ad"/>"##,
+                    y0 + 58,
+                    wd * shared
+                )?;
+                x += wd;
+            }
         }
-        let mut y = 100;
-        for (name, free, managed, per, buckets) in zones {
+        let mut y = top + 10;
+        for (name, free, managed, per, buckets, shared) in zones {
             writeln!(
                 w,
-                r#"<text x="4" y="{y}">zone {name}: {free} of {managed} frames free (green: free)</text>"#
+                r#"<text x="4" y="{y}">zone {name}: {free} of {managed} frames free (green: free; purple below: mapped more than once)</text>"#
             )?;
             let bw = (WIDTH - 8.0) / BUCKETS as f64;
             for (i, &n) in buckets.iter().enumerate() {
@@ -115,8 +147,19 @@ impl Machine {
                     y + 6,
                     bw
                 )?;
+                let s = shared[i] as f64 / *per as f64;
+                if s > 0.0 {
+                    writeln!(
+                        w,
+                        r##"<rect x="{:.1}" y="{}" width="{:.1}" height="8" fill="#8e44ad" fill-opacity="{:.2}"/>"##,
+                        4.0 + i as f64 * bw,
+                        y + 26,
+                        bw,
+                        0.3 + 0.7 * s
+                    )?;
+                }
             }
-            y += 40;
+            y += 60;
         }
         writeln!(w, "</svg>")
     }

@@ -136,6 +136,14 @@ fn fork_copies_on_write_and_shares_what_is_shared() {
     let mut rollup = String::new();
     m.as_process(child, || m.write_smaps_rollup(&mut rollup)).unwrap().unwrap();
     assert!(rollup.contains("Shared_Dirty:         52 kB"), "{rollup}");
+    // The picture has a row per process and marks the frames they share.
+    let mut svg = String::new();
+    m.write_svg(&mut svg).unwrap();
+    assert!(svg.contains(&format!("process {parent_pid}:")) && svg.contains(&format!("process {child}:")));
+    let vmas = m.counters().map_count + child_counters.map_count;
+    assert_eq!(svg.matches("<title>").count(), vmas);
+    assert!(svg.contains("(64 KiB resident, 48 KiB shared)"), "the private region's box");
+    assert!(svg.contains(r##"fill="#8e44ad" fill-opacity"##), "shared frames marked in their zone");
 
     // Now the parent writes a shared page: it copies too, and the child keeps its own.
     // SAFETY: as above.
@@ -529,4 +537,64 @@ fn model_scenario() {
     SIM.check_heap().unwrap();
     m.check().unwrap();
     m.check_buddy().unwrap();
+}
+
+#[test]
+fn two_processes_mapping_a_file_share_its_cache_frames() {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fork-shared-{}", std::process::id()));
+    std::fs::write(&path, vec![b'a'; 4 * PAGE]).unwrap();
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    let m = machine();
+    let fd = m.open(&cpath, libc::O_RDWR, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 4 * PAGE, RW, libc::MAP_SHARED, fd, 0) }.unwrap();
+    // SAFETY: the shared mapping just made, read.
+    unsafe { peek(p) };
+    let cached = m.counters().nr_file_pages;
+    let (to_parent, from_child) = pipe();
+    let (to_child, from_parent) = pipe();
+    // SAFETY: the child reads and writes its mapping, uses the machine, then _exits.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        // SAFETY: the child's shared mapping of the file.
+        unsafe {
+            peek(p + 2 * PAGE);
+            ((p + PAGE) as *mut u8).write_volatile(b'c');
+        }
+        send(to_parent, 1);
+        recv(from_parent);
+        m.exit_process();
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(0) };
+    }
+    recv(from_child);
+    // SAFETY: the parent's mapping: it sees the child's write through the shared frame.
+    assert_eq!(unsafe { ((p + PAGE) as *const u8).read_volatile() }, b'c');
+    let kb = 1024u64;
+    for pid in [m.getpid(), child] {
+        let v = m.as_process(pid, || stats_at(&m, p)).unwrap();
+        assert_eq!(
+            (v.shared_clean / kb, v.shared_dirty / kb),
+            (12, 4),
+            "process {pid} shares all four pages"
+        );
+    }
+    assert_eq!(m.counters().nr_file_pages, cached, "one page cache for both");
+    assert_eq!(m.counters().nr_dirty, 1);
+    m.fsync(fd).unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[PAGE..PAGE + 2], b"ca", "the child's byte is in the file");
+    // The child still maps the page writable, which the parent cannot take away: it stays
+    // dirty for the next write-back.
+    assert_eq!(m.counters().nr_dirty, 1);
+    m.check().unwrap();
+    m.as_process(child, || m.check_mm()).unwrap().unwrap();
+    send(to_child, 1);
+    m.waitpid(child).unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, 4 * PAGE) }.unwrap();
+    m.close(fd).unwrap();
+    assert_eq!(m.counters().nr_dirty, 0, "written back with the last reference");
+    m.check().unwrap();
+    std::fs::remove_file(path).unwrap();
 }

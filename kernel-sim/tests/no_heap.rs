@@ -185,6 +185,27 @@ fn system_calls_and_faults_never_use_the_host_heap() {
         m2.vma_at(m2.layout().start_code).map(|v| v.write_maps_line(&mut maps)).unwrap().unwrap();
     });
     calls += 2;
+    // fork: the parent's side (the child only exits on the machine and _exits).
+    let m3 = Machine::boot(&Config { phys_bytes: 64 << 20, ..Config::DEFAULT }).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let q = unsafe { m3.mmap(0, 8 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: a page of the mapping just made.
+    unsafe { (q as *mut u64).write_volatile(1) };
+    forbidden(|| {
+        // SAFETY: the child makes no call but the machine's and _exit.
+        let child = unsafe { m3.fork() }.unwrap();
+        if child == 0 {
+            // SAFETY: the child's copy-on-write page.
+            unsafe { (q as *mut u64).write_volatile(2) };
+            m3.exit_process();
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: the parent's own page: a copy-on-write fault.
+        unsafe { (q as *mut u64).write_volatile(3) };
+        m3.waitpid(child).unwrap();
+    });
+    calls += 3;
     // Faults taken by other threads at the same time.
     // Each thread faults in a quarter of a mapping and discards it while the others fault.
     // SAFETY: without MAP_FIXED nothing is replaced.
