@@ -447,6 +447,7 @@ impl Machine {
     /// Boot a machine. It owns a reserved host range of `config.user_bytes` and a memfd of
     /// `config.phys_bytes` (whose pages cost host memory only once touched).
     pub fn boot(config: &Config) -> Result<MachineBox, Errno> {
+        crate::sync::install_atfork();
         let st = State::boot(config)?;
         let host = st.host;
         let size = core::mem::size_of::<Machine>();

@@ -21,11 +21,40 @@ pub struct MmapLock {
     owner: AtomicUsize,
 }
 
+std::thread_local! {
+    /// The calling thread's id, once asked for (0 before): a system call per lock would
+    /// dominate a simulated system call.
+    static TID: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
 /// The calling thread's id, unique among all threads of all processes.
 #[inline]
 pub fn thread_token() -> usize {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as usize }
+    TID.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        // SAFETY: gettid has no preconditions.
+        let v = unsafe { libc::syscall(libc::SYS_gettid) } as usize;
+        t.set(v);
+        v
+    })
+}
+
+/// In a forked child, the forking thread (its only one) has a new id.
+extern "C" fn forget_tid() {
+    TID.with(|t| t.set(0));
+}
+
+/// Make every fork of this process forget the cached id in the child (once, at the first
+/// boot; `pthread_atfork` may allocate, which booting may).
+pub fn install_atfork() {
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::AcqRel) {
+        // SAFETY: registers a handler that only resets a thread-local without destructor.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_tid)) };
+    }
 }
 
 fn futex(word: &AtomicU32, op: i32, val: u32) {
