@@ -59,7 +59,7 @@ impl Strings<'_> {
         }
         let limit = (STK_LIM / 4 * 3).min((rlim_stack.min(usize::MAX as u64) as usize) / 4).max(ARG_MAX);
         let ptr_size = (self.argv.len().max(1) + self.envp.len()) * 8;
-        if limit <= ptr_size || self.bytes() + 8 > limit - ptr_size {
+        if limit <= ptr_size || self.bytes() > limit - ptr_size {
             return Err(Errno(libc::E2BIG));
         }
         Ok(())
@@ -222,6 +222,15 @@ pub(crate) unsafe fn sys_execve(
     envp: &[&CStr],
 ) -> Result<crate::binfmt_elf::ExecImage, Errno> {
     use crate::binfmt_elf::{check_binary, load_elf_binary, BINPRM_BUF_SIZE};
+    // The strings are read after the old image is gone: ones in the user range (memory of
+    // that image) would be gone too. Linux copies them first; here they must be elsewhere.
+    let in_user = |c: &CStr| {
+        let (a, n) = (c.as_ptr() as usize, c.to_bytes_with_nul().len());
+        a < st.host.end() && a + n > st.host.base()
+    };
+    if in_user(path) || argv.iter().any(|c| in_user(c)) || envp.iter().any(|c| in_user(c)) {
+        return Err(Errno::EFAULT);
+    }
     let s = Strings { filename: path, argv, envp };
     let inode = crate::file::open_exec(st, path)?;
     let checked = (|| {

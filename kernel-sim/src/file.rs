@@ -15,9 +15,11 @@ use core::ffi::CStr;
 
 use crate::machine::State;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
+use crate::shmem::Inode;
 use crate::shmem::{InodePtr, INODE_DIR, INODE_REG, INODE_SPECIAL, NAME_MAX_BYTES};
 use crate::slab::CACHE_NAMES;
 use crate::Errno;
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 /// Descriptors a process may have open (its `RLIMIT_NOFILE`, fixed).
 pub const NR_OPEN: usize = 256;
@@ -113,8 +115,122 @@ fn host_fd_path(fd: i32, given: &CStr, buf: &mut [u8; NAME_MAX_BYTES]) -> Result
     Ok(len)
 }
 
+/// One host process's descriptors for one host inode of a machine. Host descriptors belong
+/// to a host process, while the inode is shared by every process of the machine: each
+/// process keeps its own (inherited ones included), and opens one by the inode's name when
+/// it has none for what it must do (a read-back, a write-back).
+struct HostFds {
+    inode: AtomicUsize,
+    dev: AtomicU64,
+    ino: AtomicU64,
+    rfd: AtomicI32,
+    wfd: AtomicI32,
+}
+
+const NR_HOST_FDS: usize = 1024;
+
+/// This host process's table (process-private memory: a forked child has a copy, with the
+/// descriptors it inherited).
+static HOST_FDS: [HostFds; NR_HOST_FDS] = [const {
+    HostFds {
+        inode: AtomicUsize::new(0),
+        dev: AtomicU64::new(0),
+        ino: AtomicU64::new(0),
+        rfd: AtomicI32::new(-1),
+        wfd: AtomicI32::new(-1),
+    }
+}; NR_HOST_FDS];
+
+fn close_fd(fd: i32) {
+    if fd >= 0 {
+        // SAFETY: a descriptor of this process's table, which it owns.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// This process's entry for `inode`, claimed if `create` (an entry of an inode that went
+/// away, found by a different file at the same address, is emptied first).
+fn host_entry(inode: &Inode, create: bool) -> Option<&'static HostFds> {
+    let addr = inode as *const Inode as usize;
+    let (dev, ino) = (inode.dev.get(), inode.ino.get());
+    for e in &HOST_FDS {
+        let a = e.inode.load(Ordering::Acquire);
+        if a == addr {
+            if e.dev.load(Ordering::Relaxed) == dev && e.ino.load(Ordering::Relaxed) == ino {
+                return Some(e);
+            }
+            // A stale entry of a freed inode whose slab object this one reuses.
+            close_fd(e.rfd.swap(-1, Ordering::Relaxed));
+            close_fd(e.wfd.swap(-1, Ordering::Relaxed));
+            e.dev.store(dev, Ordering::Relaxed);
+            e.ino.store(ino, Ordering::Relaxed);
+            return Some(e);
+        }
+    }
+    if !create {
+        return None;
+    }
+    for e in HOST_FDS.iter().filter(|e| e.inode.load(Ordering::Relaxed) == 0) {
+        if e.inode.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            e.dev.store(dev, Ordering::Relaxed);
+            e.ino.store(ino, Ordering::Relaxed);
+            e.rfd.store(-1, Ordering::Relaxed);
+            e.wfd.store(-1, Ordering::Relaxed);
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// Open `inode`'s file by its name with `flags` (a descriptor this process lacks).
+fn reopen(inode: &Inode, flags: i32) -> i32 {
+    let name = inode.name.get();
+    if name == 0 {
+        return -1;
+    }
+    // SAFETY: the inode's names_cache object: NUL-terminated within NAME_MAX_BYTES.
+    unsafe { libc::open(name as *const libc::c_char, flags | libc::O_CLOEXEC) }
+}
+
+/// A descriptor of this process to read `inode`'s file, or -1.
+pub(crate) fn host_read_fd(inode: &Inode) -> i32 {
+    let Some(e) = host_entry(inode, true) else { return -1 };
+    let fd = e.rfd.load(Ordering::Relaxed);
+    if fd >= 0 {
+        return fd;
+    }
+    let fd = reopen(inode, libc::O_RDONLY);
+    e.rfd.store(fd, Ordering::Relaxed);
+    fd
+}
+
+/// A descriptor of this process to write `inode`'s file, or -1.
+pub(crate) fn host_write_fd(inode: &Inode) -> i32 {
+    let Some(e) = host_entry(inode, true) else { return -1 };
+    let fd = e.wfd.load(Ordering::Relaxed);
+    if fd >= 0 {
+        return fd;
+    }
+    let fd = reopen(inode, libc::O_WRONLY);
+    e.wfd.store(fd, Ordering::Relaxed);
+    fd
+}
+
+/// Close this process's descriptors for `inode` (it goes).
+pub(crate) fn release_host_fds(inode: &Inode) {
+    if let Some(e) = host_entry(inode, false) {
+        let (r, w) = (e.rfd.swap(-1, Ordering::Relaxed), e.wfd.swap(-1, Ordering::Relaxed));
+        close_fd(r);
+        if w != r {
+            close_fd(w);
+        }
+        e.inode.store(0, Ordering::Release);
+    }
+}
+
 /// A new inode for host file `fd` with stat `sb`, put on the superblock, holding one
-/// reference (the opener's). Its host descriptors are set by `adopt_host_fd`.
+/// reference (the opener's). The opener's descriptor is given to this process's table by
+/// `adopt_host_fd`.
 fn new_host_inode(st: &mut State, fd: i32, sb: &libc::stat, given: &CStr) -> Result<InodePtr, Errno> {
     let mut name = [0u8; NAME_MAX_BYTES];
     host_fd_path(fd, given, &mut name)?;
@@ -136,29 +252,29 @@ fn new_host_inode(st: &mut State, fd: i32, sb: &libc::stat, given: &CStr) -> Res
     };
     // new_inode's reference becomes the file's.
     inode.dev.set(sb.st_dev);
-    inode.host_fd.set(-1);
-    inode.host_wfd.set(-1);
+    inode.mode.set(sb.st_mode);
     inode.name.set(name_obj);
     inode.set_size_bytes(sb.st_size.max(0) as u64);
     st.sb.add(inode);
     Ok(inode)
 }
 
-/// Give host descriptor `fd`, opened with `accmode`, to `inode` if it lacks one for that
-/// access, else close it.
+/// Give host descriptor `fd`, opened with `accmode`, to this process's table for `inode`
+/// if it lacks one for that access, else close it.
 fn adopt_host_fd(inode: InodePtr, fd: i32, accmode: i32) {
     let mut used = false;
-    if inode.host_fd.get() < 0 && accmode != libc::O_WRONLY {
-        inode.host_fd.set(fd);
-        used = true;
-    }
-    if inode.host_wfd.get() < 0 && accmode != libc::O_RDONLY {
-        inode.host_wfd.set(fd);
-        used = true;
+    if let Some(e) = host_entry(&inode, true) {
+        if accmode != libc::O_WRONLY && e.rfd.load(Ordering::Relaxed) < 0 {
+            e.rfd.store(fd, Ordering::Relaxed);
+            used = true;
+        }
+        if accmode != libc::O_RDONLY && e.wfd.load(Ordering::Relaxed) < 0 {
+            e.wfd.store(fd, Ordering::Relaxed);
+            used = true;
+        }
     }
     if !used {
-        // SAFETY: a descriptor this open made and nothing else holds.
-        unsafe { libc::close(fd) };
+        close_fd(fd);
     }
 }
 
@@ -168,10 +284,22 @@ pub(crate) fn sys_open(st: &mut State, path: &CStr, flags: i32, mode: u32) -> Re
     if accmode == libc::O_ACCMODE {
         return Err(Errno::EINVAL);
     }
+    // Non-blocking, so that a FIFO without a peer does not hold the machine lock (a writer
+    // with no reader is ENXIO here, where Linux would wait); cleared again below.
     // SAFETY: `path` is NUL-terminated; the host checks everything else.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NONBLOCK, mode) };
     if fd < 0 {
         return Err(Errno(ptalloc::errno()));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: changing the status flags of the descriptor just opened.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                flags & !(libc::O_NONBLOCK | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+            )
+        };
     }
     let close = |e: Errno| {
         // SAFETY: the descriptor just opened, which nothing else holds.
@@ -196,18 +324,14 @@ pub(crate) fn sys_open(st: &mut State, path: &CStr, flags: i32, mode: u32) -> Re
     match st.files.install(file) {
         Ok(n) => {
             adopt_host_fd(inode, fd, accmode);
-            if !fresh && flags & libc::O_TRUNC != 0 && inode.is_reg() && f_mode & FMODE_WRITE != 0 {
+            if !fresh && flags & libc::O_TRUNC != 0 && inode.is_reg() {
                 // The host truncated the file; the cache follows.
                 crate::truncate::truncate_setsize(st, inode, 0);
             }
             Ok(n)
         }
         Err(e) => {
-            if fresh {
-                inode.host_fd.set(fd);
-            } else {
-                close(e);
-            }
+            adopt_host_fd(inode, fd, accmode);
             // SAFETY: the reference taken above; no KPtr to the inode is kept here.
             unsafe { fput(st, inode) };
             Err(e)
@@ -229,8 +353,18 @@ unsafe fn fput(st: &mut State, inode: InodePtr) {
 /// Open `path` for exec (`open_exec`): a regular file the caller may execute. Returns its
 /// inode with a reference that `put_exec_inode` drops.
 pub(crate) fn open_exec(st: &mut State, path: &CStr) -> Result<InodePtr, Errno> {
+    // Only regular files are executed: look before opening, so a FIFO is not waited on.
+    // SAFETY: an all-zero stat is a valid value of the plain C struct stat fills in.
+    let mut pre: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `pre` a live buffer.
+    if unsafe { libc::stat(path.as_ptr(), &mut pre) } != 0 {
+        return Err(Errno(ptalloc::errno()));
+    }
+    if pre.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Errno::EACCES);
+    }
     // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if fd < 0 {
         return Err(Errno(ptalloc::errno()));
     }
@@ -308,6 +442,7 @@ fn rw_file(st: &State, fd: i32, mode: u32) -> Result<File, Errno> {
     match f.inode.kind.get() {
         INODE_REG => Ok(f),
         INODE_DIR => Err(Errno(libc::EISDIR)),
+        _ if f.inode.mode.get() & libc::S_IFMT == libc::S_IFIFO => Err(Errno(libc::ESPIPE)),
         _ => Err(Errno::EINVAL),
     }
 }
@@ -334,10 +469,10 @@ fn fault_in_buffer(st: &mut State, addr: usize, len: usize, write: bool) -> Resu
 
 /// `pread(2)` through the page cache (`filemap_read`): bytes up to the end of the file.
 pub(crate) fn sys_pread(st: &mut State, fd: i32, buf: &mut [u8], pos: i64) -> Result<usize, Errno> {
-    let f = rw_file(st, fd, FMODE_READ)?;
     if pos < 0 {
         return Err(Errno::EINVAL);
     }
+    let f = rw_file(st, fd, FMODE_READ)?;
     fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), true)?;
     kernel_read(st, f.inode, buf, pos as u64)
 }
@@ -376,10 +511,10 @@ pub(crate) fn kernel_read(st: &mut State, inode: InodePtr, buf: &mut [u8], pos: 
 /// the file grows to cover them; the host file gets them at writeback. With `O_APPEND` the
 /// bytes go at the end whatever `pos` says, as Linux does.
 pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Result<usize, Errno> {
-    let f = rw_file(st, fd, FMODE_WRITE)?;
     if pos < 0 {
         return Err(Errno::EINVAL);
     }
+    let f = rw_file(st, fd, FMODE_WRITE)?;
     fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), false)?;
     let inode = f.inode;
     let pos = if f.f_flags & libc::O_APPEND != 0 { inode.size_bytes.get() } else { pos as u64 };
@@ -435,7 +570,7 @@ pub(crate) fn sys_ftruncate(st: &mut State, fd: i32, length: i64) -> Result<(), 
         return Err(Errno(libc::EFBIG));
     }
     // SAFETY: plain system call on the inode's writable host descriptor.
-    if unsafe { libc::ftruncate(f.inode.host_wfd.get(), length) } != 0 {
+    if unsafe { libc::ftruncate(host_write_fd(&f.inode), length) } != 0 {
         return Err(Errno(ptalloc::errno()));
     }
     crate::truncate::truncate_setsize(st, f.inode, length as u64);
@@ -460,7 +595,7 @@ pub(crate) fn sys_fsync(st: &mut State, fd: i32) -> Result<(), Errno> {
 /// (`madvise`), not per file.
 pub(crate) fn sys_fadvise(st: &mut State, fd: i32, offset: i64, len: i64, advice: i32) -> Result<(), Errno> {
     let f = st.files.get(fd)?;
-    if f.inode.kind.get() == INODE_SPECIAL {
+    if f.inode.kind.get() == INODE_SPECIAL && f.inode.mode.get() & libc::S_IFMT == libc::S_IFIFO {
         return Err(Errno(libc::ESPIPE));
     }
     if len < 0 {
@@ -484,8 +619,9 @@ pub(crate) fn sys_fadvise(st: &mut State, fd: i32, offset: i64, len: i64, advice
     if advice == libc::POSIX_FADV_WILLNEED {
         let start = (offset >> PAGE_SHIFT).min(max) as usize;
         let end = ((endbyte >> PAGE_SHIFT) + 1).min(inode.size_pages.get() as u64) as usize;
+        // Read-ahead errors are not the caller's (Linux ignores them too).
         for index in start..end {
-            crate::filemap::filemap_get_page(st, inode, index, 1)?;
+            let _ = crate::filemap::filemap_get_page(st, inode, index, 1);
         }
         return Ok(());
     }
@@ -493,11 +629,13 @@ pub(crate) fn sys_fadvise(st: &mut State, fd: i32, offset: i64, len: i64, advice
     let last = ((endbyte >> PAGE_SHIFT) + 1).min(max) as usize;
     // Write back what is dirty first (Linux starts the I/O and drops what is clean by the
     // end; here the writes are done when they return).
-    crate::page_writeback::writeback_range(st, inode, first, last)?;
+    let _ = crate::page_writeback::writeback_range(st, inode, first, last);
     // Only whole pages are dropped.
     let start = (offset.div_ceil(PAGE_SIZE as u64)).min(max) as usize;
     let mut end = ((endbyte >> PAGE_SHIFT) + 1).min(max) as usize;
-    if endbyte != u64::MAX && (endbyte + 1) % PAGE_SIZE as u64 != 0 {
+    // A partial last page stays, unless the range reaches the end of the file.
+    let to_eof = endbyte == u64::MAX || endbyte + 1 >= inode.size_bytes.get();
+    if !to_eof && (endbyte + 1) % PAGE_SIZE as u64 != 0 {
         end = end.saturating_sub(1);
     }
     crate::truncate::invalidate_mapping_pages(&mut st.phys, &inode, start, end);

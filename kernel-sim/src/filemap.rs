@@ -57,7 +57,9 @@ pub(crate) fn filemap_get_page_around(
     if let Some(pfn) = crate::shmem::find_page(&st.phys, &inode, index) {
         return Ok((pfn, false));
     }
-    if !inode.is_reg() {
+    if !inode.is_reg() || index >= inode.size_pages.get() {
+        // Beyond the end of a file there is nothing to read: a zeroed page (a write there
+        // is growing the file).
         return crate::shmem::get_page(&mut st.phys, &inode, index).map(|p| (p, false));
     }
     let end = start.saturating_add(count).min(inode.size_pages.get()).max(index + 1);
@@ -98,7 +100,7 @@ fn read_run(st: &mut State, inode: InodePtr, first: usize, n: usize) -> Result<(
             }
         }
     }
-    let fd = if inode.host_fd.get() >= 0 { inode.host_fd.get() } else { inode.host_wfd.get() };
+    let fd = crate::file::host_read_fd(&inode);
     let off = (first as i64) << PAGE_SHIFT;
     let mut read_ok = got > 0;
     if got > 0 {

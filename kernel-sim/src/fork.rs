@@ -156,9 +156,14 @@ impl Machine {
     /// `EAGAIN` when the machine has no room for another process, `ENOMEM` when the copy's
     /// frames or commit charge cannot be had; the host's own fork error otherwise.
     ///
+    /// The host fork is a raw one: `pthread_atfork` handlers do not run (they would run with
+    /// the machine lock held). Other machines of the host program are not forked: the child
+    /// shares them with its parent as the same simulated process.
+    ///
     /// # Safety
-    /// As for `fork(2)` in the host program: in a multi-threaded program the child may only
-    /// do what is async-signal-safe (and use this machine) until it exits. The child must
+    /// As for `fork(2)` in the host program, and more: no atfork handler ran, so the child
+    /// may only do what is async-signal-safe (and use this machine) until it exits, unless
+    /// the host program had one thread. The child must
     /// end with `exit_process` and `_exit`, never by returning into code that would drop the
     /// machine or run the parent's exit handlers.
     pub unsafe fn fork(&self) -> Result<u32, Errno> {
@@ -215,8 +220,11 @@ impl Machine {
         t.zombie = false;
         let ready = &st.fork_ready;
         ready.store(0, core::sync::atomic::Ordering::Relaxed);
+        // A raw fork: the host program's atfork handlers would run with the machine lock
+        // held (an allocator's, locking its arenas, may touch simulated memory the copy just
+        // write-protected). The child gets none of them, like a raw clone's.
         // SAFETY: the caller's promise about what the child may do.
-        let hp = unsafe { libc::fork() };
+        let hp = unsafe { libc::syscall(libc::SYS_fork) } as i32;
         if hp < 0 {
             let e = Errno(ptalloc::errno());
             // The child never came: take its task down again.
@@ -228,6 +236,7 @@ impl Machine {
             // The child: this host process is task `slot` now. The parent holds the lock
             // for us; make our host view our page tables, then let it go.
             core::mem::forget(st);
+            crate::sync::forget_tid();
             self.set_my_task(slot);
             // SAFETY: the parent holds the lock and waits for `fork_ready`, touching nothing.
             let st = unsafe { &mut *self.state_lent() };
@@ -239,6 +248,10 @@ impl Machine {
         st.tasks[slot].host_pid = hp;
         while st.fork_ready.load(core::sync::atomic::Ordering::Acquire) == 0 {
             futex_wait(&st.fork_ready, 0);
+            if host_exited(hp) {
+                // It died before it was ready; waitpid reaps what it left.
+                break;
+            }
         }
         Ok(pid)
     }
@@ -329,17 +342,26 @@ pub(crate) unsafe fn exit_mm(st: &mut State, mm: &mut Mm, host: Host) {
     core::mem::swap(&mut st.mm, mm);
 }
 
+/// Sleep while `word` is `val`, for at most 50 ms.
 fn futex_wait(word: &core::sync::atomic::AtomicU32, val: u32) {
-    // SAFETY: FUTEX_WAIT sleeps only while the word equals `val`; the word outlives it.
+    let t = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+    // SAFETY: FUTEX_WAIT sleeps only while the word equals `val`, here with a timeout; the
+    // word and `t` outlive the call.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            val,
-            core::ptr::null::<libc::timespec>(),
-        )
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, val, &t as *const libc::timespec)
     };
+}
+
+/// Whether host child `pid` has ended (left waitable: `WNOWAIT`).
+fn host_exited(pid: i32) -> bool {
+    // SAFETY: an all-zero siginfo_t is a valid value of the plain C struct waitid fills.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    // SAFETY: asking about our own child without reaping it.
+    let r = unsafe {
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+    };
+    // SAFETY: waitid filled `info` (si_pid is 0 when the child is still running).
+    r == 0 && unsafe { info.si_pid() } != 0
 }
 
 fn futex_wake(word: &core::sync::atomic::AtomicU32) {

@@ -163,7 +163,7 @@ static MY_TASK: [core::sync::atomic::AtomicUsize; crate::signal::MAX_MACHINES] =
     [const { core::sync::atomic::AtomicUsize::new(0) }; crate::signal::MAX_MACHINES];
 
 std::thread_local! {
-    /// The process a view on this thread looks at (`Machine::as_process`), plus one; 0 for
+    /// The pid of the process a view on this thread looks at (`Machine::as_process`); 0 for
     /// the calling process's own.
     static VIEW_AS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
@@ -338,14 +338,7 @@ impl State {
                 0,
                 crate::shmem::MAX_INODE_PAGES,
             );
-            for fd in [inode.host_fd.get(), inode.host_wfd.get()] {
-                if fd >= 0 {
-                    // SAFETY: the inode's own descriptors; the machine and its inodes go now.
-                    unsafe { libc::close(fd) };
-                }
-            }
-            inode.host_fd.set(-1);
-            inode.host_wfd.set(-1);
+            crate::file::release_host_fds(&inode);
         }
         self.sb.inodes = None;
     }
@@ -518,12 +511,24 @@ impl Machine {
         self.lock_as(self.my_task(), true)
     }
 
-    /// The state, locked, with the process a view looks at running (`as_process`).
+    /// The state, locked, with the process a view looks at running (`as_process`; the
+    /// calling one if that process has gone meanwhile).
     pub(crate) fn lock_view(&self) -> Guard<'_> {
-        match VIEW_AS.with(|v| v.get()) {
-            0 => self.lock(),
-            t => self.lock_as(t - 1, t - 1 == self.my_task()),
+        let pid = VIEW_AS.with(|v| v.get());
+        if pid == 0 {
+            return self.lock();
         }
+        if self.lock.held_by_me() {
+            crate::util::bug("machine lock taken twice by one thread", self.host.base(), 0);
+        }
+        self.lock.lock();
+        let me = self.my_task();
+        // SAFETY: the lock is held, so this is the only reference to the state.
+        let st = unsafe { &mut *self.state.get() };
+        let task = st.tasks.iter().position(|t| t.pid as usize == pid).unwrap_or(me);
+        let host = if task == me { self.host } else { self.host.detached() };
+        st.switch_to(task, host);
+        Guard { m: self }
     }
 
     /// The state, locked, with task `task` running: with the real host view if `live` (it
@@ -550,11 +555,13 @@ impl Machine {
     /// looking at process `pid` instead of the calling one. `ESRCH` if there is no such
     /// process. System calls inside `f` still act for the calling process.
     pub fn as_process<R>(&self, pid: u32, f: impl FnOnce() -> R) -> Result<R, Errno> {
-        let task = {
+        {
             let st = self.lock();
-            st.tasks.iter().position(|t| t.pid == pid && pid != 0).ok_or(Errno(libc::ESRCH))?
-        };
-        let old = VIEW_AS.with(|v| v.replace(task + 1));
+            if pid == 0 || !st.tasks.iter().any(|t| t.pid == pid) {
+                return Err(Errno(libc::ESRCH));
+            }
+        }
+        let old = VIEW_AS.with(|v| v.replace(pid as usize));
         let r = f();
         VIEW_AS.with(|v| v.set(old));
         Ok(r)
@@ -612,9 +619,28 @@ impl Drop for MachineBox {
             // A forked process's copy: the machine is its booter's to shut down.
             return;
         }
+        // Other processes still on the machine share its state: leave it to them (their
+        // memory and the machine's stay theirs) rather than pull it away under them.
+        let others = {
+            self.0.lock.lock();
+            // SAFETY: the lock is held.
+            let st = unsafe { &*self.0.state.get() };
+            let n = st
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| *i != self.0.my_task() && t.pid != 0 && !t.zombie)
+                .count();
+            // SAFETY: taken just above.
+            unsafe { self.0.lock.unlock() };
+            n
+        };
         let slot = self.0.slot.load(Ordering::Relaxed);
         if slot != usize::MAX {
             crate::signal::unregister(slot);
+        }
+        if others > 0 {
+            return;
         }
         let host = self.0.host;
         {

@@ -207,6 +207,7 @@ unsafe fn madvise_vma_behavior(
                 // SAFETY: no PTE of any process maps these pages now, and the caller's
                 // promise covers the memory they backed.
                 unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, a, b) };
+                st.phys.defer_user_frees = false;
             }
             return Ok(());
         }

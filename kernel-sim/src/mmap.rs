@@ -130,6 +130,10 @@ pub(crate) unsafe fn sys_mmap(
         return Err(Errno::EINVAL);
     }
     let file = if flags & libc::MAP_ANONYMOUS == 0 { Some(st.files.get(fd)?) } else { None };
+    if flags & libc::MAP_HUGETLB != 0 && file.is_some() {
+        // Only hugetlbfs files take huge pages.
+        return Err(Errno::EINVAL);
+    }
     if flags & libc::MAP_HUGETLB != 0 {
         // No huge pages are reserved (vm.nr_hugepages = 0).
         return Err(Errno::ENOMEM);

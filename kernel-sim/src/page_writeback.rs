@@ -87,7 +87,7 @@ pub(crate) fn write_dirty_pages(
         let pos = (index as u64) << PAGE_SHIFT;
         let size = inode.size_bytes.get();
         let len = if pos >= size { 0 } else { (size - pos).min(PAGE_SIZE as u64) as usize };
-        if write_page(inode.host_wfd.get(), phys.frame(pfn), len, pos).is_err() {
+        if write_page(crate::file::host_write_fd(inode), phys.frame(pfn), len, pos).is_err() {
             result = Err(Errno(libc::EIO));
             continue;
         }

@@ -17,8 +17,6 @@ use crate::Errno;
 /// Frame numbers that start each zone, as on x86-64: DMA below 16 MiB, DMA32 below 4 GiB.
 pub const ZONE_DMA_END_PFN: usize = (16 << 20) >> PAGE_SHIFT;
 pub const ZONE_DMA32_END_PFN: usize = (4usize << 30) >> PAGE_SHIFT;
-/// User pages that may wait for stale host views at once (16 MiB).
-const MAX_DEFERRED: usize = 4096;
 
 /// Counters of page use and of allocator events (Linux's `vmstat`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -84,12 +82,12 @@ pub struct PhysMem {
     pub reserved_pages: usize,
     pub min_free_kbytes: usize,
     pub vmstat: VmStat,
-    /// Set while a process's host view may still map pages taken from its page tables by
-    /// another process (`Task::stale`): user pages freed meanwhile wait in `deferred`, as
-    /// Linux's wait for the TLB flush of every CPU that may cache them.
+    /// Set while one process takes pages from another's page tables (a truncation): user
+    /// pages freed meanwhile wait, linked through their descriptors from `deferred`, until
+    /// no process's host view is stale (`Task::stale`), as Linux's wait for the TLB flush
+    /// of every CPU that may cache them.
     pub defer_user_frees: bool,
-    deferred: [u32; MAX_DEFERRED],
-    nr_deferred: usize,
+    deferred: u32,
 }
 
 impl PhysMem {
@@ -147,8 +145,7 @@ impl PhysMem {
             min_free_kbytes: 0,
             vmstat: VmStat::default(),
             defer_user_frees: false,
-            deferred: [0; MAX_DEFERRED],
-            nr_deferred: 0,
+            deferred: NIL,
         };
         // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
         // free. Mark the reserved frames, then free the rest in maximal aligned blocks.
@@ -256,11 +253,8 @@ impl PhysMem {
     /// As for `free_pages` of one frame.
     pub unsafe fn free_user_page(&mut self, pfn: usize) {
         if self.defer_user_frees {
-            if self.nr_deferred == MAX_DEFERRED {
-                crate::util::bug("too many frames waiting for a process to leave its stale view", pfn, 0);
-            }
-            self.deferred[self.nr_deferred] = pfn as u32;
-            self.nr_deferred += 1;
+            self.page(pfn).next.set(self.deferred);
+            self.deferred = pfn as u32;
             return;
         }
         // SAFETY: the caller's promise.
@@ -270,9 +264,10 @@ impl PhysMem {
     /// No process has a stale view any more: free what waited.
     pub fn free_deferred(&mut self) {
         self.defer_user_frees = false;
-        while self.nr_deferred > 0 {
-            self.nr_deferred -= 1;
-            let pfn = self.deferred[self.nr_deferred] as usize;
+        while self.deferred != NIL {
+            let pfn = self.deferred as usize;
+            self.deferred = self.page(pfn).next.get();
+            self.page(pfn).next.set(NIL);
             // SAFETY: freed by its owner before it was held back (`free_user_page`), and no
             // host view reaches it now.
             unsafe { self.free_pages(pfn, 0) };

@@ -57,9 +57,8 @@ pub struct Inode {
     pub root: Cell<usize>,
     /// Host inodes: `st_dev` of the host file (with `ino`, what identifies it).
     pub dev: Cell<u64>,
-    /// Host inodes: a descriptor open for reading, and one open for writing or -1.
-    pub host_fd: Cell<i32>,
-    pub host_wfd: Cell<i32>,
+    /// Host inodes: the host file's `st_mode`.
+    pub mode: Cell<u32>,
     /// Host inodes: `i_size` in bytes (`size_pages` is it rounded up to pages).
     pub size_bytes: Cell<u64>,
     /// Host inodes: the file's name, a `names_cache` object (direct-map address), or 0.
@@ -379,11 +378,8 @@ pub unsafe fn evict_inode(slab: &mut Slab, phys: &mut PhysMem, inode: InodePtr) 
     }
     // SAFETY: no VMA maps the inode, so no user memory is backed by its pages.
     unsafe { truncate_range(phys, &inode, 0, MAX_INODE_PAGES) };
-    for fd in [inode.host_fd.get(), inode.host_wfd.get()] {
-        if fd > 0 {
-            // SAFETY: descriptors the inode owns (dup'ed for it) and closes only here.
-            unsafe { libc::close(fd) };
-        }
+    if inode.is_host() {
+        crate::file::release_host_fds(&inode);
     }
     if inode.name.get() != 0 {
         // SAFETY: the inode's names_cache object, freed only here, with the inode.

@@ -43,7 +43,7 @@ pub fn thread_token() -> usize {
 }
 
 /// In a forked child, the forking thread (its only one) has a new id.
-extern "C" fn forget_tid() {
+pub(crate) extern "C" fn forget_tid() {
     TID.with(|t| t.set(0));
 }
 

@@ -45,7 +45,7 @@ fn zap_inode_range(
 /// (`unmap_mapping_range` with `even_cows`: private copies go too). Another process's host
 /// view cannot be changed from here: it is marked stale, rebuilt when that process next
 /// takes the machine lock, and the frames freed meanwhile wait for it (as a TLB shootdown
-/// would).
+/// would). The caller clears `defer_user_frees` once it has freed the pages it took.
 pub(crate) fn unmap_mapping_range(st: &mut State, inode: InodePtr, from: usize, to: usize) {
     zap_inode_range(&mut st.mm, &mut st.phys, st.host, inode, from, to);
     let host = st.host.detached();
@@ -79,6 +79,8 @@ pub(crate) fn truncate_setsize(st: &mut State, inode: InodePtr, size: u64) {
     unmap_mapping_range(st, inode, hole, MAX_INODE_PAGES);
     // SAFETY: no PTE maps these pages any more (just zapped).
     unsafe { crate::shmem::truncate_range(&mut st.phys, &inode, hole, MAX_INODE_PAGES) };
+    // What another process's stale view may reach has been held back; later frees need not.
+    st.phys.defer_user_frees = false;
     let tail = (size as usize) & (PAGE_SIZE - 1);
     if tail != 0 {
         if let Some(pfn) = crate::shmem::find_page(&st.phys, &inode, (size >> PAGE_SHIFT) as usize) {

@@ -464,3 +464,22 @@ fn a_machine_going_away_writes_back_what_is_still_mapped() {
     assert_eq!(std::fs::read(&path).unwrap(), want);
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn a_write_only_file_takes_partial_page_writes() {
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("files-{}-wronly", std::process::id()));
+    let m = machine();
+    let fd = m.open(&cpath(&path), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600).unwrap();
+    assert_eq!(m.pwrite(fd, b"hi", 0), Ok(2), "nothing beyond the end needs reading");
+    assert_eq!(m.pwrite(fd, b"there", (PAGE + 3) as i64), Ok(5));
+    assert_eq!(m.pwrite(fd, b"H", 0), Ok(1), "a cached page is written in place");
+    m.fsync(fd).unwrap();
+    let mut want = vec![0u8; PAGE + 8];
+    want[..2].copy_from_slice(b"Hi");
+    want[PAGE + 3..].copy_from_slice(b"there");
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    m.close(fd).unwrap();
+    m.check().unwrap();
+    std::fs::remove_file(path).unwrap();
+}

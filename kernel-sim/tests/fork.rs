@@ -598,3 +598,51 @@ fn two_processes_mapping_a_file_share_its_cache_frames() {
     m.check().unwrap();
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn each_process_uses_its_own_host_descriptors_for_a_shared_file() {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fork-fds-{}", std::process::id()));
+    std::fs::write(&path, vec![b'.'; 64]).unwrap();
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    let m = machine();
+    let (to_parent, from_child) = pipe();
+    let (to_child, from_parent) = pipe();
+    // SAFETY: the child uses the machine and raw system calls only, then _exits.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        // The child opens the file first: its host descriptor is its own.
+        let ok = m
+            .open(&cpath, libc::O_RDWR, 0)
+            .is_ok_and(|fd| m.pwrite(fd, b"child", 0) == Ok(5) && m.fsync(fd).is_ok());
+        send(to_parent, u8::from(ok));
+        recv(from_parent);
+        m.exit_process();
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(0) };
+    }
+    assert_eq!(recv(from_child), 1);
+    // The parent opens the same file (the machine's inode is the child's) and a second one
+    // whose host descriptor could take the number the child's has.
+    let other = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fork-fds-other-{}", std::process::id()));
+    std::fs::write(&other, b"other").unwrap();
+    let fd = m.open(&cpath, libc::O_RDWR, 0).unwrap();
+    let fo = m.open(&CString::new(other.to_str().unwrap()).unwrap(), libc::O_RDWR, 0).unwrap();
+    let mut buf = [0u8; 5];
+    assert_eq!(m.pread(fd, &mut buf, 0), Ok(5));
+    assert_eq!(&buf, b"child", "one page cache for both processes");
+    assert_eq!(m.pwrite(fd, b"parent", 10), Ok(6));
+    m.fsync(fd).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(&on_disk[..5], b"child");
+    assert_eq!(&on_disk[10..16], b"parent", "written through the parent's own descriptor");
+    assert_eq!(std::fs::read(&other).unwrap(), b"other", "and not into another file");
+    send(to_child, 1);
+    m.waitpid(child).unwrap();
+    m.close(fd).unwrap();
+    m.close(fo).unwrap();
+    m.check().unwrap();
+    std::fs::remove_file(path).unwrap();
+    std::fs::remove_file(other).unwrap();
+}
