@@ -534,7 +534,20 @@ impl Machine {
         writeln!(w, "VmExe:\t{:>8} kB", exe)?;
         writeln!(w, "VmLib:\t{:>8} kB", lib)?;
         writeln!(w, "VmPTE:\t{:>8} kB", c.pgtables_bytes >> 10)?;
-        writeln!(w, "VmSwap:\t{:>8} kB", 0)
+        writeln!(w, "VmSwap:\t{:>8} kB", 0)?;
+        writeln!(w, "Threads:\t{}", self.mm_users())
+    }
+
+    /// `mm_users` of the process (the calling one, or `as_process`'s): the threads that
+    /// share its address space. A simulated process's threads are its host process's, so
+    /// this counts them (in `/proc/HOSTPID/task`); `mm_count` is 1 while it has any, as
+    /// Linux's is without lazy-TLB users.
+    pub fn mm_users(&self) -> usize {
+        let host_pid = {
+            let st = self.lock_view();
+            st.tasks[st.current].host_pid
+        };
+        std::fs::read_dir(format!("/proc/{host_pid}/task")).map_or(0, |d| d.count())
     }
 
     /// `/proc/buddyinfo`: free blocks per order in each populated zone.

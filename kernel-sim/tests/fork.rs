@@ -512,6 +512,25 @@ fn model_scenario() {
     // SAFETY: the only Malloc<SimKernel> of this process.
     static SIM: Malloc<SimKernel> = unsafe { Malloc::new(SimKernel::new()) };
     let m = SIM.kernel().machine();
+    // The process's threads share its address space (mm_users).
+    let users = m.mm_users();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                let _ = rx.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(m.mm_users(), users + 2, "two more threads share the mm");
+    let mut status = String::new();
+    m.write_status(&mut status).unwrap();
+    assert!(status.contains(&format!("Threads:\t{}", users + 2)), "{status}");
+    drop(tx);
+    threads.into_iter().for_each(|t| t.join().unwrap());
     let model = Model::new(&SIM, 1000);
     let mix = Mix { max_size: 1 << 20, ..Mix::default() };
     model.run_random(&mix, 7, 20_000, 1000).unwrap();
@@ -521,7 +540,7 @@ fn model_scenario() {
     let child = unsafe { m.fork() }.unwrap();
     if child == 0 {
         let r = model.run_random(&mix, 8, 20_000, 1000).and_then(|_| model.drain(&mut Default::default()));
-        let ok = r.is_ok() && SIM.check_heap().is_ok() && m.check_mm().is_ok();
+        let ok = r.is_ok() && SIM.check_heap().is_ok() && m.check_mm().is_ok() && m.mm_users() == 1;
         if ok {
             println!("child model ok");
         }
