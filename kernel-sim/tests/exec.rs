@@ -19,6 +19,9 @@ const PAGE: usize = 4096;
 const REAL_TASK_SIZE: usize = 0x7fff_ffff_f000;
 const REAL_MMAP_BASE: usize = REAL_TASK_SIZE - (128 << 20);
 const REAL_DYN_BASE: usize = REAL_TASK_SIZE / 3 * 2;
+/// Exit statuses of a real child that could not be set up (no errno is this large).
+const NO_PERSONALITY: i32 = 200;
+const NO_PTRACE: i32 = 201;
 
 fn tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -133,8 +136,12 @@ fn real(path: &CStr, argv: &[CString], envp: &[CString]) -> Result<View, i32> {
         unsafe {
             let rl = libc::rlimit { rlim_cur: 8 << 20, rlim_max: libc::RLIM_INFINITY };
             libc::setrlimit(libc::RLIMIT_STACK, &rl);
-            libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
-            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            if libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) == -1 {
+                libc::_exit(NO_PERSONALITY);
+            }
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                libc::_exit(NO_PTRACE);
+            }
             libc::execve(path.as_ptr(), av.as_ptr(), ev.as_ptr());
             libc::_exit(*libc::__errno_location());
         }
@@ -143,7 +150,14 @@ fn real(path: &CStr, argv: &[CString], envp: &[CString]) -> Result<View, i32> {
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if libc::WIFEXITED(status) {
-        return Err(libc::WEXITSTATUS(status));
+        let code = libc::WEXITSTATUS(status);
+        assert!(
+            code != NO_PERSONALITY && code != NO_PTRACE,
+            "this host does not let a test turn address randomisation off or stop a child at its \
+             first instruction (personality or ptrace refused, exit {code}): the real kernel's \
+             layout cannot be observed"
+        );
+        return Err(code);
     }
     assert!(libc::WIFSTOPPED(status), "child neither stopped nor exited: {status:#x}");
     let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap();
