@@ -408,11 +408,20 @@ fn after_fork_both_processes_smaps_match_the_real_kernels() {
                 libc::_exit(0);
             }
             let mut len = [0u8; 8];
+            // Not forever: a grandchild that failed would leave us waiting.
+            let mut pfd = libc::pollfd { fd: crd, events: libc::POLLIN, revents: 0 };
+            if libc::poll(&mut pfd, 1, 30_000) != 1 {
+                libc::_exit(97);
+            }
             libc::read(crd, len.as_mut_ptr().cast(), 8);
             let n = u64::from_le_bytes(len) as usize;
             let mut got = 0;
             while got < n {
-                got += libc::read(crd, big[got..].as_mut_ptr().cast(), n - got) as usize;
+                let r = libc::read(crd, big[got..].as_mut_ptr().cast(), n - got);
+                if r <= 0 {
+                    libc::_exit(96);
+                }
+                got += r as usize;
             }
             write_all(wr, &(r.bases[0] as u64).to_le_bytes());
             for b in r.bases {
