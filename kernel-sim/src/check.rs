@@ -175,8 +175,16 @@ pub(crate) fn check_mm(
             return;
         }
         let page = phys.page(pte_pfn(e));
+        // Every mapping holds a reference; a page-cache page has the cache's besides.
+        let cache_ref = u32::from(!page.has(PG_ANON));
         if page.has(PG_BUDDY) || page.mapcount.get() == 0 {
             bad = Some(CheckError { what: "PTE maps a free or unmapped frame", a: addr, b: pte_pfn(e) });
+        } else if page.refcount.get() != page.mapcount.get() + cache_ref {
+            bad = Some(CheckError {
+                what: "page reference count differs from its mappings",
+                a: pte_pfn(e),
+                b: page.refcount.get() as usize,
+            });
         } else if page.has(PG_ANON) {
             if v.file().is_some() && f & VM_SHARED != 0 {
                 bad = Some(CheckError { what: "anonymous page in a shared mapping", a: addr, b: 0 });

@@ -201,7 +201,7 @@ fn do_fault_around(st: &mut State, vma: VmaPtr, addr: usize) {
             continue;
         }
         let page = st.phys.page(pfn);
-        page.mapcount.set(page.mapcount.get() + 1);
+        page.map_ref();
         st.mm.rss[if shmem { MM_SHMEMPAGES } else { MM_FILEPAGES }] += 1;
         let mut e = mk_pte(pfn, flags);
         if flags & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
@@ -241,6 +241,7 @@ fn new_anon_page(
     }
     let page = st.phys.page(pfn);
     page.set(PG_ANON | PG_DIRTY);
+    // The allocation's reference becomes the mapping's.
     page.mapcount.set(1);
     page.index.set(vma.pgoff_at(addr) as u64);
     page.mapping.set(vma.anon().map_or(0, |a| a.addr()));
@@ -282,7 +283,7 @@ fn do_shmem_fault(
     }
     let pfn = crate::shmem::get_page(&mut st.phys, &inode, index).map_err(|_| FaultError::Oom)?;
     let page = st.phys.page(pfn);
-    page.mapcount.set(page.mapcount.get() + 1);
+    page.map_ref();
     st.mm.rss[MM_SHMEMPAGES] += 1;
     let mut e = mk_pte(pfn, vma.flags());
     if vma.flags() & VM_WRITE != 0 && e & PTE_PRESENT != 0 {
@@ -328,7 +329,7 @@ fn do_shared_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> R
         crate::page_writeback::set_page_dirty(&mut st.phys, &inode, pfn);
     }
     let page = st.phys.page(pfn);
-    page.mapcount.set(page.mapcount.get() + 1);
+    page.map_ref();
     st.mm.rss[MM_FILEPAGES] += 1;
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
     Ok(())
@@ -339,7 +340,7 @@ fn do_shared_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> R
 fn do_read_fault(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot) -> Result<(), FaultError> {
     let pfn = file_page(st, vma, addr)?;
     let page = st.phys.page(pfn);
-    page.mapcount.set(page.mapcount.get() + 1);
+    page.map_ref();
     st.mm.rss[MM_FILEPAGES] += 1;
     set_pte(st, addr, slot, mk_pte(pfn, vma.flags() & !VM_WRITE));
     Ok(())
@@ -370,7 +371,8 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         }
     }
     let page = st.phys.page(old);
-    let exclusive_anon = page.has(PG_ANON) && page.mapcount.get() == 1;
+    // wp_can_reuse_anon_folio: no reference but this mapping's.
+    let exclusive_anon = page.has(PG_ANON) && page.refcount.get() == 1 && page.mapcount.get() == 1;
     if exclusive_anon || (vma.flags() & VM_SHARED != 0 && page.has(PG_SWAPBACKED | PG_FILE)) {
         // The page is ours alone (wp_can_reuse_anon_folio) or shared by design: just allow
         // the write.
@@ -384,7 +386,7 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
     let pfn = new_anon_page(st, vma, addr, Some(old))?;
     st.phys.vmstat.cow_faults += 1;
     let page = st.phys.page(old);
-    page.mapcount.set(page.mapcount.get().saturating_sub(1));
+    page.unmap_ref();
     if page.has(PG_ANON) {
         // An anonymous page another process still maps (after fork): it keeps it.
         st.mm.rss[MM_ANONPAGES] -= 1;

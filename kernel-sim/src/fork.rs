@@ -80,7 +80,7 @@ fn copy_page_range(st: &mut State, child: &mut Mm, src: VmaPtr) -> Result<(), Er
                 // walk's slot), which nothing else changes before the flush.
                 unsafe { batch.push(addr, 0, pte_host_prot(e)) };
             }
-            page.mapcount.set(page.mapcount.get() + 1);
+            page.map_ref();
             child.rss[if page.has(PG_ANON) {
                 MM_ANONPAGES
             } else if page.has(PG_SWAPBACKED) {

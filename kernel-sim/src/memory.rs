@@ -33,7 +33,7 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
         }
         let pfn = pte_pfn(e);
         let page = phys.page(pfn);
-        page.mapcount.set(page.mapcount.get().saturating_sub(1));
+        page.unmap_ref();
         if page.has(PG_ANON) {
             mm.rss[MM_ANONPAGES] -= 1;
             if page.mapcount.get() != 0 {

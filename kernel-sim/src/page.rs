@@ -43,6 +43,8 @@ pub struct Page {
     /// Links of the buddy free list or of a slab cache's partial list (frame numbers).
     pub next: Cell<u32>,
     pub prev: Cell<u32>,
+    /// References to the frame: its allocation's (an anonymous page's first mapping, or the
+    /// page cache's), and one for each further page-table entry that maps it.
     pub refcount: Cell<u32>,
     /// How many page-table entries map this frame.
     pub mapcount: Cell<u32>,
@@ -70,6 +72,22 @@ impl Page {
     #[inline]
     pub fn clear(&self, flag: u32) {
         self.flags.set(self.flags.get() & !flag)
+    }
+
+    /// One more PTE maps the page, holding a reference (`folio_add_*_rmap` with
+    /// `folio_get`).
+    #[inline]
+    pub fn map_ref(&self) {
+        self.mapcount.set(self.mapcount.get() + 1);
+        self.refcount.set(self.refcount.get() + 1);
+    }
+
+    /// A PTE that mapped the page is gone, and its reference (`folio_remove_rmap_pte` and
+    /// `folio_put`).
+    #[inline]
+    pub fn unmap_ref(&self) {
+        self.mapcount.set(self.mapcount.get().saturating_sub(1));
+        self.refcount.set(self.refcount.get().saturating_sub(1));
     }
 
     /// Reset to the state of a frame just taken from the buddy allocator.
