@@ -123,24 +123,24 @@ pub(crate) unsafe fn exec_mmap(st: &mut State) {
         crate::util::bug("exec: the old image could not be unmapped", base, end);
     }
     crate::file::close_on_exec(st);
-    let mm = &mut st.mm;
-    mm.def_flags = 0;
-    mm.locked_vm = 0;
-    mm.hiwater_rss = 0;
-    mm.hiwater_vm = 0;
-    mm.start_code = 0;
-    mm.end_code = 0;
-    mm.start_data = 0;
-    mm.end_data = 0;
-    mm.start_brk = 0;
-    mm.brk = 0;
-    mm.start_stack = 0;
-    mm.arg_start = 0;
-    mm.arg_end = 0;
-    mm.env_start = 0;
-    mm.env_end = 0;
-    mm.saved_auxv = Default::default();
-    mm.exec_image = true;
+    // What the new image starts with: the (now empty) tables and the address space's
+    // geometry and limits; every layout field and counter starts over.
+    let old = core::mem::replace(&mut st.mm, crate::mm::Mm::empty());
+    st.mm = crate::mm::Mm {
+        vmas: old.vmas,
+        pgd: old.pgd,
+        pgtables_bytes: old.pgtables_bytes,
+        task_size: old.task_size,
+        mmap_min_addr: old.mmap_min_addr,
+        mmap_base: old.mmap_base,
+        mmap_legacy_base: old.mmap_legacy_base,
+        rlimits: old.rlimits,
+        min_flt: old.min_flt,
+        maj_flt: old.maj_flt,
+        next_anon_vma_id: old.next_anon_vma_id,
+        exec_image: true,
+        ..crate::mm::Mm::empty()
+    };
 }
 
 /// Make the stack at `stack_top` and copy the strings to its top, as `bprm_mm_init`,

@@ -194,25 +194,25 @@ fn reopen(inode: &Inode, flags: i32) -> i32 {
 
 /// A descriptor of this process to read `inode`'s file, or -1.
 pub(crate) fn host_read_fd(inode: &Inode) -> i32 {
-    let Some(e) = host_entry(inode, true) else { return -1 };
-    let fd = e.rfd.load(Ordering::Relaxed);
-    if fd >= 0 {
-        return fd;
-    }
-    let fd = reopen(inode, libc::O_RDONLY);
-    e.rfd.store(fd, Ordering::Relaxed);
-    fd
+    host_fd(inode, false)
 }
 
 /// A descriptor of this process to write `inode`'s file, or -1.
 pub(crate) fn host_write_fd(inode: &Inode) -> i32 {
+    host_fd(inode, true)
+}
+
+/// This process's descriptor for reading or writing `inode`'s file, opened by its name if
+/// it has none yet; -1 if that fails.
+fn host_fd(inode: &Inode, write: bool) -> i32 {
     let Some(e) = host_entry(inode, true) else { return -1 };
-    let fd = e.wfd.load(Ordering::Relaxed);
+    let (slot, flags) = if write { (&e.wfd, libc::O_WRONLY) } else { (&e.rfd, libc::O_RDONLY) };
+    let fd = slot.load(Ordering::Relaxed);
     if fd >= 0 {
         return fd;
     }
-    let fd = reopen(inode, libc::O_WRONLY);
-    e.wfd.store(fd, Ordering::Relaxed);
+    let fd = reopen(inode, flags);
+    slot.store(fd, Ordering::Relaxed);
     fd
 }
 

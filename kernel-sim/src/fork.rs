@@ -269,9 +269,7 @@ impl Machine {
         crate::file::close_all(&mut st);
         st.tasks[task].zombie = true;
         st.tasks[task].stale = false;
-        if st.tasks.iter().all(|t| !t.stale) {
-            st.phys.free_deferred();
-        }
+        st.free_deferred_if_settled();
     }
 
     /// Wait for child `pid`'s host process to end (`waitpid(2)`) and reap it: what it did
@@ -311,9 +309,7 @@ impl Machine {
         crate::file::close_all(&mut st);
         core::mem::swap(&mut st.files, &mut files);
         st.tasks[slot] = crate::machine::Task::free();
-        if st.tasks.iter().all(|t| !t.stale) {
-            st.phys.free_deferred();
-        }
+        st.free_deferred_if_settled();
     }
 }
 

@@ -362,9 +362,14 @@ impl State {
         if host.is_live() && self.tasks[to].stale {
             crate::fork::resync_host(&self.mm, &self.phys, host);
             self.tasks[to].stale = false;
-            if self.tasks.iter().all(|t| !t.stale) {
-                self.phys.free_deferred();
-            }
+            self.free_deferred_if_settled();
+        }
+    }
+
+    /// Free the frames held back for stale host views once no process has one.
+    pub(crate) fn free_deferred_if_settled(&mut self) {
+        if self.tasks.iter().all(|t| !t.stale) {
+            self.phys.free_deferred();
         }
     }
 

@@ -151,6 +151,17 @@ impl Vma {
     pub fn pgoff_at(&self, addr: usize) -> usize {
         self.pgoff() + ((addr - self.start()) >> PAGE_SHIFT)
     }
+    /// The addresses at which this VMA maps the pages `[lo, hi)` of its object, if any.
+    pub fn object_range(&self, lo: usize, hi: usize) -> Option<(usize, usize)> {
+        let (lo, hi) = (lo.max(self.pgoff()), hi.min(self.pgoff() + self.pages()));
+        (lo < hi).then(|| {
+            (
+                self.start() + ((lo - self.pgoff()) << PAGE_SHIFT),
+                self.start() + ((hi - self.pgoff()) << PAGE_SHIFT),
+            )
+        })
+    }
+
     /// The lowest address this VMA claims, counting the guard gap below a stack.
     pub fn start_gap(&self) -> usize {
         let start = self.start();

@@ -43,12 +43,7 @@ pub(crate) fn page_mkclean(st: &mut State, inode: InodePtr, start: usize, end: u
         if v.file() != Some(inode) || v.flags() & VM_SHARED == 0 {
             continue;
         }
-        let (lo, hi) = (start.max(v.pgoff()), end.min(v.pgoff() + v.pages()));
-        if lo >= hi {
-            continue;
-        }
-        let a = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
-        let b = v.start() + ((hi - v.pgoff()) << PAGE_SHIFT);
+        let Some((a, b)) = v.object_range(start, end) else { continue };
         for_each_pte(dm, pgd, a, b, &mut |addr, slot| {
             let e = slot.get();
             if !pte_present(e) || pte_special(e) || e & (PTE_RW | PTE_DIRTY) == 0 {
@@ -147,12 +142,7 @@ fn redirty_remote_writable(st: &mut State, inode: InodePtr, start: usize, end: u
             if v.file() != Some(inode) || v.flags() & VM_SHARED == 0 {
                 continue;
             }
-            let (lo, hi) = (start.max(v.pgoff()), end.min(v.pgoff() + v.pages()));
-            if lo >= hi {
-                continue;
-            }
-            let a = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
-            let b = v.start() + ((hi - v.pgoff()) << PAGE_SHIFT);
+            let Some((a, b)) = v.object_range(start, end) else { continue };
             let mut addr = a;
             while addr < b {
                 // In batches, so the walk holds no borrow while pages are dirtied.

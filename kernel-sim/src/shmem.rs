@@ -273,6 +273,17 @@ pub fn add_to_page_cache(phys: &mut PhysMem, inode: &Inode, index: usize) -> Res
 
 /// The first cached page at an index in `[from, end)`: its index and frame.
 pub fn next_page(phys: &PhysMem, inode: &Inode, from: usize, end: usize) -> Option<(usize, usize)> {
+    next_entry(phys, inode, from, end).map(|(index, _, _, pfn)| (index, pfn))
+}
+
+/// As `next_page`, with the leaf index node and slot that hold the page, skipping absent
+/// index nodes whole.
+fn next_entry(
+    phys: &PhysMem,
+    inode: &Inode,
+    from: usize,
+    end: usize,
+) -> Option<(usize, usize, usize, usize)> {
     let root = inode.root.get();
     if root == 0 {
         return None;
@@ -293,7 +304,7 @@ pub fn next_page(phys: &PhysMem, inode: &Inode, from: usize, end: usize) -> Opti
         }
         let pfn = get(phys, leaf, c);
         if pfn != 0 {
-            return Some((index, pfn));
+            return Some((index, leaf, c, pfn));
         }
         index += 1;
     }
@@ -313,31 +324,12 @@ fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
 /// The range rule (see `Machine`) for the user memory of every mapping of those pages
 /// that is left: their contents are gone.
 pub unsafe fn truncate_range(phys: &mut PhysMem, inode: &Inode, start: usize, end: usize) {
-    let root = inode.root.get();
-    if root == 0 {
-        return;
-    }
-    let end = end.min(MAX_INODE_PAGES);
-    let mut index = start;
-    while index < end {
-        let [a, b, c] = digits(index);
-        let mid = get(phys, root, a);
-        if mid == 0 {
-            index = (index | ((1 << (2 * FANOUT_BITS)) - 1)) + 1;
-            continue;
-        }
-        let leaf = get(phys, mid, b);
-        if leaf == 0 {
-            index = (index | (FANOUT - 1)) + 1;
-            continue;
-        }
-        let pfn = get(phys, leaf, c);
-        if pfn != 0 {
-            put(phys, leaf, c, 0);
-            // SAFETY: just taken out of the index; the caller gives up its contents.
-            unsafe { release_cache_page(phys, inode, pfn) };
-        }
-        index += 1;
+    let mut from = start;
+    while let Some((index, leaf, slot, pfn)) = next_entry(phys, inode, from, end) {
+        put(phys, leaf, slot, 0);
+        // SAFETY: just taken out of the index; the caller gives up its contents.
+        unsafe { release_cache_page(phys, inode, pfn) };
+        from = index + 1;
     }
 }
 

@@ -311,19 +311,13 @@ impl Machine {
 
 /// `check_mm` of the running process, with the others' address spaces.
 fn check_running_mm(st: &crate::machine::State) -> Result<(), CheckError> {
-    let mut others: [Option<&crate::mm::Mm>; crate::machine::MAX_TASKS] = [None; crate::machine::MAX_TASKS];
+    let mut others: [&crate::mm::Mm; crate::machine::MAX_TASKS] = [&st.mm; crate::machine::MAX_TASKS];
     let mut n = 0;
     for (i, t) in st.tasks.iter().enumerate() {
         if i != st.current && t.pid != 0 && !t.zombie {
-            others[n] = Some(&t.mm);
+            others[n] = &t.mm;
             n += 1;
         }
     }
-    let mut refs: [&crate::mm::Mm; crate::machine::MAX_TASKS] = [&st.mm; crate::machine::MAX_TASKS];
-    for (r, o) in refs.iter_mut().zip(others.iter().take(n)) {
-        if let Some(m) = o {
-            *r = m;
-        }
-    }
-    crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base(), &refs[..n])
+    crate::check::check_mm(&st.mm, &st.phys, &st.sys, st.host.base(), &others[..n])
 }

@@ -25,14 +25,8 @@ fn zap_inode_range(
         if v.file() != Some(inode) {
             continue;
         }
-        let lo = from.max(v.pgoff());
-        let hi = to.min(v.pgoff() + v.pages());
-        if lo >= hi {
-            continue;
-        }
+        let Some((s, e)) = v.object_range(from, to) else { continue };
         any = true;
-        let s = v.start() + ((lo - v.pgoff()) << PAGE_SHIFT);
-        let e = v.start() + ((hi - v.pgoff()) << PAGE_SHIFT);
         // SAFETY: memory beyond the end of a file, or in a hole punched into it, is not
         // the program's to keep: a mapping's contents follow its object, as
         // `Machine::mmap`'s caller accepted.
@@ -63,9 +57,7 @@ pub(crate) fn unmap_mapping_range(st: &mut State, inode: InodePtr, from: usize, 
             st.tasks[i].stale = true;
         }
     }
-    if st.tasks.iter().all(|t| !t.stale) {
-        st.phys.free_deferred();
-    }
+    st.free_deferred_if_settled();
 }
 
 /// Give `inode` the size `size` in bytes, with its cache and mappings following.
