@@ -265,7 +265,10 @@ impl PhysMem {
         let highest = MAX_NR_ZONES - 1;
         let mut found = self.get_page_from_freelist(order, WMARK_LOW, highest);
         if found.is_none() {
-            self.vmstat.kswapd_wakeups += 1;
+            if !self.kswapd_woken {
+                self.vmstat.kswapd_wakeups += 1;
+            }
+            self.kswapd_woken = true;
             found = self.get_page_from_freelist(order, WMARK_MIN, highest);
         }
         let Some(pfn) = found else {
@@ -310,9 +313,10 @@ impl PhysMem {
     /// memory no one else has.
     pub unsafe fn free_pages(&mut self, pfn: usize, order: usize) {
         let p = self.page(pfn);
-        if p.has(PG_BUDDY | PG_RESERVED) {
-            crate::util::bug("free_pages: frame is free or reserved", pfn, order);
+        if p.has(PG_BUDDY | PG_RESERVED | crate::page::PG_SWAPCACHE) {
+            crate::util::bug("free_pages: frame is free, reserved or in the swap cache", pfn, order);
         }
+        self.lru_del(pfn);
         for i in 0..1usize << order {
             let q = self.page(pfn + i);
             q.flags.set(0);

@@ -14,7 +14,8 @@
 //! - `total_vm`, `exec_vm`, `stack_vm` and `data_vm` equal sums over the VMAs, and
 //!   `locked_vm` is at least the size of the locked ones (`MREMAP_DONTUNMAP` leaves it high);
 //! - every present PTE lies inside a VMA, maps a frame of the right kind, and allows no
-//!   more than the VMA does; the RSS counters equal the pages mapped;
+//!   more than the VMA does (a page in the swap cache is never writable); every swap entry
+//!   names a slot in use; the RSS and swap-entry counters equal what the tables hold;
 //! - the page-table pages counted equal the tables reachable from the PGD;
 //! - `Committed_AS` equals the charged VMAs plus the charged shmem inodes.
 
@@ -151,6 +152,14 @@ pub(crate) fn check_mm(
             bad = Some(CheckError { what: "PTE outside every VMA", a: addr, b: e as usize });
             return;
         };
+        if crate::page_table::is_swap_pte(e) {
+            let slot = crate::page_table::pte_to_swp_offset(e);
+            if slot == 0 || slot >= phys.swap.max || phys.swap.swap_count(slot) == 0 {
+                bad = Some(CheckError { what: "swap entry names no slot in use", a: addr, b: slot });
+            }
+            rss[MM_SWAPENTS] += 1;
+            return;
+        }
         if !pte_present(e) {
             bad = Some(CheckError { what: "PTE neither none nor present", a: addr, b: e as usize });
             return;
@@ -175,8 +184,13 @@ pub(crate) fn check_mm(
             return;
         }
         let page = phys.page(pte_pfn(e));
-        // Every mapping holds a reference; a page-cache page has the cache's besides.
-        let cache_ref = u32::from(!page.has(PG_ANON));
+        // Every mapping holds a reference; a page-cache or swap-cache page has the cache's
+        // besides.
+        let cache_ref = u32::from(!page.has(PG_ANON) || page.has(crate::page::PG_SWAPCACHE));
+        if page.has(crate::page::PG_SWAPCACHE) && e & PTE_RW != 0 {
+            bad = Some(CheckError { what: "writable PTE of a swap-cache page", a: addr, b: pte_pfn(e) });
+            return;
+        }
         if page.has(PG_BUDDY) || page.mapcount.get() == 0 {
             bad = Some(CheckError { what: "PTE maps a free or unmapped frame", a: addr, b: pte_pfn(e) });
         } else if page.refcount.get() != page.mapcount.get() + cache_ref {

@@ -29,10 +29,12 @@ use crate::mm::{
     VmaPtr, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_SHARED,
     VM_WRITE,
 };
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_FILE, PG_SWAPBACKED};
+use crate::page::{
+    PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PG_ANON, PG_DIRTY, PG_FILE, PG_SWAPBACKED, PG_SWAPCACHE,
+};
 use crate::page_table::{
-    mk_pte, mk_pte_writable, pte_alloc, pte_host_prot, pte_none, pte_pfn, pte_present, pte_special,
-    pte_write, PteSlot, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_SPECIAL,
+    is_swap_pte, mk_pte, mk_pte_writable, pte_alloc, pte_host_prot, pte_none, pte_pfn, pte_special,
+    pte_to_swp_offset, pte_write, PteSlot, PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_SPECIAL,
 };
 use crate::vma::{anon_vma_prepare, expand_downwards};
 
@@ -129,10 +131,16 @@ pub(crate) fn handle_mm_fault(
     write: bool,
 ) -> Result<bool, FaultError> {
     st.phys.vmstat.pgfault += 1;
+    // Reclaim before any PTE is looked at: nothing this fault holds can be taken.
+    crate::vmscan::reclaim_before_alloc(st);
     let addr = addr & PAGE_MASK;
     let pgd = st.mm.pgd;
     let slot = pte_alloc(&mut st.phys, &mut st.mm.pgtables_bytes, pgd, addr).map_err(|_| FaultError::Oom)?;
     let e = slot.get();
+    if is_swap_pte(e) {
+        do_swap_page(st, vma, addr, slot, e, write)?;
+        return Ok(true);
+    }
     if pte_none(e) && !write && !vma.is_anonymous() {
         do_fault_around(st, vma, addr);
         if !pte_none(slot.get()) {
@@ -159,18 +167,22 @@ pub(crate) fn handle_mm_fault(
     }
     if e & PTE_PRESENT == 0 {
         // A PROT_NONE entry under an accessible VMA: give it the VMA's protection.
-        let n = crate::page_table::pte_modify(e, vma.flags(), !pte_special(e) && vma.flags() & VM_WRITE != 0);
+        let n = crate::page_table::pte_modify(e, vma.flags(), !pte_special(e) && vma.flags() & VM_WRITE != 0)
+            | crate::page_table::PTE_ACCESSED;
         slot.set(n);
         // SAFETY: `n` was just written to the PTE of `addr` (`slot` is pte_alloc's for it).
         unsafe { st.host.protect(addr, PAGE_SIZE, pte_host_prot(n)) };
         return Ok(true);
     }
-    // Another thread resolved it first; make sure the host agrees and retry.
-    if pte_present(e) {
-        // SAFETY: `e` is the PTE of `addr` (`slot` is pte_alloc's for it), unchanged since.
-        unsafe { st.host.map_frames(addr, pte_pfn(e), 1, pte_host_prot(e)) };
-    }
-    Ok(false)
+    // The PTE allows the access. Either reclaim cleared its accessed bit and the host view
+    // with it, so this touch is what sets the bit again (a minor fault), or another thread
+    // resolved the fault first. Make sure the host agrees, and retry.
+    let changed = e & PTE_ACCESSED == 0;
+    let n = e | PTE_ACCESSED | if write { PTE_DIRTY } else { 0 };
+    slot.set(n);
+    // SAFETY: `n` is the PTE of `addr` (`slot` is pte_alloc's for it), just written.
+    unsafe { st.host.map_frames(addr, pte_pfn(n), 1, pte_host_prot(n)) };
+    Ok(changed)
 }
 
 /// Pages around a read fault on a file or shmem mapping that are already in the page
@@ -247,6 +259,11 @@ fn new_anon_page(
     page.mapping.set(vma.anon().map_or(0, |a| a.addr()));
     st.mm.rss[MM_ANONPAGES] += 1;
     st.phys.vmstat.nr_anon_pages += 1;
+    if vma.flags() & crate::mm::VM_LOCKED != 0 {
+        st.phys.set_mlocked(pfn, true);
+    } else {
+        st.phys.lru_add(pfn);
+    }
     Ok(pfn)
 }
 
@@ -370,6 +387,11 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
             crate::page_writeback::set_page_dirty(&mut st.phys, &inode, old);
         }
     }
+    if st.phys.page(old).has(PG_SWAPCACHE) && st.phys.page(old).mapcount.get() == 1 {
+        // Our write makes the copy in swap stale: give up the slot if no other swap entry
+        // names it (wp_can_reuse_anon_folio → folio_free_swap).
+        st.phys.try_free_swap(old);
+    }
     let page = st.phys.page(old);
     // wp_can_reuse_anon_folio: no reference but this mapping's.
     let exclusive_anon = page.has(PG_ANON) && page.refcount.get() == 1 && page.mapcount.get() == 1;
@@ -396,6 +418,58 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         st.mm.rss[MM_FILEPAGES] -= 1;
     }
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    Ok(())
+}
+
+/// A fault on a swap entry (`do_swap_page`): the page from the swap cache, or read back
+/// from swap with its neighbours (a major fault); mapped read-only while it stays in the
+/// swap cache, so that a write frees its slot first. A write that finds the page ours alone
+/// (no other swap entry names the slot, no other PTE maps it) takes it out of the cache at
+/// once and maps it writable, as does a swap area more than half full (`vm_swap_full`).
+fn do_swap_page(
+    st: &mut State,
+    vma: VmaPtr,
+    addr: usize,
+    slot: PteSlot,
+    e: u64,
+    write: bool,
+) -> Result<(), FaultError> {
+    let entry = pte_to_swp_offset(e);
+    let (pfn, major) =
+        st.phys
+            .swapin(entry)
+            .map_err(|e| if e.0 == libc::EIO { FaultError::Bus } else { FaultError::Oom })?;
+    if major {
+        st.fault_major = true;
+        st.phys.vmstat.pgmajfault += 1;
+    }
+    let (mm, mut env) = st.vma_env();
+    anon_vma_prepare(mm, &mut env, vma).map_err(|_| FaultError::Oom)?;
+    let page = st.phys.page(pfn);
+    let first = page.mapcount.get() == 0;
+    if first {
+        page.index.set(vma.pgoff_at(addr) as u64);
+        page.mapping.set(vma.anon().map_or(0, |a| a.addr()));
+    }
+    page.map_ref();
+    if first {
+        st.phys.vmstat.nr_anon_pages += 1;
+    }
+    st.mm.rss[MM_ANONPAGES] += 1;
+    st.mm.rss[crate::mm::MM_SWAPENTS] -= 1;
+    st.phys.swap.swap_put(entry);
+    let locked = vma.flags() & crate::mm::VM_LOCKED != 0;
+    let page = st.phys.page(pfn);
+    if (write || st.phys.swap.vm_swap_full() || locked) && page.mapcount.get() == 1 {
+        st.phys.try_free_swap(pfn);
+    }
+    if locked {
+        st.phys.set_mlocked(pfn, true);
+    }
+    let page = st.phys.page(pfn);
+    let own = !page.has(PG_SWAPCACHE) && page.mapcount.get() == 1;
+    let pte = if own { mk_pte_writable(pfn, vma.flags()) } else { mk_pte(pfn, vma.flags() & !VM_WRITE) };
+    set_pte(st, addr, slot, pte);
     Ok(())
 }
 

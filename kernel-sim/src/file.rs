@@ -459,12 +459,26 @@ fn fault_in_buffer(st: &mut State, addr: usize, len: usize, write: bool) -> Resu
     if last < base || addr >= end {
         return Ok(());
     }
-    let mut a = addr.max(base) & crate::page::PAGE_MASK;
-    while a <= last.min(end - 1) {
-        crate::fault::fault_in(st, a, write).map_err(|_| Errno::EFAULT)?;
-        a += PAGE_SIZE;
+    // Twice: reclaim during the first pass may take back a page faulted in before; the
+    // second, which may not reclaim, brings such pages back and maps every page in the
+    // host view again.
+    let mut r = Ok(());
+    for pass in 0..2 {
+        st.phys.reclaim_disabled = pass == 1;
+        let mut a = addr.max(base) & crate::page::PAGE_MASK;
+        while a <= last.min(end - 1) {
+            if crate::fault::fault_in(st, a, write).is_err() {
+                r = Err(Errno::EFAULT);
+                break;
+            }
+            a += PAGE_SIZE;
+        }
+        if r.is_err() {
+            break;
+        }
     }
-    Ok(())
+    st.phys.reclaim_disabled = false;
+    r
 }
 
 /// `pread(2)` through the page cache (`filemap_read`): bytes up to the end of the file.
@@ -473,6 +487,8 @@ pub(crate) fn sys_pread(st: &mut State, fd: i32, buf: &mut [u8], pos: i64) -> Re
         return Err(Errno::EINVAL);
     }
     let f = rw_file(st, fd, FMODE_READ)?;
+    // Reclaim first: once the buffer is faulted in, nothing may take its pages.
+    crate::vmscan::reclaim_before_alloc(st);
     fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), true)?;
     kernel_read(st, f.inode, buf, pos as u64)
 }
@@ -496,6 +512,7 @@ pub(crate) fn kernel_read(st: &mut State, inode: InodePtr, buf: &mut [u8], pos: 
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         };
+        st.phys.mark_page_accessed(pfn);
         // SAFETY: `n` bytes at `off` lie inside frame `pfn`, a page-cache page (never user
         // memory mapped at `buf`: `buf` is a Rust slice this call borrows exclusively, and
         // its user pages, if any, were made present above).
@@ -515,6 +532,8 @@ pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Resul
         return Err(Errno::EINVAL);
     }
     let f = rw_file(st, fd, FMODE_WRITE)?;
+    // Reclaim first: once the buffer is faulted in, nothing may take its pages.
+    crate::vmscan::reclaim_before_alloc(st);
     fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), false)?;
     let inode = f.inode;
     let pos = if f.f_flags & libc::O_APPEND != 0 { inode.size_bytes.get() } else { pos as u64 };
@@ -543,6 +562,7 @@ pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Resul
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         };
+        st.phys.mark_page_accessed(pfn);
         // SAFETY: as in `sys_pread`, the other way.
         unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), st.phys.frame(pfn).add(off), n) };
         crate::page_writeback::set_page_dirty(&mut st.phys, &inode, pfn);

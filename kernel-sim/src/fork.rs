@@ -71,7 +71,11 @@ fn copy_page_range(st: &mut State, child: &mut Mm, src: VmaPtr) -> Result<(), Er
                 return;
             }
         };
-        if !pte_special(e) && pte_pfn(e) != 0 {
+        if crate::page_table::is_swap_pte(e) {
+            // The child's entry names the same slot (`swap_duplicate`).
+            phys.swap.swap_duplicate(crate::page_table::pte_to_swp_offset(e));
+            child.rss[crate::mm::MM_SWAPENTS] += 1;
+        } else if !pte_special(e) && pte_pfn(e) != 0 {
             let page = phys.page(pte_pfn(e));
             if cow && e & PTE_RW != 0 {
                 e &= !PTE_RW;

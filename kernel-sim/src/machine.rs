@@ -52,6 +52,12 @@ pub struct Config {
     /// Extra space between the end of the data segment and `start_brk`, rounded to pages:
     /// where Linux's brk randomisation would put the heap (0 is `setarch -R`).
     pub brk_offset: usize,
+    /// Size of a swap area to create at boot (a file in the host's `/tmp`, unlinked at
+    /// once), or 0 for none; `Machine::swapon` takes one later.
+    pub swap_bytes: usize,
+    /// `vm.swappiness` (0 to 200): how readily reclaim takes anonymous pages rather than
+    /// the page cache.
+    pub swappiness: usize,
 }
 
 impl Config {
@@ -68,6 +74,8 @@ impl Config {
         thp_align: true,
         mmap_min_addr: 65536,
         brk_offset: 0,
+        swap_bytes: 0,
+        swappiness: 60,
     };
 }
 
@@ -131,6 +139,12 @@ pub(crate) struct State {
     pub next_pid: u32,
     /// Set by a forked child when its host view is ready (`fork`).
     pub fork_ready: core::sync::atomic::AtomicU32,
+    /// The task of the host process holding the lock (the running one may be another, for
+    /// a view or a reap), and the live host view that process has.
+    pub me: usize,
+    pub user_host: Host,
+    /// The processes' TLB mailboxes (`Machine::tlb`), in the machine's shared mapping.
+    tlb: *const crate::tlb::TlbMailbox,
 }
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
@@ -155,6 +169,9 @@ pub struct Machine {
     slot: core::sync::atomic::AtomicUsize,
     /// The host process that booted the machine and owns its memory.
     boot_pid: i32,
+    /// Each process's TLB flush requests (`tlb`), outside the locked state: the target's
+    /// signal handler reads its own without the lock.
+    tlb: [crate::tlb::TlbMailbox; MAX_TASKS],
 }
 
 /// Which of each machine's processes this host process is (by registry slot): 0, the first,
@@ -196,6 +213,13 @@ impl DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
+        // SAFETY: the guard holds the lock, so this is the only reference to the state.
+        let st = unsafe { &mut *self.m.state.get() };
+        if st.phys.kswapd_woken {
+            // kswapd, woken by an allocation below the low watermark, runs before anyone
+            // else gets the machine.
+            crate::vmscan::kswapd(st);
+        }
         // SAFETY: the guard holds the lock, and the references it handed out borrow it, so
         // none outlives it.
         unsafe { self.m.lock.unlock() };
@@ -281,12 +305,33 @@ impl State {
             current: 0,
             next_pid: 2,
             fork_ready: core::sync::atomic::AtomicU32::new(0),
+            me: 0,
+            user_host: host,
+            tlb: core::ptr::null(),
         };
+        if config.swappiness > 200 {
+            return Err(Errno::EINVAL);
+        }
+        st.phys.swap.swappiness = config.swappiness;
         st.tasks[0].pid = 1;
         // SAFETY: getpid has no preconditions.
         st.tasks[0].host_pid = unsafe { libc::getpid() };
         st.setup_image()?;
+        if config.swap_bytes != 0 {
+            crate::swapfile::swapon_tmpfile(&mut st.phys, config.swap_bytes)?;
+            st.sys.total_swap_pages = st.phys.swap.total_pages();
+        }
         Ok(st)
+    }
+
+    /// Process `task`'s mailbox for TLB flush requests.
+    pub(crate) fn tlb_mailbox(&self, task: usize) -> &crate::tlb::TlbMailbox {
+        if self.tlb.is_null() || task >= MAX_TASKS {
+            crate::util::bug("no TLB mailbox for task", task, 0);
+        }
+        // SAFETY: `tlb` points at the machine's MAX_TASKS mailboxes (set at boot), which
+        // live as long as the machine; they are atomics, shared by design.
+        unsafe { &*self.tlb.add(task) }
     }
 
     /// Map the program text, its data and the initial stack, as `execve` would.
@@ -437,6 +482,7 @@ impl State {
             pgalloc: self.phys.vmstat.pgalloc,
             pgfree: self.phys.vmstat.pgfree,
             oom_kill: self.phys.vmstat.oom_kill,
+            swap_ents: mm.rss[crate::mm::MM_SWAPENTS],
         }
     }
 }
@@ -473,7 +519,10 @@ impl Machine {
                 host,
                 slot: core::sync::atomic::AtomicUsize::new(usize::MAX),
                 boot_pid: libc::getpid(),
-            })
+                tlb: [const { crate::tlb::TlbMailbox::new() }; MAX_TASKS],
+            });
+            let st = &mut *(*m).state.get();
+            st.tlb = (*m).tlb.as_ptr();
         };
         // SAFETY: just initialised; lives until MachineBox::drop.
         let shared: &'static Machine = unsafe { &*m };
@@ -493,6 +542,15 @@ impl Machine {
     /// The machine's own host view (the calling process's).
     pub(crate) fn user_host(&self) -> Host {
         self.host
+    }
+
+    /// From the TLB signal's handler: carry out a flush request for this process, if one
+    /// is waiting.
+    pub(crate) fn handle_tlb_request(&self) {
+        let task = self.my_task();
+        if task < MAX_TASKS {
+            crate::tlb::handle_flush_request(&self.tlb[task], self.host);
+        }
     }
 
     /// The calling process's task.
@@ -532,6 +590,7 @@ impl Machine {
         let st = unsafe { &mut *self.state.get() };
         let task = st.tasks.iter().position(|t| t.pid as usize == pid).unwrap_or(me);
         let host = if task == me { self.host } else { self.host.detached() };
+        st.me = me;
         st.switch_to(task, host);
         Guard { m: self }
     }
@@ -545,7 +604,9 @@ impl Machine {
         self.lock.lock();
         let host = if live { self.host } else { self.host.detached() };
         // SAFETY: the lock is held, so this is the only reference to the state.
-        unsafe { (*self.state.get()).switch_to(task, host) };
+        let st = unsafe { &mut *self.state.get() };
+        st.me = self.my_task();
+        st.switch_to(task, host);
         Guard { m: self }
     }
 

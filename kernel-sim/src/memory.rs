@@ -5,11 +5,12 @@
 //! update that keeps the MMU in step; and counting resident pages for the views.
 
 use crate::machine::State;
-use crate::mm::{Mm, VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_SHARED, VM_WRITE};
+use crate::mm::{Mm, VmFlags, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, VM_SHARED, VM_WRITE};
 use crate::mmu::{Batch, Host};
-use crate::page::{PG_ANON, PG_FILE, PG_SWAPBACKED};
+use crate::page::{PG_ANON, PG_FILE, PG_MLOCKED, PG_SWAPBACKED, PG_SWAPCACHE};
 use crate::page_table::{
-    for_each_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special, PTE_DIRTY,
+    for_each_pte, is_swap_pte, pte_alloc, pte_host_prot, pte_modify, pte_pfn, pte_present, pte_special,
+    pte_to_swp_offset, PTE_DIRTY,
 };
 use crate::physmem::PhysMem;
 use crate::Errno;
@@ -28,19 +29,39 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
         let e = slot.get();
         slot.set(0);
         any = true;
+        if is_swap_pte(e) {
+            mm.rss[MM_SWAPENTS] -= 1;
+            phys.free_swap_and_cache(pte_to_swp_offset(e));
+            return;
+        }
         if !pte_present(e) || pte_special(e) {
             return;
         }
         let pfn = pte_pfn(e);
         let page = phys.page(pfn);
         page.unmap_ref();
+        if page.has(PG_MLOCKED) && page.mapcount.get() == 0 {
+            phys.set_mlocked(pfn, false);
+        }
+        let page = phys.page(pfn);
         if page.has(PG_ANON) {
             mm.rss[MM_ANONPAGES] -= 1;
             if page.mapcount.get() != 0 {
                 // Still mapped by another process (copy-on-write after fork).
                 return;
             }
+            let cached = page.has(PG_SWAPCACHE);
             phys.vmstat.nr_anon_pages -= 1;
+            let page = phys.page(pfn);
+            if cached {
+                // The cache keeps it while a swap entry names its slot; otherwise it is
+                // garbage (`free_swap_cache`).
+                if phys.swap.swap_count(page.swap_slot()) == 0 && phys.delete_from_swap_cache(pfn) == 0 {
+                    // SAFETY: as below; no swap entry names it either.
+                    unsafe { phys.free_user_page(pfn) };
+                }
+                return;
+            }
             // SAFETY: the last PTE that mapped the page is cleared, and its host mapping
             // goes below (or, for another process's, the frame waits: `free_user_page`),
             // before anything can take the frame again (all under the machine lock); the

@@ -60,11 +60,13 @@ pub const VM_STACK_FLAGS: VmFlags = VM_STACK | VM_DATA_DEFAULT_FLAGS | VM_ACCOUN
 /// `stack_guard_gap`: 256 pages kept free below a stack VMA.
 pub const STACK_GUARD_GAP: usize = 256 << PAGE_SHIFT;
 
-/// RSS counters, as `mm->rss_stat` (without `MM_SWAPENTS`: there is no swap).
+/// RSS counters, as `mm->rss_stat`; `MM_SWAPENTS` counts the swap entries in the page
+/// tables (`VmSwap`), which are not resident.
 pub const MM_FILEPAGES: usize = 0;
 pub const MM_ANONPAGES: usize = 1;
-pub const MM_SHMEMPAGES: usize = 2;
-pub const NR_MM_COUNTERS: usize = 3;
+pub const MM_SWAPENTS: usize = 2;
+pub const MM_SHMEMPAGES: usize = 3;
+pub const NR_MM_COUNTERS: usize = 4;
 
 /// What an anonymous page belongs to. Two VMAs with different anon_vmas cannot merge:
 /// their pages were faulted under different ones (`is_mergeable_anon_vma`).

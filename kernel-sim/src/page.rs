@@ -29,6 +29,17 @@ pub const PG_FILE: u32 = 1 << 6;
 pub const PG_DIRTY: u32 = 1 << 7;
 /// A node of a shmem inode's page index.
 pub const PG_RADIX: u32 = 1 << 8;
+/// On one of the LRU lists (`next`/`prev` link it there).
+pub const PG_LRU: u32 = 1 << 9;
+/// On an active LRU list rather than an inactive one.
+pub const PG_ACTIVE: u32 = 1 << 10;
+/// Seen used once since reclaim last looked (a second look activates it).
+pub const PG_REFERENCED: u32 = 1 << 11;
+/// In the swap cache: an anonymous page with a swap slot (`swap_slot`), being written
+/// out or read in, or kept after a read while its slot still holds the same bytes.
+pub const PG_SWAPCACHE: u32 = 1 << 12;
+/// Mapped by a `VM_LOCKED` VMA: on no LRU list, never reclaimed.
+pub const PG_MLOCKED: u32 = 1 << 13;
 
 /// One page frame's descriptor. Fields are `Cell`s: the whole of `mem_map` is reached
 /// through shared references while the machine lock is held.
@@ -48,7 +59,9 @@ pub struct Page {
     pub refcount: Cell<u32>,
     /// How many page-table entries map this frame.
     pub mapcount: Cell<u32>,
-    /// First free object of a slab (an object index, or `NIL`).
+    /// First free object of a slab (an object index, or `NIL`); for a page in the swap
+    /// cache, its swap slot (`swap_slot`): the two share a word as slab fields and
+    /// `page->private` share one in Linux's `struct page`.
     pub freelist: Cell<u32>,
     /// Objects in use in a slab.
     pub inuse: Cell<u32>,
@@ -88,6 +101,17 @@ impl Page {
     pub fn unmap_ref(&self) {
         self.mapcount.set(self.mapcount.get().saturating_sub(1));
         self.refcount.set(self.refcount.get().saturating_sub(1));
+    }
+
+    /// The swap slot of a page in the swap cache (`PG_SWAPCACHE`).
+    #[inline]
+    pub fn swap_slot(&self) -> usize {
+        self.freelist.get() as usize
+    }
+
+    #[inline]
+    pub fn set_swap_slot(&self, slot: usize) {
+        self.freelist.set(slot as u32)
     }
 
     /// Reset to the state of a frame just taken from the buddy allocator.

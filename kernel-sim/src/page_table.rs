@@ -20,6 +20,9 @@ pub const PTE_ACCESSED: u64 = 1 << 5;
 pub const PTE_DIRTY: u64 = 1 << 6;
 pub const PTE_PROTNONE: u64 = 1 << 8;
 pub const PTE_SPECIAL: u64 = 1 << 9;
+/// A software bit: the entry is not present and holds a swap slot in its frame bits
+/// (Linux's `swp_entry_t` in a non-present PTE, of the machine's one swap area).
+pub const PTE_SWP: u64 = 1 << 10;
 pub const PTE_NX: u64 = 1 << 63;
 const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 const TABLE_ENTRY: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED;
@@ -43,6 +46,24 @@ pub fn pte_none(e: u64) -> bool {
 #[inline]
 pub fn pte_present(e: u64) -> bool {
     e & (PTE_PRESENT | PTE_PROTNONE) != 0
+}
+
+/// Whether the entry holds a swap slot rather than a frame (`is_swap_pte`).
+#[inline]
+pub fn is_swap_pte(e: u64) -> bool {
+    e & (PTE_PRESENT | PTE_PROTNONE) == 0 && e & PTE_SWP != 0
+}
+
+/// The non-present entry for swap slot `slot` (`swp_entry_to_pte`).
+#[inline]
+pub fn swp_entry_to_pte(slot: usize) -> u64 {
+    (((slot as u64) << PAGE_SHIFT) & PFN_MASK) | PTE_SWP
+}
+
+/// The swap slot a swap entry holds (`swp_offset`).
+#[inline]
+pub fn pte_to_swp_offset(e: u64) -> usize {
+    ((e & PFN_MASK) >> PAGE_SHIFT) as usize
 }
 
 #[inline]
@@ -87,8 +108,8 @@ pub fn mk_pte_writable(pfn: usize, flags: VmFlags) -> u64 {
 /// The entry with its protection changed to `flags`, keeping frame, dirty and special
 /// bits; `writable` says whether the new entry may allow writes.
 pub fn pte_modify(e: u64, flags: VmFlags, writable: bool) -> u64 {
-    let keep = e & (PFN_MASK | PTE_DIRTY | PTE_SPECIAL);
-    let mut n = mk_pte(0, flags) | keep;
+    let keep = e & (PFN_MASK | PTE_DIRTY | PTE_SPECIAL | PTE_ACCESSED);
+    let mut n = (mk_pte(0, flags) & !PTE_ACCESSED) | keep;
     if writable && flags & VM_WRITE != 0 && n & PTE_PRESENT != 0 {
         n |= PTE_RW;
     }

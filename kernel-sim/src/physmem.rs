@@ -42,8 +42,32 @@ pub struct VmStat {
     /// Copy-on-write faults: a private copy of a shared page (the zero page, a file page,
     /// or an anonymous page shared with another process).
     pub cow_faults: u64,
-    /// Allocations that fell below the low watermark (where Linux would wake kswapd).
+    /// Allocations that fell below the low watermark and woke kswapd.
     pub kswapd_wakeups: u64,
+    /// Reclaim: pages scanned and reclaimed by kswapd and by allocations themselves
+    /// (direct reclaim), active pages scanned (`pgrefill`), pages moved between the
+    /// active and inactive lists, and swap traffic in pages (`pswpin`, `pswpout`, and the
+    /// pages swap-in read ahead, `swap_ra`).
+    pub pgscan_kswapd: u64,
+    pub pgscan_direct: u64,
+    pub pgsteal_kswapd: u64,
+    pub pgsteal_direct: u64,
+    pub pgrefill: u64,
+    pub pgactivate: u64,
+    pub pgdeactivate: u64,
+    pub pswpin: u64,
+    pub pswpout: u64,
+    pub swap_ra: u64,
+    /// Times direct reclaim ran (`allocstall`) and kswapd's passes (`pageoutrun`).
+    pub allocstall: u64,
+    pub pageoutrun: u64,
+    /// Pages of `VM_LOCKED` mappings (`nr_mlock`).
+    pub nr_mlock: usize,
+    /// TLB flushes: single pages of the running process's view, its whole view, and
+    /// requests sent to other processes (`nr_tlb_*`).
+    pub nr_tlb_local_flush_one: u64,
+    pub nr_tlb_local_flush_all: u64,
+    pub nr_tlb_remote_flush: u64,
     /// Allocations that found no zone above its min watermark.
     pub alloc_fail: u64,
     pub oom_kill: u64,
@@ -88,6 +112,16 @@ pub struct PhysMem {
     /// of every CPU that may cache them.
     pub defer_user_frees: bool,
     deferred: u32,
+    /// The LRU lists (`swap`).
+    pub lru: [crate::swap::LruList; crate::swap::NR_LRU_LISTS],
+    /// The swap area, where anonymous pages go when reclaimed (`swapfile`).
+    pub swap: crate::swapfile::SwapInfo,
+    /// An allocation fell below the low watermark: kswapd runs when the machine lock is
+    /// next let go.
+    pub kswapd_woken: bool,
+    /// Set while a system call holds user pages it is about to copy under the lock:
+    /// reclaim would take them back (`file`'s `fault_in_buffer`).
+    pub reclaim_disabled: bool,
 }
 
 impl PhysMem {
@@ -146,6 +180,10 @@ impl PhysMem {
             vmstat: VmStat::default(),
             defer_user_frees: false,
             deferred: NIL,
+            lru: [crate::swap::LruList::EMPTY; crate::swap::NR_LRU_LISTS],
+            swap: crate::swapfile::SwapInfo::NONE,
+            kswapd_woken: false,
+            reclaim_disabled: false,
         };
         // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
         // free. Mark the reserved frames, then free the rest in maximal aligned blocks.
@@ -252,6 +290,7 @@ impl PhysMem {
     /// # Safety
     /// As for `free_pages` of one frame.
     pub unsafe fn free_user_page(&mut self, pfn: usize) {
+        self.lru_del(pfn);
         if self.defer_user_frees {
             self.page(pfn).next.set(self.deferred);
             self.deferred = pfn as u32;
@@ -289,10 +328,14 @@ impl PhysMem {
     /// No frame is reached afterwards: no `page`, `frame` or allocator call on this
     /// `PhysMem`, and no `KPtr`, `PteSlot` or `DirectMap` that came from it is used again.
     pub unsafe fn shutdown(&mut self) {
-        // SAFETY: our own mapping and descriptor; the caller promises nothing uses them.
+        // SAFETY: our own mapping and descriptors; the caller promises nothing uses them.
         unsafe {
             libc::munmap(self.direct_map.base as *mut libc::c_void, self.nr_frames * PAGE_SIZE);
             libc::close(self.memfd);
+            if self.swap.fd >= 0 {
+                libc::close(self.swap.fd);
+            }
         }
+        self.swap.fd = -1;
     }
 }

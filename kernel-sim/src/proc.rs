@@ -81,6 +81,9 @@ pub struct MemStats {
     pub referenced: u64,
     pub anonymous: u64,
     pub pss_locked: u64,
+    /// Swap entries in the range, and their share of each slot (`SwapPss`).
+    pub swap: u64,
+    pub swap_pss: u64,
 }
 
 impl MemStats {
@@ -98,6 +101,8 @@ impl MemStats {
         self.referenced += o.referenced;
         self.anonymous += o.anonymous;
         self.pss_locked += o.pss_locked;
+        self.swap += o.swap;
+        self.swap_pss += o.swap_pss;
     }
 
     fn account(&mut self, page: &Page, pte: u64, locked: bool) {
@@ -105,7 +110,9 @@ impl MemStats {
         let mapcount = page.mapcount.get().max(1) as u64;
         let dirty = pte & PTE_DIRTY != 0 || page.has(PG_DIRTY);
         self.resident += size;
-        self.referenced += size;
+        if pte & crate::page_table::PTE_ACCESSED != 0 || page.has(crate::page::PG_REFERENCED) {
+            self.referenced += size;
+        }
         if page.has(PG_ANON) {
             self.anonymous += size;
         }
@@ -241,6 +248,8 @@ impl VmaInfo {
             referenced: 0,
             anonymous: 0,
             pss_locked: 0,
+            swap: 0,
+            swap_pss: 0,
         },
     };
 
@@ -282,6 +291,21 @@ impl VmaInfo {
                 None => zero += 1,
             }
         });
+        let swap = &st.phys.swap;
+        crate::page_table::for_each_pte(
+            st.phys.direct_map(),
+            st.mm.pgd,
+            v.start(),
+            v.end(),
+            &mut |_, slot| {
+                let e = slot.get();
+                if crate::page_table::is_swap_pte(e) {
+                    let count = swap.swap_count(crate::page_table::pte_to_swp_offset(e)).max(1) as u64;
+                    stats.swap += PAGE_SIZE as u64;
+                    stats.swap_pss += ((PAGE_SIZE as u64) << PSS_SHIFT) / count;
+                }
+            },
+        );
         info.present = present;
         info.zero_pages = zero;
         info.stats = stats;
@@ -395,8 +419,8 @@ fn write_stats(w: &mut dyn Write, s: &MemStats, rollup: bool) -> fmt::Result {
     }
     writeln!(w, "{:<16}{:>8} kB", "Shared_Hugetlb:", 0)?;
     writeln!(w, "{:<16}{:>8} kB", "Private_Hugetlb:", 0)?;
-    kb(w, "Swap:", 0)?;
-    kb(w, "SwapPss:", 0)?;
+    kb(w, "Swap:", s.swap)?;
+    kb(w, "SwapPss:", s.swap_pss >> PSS_SHIFT)?;
     kb(w, "Locked:", s.pss_locked >> PSS_SHIFT)
 }
 
@@ -534,7 +558,7 @@ impl Machine {
         writeln!(w, "VmExe:\t{:>8} kB", exe)?;
         writeln!(w, "VmLib:\t{:>8} kB", lib)?;
         writeln!(w, "VmPTE:\t{:>8} kB", c.pgtables_bytes >> 10)?;
-        writeln!(w, "VmSwap:\t{:>8} kB", 0)?;
+        writeln!(w, "VmSwap:\t{:>8} kB", k(c.swap_ents))?;
         writeln!(w, "Threads:\t{}", self.mm_users())
     }
 
@@ -575,6 +599,11 @@ impl Machine {
     /// The memory lines of `/proc/meminfo`.
     pub fn write_meminfo(&self, w: &mut dyn Write) -> fmt::Result {
         let c = self.counters();
+        let (lru, mlock, swap_total, swap_free, swap_cached) = {
+            let st = self.lock_view();
+            let s = &st.phys.swap;
+            (st.phys.lru_sizes(), st.phys.vmstat.nr_mlock, s.total_pages(), s.free_pages(), s.nr_cached)
+        };
         let k = |p: usize| (p as u64) << (PAGE_SHIFT - 10);
         let line = |w: &mut dyn Write, label: &str, v: u64| writeln!(w, "{label:<16}{v:>8} kB");
         line(w, "MemTotal:", k(c.totalram_pages))?;
@@ -582,9 +611,17 @@ impl Machine {
         line(w, "MemAvailable:", k(c.free_pages))?;
         line(w, "Buffers:", 0)?;
         line(w, "Cached:", k(c.nr_file_pages))?;
-        line(w, "SwapCached:", 0)?;
-        line(w, "SwapTotal:", 0)?;
-        line(w, "SwapFree:", 0)?;
+        line(w, "SwapCached:", k(swap_cached))?;
+        line(w, "Active:", k(lru[1] + lru[3]))?;
+        line(w, "Inactive:", k(lru[0] + lru[2]))?;
+        line(w, "Active(anon):", k(lru[1]))?;
+        line(w, "Inactive(anon):", k(lru[0]))?;
+        line(w, "Active(file):", k(lru[3]))?;
+        line(w, "Inactive(file):", k(lru[2]))?;
+        line(w, "Unevictable:", k(mlock))?;
+        line(w, "Mlocked:", k(mlock))?;
+        line(w, "SwapTotal:", k(swap_total))?;
+        line(w, "SwapFree:", k(swap_free))?;
         line(w, "Dirty:", k(c.nr_dirty))?;
         // Write-back is synchronous here: no page is ever under it when anyone looks.
         line(w, "Writeback:", 0)?;
@@ -601,8 +638,25 @@ impl Machine {
     /// one of its own (`ksim_cow_faults`: Linux counts copy-on-write faults nowhere).
     pub fn write_vmstat(&self, w: &mut dyn Write) -> fmt::Result {
         let c = self.counters();
-        let lines: [(&str, u64); 16] = [
+        let (v, lru, zone, received) = {
+            let st = self.lock_view();
+            let zone = (0..crate::buddy::MAX_NR_ZONES)
+                .rev()
+                .find(|&z| st.phys.zones[z].populated())
+                .map_or("normal", |z| ["dma", "dma32", "normal"][z.min(2)]);
+            let received: u64 = (0..crate::machine::MAX_TASKS)
+                .map(|t| st.tlb_mailbox(t).received.load(core::sync::atomic::Ordering::Relaxed))
+                .sum();
+            (st.phys.vmstat, st.phys.lru_sizes(), zone, received)
+        };
+        let lines: [(&str, u64); 22] = [
             ("nr_free_pages", c.free_pages as u64),
+            ("nr_inactive_anon", lru[0] as u64),
+            ("nr_active_anon", lru[1] as u64),
+            ("nr_inactive_file", lru[2] as u64),
+            ("nr_active_file", lru[3] as u64),
+            ("nr_unevictable", v.nr_mlock as u64),
+            ("nr_mlock", v.nr_mlock as u64),
             ("nr_anon_pages", c.nr_anon_pages as u64),
             ("nr_file_pages", c.nr_file_pages as u64),
             ("nr_dirty", c.nr_dirty as u64),
@@ -613,16 +667,39 @@ impl Machine {
             ("nr_written", c.nr_written),
             ("pgpgin", c.pgpgin),
             ("pgpgout", c.pgpgout),
+            ("pswpin", v.pswpin),
+            ("pswpout", v.pswpout),
             ("pgfree", c.pgfree),
-            ("pgfault", c.pgfault),
-            ("pgmajfault", c.pgmajfault),
-            ("oom_kill", c.oom_kill),
-            ("ksim_cow_faults", c.cow_faults),
+            ("pgactivate", v.pgactivate),
+            ("pgdeactivate", v.pgdeactivate),
         ];
-        for (name, v) in lines {
-            writeln!(w, "{name} {v}")?;
+        for (name, n) in lines {
+            writeln!(w, "{name} {n}")?;
         }
-        Ok(())
+        writeln!(w, "pgfault {}", c.pgfault)?;
+        writeln!(w, "pgmajfault {}", c.pgmajfault)?;
+        writeln!(w, "pgrefill {}", v.pgrefill)?;
+        writeln!(w, "pgsteal_kswapd {}", v.pgsteal_kswapd)?;
+        writeln!(w, "pgsteal_direct {}", v.pgsteal_direct)?;
+        writeln!(w, "pgscan_kswapd {}", v.pgscan_kswapd)?;
+        writeln!(w, "pgscan_direct {}", v.pgscan_direct)?;
+        writeln!(w, "oom_kill {}", c.oom_kill)?;
+        // Linux names the stall counter by the zone the allocation wanted.
+        writeln!(w, "allocstall_{} {}", zone, v.allocstall)?;
+        writeln!(w, "pageoutrun {}", v.pageoutrun)?;
+        writeln!(w, "kswapd_wakeups {}", v.kswapd_wakeups)?;
+        writeln!(w, "nr_tlb_remote_flush {}", v.nr_tlb_remote_flush)?;
+        writeln!(w, "nr_tlb_remote_flush_received {received}")?;
+        writeln!(w, "nr_tlb_local_flush_all {}", v.nr_tlb_local_flush_all)?;
+        writeln!(w, "nr_tlb_local_flush_one {}", v.nr_tlb_local_flush_one)?;
+        writeln!(w, "swap_ra {}", v.swap_ra)?;
+        writeln!(w, "ksim_cow_faults {}", c.cow_faults)
+    }
+
+    /// `/proc/swaps`.
+    pub fn write_swaps(&self, w: &mut dyn Write) -> fmt::Result {
+        let line = crate::swapfile::SwapsLine::of(&self.lock_view().phys.swap);
+        line.write(w)
     }
 
     /// `/proc/slabinfo` (version 2.1 format) for the kernel's caches.

@@ -97,6 +97,14 @@ fn install_handler() {
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGSEGV, &sa, core::ptr::null_mut());
+        // The TLB shootdown's IPI (`tlb`): restarting what it interrupts, never blocked by
+        // the fault handler (whose mask is empty), so a process waiting for the machine
+        // lock in it still answers the holder's request.
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = tlb_handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(crate::tlb::tlb_signal(), &sa, core::ptr::null_mut());
     }
     HANDLER_STATE.store(INSTALLED, Ordering::Release);
 }
@@ -176,6 +184,20 @@ unsafe extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, 
     set_errno(saved);
     // SAFETY: `info` and `ctx` are the signal's.
     unsafe { chain(sig, info, ctx) };
+}
+
+/// The TLB shootdown signal: every machine this process is on flushes what its mailbox
+/// asks (a request for none of them is a stale signal, and does nothing).
+extern "C" fn tlb_handler(_sig: libc::c_int) {
+    let saved = errno();
+    for slot in &MACHINES {
+        let p = slot.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: registered machines stay alive until unregistered.
+            unsafe { &*p }.handle_tlb_request();
+        }
+    }
+    set_errno(saved);
 }
 
 #[cold]

@@ -114,6 +114,8 @@ pub struct Counters {
     pub pgalloc: u64,
     pub pgfree: u64,
     pub oom_kill: u64,
+    /// Swap entries in the process's page tables (`VmSwap`), in pages.
+    pub swap_ents: usize,
 }
 
 impl Counters {

@@ -224,6 +224,116 @@ impl Machine {
         crate::page_writeback::sync_all(&mut self.lock())
     }
 
+    /// `swapon(2)`: take the host file at `path`, prepared by [`crate::mkswap`] (or Linux's
+    /// `mkswap`), as the machine's swap area. `EBUSY` if it has one, `EINVAL` if the file
+    /// has no swap signature, is not a regular file or is too small, the host's error if it
+    /// cannot be opened; nothing changes on failure.
+    pub fn swapon(&self, path: &core::ffi::CStr) -> Result<(), Errno> {
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(Errno(ptalloc::errno()));
+        }
+        let mut st = self.lock();
+        let r = crate::swapfile::swapon(&mut st.phys, fd, path.to_bytes());
+        match r {
+            Ok(()) => st.sys.total_swap_pages = st.phys.swap.total_pages(),
+            // SAFETY: closing the descriptor just opened, which nothing else has.
+            Err(_) => unsafe {
+                libc::close(fd);
+            },
+        }
+        r
+    }
+
+    /// `vm.swappiness` (0 to 200, else `EINVAL`).
+    pub fn set_swappiness(&self, swappiness: usize) -> Result<(), Errno> {
+        if swappiness > 200 {
+            return Err(Errno::EINVAL);
+        }
+        self.lock().phys.swap.swappiness = swappiness;
+        Ok(())
+    }
+
+    /// `/proc/PID/pagemap`'s entry for the page at `addr`, in Linux's format: bit 63 present
+    /// (bits 0-54 the frame), bit 62 swapped (bits 0-4 the swap type, 0, and 5-54 the
+    /// slot), bit 61 a page-cache or shared page, bit 56 mapped by this PTE alone; 0 for a
+    /// page with no entry.
+    pub fn pagemap(&self, addr: usize) -> u64 {
+        let st = self.lock_view();
+        let Some(slot) = crate::page_table::pte_lookup(&st.phys, st.mm.pgd, addr) else { return 0 };
+        let e = slot.get();
+        if crate::page_table::is_swap_pte(e) {
+            return (1 << 62) | ((crate::page_table::pte_to_swp_offset(e) as u64) << 5);
+        }
+        if !crate::page_table::pte_present(e) {
+            return 0;
+        }
+        let pfn = crate::page_table::pte_pfn(e);
+        let mut v = (1u64 << 63) | pfn as u64;
+        if !crate::page_table::pte_special(e) {
+            let p = st.phys.page(pfn);
+            if !p.has(crate::page::PG_ANON) {
+                v |= 1 << 61;
+            }
+            if p.mapcount.get() == 1 {
+                v |= 1 << 56;
+            }
+        }
+        v
+    }
+
+    /// `/proc/kpageflags` for frame `pfn`, with Linux's bit numbers: REFERENCED 2, DIRTY 4,
+    /// LRU 5, ACTIVE 6, SLAB 7, BUDDY 10, MMAP 11, ANON 12, SWAPCACHE 14, SWAPBACKED 15,
+    /// UNEVICTABLE 18, NOPAGE 20, ZERO_PAGE 24, PGTABLE 26, MLOCKED 33, RESERVED 32.
+    pub fn kpageflags(&self, pfn: usize) -> u64 {
+        use crate::page::*;
+        let st = self.lock();
+        if pfn >= st.phys.nr_frames() {
+            return 1 << 20;
+        }
+        if pfn == st.phys.zero_pfn {
+            return 1 << 24;
+        }
+        let p = st.phys.page(pfn);
+        let mut v = 0u64;
+        for (flag, bit) in [
+            (PG_REFERENCED, 2),
+            (PG_DIRTY, 4),
+            (PG_LRU, 5),
+            (PG_ACTIVE, 6),
+            (PG_SLAB, 7),
+            (PG_BUDDY, 10),
+            (PG_ANON, 12),
+            (PG_SWAPCACHE, 14),
+            (PG_SWAPBACKED, 15),
+            (PG_MLOCKED, 18),
+            (PG_PGTABLE, 26),
+            (PG_RESERVED, 32),
+            (PG_MLOCKED, 33),
+        ] {
+            if p.has(flag) {
+                v |= 1 << bit;
+            }
+        }
+        if p.mapcount.get() != 0 {
+            v |= 1 << 11;
+        }
+        v
+    }
+
+    /// Pages on the LRU lists: inactive and active anonymous, inactive and active file.
+    pub fn lru_sizes(&self) -> [usize; 4] {
+        self.lock_view().phys.lru_sizes()
+    }
+
+    /// Run kswapd now if an allocation woke it (it otherwise runs when the machine lock is
+    /// let go), then direct reclaim of up to 32 pages; returns the pages direct reclaim
+    /// freed. For tests and demonstrations of reclaim.
+    pub fn reclaim(&self) -> usize {
+        crate::vmscan::try_to_free_pages(&mut self.lock())
+    }
+
     /// Fault in the page at `addr` as an access would, without touching it (as
     /// `get_user_pages` does). The fault is not counted as the process's.
     pub fn fault_in(&self, addr: usize, write: bool) -> Result<(), crate::fault::FaultError> {
@@ -259,6 +369,18 @@ impl Machine {
         st.phys.check_buddy()?;
         st.slab.check(&st.phys)?;
         crate::check::check_files(&st.sb, &st.phys)?;
+        st.phys.check_lru()?;
+        let mut swap_entries = 0;
+        for (i, t) in st.tasks.iter().enumerate() {
+            if t.pid == 0 || t.zombie {
+                continue;
+            }
+            let mm = if i == st.current { &st.mm } else { &t.mm };
+            crate::page_table::for_each_pte(st.phys.direct_map(), mm.pgd, 0, usize::MAX, &mut |_, slot| {
+                swap_entries += usize::from(crate::page_table::is_swap_pte(slot.get()));
+            });
+        }
+        st.phys.swap.check(&st.phys, swap_entries)?;
         check_running_mm(&st)
     }
 

@@ -1,0 +1,205 @@
+//! TLB shootdowns to the machine's other processes (Linux's `arch/x86/mm/tlb.c`,
+//! `flush_tlb_mm_range` and its IPIs).
+//!
+//! A process's host view of its user range is its TLB: pages the host maps are pages it
+//! reaches without a fault. The running process changes its own view directly. Another
+//! process's view is in another host process, out of reach: when reclaim takes a page
+//! from its page tables, that process must drop the page from its view before the page's
+//! bytes are written out and its frame reused, or a write through the old view would be
+//! lost. So the initiator, holding the machine lock, writes the addresses into the
+//! target's mailbox, sends its host process a signal (the IPI) and waits; the target's
+//! handler unmaps them from its view — a whole-range flush beyond
+//! `tlb_single_page_flush_ceiling` pages, as Linux does — and acknowledges. The handler
+//! takes no lock: the initiator holds the machine lock and waits, so nothing else writes
+//! the mailbox meanwhile.
+//!
+//! A target whose host process has ended (or is a zombie) has no view left and is not
+//! waited for.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::machine::MAX_TASKS;
+use crate::page::PAGE_SIZE;
+
+/// Linux's `tlb_single_page_flush_ceiling`: more pages than this and the whole TLB goes.
+pub const FLUSH_CEILING: usize = 33;
+
+/// One process's mailbox for flush requests.
+pub struct TlbMailbox {
+    request: AtomicU32,
+    done: AtomicU32,
+    /// Pages to flush; more than `FLUSH_CEILING` means all of them.
+    n: AtomicUsize,
+    addrs: [AtomicUsize; FLUSH_CEILING],
+    /// Flush requests this process handled (`nr_tlb_remote_flush_received`).
+    pub received: AtomicU64,
+}
+
+impl TlbMailbox {
+    pub const fn new() -> TlbMailbox {
+        TlbMailbox {
+            request: AtomicU32::new(0),
+            done: AtomicU32::new(0),
+            n: AtomicUsize::new(0),
+            addrs: [const { AtomicUsize::new(0) }; FLUSH_CEILING],
+            received: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for TlbMailbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The signal that carries flush requests between host processes.
+pub fn tlb_signal() -> i32 {
+    libc::SIGRTMAX() - 1
+}
+
+/// Pages to flush from other processes' views, collected while their page tables change
+/// and sent before anything relies on the change (`try_to_unmap_flush`). Small, as it lives
+/// on the stack of a fault handler running on the signal stack.
+pub struct TlbBatch {
+    /// Pages queued per task (beyond `FLUSH_CEILING`, or beyond room: the whole view).
+    n: [u16; MAX_TASKS],
+    entries: [(u8, usize); BATCH_ENTRIES],
+    used: usize,
+}
+
+const BATCH_ENTRIES: usize = 64;
+
+impl TlbBatch {
+    pub const fn new() -> TlbBatch {
+        TlbBatch { n: [0; MAX_TASKS], entries: [(0, 0); BATCH_ENTRIES], used: 0 }
+    }
+
+    /// Task `task` must no longer reach the page at `addr`.
+    pub fn add(&mut self, task: usize, addr: usize) {
+        let n = self.n[task] as usize;
+        if n <= FLUSH_CEILING && self.used < BATCH_ENTRIES {
+            self.entries[self.used] = (task as u8, addr);
+            self.used += 1;
+            self.n[task] += 1;
+        } else {
+            // Too many to name: the whole view goes.
+            self.n[task] = (FLUSH_CEILING + 1) as u16;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n.iter().all(|&n| n == 0)
+    }
+
+    /// Send every request and wait for each to be done. Returns the requests sent.
+    pub(crate) fn flush(&mut self, st: &crate::machine::State) -> u64 {
+        let mut sent = 0;
+        for task in 0..MAX_TASKS {
+            let n = core::mem::take(&mut self.n[task]) as usize;
+            if n == 0 {
+                continue;
+            }
+            let hp = st.tasks[task].host_pid;
+            if hp <= 0 || st.tasks[task].zombie {
+                continue;
+            }
+            let mb = st.tlb_mailbox(task);
+            if n <= FLUSH_CEILING {
+                let mine = self.entries[..self.used].iter().filter(|e| e.0 as usize == task);
+                for (slot, e) in mb.addrs.iter().zip(mine) {
+                    slot.store(e.1, Ordering::Relaxed);
+                }
+            }
+            mb.n.store(n, Ordering::Relaxed);
+            let req = mb.request.load(Ordering::Relaxed).wrapping_add(1);
+            mb.request.store(req, Ordering::Release);
+            sent += 1;
+            // SAFETY: a signal to a host process of this machine, whose handler only reads
+            // the mailbox and unmaps pages of its own view.
+            if unsafe { libc::kill(hp, tlb_signal()) } != 0 {
+                continue;
+            }
+            while mb.done.load(Ordering::Acquire) != req {
+                futex_wait(&mb.done, mb.done.load(Ordering::Relaxed));
+                if mb.done.load(Ordering::Acquire) != req && !host_alive(hp) {
+                    break;
+                }
+            }
+        }
+        self.used = 0;
+        sent
+    }
+}
+
+impl Default for TlbBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The target's side, from the signal handler: do what the mailbox asks of `host` (this
+/// process's own view).
+pub(crate) fn handle_flush_request(mb: &TlbMailbox, host: crate::mmu::Host) {
+    let req = mb.request.load(Ordering::Acquire);
+    if mb.done.load(Ordering::Relaxed) == req {
+        return;
+    }
+    let n = mb.n.load(Ordering::Relaxed);
+    if n > FLUSH_CEILING {
+        host.unmap(host.base(), host.size());
+    } else {
+        for a in &mb.addrs[..n] {
+            host.unmap(a.load(Ordering::Relaxed), PAGE_SIZE);
+        }
+    }
+    mb.received.fetch_add(1, Ordering::Relaxed);
+    mb.done.store(req, Ordering::Release);
+    // SAFETY: FUTEX_WAKE only wakes waiters; the word outlives the call.
+    unsafe { libc::syscall(libc::SYS_futex, mb.done.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+/// Sleep while `word` is `val`, for at most 20 ms.
+fn futex_wait(word: &AtomicU32, val: u32) {
+    let t = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+    let saved = ptalloc::errno();
+    // SAFETY: FUTEX_WAIT sleeps only while the word equals `val`, with a timeout; the word
+    // and `t` outlive the call.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, val, &t as *const libc::timespec)
+    };
+    ptalloc::set_errno(saved);
+}
+
+/// Whether host process `pid` is still running (not gone, not a zombie): read from
+/// `/proc/PID/stat` into a stack buffer.
+fn host_alive(pid: i32) -> bool {
+    use core::fmt::Write;
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    let mut path = crate::util::StackWriter::<40>::new();
+    let _ = write!(path, "/proc/{pid}/stat\0");
+    // SAFETY: a NUL-terminated path in our buffer.
+    let fd = unsafe { libc::open(path.as_bytes().as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: reading into our stack buffer, then closing our descriptor.
+    let n = unsafe {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return false;
+    }
+    let s = &buf[..n as usize];
+    // The state follows the last ')' (the command name may hold any byte).
+    match s.iter().rposition(|&b| b == b')') {
+        Some(i) if i + 2 < s.len() => !matches!(s[i + 2], b'Z' | b'X'),
+        _ => false,
+    }
+}

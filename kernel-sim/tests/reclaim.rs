@@ -1,0 +1,349 @@
+//! Memory under pressure: reclaim, swap and the swap cache. Machines with little RAM and a
+//! swap area run working sets several times their RAM — one process, a forked family, and
+//! ptalloc's model test — with every byte checked; the LRU's verdicts follow a scripted
+//! access pattern; `swapon` refuses what Linux refuses.
+
+use std::ffi::CString;
+
+use kernel_sim::{Config, Machine, MachineBox};
+
+const PAGE: usize = 4096;
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+const KPF_REFERENCED: u64 = 1 << 2;
+const KPF_LRU: u64 = 1 << 5;
+const KPF_ACTIVE: u64 = 1 << 6;
+const KPF_SWAPCACHE: u64 = 1 << 14;
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+
+fn small_machine(ram_mib: usize, swap_mib: usize) -> MachineBox {
+    Machine::boot(&Config { phys_bytes: ram_mib << 20, swap_bytes: swap_mib << 20, ..Config::DEFAULT })
+        .unwrap()
+}
+
+/// # Safety
+/// `addr` is a writable page of the calling process on its machine, which no Rust
+/// reference points into.
+unsafe fn poke(addr: usize, v: u64) {
+    // SAFETY: the caller's promise.
+    unsafe { (addr as *mut u64).write_volatile(v) }
+}
+
+/// # Safety
+/// `addr` is a readable page of the calling process on its machine.
+unsafe fn peek(addr: usize) -> u64 {
+    // SAFETY: the caller's promise.
+    unsafe { (addr as *const u64).read_volatile() }
+}
+
+fn pattern(seed: u64, page: usize, word: usize) -> u64 {
+    (seed << 40) ^ ((page as u64) << 8) ^ word as u64 ^ 0x5a5a_0000_0000
+}
+
+/// Write three words of every page of `[base, base + pages * PAGE)`.
+///
+/// # Safety
+/// A writable mapping of the calling process that nothing else uses.
+unsafe fn fill(base: usize, pages: usize, seed: u64) {
+    for i in 0..pages {
+        for w in [0, 255, 511] {
+            // SAFETY: the caller's promise.
+            unsafe { poke(base + i * PAGE + w * 8, pattern(seed, i, w)) };
+        }
+    }
+}
+
+/// Check the words `fill` wrote, visiting the pages in a scrambled order.
+///
+/// # Safety
+/// A readable mapping of the calling process.
+unsafe fn verify(base: usize, pages: usize, seed: u64) -> Result<(), String> {
+    let stride = 7919 % pages.max(1);
+    let stride = if stride == 0 { 1 } else { stride };
+    let mut i = 0;
+    for _ in 0..pages {
+        for w in [0, 255, 511] {
+            // SAFETY: the caller's promise.
+            let v = unsafe { peek(base + i * PAGE + w * 8) };
+            if v != pattern(seed, i, w) {
+                return Err(format!("page {i} word {w}: {v:#x}, wrote {:#x}", pattern(seed, i, w)));
+            }
+        }
+        i = (i + stride) % pages;
+    }
+    Ok(())
+}
+
+fn text(f: impl FnOnce(&mut String) -> std::fmt::Result) -> String {
+    let mut s = String::new();
+    f(&mut s).unwrap();
+    s
+}
+
+fn field(text: &str, label: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label).map(|r| r.trim().trim_end_matches("kB").trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {label} in {text}"))
+}
+
+#[test]
+fn anonymous_memory_four_times_ram_survives_swap() {
+    let m = small_machine(24, 160);
+    let swap_total = field(&text(|w| m.write_meminfo(w)), "SwapTotal:");
+    assert_eq!(swap_total, (160 << 10) - 4, "one page is the header");
+    let swaps = text(|w| m.write_swaps(w));
+    assert!(swaps.starts_with("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"), "{swaps}");
+    assert!(swaps.contains(" (deleted)") && swaps.contains("file\t163836\t\t0\t\t-2"), "{swaps}");
+    let pages = (96 << 20) / PAGE;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made, which only this test uses.
+    unsafe { fill(p, pages, 1) };
+    let v = text(|w| m.write_vmstat(w));
+    assert!(field(&v, "pswpout ") > 0 && field(&v, "pgsteal_kswapd ") > 0, "{v}");
+    // SAFETY: as above.
+    unsafe { verify(p, pages, 1) }.unwrap();
+    let c = m.counters();
+    let v = text(|w| m.write_vmstat(w));
+    assert!(field(&v, "pswpin ") > 0 && c.pgmajfault > 0 && c.maj_flt > 0, "{v}");
+    assert!(field(&v, "swap_ra ") > 0, "swap-in reads neighbouring slots: {v}");
+    let smaps = text(|w| m.write_smaps_rollup(w));
+    let status = text(|w| m.write_status(w));
+    let swapped = field(&smaps, "Swap:");
+    assert!(swapped > 32 << 10, "{smaps}");
+    assert_eq!(field(&status, "VmSwap:"), swapped, "{status}");
+    assert_eq!(field(&smaps, "SwapPss:"), swapped, "one process: each slot is all its own");
+    assert!(field(&smaps, "Rss:") < 24 << 10);
+    m.check().unwrap();
+    // Rewrite every other page (swapped-in pages give their slot up) and check all again.
+    for i in (0..pages).step_by(2) {
+        // SAFETY: as above.
+        unsafe { poke(p + i * PAGE, pattern(2, i, 0)) };
+    }
+    for i in 0..pages {
+        let want = if i % 2 == 0 { pattern(2, i, 0) } else { pattern(1, i, 0) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { peek(p + i * PAGE) }, want, "page {i}");
+    }
+    m.check().unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, pages * PAGE) }.unwrap();
+    let mi = text(|w| m.write_meminfo(w));
+    assert_eq!(field(&mi, "SwapFree:"), swap_total, "every slot back: {mi}");
+    assert_eq!(field(&mi, "SwapCached:"), 0, "{mi}");
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn lru_verdicts_follow_the_accesses() {
+    let m = small_machine(64, 64);
+    // Anonymous pages only, so the scan is over this test's pages.
+    m.set_swappiness(200).unwrap();
+    let (cold, hot) = (1024, 16);
+    let n = cold + hot;
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, n * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made; the hot pages last, nearest the list's head.
+    unsafe { fill(p, n, 3) };
+    let flags = |i: usize| {
+        let pm = m.pagemap(p + i * PAGE);
+        (pm & PM_PRESENT != 0).then(|| m.kpageflags((pm & ((1 << 55) - 1)) as usize))
+    };
+    let swapped = |r: std::ops::Range<usize>| r.filter(|&i| m.pagemap(p + i * PAGE) & PM_SWAP != 0).count();
+    for i in 0..n {
+        let f = flags(i).unwrap();
+        assert!(
+            f & KPF_LRU != 0 && f & (KPF_ACTIVE | KPF_REFERENCED) == 0,
+            "a new page starts inactive: {i} {f:#x}"
+        );
+    }
+    // First look at every page: each was touched once since it was mapped, so it is kept
+    // on the inactive list, marked referenced, its accessed bit cleared. Looked at a second
+    // time untouched, a cold page goes to swap.
+    m.reclaim();
+    for i in cold..n {
+        let f = flags(i).unwrap();
+        assert!(f & KPF_REFERENCED != 0 && f & KPF_ACTIVE == 0, "hot page {i} after one look: {f:#x}");
+    }
+    let first = swapped(0..cold);
+    assert!(first >= 32, "{first} cold pages swapped by the first reclaim");
+    // From now on the hot pages are used between reclaims; each touch of a page whose bit
+    // reclaim cleared faults once, to set it.
+    let mut rounds = 0;
+    while swapped(0..cold) < cold && rounds < 100 {
+        let faults = m.counters().faults;
+        for i in cold..n {
+            // SAFETY: as above.
+            unsafe { peek(p + i * PAGE) };
+        }
+        assert!(m.counters().faults - faults <= hot as u64);
+        m.reclaim();
+        if swapped(0..cold) < cold {
+            assert_eq!(
+                swapped(cold..n),
+                0,
+                "a hot page went to swap while cold ones were left (round {rounds})"
+            );
+        }
+        rounds += 1;
+    }
+    // The hot pages reached the tail once the cold ones were gone, used since their first
+    // look: activated.
+    assert!((cold..n).any(|i| flags(i).is_some_and(|f| f & KPF_ACTIVE != 0)), "no hot page was activated");
+    // A swapped page comes back with its bytes, in the swap cache (read back, not written).
+    let c = (0..cold).find(|&i| m.pagemap(p + i * PAGE) & PM_SWAP != 0).unwrap();
+    let maj = m.counters().maj_flt;
+    // SAFETY: as above.
+    assert_eq!(unsafe { peek(p + c * PAGE + 255 * 8) }, pattern(3, c, 255));
+    assert_eq!(m.counters().maj_flt, maj + 1);
+    assert!(flags(c).unwrap() & KPF_SWAPCACHE != 0, "read back, it keeps its slot");
+    // SAFETY: as above.
+    unsafe { poke(p + c * PAGE, 7) };
+    assert!(flags(c).unwrap() & KPF_SWAPCACHE == 0, "written, its slot goes");
+    m.check().unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, n * PAGE) }.unwrap();
+    m.check().unwrap();
+}
+
+#[test]
+fn swapon_refuses_what_linux_refuses() {
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, ..Config::DEFAULT }).unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = |name: &str| dir.join(format!("{name}-{}", std::process::id()));
+    let c = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    let plain = path("swap-plain");
+    std::fs::write(&plain, vec![0u8; 64 * PAGE]).unwrap();
+    assert_eq!(m.swapon(&c(&plain)), Err(kernel_sim::Errno::EINVAL), "no swap signature");
+    assert_eq!(
+        m.swapon(&c(&dir)),
+        Err(kernel_sim::Errno(libc::EISDIR)),
+        "a directory: open(O_RDWR) refuses it"
+    );
+    assert_eq!(m.swapon(&c(&path("swap-missing"))), Err(kernel_sim::Errno(libc::ENOENT)));
+    let tiny = path("swap-tiny");
+    std::fs::write(&tiny, vec![0u8; 4 * PAGE]).unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&tiny).unwrap();
+    use std::os::fd::AsRawFd;
+    assert_eq!(kernel_sim::mkswap(f.as_raw_fd(), 4 * PAGE), Err(kernel_sim::Errno::EINVAL));
+    let mi = text(|w| m.write_meminfo(w));
+    assert_eq!(field(&mi, "SwapTotal:"), 0, "nothing changed: {mi}");
+    let good = path("swap-good");
+    std::fs::write(&good, vec![0u8; 256 * PAGE]).unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&good).unwrap();
+    kernel_sim::mkswap(f.as_raw_fd(), 256 * PAGE).unwrap();
+    m.swapon(&c(&good)).unwrap();
+    assert_eq!(m.swapon(&c(&good)), Err(kernel_sim::Errno(libc::EBUSY)));
+    let swaps = text(|w| m.write_swaps(w));
+    assert!(swaps.contains(good.to_str().unwrap()) && swaps.contains("file\t1020\t\t0\t\t-2"), "{swaps}");
+    assert_eq!(m.set_swappiness(201), Err(kernel_sim::Errno::EINVAL));
+    m.set_swappiness(100).unwrap();
+    m.check().unwrap();
+    for p in [plain, tiny, good] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+/// A pipe: (write end, read end).
+fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: creating a pipe into a local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[1], fds[0])
+}
+
+#[test]
+fn a_forked_family_larger_than_ram_keeps_every_byte() {
+    let m = small_machine(32, 256);
+    let shared_pages = (16 << 20) / PAGE;
+    let own_pages = (24 << 20) / PAGE;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let a = unsafe { m.mmap(0, shared_pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made.
+    unsafe { fill(a, shared_pages, 10) };
+    let (to_parent, from_children) = pipe();
+    let mut kids = Vec::new();
+    for k in 0..3u64 {
+        // SAFETY: each child only makes raw system calls and uses the machine, then _exits.
+        let child = unsafe { m.fork() }.unwrap();
+        if child == 0 {
+            // The children run at once: each one's faults reclaim the others' pages.
+            // SAFETY: the child's own new mapping, and its copy of `a`.
+            let ok = unsafe {
+                let own = m.mmap(0, own_pages * PAGE, RW, ANON, -1, 0).unwrap();
+                fill(own, own_pages, 20 + k);
+                let r1 = verify(a, shared_pages, 10);
+                // Copy-on-write of a quarter of the shared pages, possibly from swap.
+                for i in (0..shared_pages).step_by(4) {
+                    poke(a + i * PAGE + 255 * 8, pattern(30 + k, i, 255));
+                }
+                let r2 = verify(own, own_pages, 20 + k);
+                let mut r3 = Ok(());
+                for i in 0..shared_pages {
+                    let want = if i % 4 == 0 { pattern(30 + k, i, 255) } else { pattern(10, i, 255) };
+                    if peek(a + i * PAGE + 255 * 8) != want {
+                        r3 = Err(());
+                    }
+                }
+                r1.is_ok() && r2.is_ok() && r3.is_ok() && m.check_mm().is_ok()
+            };
+            m.exit_process();
+            let v: u8 = if ok { 1 } else { 2 };
+            // SAFETY: a byte to the parent, then leaving the child.
+            unsafe {
+                libc::write(to_parent, (&v as *const u8).cast(), 1);
+                libc::_exit(0)
+            };
+        }
+        kids.push(child);
+    }
+    // The parent works on while its children run.
+    // SAFETY: the parent's own mapping.
+    unsafe { verify(a, shared_pages, 10) }.unwrap();
+    for _ in 0..3 {
+        let mut v = 0u8;
+        // SAFETY: reading one byte into a local.
+        assert_eq!(unsafe { libc::read(from_children, (&mut v as *mut u8).cast(), 1) }, 1);
+        assert_eq!(v, 1, "a child found a byte changed");
+    }
+    for pid in kids {
+        let status = m.waitpid(pid).unwrap();
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    }
+    // SAFETY: the parent's own mapping, untouched by the children's writes.
+    unsafe { verify(a, shared_pages, 10) }.unwrap();
+    let v = text(|w| m.write_vmstat(w));
+    assert!(field(&v, "pswpout ") > 0 && field(&v, "pswpin ") > 0, "{v}");
+    assert!(field(&v, "nr_tlb_remote_flush ") > 0, "reclaim took other processes' pages: {v}");
+    assert_eq!(field(&v, "nr_tlb_remote_flush "), field(&v, "nr_tlb_remote_flush_received "), "{v}");
+    m.check().unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(a, shared_pages * PAGE) }.unwrap();
+    let mi = text(|w| m.write_meminfo(w));
+    assert_eq!(field(&mi, "SwapFree:"), field(&mi, "SwapTotal:"), "{mi}");
+    m.check().unwrap();
+}
+
+#[test]
+fn ptalloc_runs_on_a_machine_smaller_than_its_heap() {
+    use ptalloc::Malloc;
+    use ptalloc_testkit::model::{Mix, Model};
+    let mb: &'static MachineBox = Box::leak(Box::new(small_machine(24, 256)));
+    let m: &'static Machine = mb;
+    // SAFETY: this machine's only allocator.
+    let sim: &'static Malloc<kernel_sim::SimKernel> =
+        Box::leak(Box::new(unsafe { Malloc::new(kernel_sim::SimKernel::on(m)) }));
+    let model = Model::new(sim, 3000);
+    let mix = Mix { slots: 3000, max_size: 8 << 20, ..Mix::default() };
+    model.run_random(&mix, 11, 30_000, 2000).unwrap();
+    let peak = m.counters().hiwater_rss;
+    let v = text(|w| m.write_vmstat(w));
+    assert!(field(&v, "pswpout ") > 0, "the heap outgrew RAM: {v}");
+    model.drain(&mut Default::default()).unwrap();
+    sim.check_heap().unwrap();
+    m.check().unwrap();
+    assert!(peak > 0);
+}
