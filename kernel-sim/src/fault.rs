@@ -123,13 +123,25 @@ fn access_error(vma: VmaPtr, access: Access) -> bool {
 }
 
 /// Resolve the PTE for `addr` in `vma` for a read or a write. Returns whether a PTE was
-/// changed.
+/// changed. A page mapped by a `VM_LOCKED` VMA leaves the LRU lists (`mlock_new_folio`).
 pub(crate) fn handle_mm_fault(
     st: &mut State,
     vma: VmaPtr,
     addr: usize,
     write: bool,
 ) -> Result<bool, FaultError> {
+    let r = handle_pte_fault(st, vma, addr, write);
+    if r.is_ok() && vma.flags() & crate::mm::VM_LOCKED != 0 {
+        let pgd = st.mm.pgd;
+        let e = crate::page_table::pte_lookup(&st.phys, pgd, addr & PAGE_MASK).map_or(0, |s| s.get());
+        if e & PTE_PRESENT != 0 && !pte_special(e) && crate::swap::page_lru_kind(st.phys.page(pte_pfn(e))) {
+            st.phys.set_mlocked(pte_pfn(e), true);
+        }
+    }
+    r
+}
+
+fn handle_pte_fault(st: &mut State, vma: VmaPtr, addr: usize, write: bool) -> Result<bool, FaultError> {
     st.phys.vmstat.pgfault += 1;
     // Reclaim before any PTE is looked at: nothing this fault holds can be taken.
     crate::vmscan::reclaim_before_alloc(st);
@@ -167,8 +179,8 @@ pub(crate) fn handle_mm_fault(
     }
     if e & PTE_PRESENT == 0 {
         // A PROT_NONE entry under an accessible VMA: give it the VMA's protection.
-        let n = crate::page_table::pte_modify(e, vma.flags(), !pte_special(e) && vma.flags() & VM_WRITE != 0)
-            | crate::page_table::PTE_ACCESSED;
+        let writable = crate::memory::pte_may_write(&st.phys, e, vma.flags());
+        let n = crate::page_table::pte_modify(e, vma.flags(), writable) | PTE_ACCESSED;
         slot.set(n);
         // SAFETY: `n` was just written to the PTE of `addr` (`slot` is pte_alloc's for it).
         unsafe { st.host.protect(addr, PAGE_SIZE, pte_host_prot(n)) };
@@ -259,11 +271,7 @@ fn new_anon_page(
     page.mapping.set(vma.anon().map_or(0, |a| a.addr()));
     st.mm.rss[MM_ANONPAGES] += 1;
     st.phys.vmstat.nr_anon_pages += 1;
-    if vma.flags() & crate::mm::VM_LOCKED != 0 {
-        st.phys.set_mlocked(pfn, true);
-    } else {
-        st.phys.lru_add(pfn);
-    }
+    st.phys.lru_add(pfn);
     Ok(pfn)
 }
 
@@ -409,9 +417,18 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
     st.phys.vmstat.cow_faults += 1;
     let page = st.phys.page(old);
     page.unmap_ref();
+    let unmapped = page.mapcount.get() == 0;
+    if unmapped && page.has(crate::page::PG_MLOCKED) {
+        st.phys.set_mlocked(old, false);
+    }
+    let page = st.phys.page(old);
     if page.has(PG_ANON) {
-        // An anonymous page another process still maps (after fork): it keeps it.
+        // An anonymous page another process still maps (after fork) keeps it; one only the
+        // swap cache holds now waits there for reclaim.
         st.mm.rss[MM_ANONPAGES] -= 1;
+        if unmapped {
+            st.phys.vmstat.nr_anon_pages -= 1;
+        }
     } else if page.has(PG_SWAPBACKED) {
         st.mm.rss[MM_SHMEMPAGES] -= 1;
     } else {
@@ -463,13 +480,15 @@ fn do_swap_page(
     if (write || st.phys.swap.vm_swap_full() || locked) && page.mapcount.get() == 1 {
         st.phys.try_free_swap(pfn);
     }
-    if locked {
-        st.phys.set_mlocked(pfn, true);
-    }
     let page = st.phys.page(pfn);
     let own = !page.has(PG_SWAPCACHE) && page.mapcount.get() == 1;
     let pte = if own { mk_pte_writable(pfn, vma.flags()) } else { mk_pte(pfn, vma.flags() & !VM_WRITE) };
     set_pte(st, addr, slot, pte);
+    if write && !own {
+        // A write to a page still shared through the swap cache: copy it now, as Linux's
+        // do_swap_page goes on to do_wp_page, so the access that faulted can complete.
+        do_wp_page(st, vma, addr, slot, pte)?;
+    }
     Ok(())
 }
 

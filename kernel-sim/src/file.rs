@@ -487,11 +487,32 @@ pub(crate) fn sys_pread(st: &mut State, fd: i32, buf: &mut [u8], pos: i64) -> Re
         return Err(Errno::EINVAL);
     }
     let f = rw_file(st, fd, FMODE_READ)?;
-    // Reclaim first: once the buffer is faulted in, nothing may take its pages.
-    crate::vmscan::reclaim_before_alloc(st);
-    fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), true)?;
-    kernel_read(st, f.inode, buf, pos as u64)
+    let mut done = 0;
+    while done < buf.len() {
+        let end = (done + IO_CHUNK).min(buf.len());
+        let chunk = &mut buf[done..end];
+        let n = chunk.len();
+        // Reclaim first, for the chunk's buffer pages and its cache pages: once the buffer
+        // is faulted in, nothing may take its pages until it is copied.
+        crate::vmscan::reclaim_for(st, 2 * (IO_CHUNK >> PAGE_SHIFT) + 4);
+        if let Err(e) = fault_in_buffer(st, chunk.as_ptr() as usize, n, true) {
+            return if done == 0 { Err(e) } else { Ok(done) };
+        }
+        let got = match kernel_read(st, f.inode, chunk, pos as u64 + done as u64) {
+            Ok(got) => got,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += got;
+        if got < n {
+            break;
+        }
+    }
+    Ok(done)
 }
+
+/// How much of a `pread` or `pwrite` buffer is faulted in and copied at a time.
+const IO_CHUNK: usize = 64 * PAGE_SIZE;
 
 /// Read from `inode` at `pos` through its page cache into `buf` (kernel memory, or a user
 /// buffer already faulted in): the bytes up to the end of the file (`kernel_read`).
@@ -532,9 +553,6 @@ pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Resul
         return Err(Errno::EINVAL);
     }
     let f = rw_file(st, fd, FMODE_WRITE)?;
-    // Reclaim first: once the buffer is faulted in, nothing may take its pages.
-    crate::vmscan::reclaim_before_alloc(st);
-    fault_in_buffer(st, buf.as_ptr() as usize, buf.len(), false)?;
     let inode = f.inode;
     let pos = if f.f_flags & libc::O_APPEND != 0 { inode.size_bytes.get() } else { pos as u64 };
     let max = (crate::shmem::MAX_INODE_PAGES as u64) << PAGE_SHIFT;
@@ -543,7 +561,17 @@ pub(crate) fn sys_pwrite(st: &mut State, fd: i32, buf: &[u8], pos: i64) -> Resul
     }
     let len = buf.len().min((max - pos) as usize);
     let mut done = 0;
+    let mut faulted_to = 0;
     while done < len {
+        if done >= faulted_to {
+            // As in `sys_pread`: reclaim, then fault the next chunk of the buffer in.
+            crate::vmscan::reclaim_for(st, 2 * (IO_CHUNK >> PAGE_SHIFT) + 4);
+            let n = IO_CHUNK.min(len - done);
+            if let Err(e) = fault_in_buffer(st, buf[done..].as_ptr() as usize, n, false) {
+                return if done == 0 { Err(e) } else { Ok(done) };
+            }
+            faulted_to = done + n;
+        }
         let at = pos + done as u64;
         let index = (at >> PAGE_SHIFT) as usize;
         let off = (at as usize) & (PAGE_SIZE - 1);

@@ -221,6 +221,7 @@ impl Machine {
         t.mm = child;
         t.files = files;
         t.stale = false;
+        t.needs_resync = false;
         t.zombie = false;
         let ready = &st.fork_ready;
         ready.store(0, core::sync::atomic::Ordering::Relaxed);

@@ -106,6 +106,9 @@ pub(crate) struct Task {
     /// Its page tables changed while another process ran (a truncation took pages from
     /// it): its host view may map more than they do, until it next takes the lock.
     pub stale: bool,
+    /// Its whole host view was flushed by a TLB shootdown: rebuilt from its page tables
+    /// when it next takes the lock (nothing it could reach was held back for it).
+    pub needs_resync: bool,
     /// It exited on the machine (its address space and files are gone) and waits for its
     /// parent's `waitpid`.
     pub zombie: bool,
@@ -113,7 +116,15 @@ pub(crate) struct Task {
 
 impl Task {
     pub(crate) fn free() -> Task {
-        Task { pid: 0, host_pid: 0, mm: Mm::empty(), files: Default::default(), stale: false, zombie: false }
+        Task {
+            pid: 0,
+            host_pid: 0,
+            mm: Mm::empty(),
+            files: Default::default(),
+            stale: false,
+            needs_resync: false,
+            zombie: false,
+        }
     }
 }
 
@@ -145,6 +156,14 @@ pub(crate) struct State {
     pub user_host: Host,
     /// The processes' TLB mailboxes (`Machine::tlb`), in the machine's shared mapping.
     tlb: *const crate::tlb::TlbMailbox,
+    /// The top of this host process's kernel stack for the machine (`kstack`), and whether
+    /// the lock holder runs on it.
+    pub kstack_top: usize,
+    pub on_kstack: bool,
+    /// The task the OOM killer chose, for the reaper on the kernel stack, and the pages
+    /// direct reclaim is to free, for `vmscan::reclaim_for` there.
+    pub oom_victim: usize,
+    pub reclaim_goal: usize,
 }
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
@@ -218,7 +237,10 @@ impl Drop for Guard<'_> {
         if st.phys.kswapd_woken {
             // kswapd, woken by an allocation below the low watermark, runs before anyone
             // else gets the machine.
-            crate::vmscan::kswapd(st);
+            crate::kstack::on_kernel_stack(st, |st| {
+                crate::vmscan::kswapd(st);
+                0
+            });
         }
         // SAFETY: the guard holds the lock, and the references it handed out borrow it, so
         // none outlives it.
@@ -308,6 +330,10 @@ impl State {
             me: 0,
             user_host: host,
             tlb: core::ptr::null(),
+            kstack_top: crate::kstack::kstack_alloc(),
+            on_kstack: false,
+            oom_victim: 0,
+            reclaim_goal: 0,
         };
         if config.swappiness > 200 {
             return Err(Errno::EINVAL);
@@ -404,9 +430,10 @@ impl State {
             self.current = to;
         }
         self.host = host;
-        if host.is_live() && self.tasks[to].stale {
+        if host.is_live() && (self.tasks[to].stale || self.tasks[to].needs_resync) {
             crate::fork::resync_host(&self.mm, &self.phys, host);
             self.tasks[to].stale = false;
+            self.tasks[to].needs_resync = false;
             self.free_deferred_if_settled();
         }
     }
@@ -701,12 +728,13 @@ impl Drop for MachineBox {
             unsafe { self.0.lock.unlock() };
             n
         };
+        if others > 0 {
+            // Still registered: this process keeps answering TLB shootdowns for its view.
+            return;
+        }
         let slot = self.0.slot.load(Ordering::Relaxed);
         if slot != usize::MAX {
             crate::signal::unregister(slot);
-        }
-        if others > 0 {
-            return;
         }
         let host = self.0.host;
         {

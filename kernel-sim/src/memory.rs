@@ -117,23 +117,28 @@ pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize,
         if !pte_present(e) {
             return;
         }
-        let writable = if pte_special(e) {
-            false
-        } else if flags & VM_SHARED != 0 {
-            // A shared file page stays read-only until written since its last write-back
-            // (write-notify); shmem pages need no notice.
-            !phys.page(pte_pfn(e)).has(PG_FILE) || e & PTE_DIRTY != 0
-        } else {
-            // The process's own page, not one it shares copy-on-write.
-            let p = phys.page(pte_pfn(e));
-            p.has(PG_ANON) && p.mapcount.get() == 1
-        };
-        let n = pte_modify(e, flags, writable && flags & VM_WRITE != 0);
+        let n = pte_modify(e, flags, pte_may_write(phys, e, flags));
         slot.set(n);
         // SAFETY: `n` was just written to the PTE of `addr` (the walk's slot for it), and
         // the walk changes no other entry of that page before the flush.
         unsafe { batch.push(addr, 0, pte_host_prot(n)) };
     });
+}
+
+/// Whether present entry `e` may allow writes under a VMA with `flags`: a shared file page
+/// only once dirtied since its last write-back (write-notify; shmem pages need no notice);
+/// in a private mapping only the process's own anonymous page — not one it shares
+/// copy-on-write, nor one in the swap cache, whose slot a write would make stale.
+pub(crate) fn pte_may_write(phys: &PhysMem, e: u64, flags: VmFlags) -> bool {
+    if pte_special(e) || flags & VM_WRITE == 0 {
+        return false;
+    }
+    let p = phys.page(pte_pfn(e));
+    if flags & VM_SHARED != 0 {
+        !p.has(PG_FILE) || e & PTE_DIRTY != 0
+    } else {
+        p.has(PG_ANON) && p.mapcount.get() == 1 && !p.has(PG_SWAPCACHE)
+    }
 }
 
 /// Make sure page tables exist for every page of `[start, end)`.

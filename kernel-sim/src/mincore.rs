@@ -33,6 +33,9 @@ pub(crate) fn sys_mincore(st: &mut State, start: usize, len: usize, vec: &mut [u
             let e = pte_lookup(&st.phys, st.mm.pgd, addr).map_or(0, |s| s.get());
             let resident = if pte_present(e) {
                 true
+            } else if crate::page_table::is_swap_pte(e) {
+                // A swapped-out page counts if it is still in the swap cache (`mincore_swap`).
+                st.phys.swap.cached_page(crate::page_table::pte_to_swp_offset(e)).is_some()
             } else if let Some(inode) = vma.file() {
                 crate::shmem::find_page(&st.phys, &inode, vma.pgoff_at(addr)).is_some()
             } else {

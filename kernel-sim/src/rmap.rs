@@ -121,6 +121,12 @@ pub(crate) fn folio_referenced(st: &mut State, pfn: usize) -> (usize, VmFlags) {
     (referenced, flags)
 }
 
+/// Whether a `VM_LOCKED` VMA of any process maps `pfn`.
+pub(crate) fn mapped_in_locked_vma(st: &State, pfn: usize) -> bool {
+    let hits = find_mappings(st, pfn);
+    hits.overflow || hits.hits[..hits.n].iter().flatten().any(|h| h.vma.flags() & crate::mm::VM_LOCKED != 0)
+}
+
 /// Unmap `pfn` from every process (`try_to_unmap`): an anonymous page, already in the
 /// swap cache, gets its slot's swap entry in each PTE; a page-cache page's PTEs are
 /// cleared. The calling process's view drops the page at once; the other processes' are
@@ -145,6 +151,11 @@ pub(crate) fn try_to_unmap(st: &mut State, pfn: usize, batch: &mut TlbBatch) -> 
         let (mm, phys) = mm_of(st, h.task);
         let page = phys.page(pfn);
         if anon {
+            if e & (crate::page_table::PTE_RW | PTE_DIRTY) != 0 {
+                // Written through this PTE (the host shows no dirty bit: writable is all
+                // there is to go by).
+                page.set(crate::page::PG_DIRTY);
+            }
             let slot = page.swap_slot();
             phys.swap.swap_duplicate(slot);
             h.slot.set(swp_entry_to_pte(slot));

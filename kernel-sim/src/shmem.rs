@@ -268,6 +268,8 @@ pub fn add_to_page_cache(phys: &mut PhysMem, inode: &Inode, index: usize) -> Res
         phys.vmstat.nr_shmem += 1;
     }
     phys.vmstat.nr_file_pages += 1;
+    // A regular file's page goes on the file LRU (shmem pages are never reclaimed here).
+    phys.lru_add(pfn);
     Ok(pfn)
 }
 

@@ -175,7 +175,12 @@ unsafe extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, 
                     // SAFETY: `ctx` is the signal's context.
                     unsafe { deliver(libc::SIGBUS, crate::fault::BUS_ADRERR, addr, ctx) };
                 }
-                Err(FaultError::Oom) => oom_kill(m, addr),
+                Err(FaultError::Oom) => {
+                    // Another process killed and its memory back: the access retries.
+                    if !m.out_of_memory() {
+                        oom_kill(m, addr)
+                    }
+                }
             }
             set_errno(saved);
             return;

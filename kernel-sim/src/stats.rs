@@ -21,9 +21,14 @@ pub enum Syscall {
     Fsync,
     Fadvise,
     Execve,
+    Mlock,
+    Munlock,
+    Mlockall,
+    Munlockall,
+    Swapon,
 }
 
-pub const NR_SYSCALLS: usize = 16;
+pub const NR_SYSCALLS: usize = 21;
 const SYSCALL_NAMES: [&str; NR_SYSCALLS] = [
     "brk",
     "mmap",
@@ -41,6 +46,11 @@ const SYSCALL_NAMES: [&str; NR_SYSCALLS] = [
     "fsync",
     "fadvise64",
     "execve",
+    "mlock",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "swapon",
 ];
 
 impl Syscall {

@@ -42,11 +42,17 @@ pub fn page_lru(page: &Page) -> usize {
     base + usize::from(page.has(PG_ACTIVE))
 }
 
-/// Whether reclaim could take the page: anonymous (in the swap cache or not) or a page
-/// of a regular file, and not locked in memory.
+/// Whether the page is of a kind the LRU lists hold: anonymous (in the swap cache or not)
+/// or a page of a regular file.
+#[inline]
+pub fn page_lru_kind(page: &Page) -> bool {
+    page.has(PG_ANON | PG_FILE | PG_SWAPCACHE)
+}
+
+/// Whether reclaim could take the page: of the LRU's kind and not locked in memory.
 #[inline]
 pub fn page_evictable(page: &Page) -> bool {
-    page.has(PG_ANON | PG_FILE | PG_SWAPCACHE) && !page.has(PG_MLOCKED)
+    page_lru_kind(page) && !page.has(PG_MLOCKED)
 }
 
 impl PhysMem {

@@ -224,6 +224,74 @@ impl Machine {
         crate::page_writeback::sync_all(&mut self.lock())
     }
 
+    /// `mlock2(2)` (`mlock(2)` with `flags` 0; `MLOCK_ONFAULT` is 1): lock the pages of the
+    /// range in memory, faulting them in unless on-fault. `EPERM` with a zero
+    /// `RLIMIT_MEMLOCK` (and no `CAP_IPC_LOCK`), `ENOMEM` beyond it or for a hole (the VMAs
+    /// before the hole are locked), `EINVAL` for unknown flags.
+    pub fn mlock2(&self, addr: usize, len: usize, flags: u32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        // SAFETY: a system call's walk; no VMA pointer outlives it.
+        let r = unsafe { crate::mlock::sys_mlock(&mut st, addr, len, flags) };
+        st.count(Syscall::Mlock, r.is_ok());
+        r
+    }
+
+    /// `mlock(2)`.
+    pub fn mlock(&self, addr: usize, len: usize) -> Result<(), Errno> {
+        self.mlock2(addr, len, 0)
+    }
+
+    /// `munlock(2)`: the pages of the range become reclaimable again (those no other locked
+    /// mapping holds). `ENOMEM` for a hole.
+    pub fn munlock(&self, addr: usize, len: usize) -> Result<(), Errno> {
+        let mut st = self.lock();
+        // SAFETY: as in `mlock2`.
+        let r = unsafe { crate::mlock::sys_munlock(&mut st, addr, len) };
+        st.count(Syscall::Munlock, r.is_ok());
+        r
+    }
+
+    /// `mlockall(2)` with `MCL_CURRENT` (1), `MCL_FUTURE` (2), `MCL_ONFAULT` (4).
+    pub fn mlockall(&self, flags: i32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        // SAFETY: as in `mlock2`.
+        let r = unsafe { crate::mlock::sys_mlockall(&mut st, flags, false) };
+        st.count(Syscall::Mlockall, r.is_ok());
+        r
+    }
+
+    /// `munlockall(2)`.
+    pub fn munlockall(&self) -> Result<(), Errno> {
+        let mut st = self.lock();
+        // SAFETY: as in `mlock2`.
+        let r = unsafe { crate::mlock::sys_mlockall(&mut st, 0, true) };
+        st.count(Syscall::Munlockall, r.is_ok());
+        r
+    }
+
+    /// The OOM killer, after a fault of the calling process found no frame: kill the
+    /// process `oom_badness` picks. Returns true if that was another process (its memory
+    /// is back, the fault may retry); false if it is the calling one, which must die.
+    pub fn out_of_memory(&self) -> bool {
+        let mut st = self.lock();
+        let me = st.me;
+        match crate::oom_kill::select_bad_process(&st) {
+            Some(v) if v != me => {
+                st.oom_victim = v;
+                crate::kstack::on_kernel_stack(&mut st, |st| {
+                    usize::from(crate::oom_kill::oom_kill_other(st, st.oom_victim))
+                }) != 0
+            }
+            _ => false,
+        }
+    }
+
+    /// `/proc/PID/oom_score` of the process (the calling one, or `as_process`'s).
+    pub fn oom_score(&self) -> usize {
+        let st = self.lock_view();
+        crate::oom_kill::oom_score(&st, &st.mm)
+    }
+
     /// `swapon(2)`: take the host file at `path`, prepared by [`crate::mkswap`] (or Linux's
     /// `mkswap`), as the machine's swap area. `EBUSY` if it has one, `EINVAL` if the file
     /// has no swap signature, is not a regular file or is too small, the host's error if it
@@ -236,6 +304,7 @@ impl Machine {
         }
         let mut st = self.lock();
         let r = crate::swapfile::swapon(&mut st.phys, fd, path.to_bytes());
+        st.count(Syscall::Swapon, r.is_ok());
         match r {
             Ok(()) => st.sys.total_swap_pages = st.phys.swap.total_pages(),
             // SAFETY: closing the descriptor just opened, which nothing else has.
@@ -284,7 +353,7 @@ impl Machine {
     }
 
     /// `/proc/kpageflags` for frame `pfn`, with Linux's bit numbers: REFERENCED 2, DIRTY 4,
-    /// LRU 5, ACTIVE 6, SLAB 7, BUDDY 10, MMAP 11, ANON 12, SWAPCACHE 14, SWAPBACKED 15,
+    /// LRU 5, ACTIVE 6, SLAB 7, BUDDY 10, MMAP 11, ANON 12, SWAPCACHE 13, SWAPBACKED 14,
     /// UNEVICTABLE 18, NOPAGE 20, ZERO_PAGE 24, PGTABLE 26, MLOCKED 33, RESERVED 32.
     pub fn kpageflags(&self, pfn: usize) -> u64 {
         use crate::page::*;
@@ -305,8 +374,8 @@ impl Machine {
             (PG_SLAB, 7),
             (PG_BUDDY, 10),
             (PG_ANON, 12),
-            (PG_SWAPCACHE, 14),
-            (PG_SWAPBACKED, 15),
+            (PG_SWAPCACHE, 13),
+            (PG_SWAPBACKED, 14),
             (PG_MLOCKED, 18),
             (PG_PGTABLE, 26),
             (PG_RESERVED, 32),
@@ -331,7 +400,7 @@ impl Machine {
     /// let go), then direct reclaim of up to 32 pages; returns the pages direct reclaim
     /// freed. For tests and demonstrations of reclaim.
     pub fn reclaim(&self) -> usize {
-        crate::vmscan::try_to_free_pages(&mut self.lock())
+        crate::kstack::on_kernel_stack(&mut self.lock(), crate::vmscan::try_to_free_pages)
     }
 
     /// Fault in the page at `addr` as an access would, without touching it (as

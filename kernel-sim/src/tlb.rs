@@ -93,7 +93,7 @@ impl TlbBatch {
     }
 
     /// Send every request and wait for each to be done. Returns the requests sent.
-    pub(crate) fn flush(&mut self, st: &crate::machine::State) -> u64 {
+    pub(crate) fn flush(&mut self, st: &mut crate::machine::State) -> u64 {
         let mut sent = 0;
         for task in 0..MAX_TASKS {
             let n = core::mem::take(&mut self.n[task]) as usize;
@@ -103,6 +103,11 @@ impl TlbBatch {
             let hp = st.tasks[task].host_pid;
             if hp <= 0 || st.tasks[task].zombie {
                 continue;
+            }
+            if n > FLUSH_CEILING {
+                // Its view is emptied whole, present pages included: it must map them
+                // again from its page tables before any change of protection.
+                st.tasks[task].needs_resync = true;
             }
             let mb = st.tlb_mailbox(task);
             if n <= FLUSH_CEILING {
@@ -115,16 +120,8 @@ impl TlbBatch {
             let req = mb.request.load(Ordering::Relaxed).wrapping_add(1);
             mb.request.store(req, Ordering::Release);
             sent += 1;
-            // SAFETY: a signal to a host process of this machine, whose handler only reads
-            // the mailbox and unmaps pages of its own view.
-            if unsafe { libc::kill(hp, tlb_signal()) } != 0 {
-                continue;
-            }
-            while mb.done.load(Ordering::Acquire) != req {
-                futex_wait(&mb.done, mb.done.load(Ordering::Relaxed));
-                if mb.done.load(Ordering::Acquire) != req && !host_alive(hp) {
-                    break;
-                }
+            if !send_and_wait(mb, hp, req) {
+                crate::util::bug("a process did not answer a TLB shootdown in 30 s", hp as usize, task);
             }
         }
         self.used = 0;
@@ -136,6 +133,39 @@ impl Default for TlbBatch {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Signal host process `hp` and wait until it has done request `req`. True when done or
+/// when the process is gone; false only after 30 s without an answer from a live one.
+fn send_and_wait(mb: &TlbMailbox, hp: i32, req: u32) -> bool {
+    let mut waited_ms = 0u32;
+    loop {
+        // SAFETY: a signal to a host process of this machine, whose handler only reads the
+        // mailbox and unmaps pages of its own view.
+        if unsafe { libc::kill(hp, tlb_signal()) } == 0 {
+            break;
+        }
+        if ptalloc::errno() == libc::ESRCH {
+            return true;
+        }
+        // EAGAIN (its queue of signals is full): try again shortly.
+        futex_wait(&mb.done, mb.done.load(Ordering::Relaxed));
+        waited_ms += 20;
+        if waited_ms >= 30_000 {
+            return false;
+        }
+    }
+    while mb.done.load(Ordering::Acquire) != req {
+        futex_wait(&mb.done, mb.done.load(Ordering::Relaxed));
+        waited_ms += 20;
+        if mb.done.load(Ordering::Acquire) != req && !host_alive(hp) {
+            return true;
+        }
+        if waited_ms >= 30_000 {
+            return false;
+        }
+    }
+    true
 }
 
 /// The target's side, from the signal handler: do what the mailbox asks of `host` (this
@@ -171,12 +201,13 @@ fn futex_wait(word: &AtomicU32, val: u32) {
     ptalloc::set_errno(saved);
 }
 
-/// Whether host process `pid` is still running (not gone, not a zombie): read from
-/// `/proc/PID/stat` into a stack buffer.
-fn host_alive(pid: i32) -> bool {
+/// Whether host process `pid` may still be running: false only when it is known gone
+/// (`ESRCH`) or a zombie (its state in `/proc/PID/stat`, read into a stack buffer); a
+/// state that cannot be read counts as running.
+pub(crate) fn host_alive(pid: i32) -> bool {
     use core::fmt::Write;
     // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
+    if unsafe { libc::kill(pid, 0) } != 0 && ptalloc::errno() == libc::ESRCH {
         return false;
     }
     let mut path = crate::util::StackWriter::<40>::new();
@@ -184,7 +215,7 @@ fn host_alive(pid: i32) -> bool {
     // SAFETY: a NUL-terminated path in our buffer.
     let fd = unsafe { libc::open(path.as_bytes().as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
-        return false;
+        return true;
     }
     let mut buf = [0u8; 256];
     // SAFETY: reading into our stack buffer, then closing our descriptor.
@@ -194,12 +225,12 @@ fn host_alive(pid: i32) -> bool {
         n
     };
     if n <= 0 {
-        return false;
+        return true;
     }
     let s = &buf[..n as usize];
     // The state follows the last ')' (the command name may hold any byte).
     match s.iter().rposition(|&b| b == b')') {
         Some(i) if i + 2 < s.len() => !matches!(s[i + 2], b'Z' | b'X'),
-        _ => false,
+        _ => true,
     }
 }

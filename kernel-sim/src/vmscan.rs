@@ -199,6 +199,10 @@ fn shrink_inactive_list(st: &mut State, sc: &mut ScanControl, lru: usize, nr: us
         let sent = batch.flush(st);
         st.phys.vmstat.nr_tlb_remote_flush += sent;
     }
+    // A process whose view is stale (a truncation took pages from it) may still reach
+    // pages no PTE maps: frees wait until it has rebuilt its view.
+    let stale = st.tasks.iter().any(|t| t.stale);
+    st.phys.defer_user_frees |= stale;
     let mut freed = 0;
     for i in 0..n {
         if !go[i] {
@@ -210,6 +214,10 @@ fn shrink_inactive_list(st: &mut State, sc: &mut ScanControl, lru: usize, nr: us
         } else {
             putback(st, pfn, true);
         }
+    }
+    if stale {
+        st.phys.defer_user_frees = false;
+        st.free_deferred_if_settled();
     }
     if sc.kswapd {
         st.phys.vmstat.pgsteal_kswapd += freed as u64;
@@ -245,6 +253,10 @@ fn reclaim_page(st: &mut State, pfn: usize) -> bool {
     }
     // SAFETY: a page-cache page points at its inode, which lives while it has pages.
     let inode: crate::shmem::InodePtr = unsafe { crate::kptr::KPtr::from_addr(p.mapping.get()) };
+    if !inode.is_host() {
+        // Nothing to read it back from (the boot image's inode).
+        return false;
+    }
     let index = p.index.get() as usize;
     if p.has(PG_DIRTY)
         && crate::page_writeback::write_dirty_pages(&mut st.phys, &inode, index, index + 1).is_err()
@@ -337,9 +349,21 @@ pub(crate) fn try_to_free_pages(st: &mut State) -> usize {
 /// fault may take, reclaim directly. Stops when reclaim frees nothing (the allocation may
 /// then fail, and the fault with it).
 pub(crate) fn reclaim_before_alloc(st: &mut State) {
-    while !st.phys.reclaim_disabled && !zone_ok(st, WMARK_MIN, FAULT_RESERVE) {
-        if try_to_free_pages(st) == 0 {
-            break;
-        }
+    reclaim_for(st, FAULT_RESERVE);
+}
+
+/// As `reclaim_before_alloc`, for a call that will allocate up to `pages` pages.
+pub(crate) fn reclaim_for(st: &mut State, pages: usize) {
+    if st.phys.reclaim_disabled || zone_ok(st, WMARK_MIN, pages) {
+        return;
     }
+    st.reclaim_goal = pages;
+    crate::kstack::on_kernel_stack(st, |st| {
+        while !zone_ok(st, WMARK_MIN, st.reclaim_goal) {
+            if try_to_free_pages(st) == 0 {
+                break;
+            }
+        }
+        0
+    });
 }

@@ -14,7 +14,7 @@ const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
 const KPF_REFERENCED: u64 = 1 << 2;
 const KPF_LRU: u64 = 1 << 5;
 const KPF_ACTIVE: u64 = 1 << 6;
-const KPF_SWAPCACHE: u64 = 1 << 14;
+const KPF_SWAPCACHE: u64 = 1 << 13;
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 
@@ -116,6 +116,14 @@ fn anonymous_memory_four_times_ram_survives_swap() {
     assert_eq!(field(&status, "VmSwap:"), swapped, "{status}");
     assert_eq!(field(&smaps, "SwapPss:"), swapped, "one process: each slot is all its own");
     assert!(field(&smaps, "Rss:") < 24 << 10);
+    m.check().unwrap();
+    // Pages read back are in the swap cache, read-only: an mprotect round trip must not
+    // make them writable behind the cache's back (the rewrite below would be lost).
+    // SAFETY: the protection only goes back to what it was; nothing reads meanwhile.
+    unsafe {
+        m.mprotect(p, pages * PAGE, libc::PROT_READ).unwrap();
+        m.mprotect(p, pages * PAGE, RW).unwrap();
+    }
     m.check().unwrap();
     // Rewrite every other page (swapped-in pages give their slot up) and check all again.
     for i in (0..pages).step_by(2) {
@@ -315,6 +323,13 @@ fn a_forked_family_larger_than_ram_keeps_every_byte() {
     }
     // SAFETY: the parent's own mapping, untouched by the children's writes.
     unsafe { verify(a, shared_pages, 10) }.unwrap();
+    // The children are gone: the parent's pages are its own again, some after its view
+    // was flushed whole by their reclaim. Writing them reuses them in place.
+    // SAFETY: as above.
+    unsafe {
+        fill(a, shared_pages, 11);
+        verify(a, shared_pages, 11).unwrap();
+    }
     let v = text(|w| m.write_vmstat(w));
     assert!(field(&v, "pswpout ") > 0 && field(&v, "pswpin ") > 0, "{v}");
     assert!(field(&v, "nr_tlb_remote_flush ") > 0, "reclaim took other processes' pages: {v}");
@@ -346,4 +361,233 @@ fn ptalloc_runs_on_a_machine_smaller_than_its_heap() {
     sim.check_heap().unwrap();
     m.check().unwrap();
     assert!(peak > 0);
+}
+
+const KPF_UNEVICTABLE: u64 = 1 << 18;
+const KPF_MLOCKED: u64 = 1 << 33;
+
+fn page_flags(m: &Machine, addr: usize) -> Option<u64> {
+    let pm = m.pagemap(addr);
+    (pm & PM_PRESENT != 0).then(|| m.kpageflags((pm & ((1 << 55) - 1)) as usize))
+}
+
+#[test]
+fn locked_pages_are_never_reclaimed() {
+    let m = small_machine(24, 160);
+    m.set_rlimits(kernel_sim::Rlimits { memlock: 4 << 20, ..m.rlimits() });
+    let locked = 512;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let l = unsafe { m.mmap(0, locked * PAGE, RW, ANON, -1, 0) }.unwrap();
+    m.mlock(l + 5, locked * PAGE - 5).unwrap();
+    let status = text(|w| m.write_status(w));
+    assert_eq!(field(&status, "VmLck:"), 2048, "{status}");
+    // mlock faulted every page in (written: a private writable mapping), off the LRU.
+    for i in 0..locked {
+        let f = page_flags(&m, l + i * PAGE).expect("populated");
+        assert!(f & KPF_MLOCKED != 0 && f & KPF_UNEVICTABLE != 0 && f & KPF_LRU == 0, "page {i}: {f:#x}");
+    }
+    assert_eq!(field(&text(|w| m.write_meminfo(w)), "Mlocked:"), 2048);
+    // SAFETY: the locked mapping, which only this test uses.
+    unsafe { fill(l, locked, 40) };
+    // Four times RAM of other memory goes through swap; the locked pages stay.
+    let pages = (96 << 20) / PAGE;
+    // SAFETY: as above.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: as above.
+    unsafe { fill(p, pages, 41) };
+    assert!(field(&text(|w| m.write_vmstat(w)), "pswpout ") > 0);
+    for i in 0..locked {
+        assert!(m.pagemap(l + i * PAGE) & PM_PRESENT != 0, "locked page {i} stayed resident");
+    }
+    // SAFETY: as above.
+    unsafe { verify(l, locked, 40) }.unwrap();
+    // SAFETY: as above.
+    unsafe { verify(p, pages, 41) }.unwrap();
+    // Beyond RLIMIT_MEMLOCK (4 MiB, 2 MiB of it used): ENOMEM; relocking what is locked
+    // counts nothing.
+    assert_eq!(m.mlock(p, 3 << 20), Err(kernel_sim::Errno::ENOMEM));
+    m.mlock(l, locked * PAGE).unwrap();
+    assert_eq!(field(&text(|w| m.write_status(w)), "VmLck:"), 2048);
+    // munlock gives the pages back to the LRU.
+    m.munlock(l, locked * PAGE / 2).unwrap();
+    assert_eq!(field(&text(|w| m.write_status(w)), "VmLck:"), 1024);
+    let f = page_flags(&m, l).unwrap();
+    assert!(f & (KPF_MLOCKED | KPF_UNEVICTABLE) == 0 && f & KPF_LRU != 0, "{f:#x}");
+    assert!(page_flags(&m, l + (locked - 1) * PAGE).unwrap() & KPF_MLOCKED != 0);
+    m.check().unwrap();
+    // Errors: unknown flags, a hole (the part before it is locked), no RLIMIT_MEMLOCK.
+    assert_eq!(m.mlock2(l, PAGE, 2), Err(kernel_sim::Errno::EINVAL));
+    // SAFETY: nothing refers to the page unmapped to make a hole.
+    unsafe { m.munmap(l + 8 * PAGE, PAGE) }.unwrap();
+    assert_eq!(m.mlock(l, 16 * PAGE), Err(kernel_sim::Errno::ENOMEM));
+    assert!(page_flags(&m, l).unwrap() & KPF_MLOCKED != 0, "locked up to the hole");
+    let unlimited = m.rlimits();
+    m.set_rlimits(kernel_sim::Rlimits { memlock: 0, ..unlimited });
+    assert_eq!(m.mlock(l, PAGE), Err(kernel_sim::Errno(libc::EPERM)));
+    assert_eq!(m.mlockall(1), Err(kernel_sim::Errno(libc::EPERM)));
+    m.set_rlimits(unlimited);
+    assert_eq!(m.mlockall(0), Err(kernel_sim::Errno::EINVAL));
+    assert_eq!(m.mlockall(4), Err(kernel_sim::Errno::EINVAL), "MCL_ONFAULT alone");
+    // SAFETY: nothing refers into the mappings.
+    unsafe {
+        m.munmap(l, locked * PAGE).unwrap();
+        m.munmap(p, pages * PAGE).unwrap();
+    }
+    assert_eq!(field(&text(|w| m.write_status(w)), "VmLck:"), 0);
+    assert_eq!(field(&text(|w| m.write_meminfo(w)), "Mlocked:"), 0);
+    m.check().unwrap();
+}
+
+#[test]
+fn mlockall_future_locks_and_populates_new_memory_and_brk() {
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, ..Config::DEFAULT }).unwrap();
+    m.set_rlimits(kernel_sim::Rlimits { memlock: u64::MAX, ..m.rlimits() });
+    // MLOCK_ONFAULT: nothing faulted in; each page touched later is locked.
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let q = unsafe { m.mmap(0, 8 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    m.mlock2(q, 8 * PAGE, 1).unwrap();
+    assert_eq!(m.pagemap(q) & PM_PRESENT, 0, "on fault: not populated");
+    // SAFETY: the mapping just made.
+    unsafe { poke(q + PAGE, 1) };
+    assert!(page_flags(&m, q + PAGE).unwrap() & KPF_MLOCKED != 0);
+    let rss0 = m.counters().rss;
+    m.mlockall(1 | 2).unwrap();
+    let status = text(|w| m.write_status(w));
+    assert_eq!(field(&status, "VmLck:"), field(&status, "VmSize:"), "every VMA locked: {status}");
+    // sys_brk's populate branch: the heap's new pages are faulted in by brk itself.
+    let b = m.current_break();
+    let rss1 = m.counters().rss;
+    assert!(rss1 > rss0, "MCL_CURRENT populated what was mapped");
+    // SAFETY: growing the break takes nothing away.
+    let nb = unsafe { m.brk(b + 64 * PAGE) };
+    assert_eq!(nb, b + 64 * PAGE);
+    assert_eq!(m.counters().rss - rss1, 64, "brk populated its 64 new pages");
+    assert!(page_flags(&m, b).unwrap() & KPF_MLOCKED != 0);
+    // A new mapping is locked and populated too (def_flags).
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let r = unsafe { m.mmap(0, 16 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    assert!(m.vma_at(r).unwrap().flags & 0x2000 != 0, "VM_LOCKED");
+    assert!(page_flags(&m, r + 15 * PAGE).unwrap() & KPF_MLOCKED != 0);
+    m.check().unwrap();
+    m.munlockall().unwrap();
+    assert_eq!(field(&text(|w| m.write_status(w)), "VmLck:"), 0);
+    assert!(page_flags(&m, r).unwrap() & KPF_LRU != 0);
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let s = unsafe { m.mmap(0, 4 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    assert_eq!(m.pagemap(s) & PM_PRESENT, 0, "def_flags cleared: not populated");
+    m.check().unwrap();
+}
+
+fn send_byte(fd: i32, v: u8) {
+    // SAFETY: writing one byte from a local.
+    assert_eq!(unsafe { libc::write(fd, (&v as *const u8).cast(), 1) }, 1);
+}
+
+/// One byte from `fd`; a child waiting longer than 30 s (its parent failed) ends itself.
+fn recv_byte(fd: i32) -> u8 {
+    let mut v = 0u8;
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: polling one descriptor of ours, then reading one byte into a local.
+    unsafe {
+        if libc::poll(&mut pfd, 1, 30_000) != 1 || libc::read(fd, (&mut v as *mut u8).cast(), 1) != 1 {
+            libc::_exit(98);
+        }
+    }
+    v
+}
+
+#[test]
+fn the_oom_killer_takes_the_process_oom_badness_picks() {
+    // No swap: nothing anonymous can be reclaimed.
+    let m = Machine::boot(&Config { phys_bytes: 32 << 20, ..Config::DEFAULT }).unwrap();
+    let (to_parent, from_children) = pipe();
+    let mut kids = Vec::new();
+    let mut go = Vec::new();
+    for (k, mib) in [(0u64, 6usize), (1, 14)] {
+        let (to_child, from_parent) = pipe();
+        // SAFETY: the child only makes raw system calls and uses the machine, then _exits.
+        let child = unsafe { m.fork() }.unwrap();
+        if child == 0 {
+            let pages = (mib << 20) / PAGE;
+            // SAFETY: the child's own new mapping.
+            let ok = unsafe {
+                let own = m.mmap(0, pages * PAGE, RW, ANON, -1, 0).unwrap();
+                fill(own, pages, 50 + k);
+                send_byte(to_parent, 1);
+                recv_byte(from_parent);
+                verify(own, pages, 50 + k).is_ok()
+            };
+            m.exit_process();
+            send_byte(to_parent, if ok { 1 } else { 2 });
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(0) };
+        }
+        assert_eq!(recv_byte(from_children), 1);
+        kids.push(child);
+        go.push(to_child);
+    }
+    let scores: Vec<usize> = kids.iter().map(|&pid| m.as_process(pid, || m.oom_score()).unwrap()).collect();
+    assert!(scores[1] > scores[0] && scores[1] > m.oom_score(), "{scores:?}, parent {}", m.oom_score());
+    // The parent's 12 MiB do not fit beside the children's 20: at the fault that finds no
+    // frame, the 14 MiB child has the highest badness and goes.
+    let pages = (12 << 20) / PAGE;
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made.
+    unsafe { fill(p, pages, 52) };
+    // SAFETY: as above.
+    unsafe { verify(p, pages, 52) }.unwrap();
+    assert_eq!(field(&text(|w| m.write_vmstat(w)), "oom_kill "), 1);
+    let status = m.waitpid(kids[1]).unwrap();
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "{status:#x}");
+    // The other child lives on, its memory intact.
+    send_byte(go[0], 1);
+    assert_eq!(recv_byte(from_children), 1, "the small child's bytes");
+    assert!(libc::WIFEXITED(m.waitpid(kids[0]).unwrap()));
+    m.check().unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, pages * PAGE) }.unwrap();
+    m.check().unwrap();
+}
+
+#[test]
+fn pread_and_pwrite_reach_swapped_buffers() {
+    let m = small_machine(24, 160);
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("swap-io-{}", std::process::id()));
+    let len = 6 << 20;
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    let fd = m.open(&cpath, libc::O_RDWR, 0).unwrap();
+    // A buffer written, then pushed to swap by four times RAM of other memory.
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let buf = unsafe { m.mmap(0, len, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made.
+    unsafe { fill(buf, len / PAGE, 60) };
+    let pages = (96 << 20) / PAGE;
+    // SAFETY: as above.
+    let other = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: as above.
+    unsafe { fill(other, pages, 61) };
+    assert!((0..len / PAGE).any(|i| m.pagemap(buf + i * PAGE) & PM_SWAP != 0), "the buffer was swapped");
+    // SAFETY: the buffer is this test's simulated memory, which nothing else uses; the
+    // slice lives only for the call.
+    let n = m.pread(fd, unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, len) }, 0).unwrap();
+    assert_eq!(n, len);
+    // SAFETY: as above.
+    let got = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+    assert!(got == &bytes[..], "pread filled the swapped buffer with the file's bytes");
+    // And back: push the buffer out again, then pwrite it at an offset.
+    // SAFETY: as above.
+    unsafe { fill(other, pages, 62) };
+    // SAFETY: as above.
+    let n = m.pwrite(fd, unsafe { std::slice::from_raw_parts(buf as *const u8, len) }, len as i64).unwrap();
+    assert_eq!(n, len);
+    m.fsync(fd).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    assert!(on_disk[len..] == bytes[..], "pwrite from the swapped buffer");
+    m.close(fd).unwrap();
+    m.check().unwrap();
+    std::fs::remove_file(&path).unwrap();
 }

@@ -1,0 +1,81 @@
+//! A kernel stack for the deep paths (reclaim, the OOM reaper).
+//!
+//! The fault handler runs on the thread's alternate signal stack, which Rust's runtime makes
+//! 8 KiB; the host's signal frame takes a good part of it. Reclaim (the LRU scan, the
+//! reverse map, the TLB shootdown) and tearing down a killed process's address space need
+//! more, so they run on a stack of their own, as Linux runs them on a kernel stack rather
+//! than the user's. One per machine in each host process (a private mapping, so a forked
+//! process has its own copy at the same address) suffices: only the holder of the machine
+//! lock uses it, and a path already on it calls straight through.
+
+use crate::machine::State;
+
+/// Size of the kernel stack.
+pub const KSTACK_SIZE: usize = 256 << 10;
+
+/// Map a kernel stack (with a guard page below it); its top, or 0 if the host refused.
+pub(crate) fn kstack_alloc() -> usize {
+    let guard = crate::page::PAGE_SIZE;
+    // SAFETY: a fresh anonymous mapping; nothing is replaced.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            KSTACK_SIZE + guard,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return 0;
+    }
+    // SAFETY: the lowest page of our own mapping becomes the guard.
+    unsafe { libc::mprotect(p, guard, libc::PROT_NONE) };
+    p as usize + guard + KSTACK_SIZE
+}
+
+struct Call<'a> {
+    st: &'a mut State,
+    f: fn(&mut State) -> usize,
+    ret: usize,
+}
+
+extern "C" fn trampoline(arg: *mut u8) {
+    // SAFETY: `arg` is the `Call` that `on_kernel_stack` passed, alive and not otherwise
+    // used until this returns.
+    let c = unsafe { &mut *(arg as *mut Call<'_>) };
+    c.ret = (c.f)(c.st);
+}
+
+/// Run `f(st)` on the machine's kernel stack (directly if already on it, or without one).
+pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usize {
+    let top = st.kstack_top;
+    if top == 0 || st.on_kstack || !cfg!(target_arch = "x86_64") {
+        return f(st);
+    }
+    st.on_kstack = true;
+    let mut call = Call { st, f, ret: 0 };
+    let arg = &mut call as *mut Call<'_> as *mut u8;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `top` is the 16-byte aligned top of a stack this process mapped for the
+    // machine, which nothing else uses now (the machine lock is held and `on_kstack` was
+    // clear). The old stack pointer is kept in r12, which the callee preserves, and
+    // restored after the call; `trampoline` is an `extern "C"` function that neither
+    // unwinds (the paths it runs do not panic) nor returns elsewhere.
+    unsafe {
+        core::arch::asm!(
+            "mov r12, rsp",
+            "mov rsp, {top}",
+            "call {f}",
+            "mov rsp, r12",
+            top = in(reg) top,
+            f = in(reg) trampoline as extern "C" fn(*mut u8),
+            in("rdi") arg,
+            out("r12") _,
+            clobber_abi("C"),
+        );
+    }
+    call.st.on_kstack = false;
+    call.ret
+}
