@@ -696,6 +696,72 @@ impl Machine {
         writeln!(w, "ksim_cow_faults {}", c.cow_faults)
     }
 
+    /// The machine's kernel layout: x86-64 with 4-level paging, as it runs on.
+    pub fn kernel_layout(&self) -> crate::kernel_layout::KernelLayout {
+        crate::kernel_layout::KernelLayout::new(crate::kernel_layout::Arch::X86_64)
+    }
+
+    /// The kernel address of the byte at host address `addr` of simulated physical memory
+    /// (a slab object, a page table, `mem_map`): its frame in the direct map.
+    pub fn kernel_address(&self, addr: usize) -> Option<u64> {
+        let st = self.lock();
+        let pfn = st.phys.virt_to_pfn(addr);
+        (pfn < st.phys.nr_frames())
+            .then(|| self.kernel_layout().pfn_to_kaddr(pfn as u64) + (addr % crate::page::PAGE_SIZE) as u64)
+    }
+
+    /// Where the machine's own objects are in its kernel address space: RAM in the direct
+    /// map, `mem_map` (as frames of it) and the `struct page` array in vmemmap, the running
+    /// process's page-table root and first VMA, the slab and page-table pages, and
+    /// `virt_to_page` / `page_to_virt` of the root table's frame.
+    pub fn write_kernel_objects(&self, w: &mut dyn Write) -> fmt::Result {
+        let l = self.kernel_layout();
+        let (nr_frames, mem_map_pfn, pgd, vma, slabs, tables) = {
+            let st = self.lock_view();
+            let mm_pfn = st.phys.virt_to_pfn(st.phys.page(0) as *const _ as usize);
+            let vma = st
+                .mm
+                .vmas
+                .first()
+                .map(|v| st.phys.virt_to_pfn(v.addr()) as u64 * 4096 + (v.addr() % 4096) as u64);
+            (
+                st.phys.nr_frames() as u64,
+                mm_pfn as u64,
+                st.mm.pgd as u64,
+                vma,
+                st.slab.caches.iter().map(|c| c.nr_slabs).sum::<usize>(),
+                st.phys.vmstat.nr_page_table_pages,
+            )
+        };
+        let line =
+            |w: &mut dyn Write, what: &str, a: u64, b: u64| writeln!(w, "{what:<44} {a:016x}-{b:016x}");
+        line(w, "RAM (the direct map's used part)", l.page_offset, l.pfn_to_kaddr(nr_frames) - 1)?;
+        line(
+            w,
+            "mem_map (the simulation's Page array)",
+            l.pfn_to_kaddr(mem_map_pfn),
+            l.pfn_to_kaddr(nr_frames) - 1,
+        )?;
+        line(
+            w,
+            "struct page array (vmemmap)",
+            l.vmemmap,
+            l.vmemmap + nr_frames * crate::kernel_layout::STRUCT_PAGE_SIZE - 1,
+        )?;
+        let pgd_k = l.pfn_to_kaddr(pgd);
+        writeln!(w, "{:<44} {pgd_k:016x}", "the process's PGD (mm->pgd)")?;
+        if let Some(off) = vma {
+            writeln!(w, "{:<44} {:016x}", "its first vm_area_struct", l.page_offset + off)?;
+        }
+        writeln!(w, "{:<44} {slabs} pages, {tables} page-table pages", "slab caches")?;
+        let page = l.virt_to_page(pgd_k).unwrap_or(0);
+        writeln!(
+            w,
+            "virt_to_page({pgd_k:#x}) = {page:#x}, page_to_virt of that = {:#x}",
+            l.page_to_virt(page).unwrap_or(0)
+        )
+    }
+
     /// `/proc/swaps`.
     pub fn write_swaps(&self, w: &mut dyn Write) -> fmt::Result {
         let line = crate::swapfile::SwapsLine::of(&self.lock_view().phys.swap);

@@ -1,0 +1,346 @@
+//! The kernel's half of the address space: where Linux 6.18 puts the direct map, vmalloc,
+//! the `struct page` array (vmemmap), the KASAN shadow, the kernel image, modules and the
+//! fixmap, computed from the architecture's constants as the kernel computes them — x86-64
+//! with 4-level and 5-level paging (`arch/x86/include/asm/pgtable_64_types.h`, listed in
+//! `Documentation/arch/x86/x86_64/mm.rst`) and arm64 with 4 KiB pages and 39- or 48-bit
+//! virtual addresses (`arch/arm64/include/asm/memory.h`, `Documentation/arch/arm64/
+//! memory.rst`) — rendered as text (one region a line: name, start-end, size) and as an SVG.
+//!
+//! A machine's own kernel objects get kernel addresses in it: frame `pfn` is at
+//! `PAGE_OFFSET + pfn * PAGE_SIZE` in the direct map and its `struct page` at
+//! `vmemmap + pfn * sizeof(struct page)` (Linux's `struct page` is 64 bytes; this
+//! simulation's `Page` is smaller, and the vmemmap addresses use Linux's size), so
+//! `virt_to_page` and `page_to_virt` work on kernel addresses; slab objects, page tables
+//! and `mem_map` itself are frames of the direct map.
+//!
+//! Not yet: 32-bit x86 (the 3G/1G split, the 896 MiB direct map, highmem, pkmap), whose
+//! fixmap size depends on configuration the simulation does not model.
+
+use core::fmt::{self, Write};
+
+/// Linux's `sizeof(struct page)` on 64-bit (`STRUCT_PAGE_MAX_SHIFT` 6).
+pub const STRUCT_PAGE_SIZE: u64 = 64;
+const PAGE_SIZE: u64 = 4096;
+const TB: u64 = 1 << 40;
+const GB: u64 = 1 << 30;
+const MB: u64 = 1 << 20;
+
+/// The layouts this module computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    X86_64FiveLevel,
+    Arm64Va39,
+    Arm64Va48,
+}
+
+impl Arch {
+    /// By the names the `layout` example takes.
+    pub fn from_name(s: &str) -> Option<Arch> {
+        match s {
+            "x86_64" => Some(Arch::X86_64),
+            "x86_64-5level" => Some(Arch::X86_64FiveLevel),
+            "arm64-39" => Some(Arch::Arm64Va39),
+            "arm64-48" => Some(Arch::Arm64Va48),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::X86_64FiveLevel => "x86_64-5level",
+            Arch::Arm64Va39 => "arm64-39",
+            Arch::Arm64Va48 => "arm64-48",
+        }
+    }
+}
+
+/// One region: `[start, last]` (inclusive, so the top of the address space fits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub name: &'static str,
+    pub start: u64,
+    pub last: u64,
+}
+
+impl Region {
+    pub fn size(&self) -> u128 {
+        (self.last - self.start) as u128 + 1
+    }
+    pub fn contains(&self, a: u64) -> bool {
+        a >= self.start && a <= self.last
+    }
+}
+
+const MAX_REGIONS: usize = 28;
+
+/// A computed layout: the regions in address order, and the bases that address kernel
+/// objects.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub arch: Arch,
+    regions: [Region; MAX_REGIONS],
+    n: usize,
+    /// The start of the direct map (`PAGE_OFFSET`, `page_offset_base`).
+    pub page_offset: u64,
+    /// The `struct page` array (`vmemmap`, `vmemmap_base`).
+    pub vmemmap: u64,
+    pub vmalloc_start: u64,
+    pub vmalloc_end: u64,
+}
+
+/// The regions in order, each running to the start of the next; gaps are "unused hole".
+struct Builder {
+    regions: [Region; MAX_REGIONS],
+    n: usize,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder { regions: [Region { name: "", start: 0, last: 0 }; MAX_REGIONS], n: 0 }
+    }
+    /// `[start, end)`; `end` 0 is the top of the address space. A gap before it becomes an
+    /// unused hole.
+    fn push(&mut self, name: &'static str, start: u64, end: u64) {
+        if self.n > 0 {
+            let prev_end = self.regions[self.n - 1].last.wrapping_add(1);
+            if start > prev_end {
+                self.add("... unused hole", prev_end, start.wrapping_sub(1));
+            }
+        }
+        self.add(name, start, end.wrapping_sub(1));
+    }
+    fn add(&mut self, name: &'static str, start: u64, last: u64) {
+        if self.n < MAX_REGIONS {
+            self.regions[self.n] = Region { name, start, last };
+            self.n += 1;
+        }
+    }
+}
+
+impl KernelLayout {
+    pub fn new(arch: Arch) -> KernelLayout {
+        match arch {
+            Arch::X86_64 => Self::x86_64(false),
+            Arch::X86_64FiveLevel => Self::x86_64(true),
+            Arch::Arm64Va39 => Self::arm64(39),
+            Arch::Arm64Va48 => Self::arm64(48),
+        }
+    }
+
+    /// x86-64 (`pgtable_64_types.h`, `page_64_types.h`, `fixmap.h`, `kasan.h`).
+    fn x86_64(l5: bool) -> KernelLayout {
+        // __VIRTUAL_MASK_SHIFT and PGDIR_SHIFT of the paging mode.
+        let (va_shift, pgdir_shift) = if l5 { (56u32, 48u32) } else { (47, 39) };
+        let user_top = 1u64 << va_shift;
+        let kernel_bottom = (!0u64) << va_shift;
+        // GUARD_HOLE: the first 16 entries of the top-level table's kernel half; the LDT
+        // remap is the next one (LDT_PGD_ENTRY -240).
+        let guard_end = kernel_bottom + (16u64 << pgdir_shift);
+        let ldt_base = (-240i64 as u64) << pgdir_shift;
+        let ldt_end = ldt_base + (1u64 << pgdir_shift);
+        let (page_offset, vmalloc, vmalloc_size, vmemmap) = if l5 {
+            (0xff11_0000_0000_0000, 0xffa0_0000_0000_0000, 12800 * TB, 0xffd4_0000_0000_0000)
+        } else {
+            (0xffff_8880_0000_0000, 0xffff_c900_0000_0000, 32 * TB, 0xffff_ea00_0000_0000)
+        };
+        // The direct map can hold MAX_PHYSMEM_BITS of memory (46 or 52 bits).
+        let direct_size = if l5 { 1u64 << 55 } else { 1u64 << 46 };
+        // KASAN: shadow of the kernel half at 1/8 scale from KASAN_SHADOW_OFFSET.
+        let kasan_offset = 0xdfff_fc00_0000_0000u64;
+        let kasan_start = kasan_offset + (((!0u64) << va_shift) >> 3);
+        let kasan_end = kasan_start + (1u64 << (va_shift - 3));
+        // VMEMMAP: 1 TB (4-level) or 0.5 PB.
+        let vmemmap_size = if l5 { 1u64 << 49 } else { TB };
+        let vsyscall = 0xffff_ffff_ff60_0000u64;
+        // The fixmap's permanent slots below the vsyscall page (~0.5 MB on a typical
+        // configuration; the size varies with it).
+        let fixaddr_start = vsyscall - 128 * PAGE_SIZE;
+        let mut b = Builder::new();
+        b.push("user-space virtual memory, different per mm", 0, user_top);
+        b.push("... non-canonical hole", user_top, kernel_bottom);
+        b.push("... guard hole, also reserved for hypervisor", kernel_bottom, guard_end);
+        b.push("LDT remap for PTI", ldt_base, ldt_end);
+        b.push(
+            "direct mapping of all physical memory (page_offset_base)",
+            page_offset,
+            page_offset + direct_size,
+        );
+        b.push("vmalloc/ioremap space (vmalloc_base)", vmalloc, vmalloc + vmalloc_size);
+        b.push("virtual memory map (vmemmap_base)", vmemmap, vmemmap + vmemmap_size);
+        b.push("KASAN shadow memory", kasan_start, kasan_end);
+        b.push("cpu_entry_area mapping", 0xffff_fe00_0000_0000, 0xffff_fe80_0000_0000);
+        b.push("%esp fixup stacks", 0xffff_ff00_0000_0000, 0xffff_ff80_0000_0000);
+        b.push("EFI region mapping space", 0xffff_ffef_0000_0000, 0xffff_ffff_0000_0000);
+        b.push(
+            "kernel text mapping, mapped to physical address 0",
+            0xffff_ffff_8000_0000,
+            0xffff_ffff_a000_0000,
+        );
+        b.push("module mapping space", 0xffff_ffff_a000_0000, 0xffff_ffff_ff00_0000);
+        b.push("kernel-internal fixmap range", fixaddr_start, vsyscall);
+        b.push("legacy vsyscall ABI", vsyscall, vsyscall + PAGE_SIZE);
+        b.push("... unused hole", 0xffff_ffff_ffe0_0000, 0);
+        KernelLayout {
+            arch: if l5 { Arch::X86_64FiveLevel } else { Arch::X86_64 },
+            regions: b.regions,
+            n: b.n,
+            page_offset,
+            vmemmap,
+            vmalloc_start: vmalloc,
+            vmalloc_end: vmalloc + vmalloc_size,
+        }
+    }
+
+    /// arm64 with 4 KiB pages (`memory.h`: `_PAGE_OFFSET`, `_PAGE_END`, `MODULES_VSIZE`,
+    /// `VMEMMAP_START`, `PCI_IO_*`, `FIXADDR_TOP`, `VMALLOC_END`), without KASAN.
+    fn arm64(va_bits: u32) -> KernelLayout {
+        let page_offset = (!0u64) << va_bits;
+        let page_end = (!0u64) << (va_bits - 1);
+        let modules_end = page_end + 2 * GB;
+        let vmemmap_shift = 12 - 6;
+        let vmemmap_start = (!0u64) << (va_bits - vmemmap_shift);
+        let vmemmap_size = (page_end - page_offset) >> vmemmap_shift;
+        let pci_io_end = vmemmap_start - 8 * MB;
+        let pci_io_start = pci_io_end - 16 * MB;
+        let fixaddr_top = vmemmap_start - 32 * MB;
+        let vmalloc_end = vmemmap_start - 256 * MB;
+        let mut b = Builder::new();
+        b.push("user", 0, 1u64 << va_bits);
+        b.push("... non-canonical hole", 1u64 << va_bits, page_offset);
+        b.push("kernel logical memory map", page_offset, page_end);
+        b.push("modules", page_end, modules_end);
+        b.push("vmalloc", modules_end, vmalloc_end);
+        b.push("fixed mappings (top down)", vmalloc_end, fixaddr_top);
+        b.push("[guard region]", fixaddr_top, pci_io_start);
+        b.push("PCI I/O space", pci_io_start, pci_io_end);
+        b.push("[guard region]", pci_io_end, vmemmap_start);
+        b.push("vmemmap", vmemmap_start, vmemmap_start + vmemmap_size);
+        b.push("[guard region]", vmemmap_start + vmemmap_size, 0);
+        KernelLayout {
+            arch: if va_bits == 39 { Arch::Arm64Va39 } else { Arch::Arm64Va48 },
+            regions: b.regions,
+            n: b.n,
+            page_offset,
+            vmemmap: vmemmap_start,
+            vmalloc_start: modules_end,
+            vmalloc_end,
+        }
+    }
+
+    pub fn regions(&self) -> &[Region] {
+        &self.regions[..self.n]
+    }
+
+    /// The region holding `addr`.
+    pub fn region_of(&self, addr: u64) -> Option<&Region> {
+        self.regions().iter().find(|r| r.contains(addr))
+    }
+
+    /// The direct-map address of frame `pfn` (`pfn_to_kaddr`).
+    pub fn pfn_to_kaddr(&self, pfn: u64) -> u64 {
+        self.page_offset + pfn * PAGE_SIZE
+    }
+
+    /// The frame a direct-map address lies in (`virt_to_pfn`), if it is one.
+    pub fn virt_to_pfn(&self, kaddr: u64) -> Option<u64> {
+        kaddr.checked_sub(self.page_offset).map(|o| o / PAGE_SIZE)
+    }
+
+    /// The address of the `struct page` of the frame a direct-map address lies in
+    /// (`virt_to_page`).
+    pub fn virt_to_page(&self, kaddr: u64) -> Option<u64> {
+        self.virt_to_pfn(kaddr).map(|pfn| self.vmemmap + pfn * STRUCT_PAGE_SIZE)
+    }
+
+    /// The direct-map address of the frame whose `struct page` is at `page` (`page_to_virt`).
+    pub fn page_to_virt(&self, page: u64) -> Option<u64> {
+        page.checked_sub(self.vmemmap).map(|o| self.pfn_to_kaddr(o / STRUCT_PAGE_SIZE))
+    }
+
+    /// One region a line: `name start-end size`.
+    pub fn write_text(&self, w: &mut dyn Write) -> fmt::Result {
+        for r in self.regions() {
+            writeln!(w, "{:<58} {:016x}-{:016x} {}", r.name, r.start, r.last, Size(r.size()))?;
+        }
+        Ok(())
+    }
+
+    /// An SVG: the regions as bands on a scale of log2 of their sizes (a 16 EB hole and a
+    /// 4 KiB page on one picture), named, with their starts.
+    pub fn write_svg(&self, w: &mut dyn Write) -> fmt::Result {
+        let weight = |r: &Region| (r.size() as f64).log2().max(12.0) - 11.0;
+        let total: f64 = self.regions().iter().map(weight).sum();
+        let (width, height) = (900.0, 40.0 + 24.0 * self.n as f64);
+        writeln!(w, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" font-size=\"11\">")?;
+        writeln!(w, "<text x=\"10\" y=\"20\" font-size=\"14\">{} kernel address space (band height: log2 of the size)</text>", self.arch.name())?;
+        let mut y = 30.0;
+        let avail = height - 40.0;
+        for r in self.regions() {
+            let h = (weight(r) / total * avail).max(12.0);
+            let hole = r.name.starts_with("...") || r.name.starts_with('[');
+            let fill = if hole {
+                "#eeeeee"
+            } else if r.name.starts_with("user") {
+                "#cfe8cf"
+            } else {
+                "#c8daf0"
+            };
+            writeln!(w, "<rect x=\"10\" y=\"{y:.1}\" width=\"260\" height=\"{h:.1}\" fill=\"{fill}\" stroke=\"#555\"/>")?;
+            writeln!(
+                w,
+                "<text x=\"280\" y=\"{:.1}\">{:016x} {} {}</text>",
+                y + h / 2.0 + 4.0,
+                r.start,
+                Size(r.size()),
+                Escape(r.name)
+            )?;
+            y += h;
+        }
+        writeln!(w, "</svg>")
+    }
+}
+
+/// A size as mm.rst writes it: the largest unit that leaves a number of at least 1.
+struct Size(u128);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u128); 6] = [
+            ("EB", 1 << 60),
+            ("PB", 1 << 50),
+            ("TB", 1 << 40),
+            ("GB", 1 << 30),
+            ("MB", 1 << 20),
+            ("kB", 1 << 10),
+        ];
+        for (name, unit) in UNITS {
+            if self.0 >= unit {
+                let v = self.0 as f64 / unit as f64;
+                return if v.fract() == 0.0 {
+                    write!(f, "{v:.0} {name}")
+                } else {
+                    write!(f, "{v:.2} {name}")
+                };
+            }
+        }
+        write!(f, "{} B", self.0)
+    }
+}
+
+struct Escape<'a>(&'a str);
+
+impl fmt::Display for Escape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '&' => f.write_str("&amp;")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
