@@ -418,7 +418,8 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
     let page = st.phys.page(old);
     page.unmap_ref();
     let unmapped = page.mapcount.get() == 0;
-    if unmapped && page.has(crate::page::PG_MLOCKED) {
+    if page.has(crate::page::PG_MLOCKED) {
+        // As in zap_page_range: reclaim re-locks it if a locked mapping still holds it.
         st.phys.set_mlocked(old, false);
     }
     let page = st.phys.page(old);
@@ -503,6 +504,11 @@ pub(crate) fn populate(st: &mut State, start: usize, end: usize) {
         };
         if vma.flags() & VM_ACCESS_FLAGS == 0 {
             return;
+        }
+        if vma.flags() & crate::mm::VM_LOCKONFAULT != 0 {
+            // Locked on fault: faulted in by its accesses only (populate_vma_page_range).
+            addr = vma.end();
+            continue;
         }
         let write = vma.flags() & (VM_WRITE | VM_SHARED) == VM_WRITE;
         let stop = vma.end().min(end);

@@ -3,8 +3,8 @@
 //! fixmap, computed from the architecture's constants as the kernel computes them — x86-64
 //! with 4-level and 5-level paging (`arch/x86/include/asm/pgtable_64_types.h`, listed in
 //! `Documentation/arch/x86/x86_64/mm.rst`) and arm64 with 4 KiB pages and 39- or 48-bit
-//! virtual addresses (`arch/arm64/include/asm/memory.h`, `Documentation/arch/arm64/
-//! memory.rst`) — rendered as text (one region a line: name, start-end, size) and as an SVG.
+//! virtual addresses (`arch/arm64/include/asm/memory.h` and `pgtable.h` as of 6.9 and
+//! later; `Documentation/arch/arm64/memory.rst`'s table is of the layout before) — rendered as text (one region a line: name, start-end, size) and as an SVG.
 //!
 //! A machine's own kernel objects get kernel addresses in it: frame `pfn` is at
 //! `PAGE_OFFSET + pfn * PAGE_SIZE` in the direct map and its `struct page` at
@@ -82,10 +82,12 @@ pub struct KernelLayout {
     pub arch: Arch,
     regions: [Region; MAX_REGIONS],
     n: usize,
-    /// The start of the direct map (`PAGE_OFFSET`, `page_offset_base`).
+    /// The start of the direct map (`PAGE_OFFSET`, `page_offset_base`) and its size.
     pub page_offset: u64,
-    /// The `struct page` array (`vmemmap`, `vmemmap_base`).
+    pub direct_size: u64,
+    /// The `struct page` array (`vmemmap`, `vmemmap_base`) and its size.
     pub vmemmap: u64,
+    pub vmemmap_size: u64,
     pub vmalloc_start: u64,
     pub vmalloc_end: u64,
 }
@@ -187,43 +189,52 @@ impl KernelLayout {
             regions: b.regions,
             n: b.n,
             page_offset,
+            direct_size,
             vmemmap,
+            vmemmap_size,
             vmalloc_start: vmalloc,
             vmalloc_end: vmalloc + vmalloc_size,
         }
     }
 
-    /// arm64 with 4 KiB pages (`memory.h`: `_PAGE_OFFSET`, `_PAGE_END`, `MODULES_VSIZE`,
-    /// `VMEMMAP_START`, `PCI_IO_*`, `FIXADDR_TOP`, `VMALLOC_END`), without KASAN.
+    /// arm64 with 4 KiB pages, as `memory.h` and `pgtable.h` lay it out since 6.9:
+    /// `_PAGE_OFFSET`, `_PAGE_END`, 2 GiB of modules, vmalloc up to `VMEMMAP_START - 8M`,
+    /// vmemmap ending at -1 GiB and sized for the linear map's pages at 64 bytes each, PCI
+    /// I/O 8 MiB above it, the fixmap below `FIXADDR_TOP` (-8 MiB); no KASAN.
     fn arm64(va_bits: u32) -> KernelLayout {
         let page_offset = (!0u64) << va_bits;
         let page_end = (!0u64) << (va_bits - 1);
         let modules_end = page_end + 2 * GB;
-        let vmemmap_shift = 12 - 6;
-        let vmemmap_start = (!0u64) << (va_bits - vmemmap_shift);
-        let vmemmap_size = (page_end - page_offset) >> vmemmap_shift;
-        let pci_io_end = vmemmap_start - 8 * MB;
-        let pci_io_start = pci_io_end - 16 * MB;
-        let fixaddr_top = vmemmap_start - 32 * MB;
-        let vmalloc_end = vmemmap_start - 256 * MB;
+        let vmemmap_size = ((page_end - page_offset) >> 12) * STRUCT_PAGE_SIZE;
+        let vmemmap_end = 0u64.wrapping_sub(GB);
+        let vmemmap_start = vmemmap_end - vmemmap_size;
+        let vmalloc_end = vmemmap_start - 8 * MB;
+        let pci_io_start = vmemmap_end + 8 * MB;
+        let pci_io_end = pci_io_start + 16 * MB;
+        let fixaddr_top = 0u64.wrapping_sub(8 * MB);
+        // The fixmap's slots (early ioremap, text poking, the page-table fixmaps): their
+        // number depends on the configuration; 4 MiB here.
+        let fixaddr_start = fixaddr_top - 4 * MB;
         let mut b = Builder::new();
         b.push("user", 0, 1u64 << va_bits);
         b.push("... non-canonical hole", 1u64 << va_bits, page_offset);
         b.push("kernel logical memory map", page_offset, page_end);
         b.push("modules", page_end, modules_end);
         b.push("vmalloc", modules_end, vmalloc_end);
-        b.push("fixed mappings (top down)", vmalloc_end, fixaddr_top);
-        b.push("[guard region]", fixaddr_top, pci_io_start);
+        b.push("[guard region]", vmalloc_end, vmemmap_start);
+        b.push("vmemmap", vmemmap_start, vmemmap_end);
+        b.push("[guard region]", vmemmap_end, pci_io_start);
         b.push("PCI I/O space", pci_io_start, pci_io_end);
-        b.push("[guard region]", pci_io_end, vmemmap_start);
-        b.push("vmemmap", vmemmap_start, vmemmap_start + vmemmap_size);
-        b.push("[guard region]", vmemmap_start + vmemmap_size, 0);
+        b.push("fixed mappings (top down)", fixaddr_start, fixaddr_top);
+        b.push("[guard region]", fixaddr_top, 0);
         KernelLayout {
             arch: if va_bits == 39 { Arch::Arm64Va39 } else { Arch::Arm64Va48 },
             regions: b.regions,
             n: b.n,
             page_offset,
+            direct_size: page_end - page_offset,
             vmemmap: vmemmap_start,
+            vmemmap_size,
             vmalloc_start: modules_end,
             vmalloc_end,
         }
@@ -245,7 +256,7 @@ impl KernelLayout {
 
     /// The frame a direct-map address lies in (`virt_to_pfn`), if it is one.
     pub fn virt_to_pfn(&self, kaddr: u64) -> Option<u64> {
-        kaddr.checked_sub(self.page_offset).map(|o| o / PAGE_SIZE)
+        kaddr.checked_sub(self.page_offset).filter(|&o| o < self.direct_size).map(|o| o / PAGE_SIZE)
     }
 
     /// The address of the `struct page` of the frame a direct-map address lies in
@@ -256,7 +267,9 @@ impl KernelLayout {
 
     /// The direct-map address of the frame whose `struct page` is at `page` (`page_to_virt`).
     pub fn page_to_virt(&self, page: u64) -> Option<u64> {
-        page.checked_sub(self.vmemmap).map(|o| self.pfn_to_kaddr(o / STRUCT_PAGE_SIZE))
+        page.checked_sub(self.vmemmap)
+            .filter(|&o| o < self.vmemmap_size)
+            .map(|o| self.pfn_to_kaddr(o / STRUCT_PAGE_SIZE))
     }
 
     /// One region a line: `name start-end size`.

@@ -6,7 +6,9 @@
 //! more, so they run on a stack of their own, as Linux runs them on a kernel stack rather
 //! than the user's. One per machine in each host process (a private mapping, so a forked
 //! process has its own copy at the same address) suffices: only the holder of the machine
-//! lock uses it, and a path already on it calls straight through.
+//! lock uses it, and a path already on it calls straight through. While on it the thread's
+//! alternate signal stack is switched off, or a signal arriving then would be given a frame
+//! on top of the fault handler's frames there.
 
 use crate::machine::State;
 
@@ -45,7 +47,34 @@ extern "C" fn trampoline(arg: *mut u8) {
     // SAFETY: `arg` is the `Call` that `on_kernel_stack` passed, alive and not otherwise
     // used until this returns.
     let c = unsafe { &mut *(arg as *mut Call<'_>) };
+    // The fault handler's frames are on the alternate signal stack, which the host would
+    // take as free for a signal arriving now (the stack pointer is no longer in it): an
+    // `SA_ONSTACK` handler's frame would overwrite them. Off while here, so such a signal
+    // is delivered on this stack.
+    // SAFETY: an all-zero stack_t is a valid value of the plain C struct; sigaltstack only
+    // reads and writes these locals, and disabling is allowed off the alternate stack.
+    let mut old: libc::stack_t = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    let disabled = unsafe {
+        let off = libc::stack_t { ss_sp: core::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+        libc::sigaltstack(&off, &mut old) == 0
+    };
     c.ret = (c.f)(c.st);
+    if disabled && old.ss_flags & libc::SS_DISABLE == 0 {
+        old.ss_flags &= !libc::SS_ONSTACK;
+        // SAFETY: restoring the stack the thread had, from our local copy.
+        unsafe { libc::sigaltstack(&old, core::ptr::null_mut()) };
+    }
+}
+
+/// Give the kernel stack back (at the machine's shutdown).
+pub(crate) fn kstack_free(top: usize) {
+    if top == 0 {
+        return;
+    }
+    let guard = crate::page::PAGE_SIZE;
+    // SAFETY: the mapping `kstack_alloc` made, which nothing runs on any more.
+    unsafe { libc::munmap((top - KSTACK_SIZE - guard) as *mut libc::c_void, KSTACK_SIZE + guard) };
 }
 
 /// Run `f(st)` on the machine's kernel stack (directly if already on it, or without one).
@@ -78,4 +107,21 @@ pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usi
     }
     call.st.on_kstack = false;
     call.ret
+}
+
+/// `vmscan::madvise_cold_or_pageout` on the kernel stack (it reclaims).
+pub(crate) fn on_kernel_stack_with(st: &mut State, start: usize, end: usize, pageout: bool) {
+    st.kstack_args = [start, end];
+    let f: fn(&mut State) -> usize = if pageout {
+        |st| {
+            crate::vmscan::madvise_cold_or_pageout(st, st.kstack_args[0], st.kstack_args[1], true);
+            0
+        }
+    } else {
+        |st| {
+            crate::vmscan::madvise_cold_or_pageout(st, st.kstack_args[0], st.kstack_args[1], false);
+            0
+        }
+    };
+    on_kernel_stack(st, f);
 }

@@ -68,6 +68,7 @@ pub(crate) mod util;
 pub(crate) mod vdso;
 pub(crate) mod vma;
 pub(crate) mod vma_tree;
+pub(crate) mod vmalloc;
 pub(crate) mod vmscan;
 
 pub use binfmt_elf::ExecImage;

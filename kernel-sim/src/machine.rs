@@ -164,6 +164,10 @@ pub(crate) struct State {
     /// direct reclaim is to free, for `vmscan::reclaim_for` there.
     pub oom_victim: usize,
     pub reclaim_goal: usize,
+    /// Arguments of other work run on the kernel stack (a range for `MADV_PAGEOUT`).
+    pub kstack_args: [usize; 2],
+    /// The kernel's own page table and vmalloc areas.
+    pub vmalloc: crate::vmalloc::Vmalloc,
 }
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
@@ -330,10 +334,12 @@ impl State {
             me: 0,
             user_host: host,
             tlb: core::ptr::null(),
-            kstack_top: crate::kstack::kstack_alloc(),
+            kstack_top: 0,
             on_kstack: false,
             oom_victim: 0,
             reclaim_goal: 0,
+            kstack_args: [0; 2],
+            vmalloc: crate::vmalloc::Vmalloc::new(),
         };
         if config.swappiness > 200 {
             return Err(Errno::EINVAL);
@@ -344,9 +350,11 @@ impl State {
         st.tasks[0].host_pid = unsafe { libc::getpid() };
         st.setup_image()?;
         if config.swap_bytes != 0 {
-            crate::swapfile::swapon_tmpfile(&mut st.phys, config.swap_bytes)?;
+            crate::swapfile::swapon_tmpfile(&mut st, config.swap_bytes)?;
             st.sys.total_swap_pages = st.phys.swap.total_pages();
         }
+        // Last, so that no failure above leaves it behind.
+        st.kstack_top = crate::kstack::kstack_alloc();
         Ok(st)
     }
 
@@ -744,6 +752,8 @@ impl Drop for MachineBox {
             // nothing else reaches its frames; the state dropped below holds frame numbers and
             // KPtrs but has no destructor that follows them.
             unsafe { st.phys.shutdown() };
+            crate::kstack::kstack_free(st.kstack_top);
+            st.kstack_top = 0;
         }
         // SAFETY: the machine is unregistered, so the fault handler no longer finds it, and
         // the box was its only owner. Release the user range and the Machine's own mapping.

@@ -176,14 +176,18 @@ unsafe fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 || !vma.is_anonymous() {
                 return Err(Errno::EINVAL);
             }
-            // Lazily freed pages are reclaimed only under memory pressure, which the
-            // simulation never applies: they simply stay.
+            // Lazy freeing is not modelled: the pages stay the process's, and reclaim takes
+            // them as it takes any anonymous page (through swap), not by dropping them.
             return Ok(());
         }
         MADV_COLD | MADV_PAGEOUT => {
             *prev = Some(vma);
             if flags & VM_LOCKED != 0 {
                 return Err(Errno::EINVAL);
+            }
+            let pageout = behavior == MADV_PAGEOUT;
+            if st.me == st.current {
+                crate::kstack::on_kernel_stack_with(st, start, end, pageout);
             }
             return Ok(());
         }

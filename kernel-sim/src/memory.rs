@@ -40,7 +40,9 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
         let pfn = pte_pfn(e);
         let page = phys.page(pfn);
         page.unmap_ref();
-        if page.has(PG_MLOCKED) && page.mapcount.get() == 0 {
+        if page.has(PG_MLOCKED) {
+            // Back on the lists; if a locked mapping still holds it, reclaim finds that and
+            // takes it off again.
             phys.set_mlocked(pfn, false);
         }
         let page = phys.page(pfn);

@@ -217,7 +217,10 @@ pub(crate) unsafe fn sys_mlockall(st: &mut State, flags: i32, unlock_all: bool) 
         // Errors are ignored, as Linux's apply_mlockall_flags does.
         let fixed = match unsafe { mlock_fixup(st, &mut prev, v, s, e, newflags) } {
             Ok(f) => f,
-            Err(_) => v,
+            Err(_) => {
+                prev = Some(v);
+                v
+            }
         };
         cur = fixed.next();
     }

@@ -18,10 +18,11 @@ pub(crate) fn oom_badness(mm: &Mm) -> usize {
     mm.rss() + mm.rss[MM_SWAPENTS] + mm.pgtables_bytes / PAGE_SIZE
 }
 
-/// `/proc/PID/oom_score`: the badness per thousand of RAM and swap.
+/// `/proc/PID/oom_score` (`proc_oom_score`): the badness per thousand of RAM and swap,
+/// scaled into Linux's exported range, `(1000 + badness * 1000 / totalpages) * 2 / 3`.
 pub(crate) fn oom_score(st: &State, mm: &Mm) -> usize {
     let total = (st.phys.totalram_pages() + st.phys.swap.total_pages()).max(1);
-    oom_badness(mm) * 1000 / total
+    (1000 + oom_badness(mm) * 1000 / total) * 2 / 3
 }
 
 /// The process to kill (`select_bad_process`): the highest badness, the later one of equals

@@ -40,6 +40,8 @@ pub const PG_REFERENCED: u32 = 1 << 11;
 pub const PG_SWAPCACHE: u32 = 1 << 12;
 /// Mapped by a `VM_LOCKED` VMA: on no LRU list, never reclaimed.
 pub const PG_MLOCKED: u32 = 1 << 13;
+/// The first page of a block `kmalloc` took whole (`kmalloc_large`); `order` says how big.
+pub const PG_LARGE_KMALLOC: u32 = 1 << 14;
 
 /// One page frame's descriptor. Fields are `Cell`s: the whole of `mem_map` is reached
 /// through shared references while the machine lock is held.

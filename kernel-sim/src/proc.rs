@@ -631,7 +631,11 @@ impl Machine {
         line(w, "SUnreclaim:", k(c.nr_slab))?;
         line(w, "PageTables:", k(c.nr_page_table_pages))?;
         line(w, "CommitLimit:", k(c.commit_limit))?;
-        line(w, "Committed_AS:", k(c.committed_as.max(0) as usize))
+        line(w, "Committed_AS:", k(c.committed_as.max(0) as usize))?;
+        let l = self.kernel_layout();
+        line(w, "VmallocTotal:", (l.vmalloc_end - 1 - l.vmalloc_start) >> 10)?;
+        line(w, "VmallocUsed:", k(self.lock_view().vmalloc.nr_pages))?;
+        line(w, "VmallocChunk:", 0)
     }
 
     /// `/proc/vmstat`: the counters the simulation keeps, in Linux's order and names, then
@@ -729,7 +733,7 @@ impl Machine {
                 mm_pfn as u64,
                 st.mm.pgd as u64,
                 vma,
-                st.slab.caches.iter().map(|c| c.nr_slabs).sum::<usize>(),
+                st.slab.caches().iter().map(|c| c.nr_slabs).sum::<usize>(),
                 st.phys.vmstat.nr_page_table_pages,
             )
         };
@@ -770,13 +774,18 @@ impl Machine {
 
     /// `/proc/slabinfo` (version 2.1 format) for the kernel's caches.
     pub fn write_slabinfo(&self, w: &mut dyn Write) -> fmt::Result {
-        let caches = {
+        // Copied out (into a fixed array: nothing may allocate under the lock), then written.
+        let (caches, n) = {
             let st = self.lock();
-            st.slab.caches.clone()
+            let cs = st.slab.caches();
+            let mut copy: [crate::slab::KmemCache; crate::slab::NR_CACHES] =
+                core::array::from_fn(|_| crate::slab::KmemCache::new("", 8));
+            copy[..cs.len()].clone_from_slice(cs);
+            (copy, cs.len())
         };
         writeln!(w, "slabinfo - version: 2.1")?;
         writeln!(w, "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>")?;
-        for c in &caches {
+        for c in &caches[..n] {
             writeln!(
                 w,
                 "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
@@ -785,7 +794,7 @@ impl Machine {
                 c.total_objs(),
                 c.object_size,
                 c.objects_per_slab,
-                1,
+                1 << c.order,
                 0,
                 0,
                 0,

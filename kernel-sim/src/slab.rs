@@ -1,7 +1,10 @@
-//! A small slab allocator for the kernel's own objects (VMAs, anon_vmas, inodes).
+//! A small slab allocator for the kernel's own objects (VMAs, anon_vmas, inodes), and
+//! `kmalloc` on it (`mm/slab_common.c`): the size classes `kmalloc-8` … `kmalloc-8k`, larger
+//! requests straight from the buddy allocator (`kmalloc_large`), `kfree` for both.
 //!
-//! Each cache carves order-0 buddy pages ("slabs") into equal objects and reaches them
-//! through the direct map. A slab's free objects form a chain of object indices kept in
+//! Each cache carves buddy blocks ("slabs": one page, two for `kmalloc-8k`) into equal
+//! objects and reaches them through the direct map; every page of a slab names its cache
+//! and its first page (`index`). A slab's free objects form a chain of object indices kept in
 //! the objects themselves; the slab's descriptor in `mem_map` holds the chain's head and
 //! the count in use. Slabs sit on one of three lists per cache — partial, full, empty — and
 //! a cache keeps at most `MIN_PARTIAL` empty slabs before returning pages to the buddy
@@ -9,7 +12,7 @@
 //! alone: direct-map address → frame → descriptor.
 
 use crate::check::{fail, CheckError};
-use crate::page::{NIL, PAGE_SIZE, PG_SLAB};
+use crate::page::{NIL, PAGE_SIZE, PG_LARGE_KMALLOC, PG_SLAB};
 use crate::physmem::PhysMem;
 use crate::Errno;
 
@@ -18,7 +21,29 @@ pub const CACHE_ANON_VMA: usize = 1;
 pub const CACHE_INODE: usize = 2;
 /// Names of host files (Linux's `names_cache`, here `shmem::NAME_MAX_BYTES` an object).
 pub const CACHE_NAMES: usize = 3;
-pub const NR_CACHES: usize = 4;
+/// The first of the `kmalloc-*` caches, one per size of `KMALLOC_SIZES`.
+pub const CACHE_KMALLOC: usize = 4;
+pub const KMALLOC_SIZES: [usize; 13] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+const KMALLOC_NAMES: [&str; 13] = [
+    "kmalloc-8",
+    "kmalloc-16",
+    "kmalloc-32",
+    "kmalloc-64",
+    "kmalloc-96",
+    "kmalloc-128",
+    "kmalloc-192",
+    "kmalloc-256",
+    "kmalloc-512",
+    "kmalloc-1k",
+    "kmalloc-2k",
+    "kmalloc-4k",
+    "kmalloc-8k",
+];
+/// `KMALLOC_MAX_CACHE_SIZE`: larger requests take whole pages.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;
+/// What `kmalloc(0)` returns (`ZERO_SIZE_PTR`): not null, never dereferenced.
+pub const ZERO_SIZE_PTR: usize = 16;
+pub const NR_CACHES: usize = CACHE_KMALLOC + KMALLOC_SIZES.len();
 
 const MIN_PARTIAL: usize = 5;
 
@@ -27,6 +52,8 @@ pub struct KmemCache {
     pub name: &'static str,
     pub object_size: usize,
     pub objects_per_slab: usize,
+    /// Each slab is a buddy block of this order.
+    pub order: usize,
     partial: u32,
     full: u32,
     empty: u32,
@@ -38,10 +65,12 @@ pub struct KmemCache {
 impl KmemCache {
     pub fn new(name: &'static str, size: usize) -> KmemCache {
         let object_size = size.max(8).next_multiple_of(8);
+        let order = object_size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
         KmemCache {
             name,
             object_size,
-            objects_per_slab: PAGE_SIZE / object_size,
+            objects_per_slab: (PAGE_SIZE << order) / object_size,
+            order,
             partial: NIL,
             full: NIL,
             empty: NIL,
@@ -57,7 +86,8 @@ impl KmemCache {
 }
 
 pub struct Slab {
-    pub caches: [KmemCache; NR_CACHES],
+    caches: [KmemCache; NR_CACHES],
+    n: usize,
 }
 
 fn list_add(phys: &PhysMem, head: &mut u32, pfn: usize) {
@@ -108,19 +138,114 @@ unsafe fn write_link(addr: usize, v: u32) {
 }
 
 impl Slab {
-    pub fn new(sizes: [(&'static str, usize); NR_CACHES]) -> Slab {
-        Slab { caches: sizes.map(|(name, size)| KmemCache::new(name, size)) }
+    /// Caches of these names and object sizes, at ids 0, 1, ...
+    pub fn new(sizes: &[(&'static str, usize)]) -> Slab {
+        let mut caches = core::array::from_fn(|_| KmemCache::new("", 8));
+        for (c, &(name, size)) in caches.iter_mut().zip(sizes) {
+            *c = KmemCache::new(name, size);
+        }
+        Slab { caches, n: sizes.len().min(NR_CACHES) }
     }
 
     /// The caches the simulated kernel allocates from, at `CACHE_VMA`, `CACHE_ANON_VMA`,
-    /// `CACHE_INODE` and `CACHE_NAMES`, named as `/proc/slabinfo` names Linux's.
+    /// `CACHE_INODE`, `CACHE_NAMES` and the `kmalloc-*` ones from `CACHE_KMALLOC`, named as
+    /// `/proc/slabinfo` names Linux's.
     pub fn kernel_caches() -> Slab {
-        Slab::new([
-            ("vm_area_struct", core::mem::size_of::<crate::mm::Vma>()),
-            ("anon_vma", core::mem::size_of::<crate::mm::AnonVma>()),
-            ("shmem_inode_cache", core::mem::size_of::<crate::shmem::Inode>()),
-            ("names_cache", crate::shmem::NAME_MAX_BYTES),
-        ])
+        let mut sizes = [("", 0usize); NR_CACHES];
+        sizes[CACHE_VMA] = ("vm_area_struct", core::mem::size_of::<crate::mm::Vma>());
+        sizes[CACHE_ANON_VMA] = ("anon_vma", core::mem::size_of::<crate::mm::AnonVma>());
+        sizes[CACHE_INODE] = ("shmem_inode_cache", core::mem::size_of::<crate::shmem::Inode>());
+        sizes[CACHE_NAMES] = ("names_cache", crate::shmem::NAME_MAX_BYTES);
+        for (i, (&size, &name)) in KMALLOC_SIZES.iter().zip(&KMALLOC_NAMES).enumerate() {
+            sizes[CACHE_KMALLOC + i] = (name, size);
+        }
+        Slab::new(&sizes)
+    }
+
+    /// The caches in use.
+    pub fn caches(&self) -> &[KmemCache] {
+        &self.caches[..self.n]
+    }
+
+    /// `kmalloc`: a zeroed object of at least `size` bytes, from the smallest `kmalloc-*`
+    /// cache that fits; beyond 8 KiB, whole zeroed pages from the buddy allocator
+    /// (`kmalloc_large`, counted as unreclaimable slab as Linux counts them).
+    /// `kmalloc(0)` is `ZERO_SIZE_PTR`.
+    pub fn kmalloc(&mut self, phys: &mut PhysMem, size: usize) -> Result<usize, Errno> {
+        if size == 0 {
+            return Ok(ZERO_SIZE_PTR);
+        }
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            let i = KMALLOC_SIZES.iter().position(|&s| s >= size).unwrap_or(KMALLOC_SIZES.len() - 1);
+            return self.alloc(phys, CACHE_KMALLOC + i);
+        }
+        let order = size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
+        let pfn = phys.alloc_pages(order, true)?;
+        phys.page(pfn).set(PG_LARGE_KMALLOC);
+        phys.vmstat.nr_slab_unreclaimable += 1 << order;
+        Ok(phys.frame(pfn) as usize)
+    }
+
+    /// Whether host address `addr` is a `kmalloc` object in use: the start of an allocated
+    /// slot of a `kmalloc-*` slab, or the first page of a block `kmalloc_large` took.
+    pub fn is_live_kmalloc(&self, phys: &PhysMem, addr: usize) -> bool {
+        let pfn = phys.virt_to_pfn(addr);
+        if pfn >= phys.nr_frames() {
+            return false;
+        }
+        let p = phys.page(pfn);
+        if p.has(PG_LARGE_KMALLOC) {
+            return addr.is_multiple_of(PAGE_SIZE);
+        }
+        if !p.has(PG_SLAB) || (p.slab_cache.get() as usize) < CACHE_KMALLOC {
+            return false;
+        }
+        let head = p.index.get() as usize;
+        let c = &self.caches[p.slab_cache.get() as usize];
+        let base = phys.frame(head) as usize;
+        let off = addr.wrapping_sub(base);
+        if !off.is_multiple_of(c.object_size) || off / c.object_size >= c.objects_per_slab {
+            return false;
+        }
+        let idx = (off / c.object_size) as u32;
+        let (mut i, mut steps) = (phys.page(head).freelist.get(), 0);
+        while i != NIL && steps <= c.objects_per_slab {
+            if i == idx {
+                return false;
+            }
+            // SAFETY: slot `i` of the slab, on its free chain (bounded walk).
+            i = unsafe { read_link(base + i as usize * c.object_size) };
+            steps += 1;
+        }
+        true
+    }
+
+    /// `kfree` of what `kmalloc` returned (null and `ZERO_SIZE_PTR` do nothing).
+    ///
+    /// # Safety
+    /// As for `free`: nothing uses the object afterwards.
+    pub unsafe fn kfree(&mut self, phys: &mut PhysMem, addr: usize) {
+        if addr == 0 || addr == ZERO_SIZE_PTR {
+            return;
+        }
+        let pfn = phys.virt_to_pfn(addr);
+        let p = phys.page(pfn);
+        if p.has(PG_SLAB) {
+            let id = p.slab_cache.get() as usize;
+            if id < CACHE_KMALLOC {
+                crate::util::bug("kfree of an object of a named cache", addr, id);
+            }
+            // SAFETY: the caller's promise.
+            unsafe { self.free(phys, id, addr) };
+        } else if p.has(PG_LARGE_KMALLOC) && addr.is_multiple_of(PAGE_SIZE) {
+            let order = p.order.get() as usize;
+            p.clear(PG_LARGE_KMALLOC);
+            phys.vmstat.nr_slab_unreclaimable -= 1 << order;
+            // SAFETY: the caller's promise; the block is the one kmalloc_large took.
+            unsafe { phys.free_pages(pfn, order) };
+        } else {
+            crate::util::bug("kfree of memory kmalloc did not give", addr, pfn);
+        }
     }
 
     /// A zeroed object from cache `id`, as a direct-map address.
@@ -134,11 +259,15 @@ impl Slab {
                 c.nr_empty -= 1;
                 list_add(phys, &mut c.partial, pfn);
             } else {
-                let pfn = phys.alloc_pages(0, false)?;
+                let pfn = phys.alloc_pages(c.order, false)?;
                 let base = phys.frame(pfn) as usize;
+                for i in 0..1usize << c.order {
+                    let q = phys.page(pfn + i);
+                    q.set(PG_SLAB);
+                    q.slab_cache.set(id as u16);
+                    q.index.set(pfn as u64);
+                }
                 let p = phys.page(pfn);
-                p.set(PG_SLAB);
-                p.slab_cache.set(id as u16);
                 p.inuse.set(0);
                 p.freelist.set(0);
                 for i in 0..n {
@@ -148,7 +277,7 @@ impl Slab {
                 }
                 list_add(phys, &mut c.partial, pfn);
                 c.nr_slabs += 1;
-                phys.vmstat.nr_slab_unreclaimable += 1;
+                phys.vmstat.nr_slab_unreclaimable += 1 << c.order;
             }
         }
         let pfn = c.partial as usize;
@@ -183,6 +312,11 @@ impl Slab {
         let c = &mut self.caches[id];
         let n = c.objects_per_slab;
         let pfn = phys.virt_to_pfn(addr);
+        if !phys.page(pfn).has(PG_SLAB) {
+            crate::util::bug("slab: freeing an object not from a slab", addr, id);
+        }
+        // The slab's first page, whichever of its pages the object lies in.
+        let pfn = phys.page(pfn).index.get() as usize;
         let base = phys.frame(pfn) as usize;
         let p = phys.page(pfn);
         if !p.has(PG_SLAB)
@@ -228,20 +362,22 @@ impl Slab {
                 list_del(phys, &mut c.empty, victim);
                 c.nr_empty -= 1;
                 c.nr_slabs -= 1;
-                phys.vmstat.nr_slab_unreclaimable -= 1;
-                let v = phys.page(victim);
-                v.clear(PG_SLAB);
-                v.slab_cache.set(0);
+                phys.vmstat.nr_slab_unreclaimable -= 1 << c.order;
+                for i in 0..1usize << c.order {
+                    let v = phys.page(victim + i);
+                    v.clear(PG_SLAB);
+                    v.slab_cache.set(0);
+                }
                 // SAFETY: an empty slab: every object on it was freed, under the free rule,
-                // so nothing uses the frame, which only the direct map reaches.
-                unsafe { phys.free_pages(victim, 0) };
+                // so nothing uses its frames, which only the direct map reaches.
+                unsafe { phys.free_pages(victim, c.order) };
             }
         }
     }
 
     /// Every slab on the list its use says, free chains of the right length, counts right.
     pub fn check(&self, phys: &PhysMem) -> Result<(), CheckError> {
-        for (id, c) in self.caches.iter().enumerate() {
+        for (id, c) in self.caches().iter().enumerate() {
             let n = c.objects_per_slab;
             let mut slabs = 0;
             let mut active = 0;

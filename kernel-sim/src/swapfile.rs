@@ -5,9 +5,8 @@
 //! Slot 0 is the header `mkswap` writes (`SWAPSPACE2` at the end of the first page), as on
 //! Linux, so an area of N pages has N - 1 slots. Each slot's word holds the number of PTEs
 //! (of every process) whose swap entry names it, and the frame of its swap-cache page plus
-//! one (0: not cached; see `swap_state`). The words are kernel memory: frames taken from
-//! the buddy allocator at `swapon` (Linux `vmalloc`s its `swap_map`), so an area is at most
-//! what one block of the largest order can describe (2 GiB).
+//! one (0: not cached; see `swap_state`). The words are kernel memory `vmalloc`ed at
+//! `swapon`, as Linux's `swap_map` is, reached through the area's frames.
 //!
 //! Slots are handed out by a next-fit scan from where the last one was found, as Linux did
 //! before its cluster allocator: neighbouring pages swapped out together get neighbouring
@@ -17,7 +16,6 @@
 
 use core::fmt::Write as _;
 
-use crate::buddy::MAX_PAGE_ORDER;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
 use crate::physmem::PhysMem;
 use crate::Errno;
@@ -40,9 +38,10 @@ pub struct SwapInfo {
     pub inuse_pages: usize,
     /// Pages in the swap cache (`SwapCached`).
     pub nr_cached: usize,
-    map_pfn: usize,
-    map_order: usize,
-    map: *mut u64,
+    /// The slot words: their vmalloc address, the area's frames, and the direct map.
+    pub map_va: u64,
+    map_pages: *const u32,
+    dm: Option<crate::physmem::DirectMap>,
     cursor: usize,
     /// The name `/proc/swaps` shows.
     pub name: [u8; 96],
@@ -60,9 +59,9 @@ impl SwapInfo {
         max: 0,
         inuse_pages: 0,
         nr_cached: 0,
-        map_pfn: 0,
-        map_order: 0,
-        map: core::ptr::null_mut(),
+        map_va: 0,
+        map_pages: core::ptr::null(),
+        dm: None,
         cursor: 1,
         name: [0; 96],
         name_len: 0,
@@ -96,9 +95,17 @@ impl SwapInfo {
         if slot >= self.max {
             crate::util::bug("swap slot beyond the area", slot, self.max);
         }
-        // SAFETY: `map` holds `max` words in frames of the direct map that the area owns
-        // until the machine goes (checked index); the machine lock serialises all access.
-        unsafe { self.map.add(slot).read() }
+        // SAFETY: `word_ptr` gives the slot's word in a frame of the vmalloc area, which
+        // the swap area owns until the machine goes; the machine lock serialises access.
+        unsafe { self.word_ptr(slot).read() }
+    }
+
+    /// Slot `slot`'s word (`slot < max`): in page `slot / 512` of the vmalloc area.
+    fn word_ptr(&self, slot: usize) -> *mut u64 {
+        let Some(dm) = self.dm else { crate::util::bug("swap slot of no area", slot, 0) };
+        // SAFETY: `map_pages` is the area's array of frames, one per 512 slots of `max`.
+        let pfn = unsafe { self.map_pages.add(slot / 512).read() } as usize;
+        (dm.frame(pfn) as *mut u64).wrapping_add(slot % 512)
     }
 
     #[inline]
@@ -107,7 +114,7 @@ impl SwapInfo {
             crate::util::bug("swap slot beyond the area", slot, self.max);
         }
         // SAFETY: as in `word`.
-        unsafe { self.map.add(slot).write(w) }
+        unsafe { self.word_ptr(slot).write(w) }
     }
 
     /// PTEs that hold `slot` (`swap_count`).
@@ -281,8 +288,8 @@ pub fn mkswap(fd: i32, bytes: usize) -> Result<(), Errno> {
 /// (`sys_swapon`). `EBUSY` if there is one already, `EINVAL` without the signature or with
 /// fewer than 10 pages or more than the slot words can describe, `ENOMEM` without frames
 /// for those words. On success the area owns `fd`.
-pub(crate) fn swapon(phys: &mut PhysMem, fd: i32, name: &[u8]) -> Result<(), Errno> {
-    if phys.swap.active() {
+pub(crate) fn swapon(st: &mut crate::machine::State, fd: i32, name: &[u8]) -> Result<(), Errno> {
+    if st.phys.swap.active() {
         return Err(Errno(libc::EBUSY));
     }
     // SAFETY: an all-zero stat is a valid value of the plain C struct fstat fills.
@@ -302,19 +309,18 @@ pub(crate) fn swapon(phys: &mut PhysMem, fd: i32, name: &[u8]) -> Result<(), Err
     if max < MIN_SWAP_PAGES {
         return Err(Errno::EINVAL);
     }
-    let words_pages = (max * 8).div_ceil(PAGE_SIZE);
-    let order = words_pages.next_power_of_two().trailing_zeros() as usize;
-    if order > MAX_PAGE_ORDER {
+    if max > u32::MAX as usize {
         return Err(Errno::EINVAL);
     }
-    let pfn = phys.alloc_pages(order, true)?;
-    let map = phys.direct_map().frame(pfn) as *mut u64;
-    let s = &mut phys.swap;
+    let va = crate::vmalloc::vmalloc(&mut st.vmalloc, &mut st.phys, &mut st.slab, max * 8, "swapon")?;
+    let (pages, _) = crate::vmalloc::area_pages(&st.vmalloc, va).unwrap_or((core::ptr::null(), 0));
+    let dm = st.phys.direct_map();
+    let s = &mut st.phys.swap;
     s.fd = fd;
     s.max = max;
-    s.map_pfn = pfn;
-    s.map_order = order;
-    s.map = map;
+    s.map_va = va;
+    s.map_pages = pages;
+    s.dm = Some(dm);
     s.cursor = 1;
     s.inuse_pages = 0;
     s.nr_cached = 0;
@@ -326,7 +332,7 @@ pub(crate) fn swapon(phys: &mut PhysMem, fd: i32, name: &[u8]) -> Result<(), Err
 
 /// Create the swap area `Config::swap_bytes` asks for: a new file in the host's `/tmp`,
 /// unlinked at once (it lives as long as the descriptor), with a swap header.
-pub(crate) fn swapon_tmpfile(phys: &mut PhysMem, bytes: usize) -> Result<(), Errno> {
+pub(crate) fn swapon_tmpfile(st: &mut crate::machine::State, bytes: usize) -> Result<(), Errno> {
     static SERIAL: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
     let mut path = crate::util::StackWriter::<80>::new();
     // SAFETY: getpid has no preconditions.
@@ -356,7 +362,7 @@ pub(crate) fn swapon_tmpfile(phys: &mut PhysMem, bytes: usize) -> Result<(), Err
     };
     let mut name = crate::util::StackWriter::<96>::new();
     let _ = write!(name, "/tmp/ksim-swap-{pid}-{n} (deleted)");
-    let r = r.and_then(|()| swapon(phys, fd, name.as_bytes()));
+    let r = r.and_then(|()| swapon(st, fd, name.as_bytes()));
     if r.is_err() {
         // SAFETY: closing our own descriptor.
         unsafe { libc::close(fd) };

@@ -275,6 +275,11 @@ impl Machine {
     pub fn out_of_memory(&self) -> bool {
         let mut st = self.lock();
         let me = st.me;
+        // Another fault's OOM kill (or a free) may have made room since this one failed:
+        // retry before killing again, as Linux retries the allocation under oom_lock.
+        if crate::vmscan::zone_ok(&st, crate::buddy::WMARK_MIN, 4) {
+            return true;
+        }
         match crate::oom_kill::select_bad_process(&st) {
             Some(v) if v != me => {
                 st.oom_victim = v;
@@ -292,6 +297,116 @@ impl Machine {
         crate::oom_kill::oom_score(&st, &st.mm)
     }
 
+    /// `vmalloc(size)` in the simulated kernel: the kernel address of `size` bytes (rounded
+    /// up to pages) of zeroed memory, contiguous in the vmalloc range, over frames taken
+    /// one by one. `ENOMEM` for 0 bytes or without frames.
+    pub fn vmalloc(&self, size: usize, caller: &'static str) -> Result<u64, Errno> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        crate::vmalloc::vmalloc(&mut st.vmalloc, &mut st.phys, &mut st.slab, size, caller)
+    }
+
+    /// `vfree(addr)`; `EINVAL` if no vmalloc area starts at `addr` (nothing changes).
+    pub fn vfree(&self, addr: u64) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if crate::vmalloc::area_pages(&st.vmalloc, addr).is_none() || addr == st.phys.swap.map_va {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: an area this API handed out (not the swap area's), whose memory only these
+        // calls reach; the caller gives it up.
+        unsafe { crate::vmalloc::vfree(&mut st.vmalloc, &mut st.phys, &mut st.slab, addr) };
+        Ok(())
+    }
+
+    /// The frame behind a kernel address of the vmalloc range (`vmalloc_to_pfn`).
+    pub fn vmalloc_to_pfn(&self, addr: u64) -> Option<usize> {
+        let st = self.lock();
+        crate::vmalloc::vmalloc_to_pfn(&st.vmalloc, &st.phys, addr)
+    }
+
+    /// `kmalloc(size)`: the kernel (direct-map) address of a zeroed object from the
+    /// `kmalloc-*` caches, or of whole pages beyond 8 KiB.
+    pub fn kmalloc(&self, size: usize) -> Result<u64, Errno> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let host = st.slab.kmalloc(&mut st.phys, size)?;
+        if host == crate::slab::ZERO_SIZE_PTR {
+            return Ok(host as u64);
+        }
+        let pfn = st.phys.virt_to_pfn(host);
+        Ok(self.kernel_layout().pfn_to_kaddr(pfn as u64) + (host % crate::page::PAGE_SIZE) as u64)
+    }
+
+    /// `kfree` of a kernel address `kmalloc` returned; `EINVAL` for anything else (an
+    /// object already freed, one of another cache, an address inside an object), with
+    /// nothing changed.
+    pub fn kfree(&self, kaddr: u64) -> Result<(), Errno> {
+        if kaddr == 0 || kaddr == crate::slab::ZERO_SIZE_PTR as u64 {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        let st = &mut *st;
+        let l = self.kernel_layout();
+        let Some(pfn) = l.virt_to_pfn(kaddr).filter(|&p| (p as usize) < st.phys.nr_frames()) else {
+            return Err(Errno::EINVAL);
+        };
+        let host = st.phys.frame(pfn as usize) as usize + (kaddr % crate::page::PAGE_SIZE as u64) as usize;
+        if !st.slab.is_live_kmalloc(&st.phys, host) {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: a live kmalloc object (checked) that only these calls reach; the caller
+        // gives it up.
+        unsafe { st.slab.kfree(&mut st.phys, host) };
+        Ok(())
+    }
+
+    /// Copy `buf` to kernel memory at `kaddr` (the direct map or a vmalloc area), page by
+    /// page through the kernel's page table; `EFAULT` if any of it is not mapped.
+    pub fn kernel_write(&self, kaddr: u64, buf: &[u8]) -> Result<(), Errno> {
+        let st = self.lock();
+        let mut done = 0;
+        while done < buf.len() {
+            let a = kaddr + done as u64;
+            let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
+            let off = (a % crate::page::PAGE_SIZE as u64) as usize;
+            let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
+            // SAFETY: `n` bytes at `off` of a frame of the direct map the kernel maps at `a`,
+            // not user memory (the slice is host memory); the lock is held.
+            unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), st.phys.frame(pfn).add(off), n) };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copy kernel memory at `kaddr` into `buf`, as `kernel_write` reaches it.
+    pub fn kernel_read(&self, kaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let st = self.lock();
+        let mut done = 0;
+        while done < buf.len() {
+            let a = kaddr + done as u64;
+            let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
+            let off = (a % crate::page::PAGE_SIZE as u64) as usize;
+            let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
+            // SAFETY: as in `kernel_write`, the other way.
+            unsafe {
+                core::ptr::copy_nonoverlapping(st.phys.frame(pfn).add(off), buf[done..].as_mut_ptr(), n)
+            };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// `/proc/vmallocinfo`.
+    pub fn write_vmallocinfo(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let mut lines = [crate::vmalloc::VmallocLine { addr: 0, size: 0, pages: 0, caller: "" }; 64];
+        let n = crate::vmalloc::snapshot(&self.lock().vmalloc, &mut lines);
+        for l in &lines[..n] {
+            crate::vmalloc::write_line(l, w)?;
+        }
+        Ok(())
+    }
+
     /// `swapon(2)`: take the host file at `path`, prepared by [`crate::mkswap`] (or Linux's
     /// `mkswap`), as the machine's swap area. `EBUSY` if it has one, `EINVAL` if the file
     /// has no swap signature, is not a regular file or is too small, the host's error if it
@@ -303,7 +418,7 @@ impl Machine {
             return Err(Errno(ptalloc::errno()));
         }
         let mut st = self.lock();
-        let r = crate::swapfile::swapon(&mut st.phys, fd, path.to_bytes());
+        let r = crate::swapfile::swapon(&mut st, fd, path.to_bytes());
         st.count(Syscall::Swapon, r.is_ok());
         match r {
             Ok(()) => st.sys.total_swap_pages = st.phys.swap.total_pages(),
@@ -498,6 +613,20 @@ impl Machine {
         let st = self.lock_view();
         st.mm.vma_lookup(addr).map(|v| crate::proc::VmaInfo::of(&st, v))
     }
+}
+
+/// The frame behind kernel address `a`: the direct map by arithmetic, the vmalloc range by
+/// the kernel's page table.
+fn kernel_pfn(st: &crate::machine::State, l: &crate::kernel_layout::KernelLayout, a: u64) -> Option<usize> {
+    if a >= l.vmalloc_start && a < l.vmalloc_end {
+        return crate::vmalloc::vmalloc_to_pfn(&st.vmalloc, &st.phys, a);
+    }
+    let region = l.region_of(a)?;
+    if region.start != l.page_offset {
+        return None;
+    }
+    let pfn = l.virt_to_pfn(a)? as usize;
+    (pfn < st.phys.nr_frames()).then_some(pfn)
 }
 
 /// `check_mm` of the running process, with the others' address spaces.

@@ -47,7 +47,7 @@ fn user_zone(st: &State) -> usize {
     (0..MAX_NR_ZONES).rev().find(|&z| st.phys.zones[z].populated()).unwrap_or(0)
 }
 
-fn zone_ok(st: &State, mark: usize, extra: usize) -> bool {
+pub(crate) fn zone_ok(st: &State, mark: usize, extra: usize) -> bool {
     let z = user_zone(st);
     let m = st.phys.zones[z].watermark[mark] + extra;
     st.phys.zone_watermark_ok(z, 0, m, z)
@@ -163,13 +163,29 @@ fn shrink_inactive_list(st: &mut State, sc: &mut ScanControl, lru: usize, nr: us
     } else {
         st.phys.vmstat.pgscan_direct += n as u64;
     }
+    let freed = shrink_folio_list(st, &isolated[..n], false);
+    if sc.kswapd {
+        st.phys.vmstat.pgsteal_kswapd += freed as u64;
+    } else {
+        st.phys.vmstat.pgsteal_direct += freed as u64;
+    }
+    sc.nr_reclaimed += freed;
+    freed
+}
+
+/// Decide, unmap, write out and free isolated pages (`shrink_folio_list`); with
+/// `ignore_references` (`MADV_PAGEOUT`'s `reclaim_pages`) every page is taken whatever its
+/// use. Pages kept go back on their lists. Returns the pages freed.
+fn shrink_folio_list(st: &mut State, isolated: &[usize], ignore_references: bool) -> usize {
+    let n = isolated.len().min(SWAP_CLUSTER_MAX);
     // First every page's fate and its unmapping, then one flush of the other processes'
     // views, then the writes and frees that rely on it.
     let mut batch = TlbBatch::new();
     let mut go = [false; SWAP_CLUSTER_MAX];
     for i in 0..n {
         let pfn = isolated[i];
-        match check_references(st, pfn) {
+        let verdict = if ignore_references { Verdict::Reclaim } else { check_references(st, pfn) };
+        match verdict {
             Verdict::Activate => {
                 putback(st, pfn, true);
                 continue;
@@ -190,7 +206,12 @@ fn shrink_inactive_list(st: &mut State, sc: &mut ScanControl, lru: usize, nr: us
             st.phys.page(pfn).set(PG_DIRTY);
         }
         if st.phys.page(pfn).mapcount.get() != 0 && !crate::rmap::try_to_unmap(st, pfn, &mut batch) {
-            putback(st, pfn, true);
+            if crate::rmap::mapped_in_locked_vma(st, pfn) {
+                // A locked mapping holds it: off the lists (Linux's cull to unevictable).
+                st.phys.set_mlocked(pfn, true);
+            } else {
+                putback(st, pfn, true);
+            }
             continue;
         }
         go[i] = true;
@@ -219,13 +240,55 @@ fn shrink_inactive_list(st: &mut State, sc: &mut ScanControl, lru: usize, nr: us
         st.phys.defer_user_frees = false;
         st.free_deferred_if_settled();
     }
-    if sc.kswapd {
-        st.phys.vmstat.pgsteal_kswapd += freed as u64;
-    } else {
+    freed
+}
+
+/// `MADV_COLD` and `MADV_PAGEOUT` over `[start, end)` of the running process
+/// (`madvise_cold_or_pageout_pte_range`): each page mapped there and by no other mapping has
+/// its accessed bit and `PG_referenced` cleared and goes to its inactive list; with
+/// `pageout` it is reclaimed at once (`reclaim_pages`: swapped out, or written back and
+/// dropped). Pages shared with other mappings are left alone, as Linux leaves them.
+pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, pageout: bool) {
+    let pgd = st.mm.pgd;
+    let mut addr = start;
+    let mut batch = [0usize; SWAP_CLUSTER_MAX];
+    let mut n = 0;
+    while addr < end {
+        let a = addr;
+        addr += crate::page::PAGE_SIZE;
+        let Some(slot) = crate::page_table::pte_lookup(&st.phys, pgd, a) else { continue };
+        let e = slot.get();
+        if !crate::page_table::pte_present(e) || crate::page_table::pte_special(e) {
+            continue;
+        }
+        let pfn = crate::page_table::pte_pfn(e);
+        let p = st.phys.page(pfn);
+        if p.mapcount.get() != 1 || !p.has(PG_LRU) || !crate::swap::page_evictable(p) {
+            continue;
+        }
+        if e & crate::page_table::PTE_ACCESSED != 0 {
+            slot.set(e & !crate::page_table::PTE_ACCESSED);
+            // SAFETY: PROT_NONE allows less than any PTE (the re-arm of `rmap`).
+            unsafe { st.user_host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
+        }
+        st.phys.page(pfn).clear(PG_REFERENCED);
+        if !pageout {
+            st.phys.lru_move_head(pfn, false);
+            continue;
+        }
+        st.phys.lru_del(pfn);
+        batch[n] = pfn;
+        n += 1;
+        if n == SWAP_CLUSTER_MAX {
+            let freed = shrink_folio_list(st, &batch[..n], true);
+            st.phys.vmstat.pgsteal_direct += freed as u64;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        let freed = shrink_folio_list(st, &batch[..n], true);
         st.phys.vmstat.pgsteal_direct += freed as u64;
     }
-    sc.nr_reclaimed += freed;
-    freed
 }
 
 /// Write out and free page `pfn`, unmapped everywhere (`pageout` and `__remove_mapping`).

@@ -1,5 +1,6 @@
 //! The kernel address-space layouts against Linux's documented tables
-//! (`Documentation/arch/x86/x86_64/mm.rst`, `Documentation/arch/arm64/memory.rst`), their
+//! (`Documentation/arch/x86/x86_64/mm.rst`) and to arm64's `memory.h` (whose 6.9 layout
+//! `Documentation/arch/arm64/memory.rst` predates above vmalloc), their
 //! shape (sorted, contiguous, covering all 2^64 addresses), and a machine's objects at
 //! their kernel addresses.
 
@@ -110,7 +111,10 @@ fn x86_64_five_level_is_mm_rst() {
 }
 
 #[test]
-fn arm64_layouts_are_memory_rst_and_memory_h() {
+fn arm64_layouts_follow_memory_h() {
+    // 48 bits. memory.rst's table (linear map, modules, the start of vmalloc) still holds
+    // below vmalloc; above, 6.9 moved vmemmap to end at -1 GiB (VMEMMAP_END), PCI I/O to 8 MiB
+    // above it, FIXADDR_TOP to -8 MiB and VMALLOC_END to VMEMMAP_START - 8 MiB.
     let l = KernelLayout::new(Arch::Arm64Va48);
     check_shape(&l);
     check_rows(
@@ -119,18 +123,18 @@ fn arm64_layouts_are_memory_rst_and_memory_h() {
             (0, 0x0000_ffff_ffff_ffff, "user"),
             (0xffff_0000_0000_0000, 0xffff_7fff_ffff_ffff, "kernel logical memory map"),
             (0xffff_8000_0000_0000, 0xffff_8000_7fff_ffff, "modules"),
-            (0xffff_8000_8000_0000, 0xffff_fbff_efff_ffff, "vmalloc"),
-            (0xffff_fbff_f000_0000, 0xffff_fbff_fdff_ffff, "fixed mappings (top down)"),
-            (0xffff_fbff_fe00_0000, 0xffff_fbff_fe7f_ffff, "[guard region]"),
-            (0xffff_fbff_fe80_0000, 0xffff_fbff_ff7f_ffff, "PCI I/O space"),
-            (0xffff_fbff_ff80_0000, 0xffff_fbff_ffff_ffff, "[guard region]"),
-            (0xffff_fc00_0000_0000, 0xffff_fdff_ffff_ffff, "vmemmap"),
-            (0xffff_fe00_0000_0000, 0xffff_ffff_ffff_ffff, "[guard region]"),
+            (0xffff_8000_8000_0000, 0xffff_fdff_bf7f_ffff, "vmalloc"),
+            (0xffff_fdff_c000_0000, 0xffff_ffff_bfff_ffff, "vmemmap"),
+            (0xffff_ffff_c080_0000, 0xffff_ffff_c17f_ffff, "PCI I/O space"),
+            (0xffff_ffff_ff80_0000, 0xffff_ffff_ffff_ffff, "[guard region]"),
         ],
     );
-    // 39 bits (memory.rst has no table): the same formulas. PAGE_OFFSET = -(1 << 39), the
-    // linear map half the kernel space, modules 2 GiB above it, vmemmap at
-    // -(1 << (39 - 6)) sized for the linear map's pages at 64 bytes each.
+    let vm = l.regions().iter().find(|r| r.name == "vmemmap").unwrap();
+    assert_eq!(vm.size(), 2 << 40, "128 TB of linear map / 4 KiB * 64 bytes");
+    let fix = l.regions().iter().find(|r| r.name == "fixed mappings (top down)").unwrap();
+    assert_eq!(fix.last, 0xffff_ffff_ff7f_ffff, "below FIXADDR_TOP = -8 MiB");
+    // 39 bits: PAGE_OFFSET = -(1 << 39), the linear map half the kernel space, modules 2 GiB
+    // above it, vmemmap sized for 256 GB of linear map (4 GiB) below -1 GiB.
     let l = KernelLayout::new(Arch::Arm64Va39);
     check_shape(&l);
     check_rows(
@@ -139,10 +143,13 @@ fn arm64_layouts_are_memory_rst_and_memory_h() {
             (0, 0x0000_007f_ffff_ffff, "user"),
             (0xffff_ff80_0000_0000, 0xffff_ffbf_ffff_ffff, "kernel logical memory map"),
             (0xffff_ffc0_0000_0000, 0xffff_ffc0_7fff_ffff, "modules"),
-            (0xffff_fffe_0000_0000, 0xffff_fffe_ffff_ffff, "vmemmap"),
+            (0xffff_fffe_c000_0000, 0xffff_ffff_bfff_ffff, "vmemmap"),
         ],
     );
-    assert_eq!(l.vmalloc_end, 0xffff_fffe_0000_0000 - (256 << 20));
+    assert_eq!(l.vmalloc_end, 0xffff_fffe_c000_0000 - (8 << 20));
+    // Beyond the direct map and the struct page array, no translation.
+    assert_eq!(l.virt_to_page(l.vmalloc_start), None);
+    assert_eq!(l.page_to_virt(l.vmemmap + l.vmemmap_size), None);
 }
 
 #[test]

@@ -475,6 +475,54 @@ fn mlockall_future_locks_and_populates_new_memory_and_brk() {
     // SAFETY: without MAP_FIXED nothing is replaced.
     let s = unsafe { m.mmap(0, 4 * PAGE, RW, ANON, -1, 0) }.unwrap();
     assert_eq!(m.pagemap(s) & PM_PRESENT, 0, "def_flags cleared: not populated");
+    // MCL_ONFAULT: new memory is locked but not faulted in, heap growth included.
+    m.mlockall(1 | 2 | 4).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let t = unsafe { m.mmap(0, 16 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    assert!(m.vma_at(t).unwrap().flags & 0x82000 == 0x82000, "VM_LOCKED | VM_LOCKONFAULT");
+    assert_eq!(m.pagemap(t) & PM_PRESENT, 0, "locked on fault: not populated");
+    let rss = m.counters().rss;
+    let b = m.current_break();
+    // SAFETY: growing the break takes nothing away.
+    unsafe { m.brk(b + 16 * PAGE) };
+    assert_eq!(m.counters().rss, rss, "brk does not populate an on-fault heap");
+    // SAFETY: the mapping just made.
+    unsafe { poke(t, 1) };
+    assert!(page_flags(&m, t).unwrap() & KPF_MLOCKED != 0, "touched, it is locked");
+    m.munlockall().unwrap();
+    m.check().unwrap();
+}
+
+#[test]
+fn a_page_left_only_in_an_unlocked_mapping_is_reclaimable_again() {
+    let m = small_machine(32, 64);
+    m.set_rlimits(kernel_sim::Rlimits { memlock: u64::MAX, ..m.rlimits() });
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let p = unsafe { m.mmap(0, 4 * PAGE, RW, ANON, -1, 0) }.unwrap();
+    m.mlock(p, 4 * PAGE).unwrap();
+    let (to_parent, from_child) = pipe();
+    let (to_child, from_parent) = pipe();
+    // SAFETY: the child only uses the machine and raw system calls, then _exits.
+    let child = unsafe { m.fork() }.unwrap();
+    if child == 0 {
+        // The child's copy of the VMA is not locked (fork clears VM_LOCKED).
+        send_byte(to_parent, 1);
+        recv_byte(from_parent);
+        m.exit_process();
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(0) };
+    }
+    assert_eq!(recv_byte(from_child), 1);
+    let pfn = m.pagemap(p) & ((1 << 55) - 1);
+    assert!(m.kpageflags(pfn as usize) & KPF_MLOCKED != 0);
+    // The parent's locked mapping goes; the child's unlocked one still maps the page.
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, 4 * PAGE) }.unwrap();
+    let f = m.kpageflags(pfn as usize);
+    assert!(f & (KPF_MLOCKED | KPF_UNEVICTABLE) == 0 && f & KPF_LRU != 0, "{f:#x}");
+    assert_eq!(field(&text(|w| m.write_meminfo(w)), "Mlocked:"), 0);
+    send_byte(to_child, 1);
+    m.waitpid(child).unwrap();
     m.check().unwrap();
 }
 
@@ -587,6 +635,64 @@ fn pread_and_pwrite_reach_swapped_buffers() {
     m.fsync(fd).unwrap();
     let on_disk = std::fs::read(&path).unwrap();
     assert!(on_disk[len..] == bytes[..], "pwrite from the swapped buffer");
+    m.close(fd).unwrap();
+    m.check().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn madvise_cold_and_pageout_act_at_once() {
+    let m = small_machine(64, 64);
+    let n = 64;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let p = unsafe { m.mmap(0, n * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made.
+    unsafe { fill(p, n, 70) };
+    // Let reclaim look: the pages it kept are marked referenced (it swaps some out).
+    m.set_swappiness(200).unwrap();
+    m.reclaim();
+    let referenced = |i: usize| page_flags(&m, p + i * PAGE).map(|f| f & KPF_REFERENCED != 0);
+    let count = |r: std::ops::Range<usize>| r.filter(|&i| referenced(i) == Some(true)).count();
+    let (low, high) = (count(0..32), count(32..n));
+    assert!(low > 0 && high > 0, "{low} {high}");
+    // MADV_COLD: the first half forgets its use; the second keeps it.
+    // SAFETY: advice that discards nothing.
+    unsafe { m.madvise(p, 32 * PAGE, libc::MADV_COLD) }.unwrap();
+    assert_eq!((count(0..32), count(32..n)), (0, high));
+    // MADV_PAGEOUT: the resident pages of 32..48 go to swap at once, referenced or not.
+    let resident = (32..48).filter(|&i| m.pagemap(p + i * PAGE) & PM_PRESENT != 0).count() as u64;
+    assert!(resident > 0);
+    let out0 = field(&text(|w| m.write_vmstat(w)), "pswpout ");
+    // SAFETY: the contents stay (they go to swap).
+    unsafe { m.madvise(p + 32 * PAGE, 16 * PAGE, libc::MADV_PAGEOUT) }.unwrap();
+    assert!((32..48).all(|i| m.pagemap(p + i * PAGE) & PM_SWAP != 0), "paged out");
+    assert_eq!(field(&text(|w| m.write_vmstat(w)), "pswpout ") - out0, resident);
+    // SAFETY: as above.
+    unsafe { verify(p, n, 70) }.unwrap();
+    // A file mapping's clean pages are dropped from the cache and read again.
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pageout-{}", std::process::id()));
+    std::fs::write(&path, vec![b'z'; 8 * PAGE]).unwrap();
+    let fd = m.open(&CString::new(path.to_str().unwrap()).unwrap(), libc::O_RDONLY, 0).unwrap();
+    // SAFETY: without MAP_FIXED nothing is replaced.
+    let f = unsafe { m.mmap(0, 8 * PAGE, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0) }.unwrap();
+    // SAFETY: the file mapping just made, read.
+    unsafe { peek(f + 3 * PAGE) };
+    let cached = m.counters().nr_file_pages;
+    // SAFETY: as above.
+    unsafe { m.madvise(f, 8 * PAGE, libc::MADV_PAGEOUT) }.unwrap();
+    // Only the mapped page goes (the advice walks PTEs); read-around cached the others.
+    assert_eq!(m.counters().nr_file_pages, cached - 1, "dropped from the page cache");
+    let mut vec = [0u8; 8];
+    m.mincore(f, 8 * PAGE, &mut vec).unwrap();
+    assert_eq!(vec, [1, 1, 1, 0, 1, 1, 1, 1]);
+    // SAFETY: as above.
+    assert_eq!(unsafe { (f as *const u8).add(3 * PAGE).read_volatile() }, b'z');
+    // Locked memory refuses the advice.
+    m.set_rlimits(kernel_sim::Rlimits { memlock: u64::MAX, ..m.rlimits() });
+    m.mlock(p, PAGE).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { m.madvise(p, PAGE, libc::MADV_PAGEOUT) }, Err(kernel_sim::Errno::EINVAL));
     m.close(fd).unwrap();
     m.check().unwrap();
     std::fs::remove_file(&path).unwrap();

@@ -55,7 +55,7 @@ impl Parts {
     }
 
     fn objects(&self, cache: usize) -> usize {
-        self.slab.caches[cache].active_objs
+        self.slab.caches()[cache].active_objs
     }
 
     /// `mmap_region` as `do_mmap` calls it for a private anonymous mapping.
