@@ -400,6 +400,8 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         // names it (wp_can_reuse_anon_folio → folio_free_swap).
         st.phys.try_free_swap(old);
     }
+    // A write to a lazily freed page takes it back (it is dirty: reclaim must keep it).
+    st.phys.clear_lazyfree(old);
     let page = st.phys.page(old);
     // wp_can_reuse_anon_folio: no reference but this mapping's.
     let exclusive_anon = page.has(PG_ANON) && page.refcount.get() == 1 && page.mapcount.get() == 1;

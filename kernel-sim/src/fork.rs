@@ -76,6 +76,8 @@ fn copy_page_range(st: &mut State, child: &mut Mm, src: VmaPtr) -> Result<(), Er
             phys.swap.swap_duplicate(crate::page_table::pte_to_swp_offset(e));
             child.rss[crate::mm::MM_SWAPENTS] += 1;
         } else if !pte_special(e) && pte_pfn(e) != 0 {
+            // A lazily freed page shared by two processes is theirs again.
+            phys.clear_lazyfree(pte_pfn(e));
             let page = phys.page(pte_pfn(e));
             if cow && e & PTE_RW != 0 {
                 e &= !PTE_RW;

@@ -176,8 +176,7 @@ unsafe fn madvise_vma_behavior(
             if flags & VM_LOCKED != 0 || !vma.is_anonymous() {
                 return Err(Errno::EINVAL);
             }
-            // Lazy freeing is not modelled: the pages stay the process's, and reclaim takes
-            // them as it takes any anonymous page (through swap), not by dropping them.
+            madvise_free_pte_range(st, start, end);
             return Ok(());
         }
         MADV_COLD | MADV_PAGEOUT => {
@@ -245,4 +244,49 @@ unsafe fn madvise_vma_behavior(
     *prev = Some(v);
     v.vm_flags.set(new_flags);
     Ok(())
+}
+
+/// `MADV_FREE` over `[start, end)` (`madvise_free_pte_range`): swap entries are freed (the
+/// pages read back as zeros), and each present anonymous page this process alone maps is
+/// made clean, old and lazily freed (`folio_mark_lazyfree`). Its PTE loses write permission
+/// too, so that a later write faults and takes the page back (the host shows no dirty bit);
+/// a page still clean when reclaim reaches it is dropped instead of swapped.
+fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
+    use crate::page_table::{
+        is_swap_pte, pte_host_prot, pte_pfn, pte_present, pte_special, pte_to_swp_offset,
+    };
+    use crate::page_table::{PTE_ACCESSED, PTE_DIRTY, PTE_RW};
+    let pgd = st.mm.pgd;
+    let live = st.me == st.current;
+    let mut addr = start;
+    while addr < end {
+        let a = addr;
+        addr += crate::page::PAGE_SIZE;
+        let Some(slot) = crate::page_table::pte_lookup(&st.phys, pgd, a) else { continue };
+        let e = slot.get();
+        if is_swap_pte(e) {
+            slot.set(0);
+            st.mm.rss[crate::mm::MM_SWAPENTS] -= 1;
+            st.phys.free_swap_and_cache(pte_to_swp_offset(e));
+            continue;
+        }
+        if !pte_present(e) || pte_special(e) {
+            continue;
+        }
+        let pfn = pte_pfn(e);
+        let p = st.phys.page(pfn);
+        if !p.has(crate::page::PG_ANON) || p.mapcount.get() != 1 || p.has(crate::page::PG_MLOCKED) {
+            continue;
+        }
+        if p.has(crate::page::PG_SWAPCACHE) && !st.phys.try_free_swap(pfn) {
+            continue;
+        }
+        let n = e & !(PTE_RW | PTE_DIRTY | PTE_ACCESSED);
+        slot.set(n);
+        if live {
+            // SAFETY: `n` was just written to the PTE of `a` and allows less than before.
+            unsafe { st.host.protect(a, crate::page::PAGE_SIZE, pte_host_prot(n)) };
+        }
+        st.phys.mark_lazyfree(pfn);
+    }
 }

@@ -139,7 +139,8 @@ pub(crate) fn pte_may_write(phys: &PhysMem, e: u64, flags: VmFlags) -> bool {
     if flags & VM_SHARED != 0 {
         !p.has(PG_FILE) || e & PTE_DIRTY != 0
     } else {
-        p.has(PG_ANON) && p.mapcount.get() == 1 && !p.has(PG_SWAPCACHE)
+        // Nor a lazily freed one, whose next write must be seen (it makes the page dirty).
+        p.has(PG_ANON) && p.mapcount.get() == 1 && !p.has(PG_SWAPCACHE | crate::page::PG_LAZYFREE)
     }
 }
 

@@ -42,6 +42,10 @@ pub const PG_SWAPCACHE: u32 = 1 << 12;
 pub const PG_MLOCKED: u32 = 1 << 13;
 /// The first page of a block `kmalloc` took whole (`kmalloc_large`); `order` says how big.
 pub const PG_LARGE_KMALLOC: u32 = 1 << 14;
+/// An anonymous page given up with `MADV_FREE` and not written since (Linux's anonymous
+/// folio without `PG_swapbacked`): on the file lists, dropped rather than swapped when
+/// reclaimed.
+pub const PG_LAZYFREE: u32 = 1 << 15;
 
 /// One page frame's descriptor. Fields are `Cell`s: the whole of `mem_map` is reached
 /// through shared references while the machine lock is held.

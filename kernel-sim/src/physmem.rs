@@ -63,6 +63,10 @@ pub struct VmStat {
     pub pageoutrun: u64,
     /// Pages of `VM_LOCKED` mappings (`nr_mlock`).
     pub nr_mlock: usize,
+    /// Pages given up with `MADV_FREE`, and those of them reclaim dropped (`pglazyfree`,
+    /// `pglazyfreed`).
+    pub pglazyfree: u64,
+    pub pglazyfreed: u64,
     /// TLB flushes: single pages of the running process's view, its whole view, and
     /// requests sent to other processes (`nr_tlb_*`).
     pub nr_tlb_local_flush_one: u64,

@@ -84,6 +84,8 @@ pub struct MemStats {
     /// Swap entries in the range, and their share of each slot (`SwapPss`).
     pub swap: u64,
     pub swap_pss: u64,
+    /// Lazily freed pages not written since (`MADV_FREE`).
+    pub lazyfree: u64,
 }
 
 impl MemStats {
@@ -103,6 +105,7 @@ impl MemStats {
         self.pss_locked += o.pss_locked;
         self.swap += o.swap;
         self.swap_pss += o.swap_pss;
+        self.lazyfree += o.lazyfree;
     }
 
     fn account(&mut self, page: &Page, pte: u64, locked: bool) {
@@ -115,6 +118,9 @@ impl MemStats {
         }
         if page.has(PG_ANON) {
             self.anonymous += size;
+        }
+        if page.has(crate::page::PG_LAZYFREE) && !dirty {
+            self.lazyfree += size;
         }
         let pss = (size << PSS_SHIFT) / mapcount;
         self.pss += pss;
@@ -250,6 +256,7 @@ impl VmaInfo {
             pss_locked: 0,
             swap: 0,
             swap_pss: 0,
+            lazyfree: 0,
         },
     };
 
@@ -414,7 +421,9 @@ fn write_stats(w: &mut dyn Write, s: &MemStats, rollup: bool) -> fmt::Result {
     kb(w, "Private_Dirty:", s.private_dirty)?;
     kb(w, "Referenced:", s.referenced)?;
     kb(w, "Anonymous:", s.anonymous)?;
-    for label in ["KSM:", "LazyFree:", "AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"] {
+    kb(w, "KSM:", 0)?;
+    kb(w, "LazyFree:", s.lazyfree)?;
+    for label in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"] {
         kb(w, label, 0)?;
     }
     writeln!(w, "{:<16}{:>8} kB", "Shared_Hugetlb:", 0)?;
@@ -653,7 +662,7 @@ impl Machine {
                 .sum();
             (st.phys.vmstat, st.phys.lru_sizes(), zone, received)
         };
-        let lines: [(&str, u64); 22] = [
+        let lines: [(&str, u64); 23] = [
             ("nr_free_pages", c.free_pages as u64),
             ("nr_inactive_anon", lru[0] as u64),
             ("nr_active_anon", lru[1] as u64),
@@ -676,12 +685,14 @@ impl Machine {
             ("pgfree", c.pgfree),
             ("pgactivate", v.pgactivate),
             ("pgdeactivate", v.pgdeactivate),
+            ("pglazyfree", v.pglazyfree),
         ];
         for (name, n) in lines {
             writeln!(w, "{name} {n}")?;
         }
         writeln!(w, "pgfault {}", c.pgfault)?;
         writeln!(w, "pgmajfault {}", c.pgmajfault)?;
+        writeln!(w, "pglazyfreed {}", v.pglazyfreed)?;
         writeln!(w, "pgrefill {}", v.pgrefill)?;
         writeln!(w, "pgsteal_kswapd {}", v.pgsteal_kswapd)?;
         writeln!(w, "pgsteal_direct {}", v.pgsteal_direct)?;

@@ -150,7 +150,12 @@ pub(crate) fn try_to_unmap(st: &mut State, pfn: usize, batch: &mut TlbBatch) -> 
         let e = h.slot.get();
         let (mm, phys) = mm_of(st, h.task);
         let page = phys.page(pfn);
-        if anon {
+        if anon && page.has(crate::page::PG_LAZYFREE) {
+            // Clean since MADV_FREE (a write would have taken the flag away): dropped, the
+            // next touch finds zeros (`try_to_unmap_one`'s lazyfree case).
+            h.slot.set(0);
+            mm.rss[MM_ANONPAGES] -= 1;
+        } else if anon {
             if e & (crate::page_table::PTE_RW | PTE_DIRTY) != 0 {
                 // Written through this PTE (the host shows no dirty bit: writable is all
                 // there is to go by).

@@ -32,7 +32,7 @@ impl LruList {
 /// Whether a page belongs on the file lists (page cache) or the anonymous ones.
 #[inline]
 pub fn page_is_file_lru(page: &Page) -> bool {
-    page.has(PG_FILE)
+    page.has(PG_FILE | crate::page::PG_LAZYFREE)
 }
 
 /// The list a page on the LRU is on.
@@ -168,6 +168,36 @@ impl PhysMem {
         } else {
             self.page(pfn).clear(PG_MLOCKED);
             self.vmstat.nr_mlock -= 1;
+            self.lru_add(pfn);
+        }
+    }
+
+    /// `MADV_FREE` of an anonymous page (`folio_mark_lazyfree`): clean, unreferenced, at the
+    /// head of the inactive file list.
+    pub fn mark_lazyfree(&mut self, pfn: usize) {
+        let on = self.page(pfn).has(PG_LRU);
+        self.lru_del(pfn);
+        let p = self.page(pfn);
+        p.set(crate::page::PG_LAZYFREE);
+        p.clear(PG_ACTIVE | PG_REFERENCED | crate::page::PG_DIRTY);
+        self.vmstat.pglazyfree += 1;
+        if on {
+            self.lru_add(pfn);
+        }
+    }
+
+    /// A lazily freed page written again: ordinary dirty anonymous memory once more
+    /// (`folio_set_swapbacked`).
+    pub fn clear_lazyfree(&mut self, pfn: usize) {
+        if !self.page(pfn).has(crate::page::PG_LAZYFREE) {
+            return;
+        }
+        let on = self.page(pfn).has(PG_LRU);
+        self.lru_del(pfn);
+        let p = self.page(pfn);
+        p.clear(crate::page::PG_LAZYFREE);
+        p.set(crate::page::PG_DIRTY);
+        if on {
             self.lru_add(pfn);
         }
     }

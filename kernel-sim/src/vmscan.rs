@@ -197,7 +197,7 @@ fn shrink_folio_list(st: &mut State, isolated: &[usize], ignore_references: bool
             Verdict::Reclaim => {}
         }
         let p = st.phys.page(pfn);
-        if p.has(PG_ANON) && !p.has(PG_SWAPCACHE) {
+        if p.has(PG_ANON) && !p.has(PG_SWAPCACHE | crate::page::PG_LAZYFREE) {
             let Some(slot) = st.phys.swap.get_swap_slot() else {
                 putback(st, pfn, true);
                 continue;
@@ -309,6 +309,16 @@ fn reclaim_page(st: &mut State, pfn: usize) -> bool {
         // process's by try_to_unmap, the others' by the batch before this), and the swap
         // entries that named it now find its bytes in its slot.
         unsafe { st.phys.free_user_page(pfn) };
+        return true;
+    }
+    if p.has(PG_ANON) && p.has(crate::page::PG_LAZYFREE) {
+        if p.has(PG_DIRTY) {
+            return false;
+        }
+        // SAFETY: unmapped everywhere (checked) and every view flushed, as above; its bytes
+        // were given up with MADV_FREE and not written since.
+        unsafe { st.phys.free_user_page(pfn) };
+        st.phys.vmstat.pglazyfreed += 1;
         return true;
     }
     if !p.has(PG_FILE) || p.mapping.get() == 0 {

@@ -669,6 +669,19 @@ fn madvise_cold_and_pageout_act_at_once() {
     assert_eq!(field(&text(|w| m.write_vmstat(w)), "pswpout ") - out0, resident);
     // SAFETY: as above.
     unsafe { verify(p, n, 70) }.unwrap();
+    // MADV_FREE over swapped-out pages frees their slots: they read as zeros after.
+    // SAFETY: as above.
+    unsafe { m.madvise(p + 32 * PAGE, 16 * PAGE, libc::MADV_PAGEOUT) }.unwrap();
+    let used = |m: &Machine| {
+        let mi = text(|w| m.write_meminfo(w));
+        field(&mi, "SwapTotal:") - field(&mi, "SwapFree:")
+    };
+    let before = used(&m);
+    // SAFETY: the program gives these contents up.
+    unsafe { m.madvise(p + 32 * PAGE, 16 * PAGE, libc::MADV_FREE) }.unwrap();
+    assert_eq!(before - used(&m), 64, "sixteen slots back");
+    // SAFETY: as above.
+    assert!((32..48).all(|i| unsafe { peek(p + i * PAGE) } == 0));
     // A file mapping's clean pages are dropped from the cache and read again.
     let path =
         std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pageout-{}", std::process::id()));
@@ -696,4 +709,50 @@ fn madvise_cold_and_pageout_act_at_once() {
     m.close(fd).unwrap();
     m.check().unwrap();
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn madvise_free_pages_are_dropped_unless_written_again() {
+    // No swap: only the lazily freed pages can be reclaimed.
+    let m = Machine::boot(&Config { phys_bytes: 32 << 20, ..Config::DEFAULT }).unwrap();
+    let a_pages = (16 << 20) / PAGE;
+    // SAFETY: without MAP_FIXED nothing is replaced; the machine is this test's own.
+    let a = unsafe { m.mmap(0, a_pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: the mapping just made.
+    unsafe { fill(a, a_pages, 80) };
+    // SAFETY: the program gives these contents up (MADV_FREE's contract).
+    unsafe { m.madvise(a, a_pages * PAGE, libc::MADV_FREE) }.unwrap();
+    let lazy = |m: &Machine| field(&text(|w| m.write_smaps_rollup(w)), "LazyFree:");
+    assert_eq!(lazy(&m), 16 << 10);
+    assert_eq!(field(&text(|w| m.write_vmstat(w)), "pglazyfree "), a_pages as u64);
+    // Writing a page takes it back.
+    for i in 0..16 {
+        // SAFETY: as above.
+        unsafe { poke(a + i * PAGE, pattern(81, i, 0)) };
+    }
+    assert_eq!(lazy(&m), (16 << 10) - 64);
+    // 24 MiB more than fits beside it: reclaim drops clean lazily freed pages.
+    let b_pages = (24 << 20) / PAGE;
+    // SAFETY: as above.
+    let b = unsafe { m.mmap(0, b_pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    // SAFETY: as above.
+    unsafe { fill(b, b_pages, 82) };
+    let dropped = field(&text(|w| m.write_vmstat(w)), "pglazyfreed ");
+    assert!(dropped > 1000, "{dropped} pages dropped");
+    // SAFETY: as above.
+    unsafe { verify(b, b_pages, 82) }.unwrap();
+    let mut zeros = 0;
+    for i in 0..a_pages {
+        // SAFETY: as above.
+        let v = unsafe { peek(a + i * PAGE) };
+        if i < 16 {
+            assert_eq!(v, pattern(81, i, 0), "written after MADV_FREE: kept");
+        } else if v == 0 {
+            zeros += 1;
+        } else {
+            assert_eq!(v, pattern(80, i, 0), "a lazily freed page keeps its bytes or reads zero");
+        }
+    }
+    assert_eq!(zeros, dropped, "each dropped page reads as zero");
+    m.check().unwrap();
 }
