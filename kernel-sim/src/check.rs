@@ -187,8 +187,12 @@ pub(crate) fn check_mm(
         // Every mapping holds a reference; a page-cache or swap-cache page has the cache's
         // besides.
         let cache_ref = u32::from(!page.has(PG_ANON) || page.has(crate::page::PG_SWAPCACHE));
-        if page.has(crate::page::PG_SWAPCACHE) && e & PTE_RW != 0 {
-            bad = Some(CheckError { what: "writable PTE of a swap-cache page", a: addr, b: pte_pfn(e) });
+        if page.has(crate::page::PG_SWAPCACHE | crate::page::PG_LAZYFREE) && e & PTE_RW != 0 {
+            bad = Some(CheckError {
+                what: "writable PTE of a swap-cache or lazily freed page",
+                a: addr,
+                b: pte_pfn(e),
+            });
             return;
         }
         if page.has(PG_BUDDY) || page.mapcount.get() == 0 {

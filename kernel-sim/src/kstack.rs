@@ -41,6 +41,30 @@ struct Call<'a> {
     st: &'a mut State,
     f: fn(&mut State) -> usize,
     ret: usize,
+    /// The thread's signal mask before the switch (signals are blocked across it).
+    mask: libc::sigset_t,
+}
+
+/// Block every signal but the synchronous ones (a fault there is a bug either way), and
+/// return the mask that was.
+fn block_async_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain C struct, filled by the calls; pthread_sigmask only reads
+    // and writes these locals.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+            libc::sigdelset(&mut all, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+fn set_mask(mask: &libc::sigset_t) {
+    // SAFETY: restoring a mask pthread_sigmask gave us.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, core::ptr::null_mut()) };
 }
 
 extern "C" fn trampoline(arg: *mut u8) {
@@ -59,7 +83,11 @@ extern "C" fn trampoline(arg: *mut u8) {
         let off = libc::stack_t { ss_sp: core::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
         libc::sigaltstack(&off, &mut old) == 0
     };
+    // Signals were blocked across the switch (see `on_kernel_stack`); with the alternate
+    // stack off they may come again, on this stack.
+    set_mask(&c.mask);
     c.ret = (c.f)(c.st);
+    let _ = block_async_signals();
     if disabled && old.ss_flags & libc::SS_DISABLE == 0 {
         old.ss_flags &= !libc::SS_ONSTACK;
         // SAFETY: restoring the stack the thread had, from our local copy.
@@ -84,7 +112,11 @@ pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usi
         return f(st);
     }
     st.on_kstack = true;
-    let mut call = Call { st, f, ret: 0 };
+    // From before the switch until the alternate stack is off, and from before it is back
+    // until after the switch back, a signal for an `SA_ONSTACK` handler would be given a
+    // frame over the fault handler's: blocked meanwhile.
+    let mask = block_async_signals();
+    let mut call = Call { st, f, ret: 0, mask };
     let arg = &mut call as *mut Call<'_> as *mut u8;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `top` is the 16-byte aligned top of a stack this process mapped for the
@@ -105,6 +137,7 @@ pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usi
             clobber_abi("C"),
         );
     }
+    set_mask(&call.mask);
     call.st.on_kstack = false;
     call.ret
 }

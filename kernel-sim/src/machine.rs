@@ -168,7 +168,14 @@ pub(crate) struct State {
     pub kstack_args: [usize; 2],
     /// The kernel's own page table and vmalloc areas.
     pub vmalloc: crate::vmalloc::Vmalloc,
+    /// Kernel memory the machine's API handed out (`Machine::kmalloc`, `vmalloc`): start
+    /// and length of each, length 0 for a free entry. Only these may be freed or written
+    /// through the API; the simulated kernel's own objects are not among them.
+    pub api_objects: [(u64, u64); MAX_API_OBJECTS],
 }
+
+/// Kernel objects the machine's API can hand out at once.
+pub const MAX_API_OBJECTS: usize = 256;
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
 /// space, behind one lock. Its system calls are `Machine::{brk, mmap, munmap, mremap,
@@ -340,6 +347,7 @@ impl State {
             reclaim_goal: 0,
             kstack_args: [0; 2],
             vmalloc: crate::vmalloc::Vmalloc::new(),
+            api_objects: [(0, 0); MAX_API_OBJECTS],
         };
         if config.swappiness > 200 {
             return Err(Errno::EINVAL);

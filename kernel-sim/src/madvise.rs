@@ -252,9 +252,7 @@ unsafe fn madvise_vma_behavior(
 /// too, so that a later write faults and takes the page back (the host shows no dirty bit);
 /// a page still clean when reclaim reaches it is dropped instead of swapped.
 fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
-    use crate::page_table::{
-        is_swap_pte, pte_host_prot, pte_pfn, pte_present, pte_special, pte_to_swp_offset,
-    };
+    use crate::page_table::{is_swap_pte, pte_pfn, pte_present, pte_special, pte_to_swp_offset};
     use crate::page_table::{PTE_ACCESSED, PTE_DIRTY, PTE_RW};
     let pgd = st.mm.pgd;
     let live = st.me == st.current;
@@ -275,7 +273,10 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         }
         let pfn = pte_pfn(e);
         let p = st.phys.page(pfn);
-        if !p.has(crate::page::PG_ANON) || p.mapcount.get() != 1 || p.has(crate::page::PG_MLOCKED) {
+        if !p.has(crate::page::PG_ANON)
+            || p.mapcount.get() != 1
+            || p.has(crate::page::PG_MLOCKED | crate::page::PG_LAZYFREE)
+        {
             continue;
         }
         if p.has(crate::page::PG_SWAPCACHE) && !st.phys.try_free_swap(pfn) {
@@ -284,8 +285,9 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         let n = e & !(PTE_RW | PTE_DIRTY | PTE_ACCESSED);
         slot.set(n);
         if live {
-            // SAFETY: `n` was just written to the PTE of `a` and allows less than before.
-            unsafe { st.host.protect(a, crate::page::PAGE_SIZE, pte_host_prot(n)) };
+            // Inaccessible in the host view, so that a read sets the accessed bit again and a
+            // write takes the page back. SAFETY: PROT_NONE allows less than any PTE.
+            unsafe { st.host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
         }
         st.phys.mark_lazyfree(pfn);
     }

@@ -144,6 +144,18 @@ pub(crate) fn try_to_unmap(st: &mut State, pfn: usize, batch: &mut TlbBatch) -> 
             return false;
         }
     }
+    if anon && st.phys.page(pfn).has(crate::page::PG_LAZYFREE) {
+        let written = st.phys.page(pfn).has(crate::page::PG_DIRTY)
+            || hits.hits[..hits.n]
+                .iter()
+                .flatten()
+                .any(|h| h.slot.get() & (crate::page_table::PTE_RW | PTE_DIRTY) != 0);
+        if written {
+            // Written since MADV_FREE: the process's again, kept (try_to_unmap_one).
+            st.phys.clear_lazyfree(pfn);
+            return false;
+        }
+    }
     let me = st.me;
     let user_host = st.user_host;
     for h in hits.hits[..hits.n].iter().flatten() {

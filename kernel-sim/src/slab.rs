@@ -398,6 +398,13 @@ impl Slab {
                     if !right_list {
                         return fail("slab on the wrong list for its use", f, inuse);
                     }
+                    for t in f..f + (1usize << c.order) {
+                        let q = phys.page(t);
+                        if !q.has(PG_SLAB) || q.slab_cache.get() as usize != id || q.index.get() as usize != f
+                        {
+                            return fail("slab page not naming its cache and first page", t, id);
+                        }
+                    }
                     let base = phys.frame(f) as usize;
                     let mut free = 0;
                     let mut i = p.freelist.get();

@@ -299,22 +299,32 @@ impl Machine {
 
     /// `vmalloc(size)` in the simulated kernel: the kernel address of `size` bytes (rounded
     /// up to pages) of zeroed memory, contiguous in the vmalloc range, over frames taken
-    /// one by one. `ENOMEM` for 0 bytes or without frames.
+    /// one by one. `ENOMEM` for 0 bytes, more than memory, no frames, or more than
+    /// `MAX_API_OBJECTS` objects handed out by these calls at once.
     pub fn vmalloc(&self, size: usize, caller: &'static str) -> Result<u64, Errno> {
         let mut st = self.lock();
         let st = &mut *st;
-        crate::vmalloc::vmalloc(&mut st.vmalloc, &mut st.phys, &mut st.slab, size, caller)
+        let slot = st.api_objects.iter().position(|o| o.1 == 0).ok_or(Errno::ENOMEM)?;
+        let va = crate::vmalloc::vmalloc(&mut st.vmalloc, &mut st.phys, &mut st.slab, size, caller)?;
+        st.api_objects[slot] =
+            (va, size.div_ceil(crate::page::PAGE_SIZE) as u64 * crate::page::PAGE_SIZE as u64);
+        Ok(va)
     }
 
-    /// `vfree(addr)`; `EINVAL` if no vmalloc area starts at `addr` (nothing changes).
+    /// `vfree(addr)` of what `Machine::vmalloc` returned; `EINVAL` otherwise (nothing
+    /// changes).
     pub fn vfree(&self, addr: u64) -> Result<(), Errno> {
         let mut st = self.lock();
         let st = &mut *st;
-        if crate::vmalloc::area_pages(&st.vmalloc, addr).is_none() || addr == st.phys.swap.map_va {
+        let Some(slot) = st.api_objects.iter().position(|o| o.1 != 0 && o.0 == addr) else {
+            return Err(Errno::EINVAL);
+        };
+        if crate::vmalloc::area_pages(&st.vmalloc, addr).is_none() {
             return Err(Errno::EINVAL);
         }
-        // SAFETY: an area this API handed out (not the swap area's), whose memory only these
-        // calls reach; the caller gives it up.
+        st.api_objects[slot] = (0, 0);
+        // SAFETY: an area this API handed out, whose memory only these calls reach; the
+        // caller gives it up.
         unsafe { crate::vmalloc::vfree(&mut st.vmalloc, &mut st.phys, &mut st.slab, addr) };
         Ok(())
     }
@@ -326,20 +336,23 @@ impl Machine {
     }
 
     /// `kmalloc(size)`: the kernel (direct-map) address of a zeroed object from the
-    /// `kmalloc-*` caches, or of whole pages beyond 8 KiB.
+    /// `kmalloc-*` caches, or of whole pages beyond 8 KiB. `ENOMEM` as for `vmalloc`.
     pub fn kmalloc(&self, size: usize) -> Result<u64, Errno> {
         let mut st = self.lock();
         let st = &mut *st;
-        let host = st.slab.kmalloc(&mut st.phys, size)?;
-        if host == crate::slab::ZERO_SIZE_PTR {
-            return Ok(host as u64);
+        if size == 0 {
+            return Ok(crate::slab::ZERO_SIZE_PTR as u64);
         }
+        let slot = st.api_objects.iter().position(|o| o.1 == 0).ok_or(Errno::ENOMEM)?;
+        let host = st.slab.kmalloc(&mut st.phys, size)?;
         let pfn = st.phys.virt_to_pfn(host);
-        Ok(self.kernel_layout().pfn_to_kaddr(pfn as u64) + (host % crate::page::PAGE_SIZE) as u64)
+        let k = self.kernel_layout().pfn_to_kaddr(pfn as u64) + (host % crate::page::PAGE_SIZE) as u64;
+        st.api_objects[slot] = (k, size as u64);
+        Ok(k)
     }
 
-    /// `kfree` of a kernel address `kmalloc` returned; `EINVAL` for anything else (an
-    /// object already freed, one of another cache, an address inside an object), with
+    /// `kfree` of what `Machine::kmalloc` returned; `EINVAL` for anything else (an object
+    /// already freed, an address inside one, the simulated kernel's own objects), with
     /// nothing changed.
     pub fn kfree(&self, kaddr: u64) -> Result<(), Errno> {
         if kaddr == 0 || kaddr == crate::slab::ZERO_SIZE_PTR as u64 {
@@ -348,6 +361,9 @@ impl Machine {
         let mut st = self.lock();
         let st = &mut *st;
         let l = self.kernel_layout();
+        let Some(slot) = st.api_objects.iter().position(|o| o.1 != 0 && o.0 == kaddr) else {
+            return Err(Errno::EINVAL);
+        };
         let Some(pfn) = l.virt_to_pfn(kaddr).filter(|&p| (p as usize) < st.phys.nr_frames()) else {
             return Err(Errno::EINVAL);
         };
@@ -355,31 +371,39 @@ impl Machine {
         if !st.slab.is_live_kmalloc(&st.phys, host) {
             return Err(Errno::EINVAL);
         }
-        // SAFETY: a live kmalloc object (checked) that only these calls reach; the caller
-        // gives it up.
+        st.api_objects[slot] = (0, 0);
+        // SAFETY: a live kmalloc object (checked) that this API handed out and only these
+        // calls reach; the caller gives it up.
         unsafe { st.slab.kfree(&mut st.phys, host) };
         Ok(())
     }
 
-    /// Copy `buf` to kernel memory at `kaddr` (the direct map or a vmalloc area), page by
-    /// page through the kernel's page table; `EFAULT` if any of it is not mapped.
+    /// Copy `buf` into kernel memory the API handed out (`kmalloc`, `vmalloc`), at `kaddr`,
+    /// page by page through the kernel's page table; `EFAULT` if the range is not inside
+    /// one such object, nothing written.
     pub fn kernel_write(&self, kaddr: u64, buf: &[u8]) -> Result<(), Errno> {
         let st = self.lock();
+        let end = kaddr.checked_add(buf.len() as u64).ok_or(Errno::EFAULT)?;
+        if !st.api_objects.iter().any(|o| o.1 != 0 && kaddr >= o.0 && end <= o.0 + o.1) {
+            return Err(Errno::EFAULT);
+        }
         let mut done = 0;
         while done < buf.len() {
             let a = kaddr + done as u64;
             let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
             let off = (a % crate::page::PAGE_SIZE as u64) as usize;
             let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
-            // SAFETY: `n` bytes at `off` of a frame of the direct map the kernel maps at `a`,
-            // not user memory (the slice is host memory); the lock is held.
+            // SAFETY: `n` bytes at `off` of a frame the kernel maps at `a`, inside an object
+            // the API handed out (checked), which nothing of the simulation's own uses; not
+            // user memory (the slice is host memory); the lock is held.
             unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), st.phys.frame(pfn).add(off), n) };
             done += n;
         }
         Ok(())
     }
 
-    /// Copy kernel memory at `kaddr` into `buf`, as `kernel_write` reaches it.
+    /// Copy kernel memory at `kaddr` (the direct map, or a mapped part of the vmalloc range)
+    /// into `buf`; `EFAULT` where nothing is mapped.
     pub fn kernel_read(&self, kaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let st = self.lock();
         let mut done = 0;
@@ -388,7 +412,7 @@ impl Machine {
             let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
             let off = (a % crate::page::PAGE_SIZE as u64) as usize;
             let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
-            // SAFETY: as in `kernel_write`, the other way.
+            // SAFETY: `n` bytes at `off` of a frame of the direct map, read; the lock is held.
             unsafe {
                 core::ptr::copy_nonoverlapping(st.phys.frame(pfn).add(off), buf[done..].as_mut_ptr(), n)
             };
@@ -399,12 +423,19 @@ impl Machine {
 
     /// `/proc/vmallocinfo`.
     pub fn write_vmallocinfo(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        let mut lines = [crate::vmalloc::VmallocLine { addr: 0, size: 0, pages: 0, caller: "" }; 64];
-        let n = crate::vmalloc::snapshot(&self.lock().vmalloc, &mut lines);
-        for l in &lines[..n] {
-            crate::vmalloc::write_line(l, w)?;
+        // In batches copied out under the lock, written without it (writing may allocate).
+        let mut from = 0;
+        loop {
+            let mut lines = [crate::vmalloc::VmallocLine { addr: 0, size: 0, pages: 0, caller: "" }; 64];
+            let n = crate::vmalloc::snapshot(&self.lock().vmalloc, from, &mut lines);
+            for l in &lines[..n] {
+                crate::vmalloc::write_line(l, w)?;
+            }
+            if n < lines.len() {
+                return Ok(());
+            }
+            from = lines[n - 1].addr + 1;
         }
-        Ok(())
     }
 
     /// `swapon(2)`: take the host file at `path`, prepared by [`crate::mkswap`] (or Linux's

@@ -89,7 +89,8 @@ pub(crate) fn vmalloc(
     caller: &'static str,
 ) -> Result<u64, Errno> {
     let nr = size.div_ceil(PAGE_SIZE);
-    if nr == 0 {
+    // More than all of memory can never be had (`__vmalloc_node_range` refuses it too).
+    if nr == 0 || nr > phys.totalram_pages() {
         return Err(Errno::ENOMEM);
     }
     if vm.pgd == 0 {
@@ -251,9 +252,12 @@ pub struct VmallocLine {
     pub caller: &'static str,
 }
 
-/// Up to `out.len()` areas in address order; returns how many.
-pub(crate) fn snapshot(vm: &Vmalloc, out: &mut [VmallocLine]) -> usize {
+/// Up to `out.len()` areas starting at or above `from`, in address order; returns how many.
+pub(crate) fn snapshot(vm: &Vmalloc, from: u64, out: &mut [VmallocLine]) -> usize {
     let (mut n, mut cur) = (0, vm.head);
+    while cur != 0 && area(cur).addr < from {
+        cur = area(cur).next;
+    }
     while cur != 0 && n < out.len() {
         let a = area(cur);
         out[n] = VmallocLine { addr: a.addr, size: a.size, pages: a.nr_pages, caller: a.caller };

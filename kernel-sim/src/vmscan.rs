@@ -273,21 +273,22 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
         }
         st.phys.page(pfn).clear(PG_REFERENCED);
         if !pageout {
-            st.phys.lru_move_head(pfn, false);
+            // folio_deactivate: only an active page moves.
+            if st.phys.page(pfn).has(crate::page::PG_ACTIVE) {
+                st.phys.lru_move_head(pfn, false);
+            }
             continue;
         }
         st.phys.lru_del(pfn);
         batch[n] = pfn;
         n += 1;
         if n == SWAP_CLUSTER_MAX {
-            let freed = shrink_folio_list(st, &batch[..n], true);
-            st.phys.vmstat.pgsteal_direct += freed as u64;
+            shrink_folio_list(st, &batch[..n], true);
             n = 0;
         }
     }
     if n > 0 {
-        let freed = shrink_folio_list(st, &batch[..n], true);
-        st.phys.vmstat.pgsteal_direct += freed as u64;
+        shrink_folio_list(st, &batch[..n], true);
     }
 }
 

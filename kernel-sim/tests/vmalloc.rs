@@ -50,6 +50,10 @@ fn vmalloc_maps_scattered_frames_contiguously() {
     // The same bytes through the direct map, page by page.
     let mut one = [0u8; 8];
     m.kernel_read(l.pfn_to_kaddr(pfns[5] as u64) + 16, &mut one).unwrap();
+    // Writes reach only what the API handed out: not the direct map's frame of it, nor the
+    // simulated kernel's own objects.
+    assert_eq!(m.kernel_write(l.pfn_to_kaddr(pfns[5] as u64), &[1]), Err(kernel_sim::Errno::EFAULT));
+    assert_eq!(m.kernel_write(big + n * PAGE - 1, &[1, 2]), Err(kernel_sim::Errno::EFAULT), "past its end");
     assert_eq!(one, pattern[(5 * PAGE + 16) as usize..(5 * PAGE + 24) as usize]);
     assert_eq!(
         m.kernel_read(big + n * PAGE - 4, &mut one),
