@@ -190,37 +190,28 @@ impl SwapInfo {
 
     /// Read slot `slot` into `frame` (`swap_read_folio`).
     pub(crate) fn read_slot(&self, slot: usize, frame: *mut u8) -> Result<(), Errno> {
-        let mut done = 0;
-        while done < PAGE_SIZE {
-            // SAFETY: `frame` is a whole frame the caller owns; the host writes into it.
-            let n = unsafe {
-                libc::pread(
-                    self.fd,
-                    frame.add(done).cast(),
-                    PAGE_SIZE - done,
-                    ((slot << PAGE_SHIFT) + done) as libc::off_t,
-                )
-            };
-            if n <= 0 {
-                return Err(Errno(libc::EIO));
-            }
-            done += n as usize;
-        }
-        Ok(())
+        self.slot_io(slot, frame, false)
     }
 
     /// Write `frame` to slot `slot` (`swap_writeout`).
     pub(crate) fn write_slot(&self, slot: usize, frame: *const u8) -> Result<(), Errno> {
+        self.slot_io(slot, frame as *mut u8, true)
+    }
+
+    /// The whole page between `frame` and slot `slot`, in as many host calls as it takes.
+    fn slot_io(&self, slot: usize, frame: *mut u8, write: bool) -> Result<(), Errno> {
         let mut done = 0;
         while done < PAGE_SIZE {
-            // SAFETY: `frame` is a whole frame that holds still; the host only reads it.
+            let (buf, len, pos) =
+                (frame.wrapping_add(done), PAGE_SIZE - done, ((slot << PAGE_SHIFT) + done) as libc::off_t);
+            // SAFETY: `frame` is a whole frame: for a read the caller owns it and the host
+            // writes into it; for a write it holds still and the host only reads it.
             let n = unsafe {
-                libc::pwrite(
-                    self.fd,
-                    frame.add(done).cast(),
-                    PAGE_SIZE - done,
-                    ((slot << PAGE_SHIFT) + done) as libc::off_t,
-                )
+                if write {
+                    libc::pwrite(self.fd, buf.cast(), len, pos)
+                } else {
+                    libc::pread(self.fd, buf.cast(), len, pos)
+                }
             };
             if n <= 0 {
                 return Err(Errno(libc::EIO));

@@ -387,38 +387,22 @@ impl Machine {
         if !st.api_objects.iter().any(|o| o.1 != 0 && kaddr >= o.0 && end <= o.0 + o.1) {
             return Err(Errno::EFAULT);
         }
-        let mut done = 0;
-        while done < buf.len() {
-            let a = kaddr + done as u64;
-            let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
-            let off = (a % crate::page::PAGE_SIZE as u64) as usize;
-            let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
-            // SAFETY: `n` bytes at `off` of a frame the kernel maps at `a`, inside an object
-            // the API handed out (checked), which nothing of the simulation's own uses; not
-            // user memory (the slice is host memory); the lock is held.
-            unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), st.phys.frame(pfn).add(off), n) };
-            done += n;
-        }
-        Ok(())
+        for_each_kernel_chunk(&st, &self.kernel_layout(), kaddr, buf.len(), &mut |done, p, n| {
+            // SAFETY: `n` bytes of a frame the kernel maps there, inside an object the API
+            // handed out (checked), which nothing of the simulation's own uses; not user
+            // memory (the slice is host memory); the lock is held.
+            unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), p, n) }
+        })
     }
 
     /// Copy kernel memory at `kaddr` (the direct map, or a mapped part of the vmalloc range)
     /// into `buf`; `EFAULT` where nothing is mapped.
     pub fn kernel_read(&self, kaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let st = self.lock();
-        let mut done = 0;
-        while done < buf.len() {
-            let a = kaddr + done as u64;
-            let pfn = kernel_pfn(&st, &self.kernel_layout(), a).ok_or(Errno::EFAULT)?;
-            let off = (a % crate::page::PAGE_SIZE as u64) as usize;
-            let n = (crate::page::PAGE_SIZE - off).min(buf.len() - done);
-            // SAFETY: `n` bytes at `off` of a frame of the direct map, read; the lock is held.
-            unsafe {
-                core::ptr::copy_nonoverlapping(st.phys.frame(pfn).add(off), buf[done..].as_mut_ptr(), n)
-            };
-            done += n;
-        }
-        Ok(())
+        for_each_kernel_chunk(&st, &self.kernel_layout(), kaddr, buf.len(), &mut |done, p, n| {
+            // SAFETY: `n` bytes of a frame of the direct map, read; the lock is held.
+            unsafe { core::ptr::copy_nonoverlapping(p, buf[done..].as_mut_ptr(), n) }
+        })
     }
 
     /// `/proc/vmallocinfo`.
@@ -644,6 +628,34 @@ impl Machine {
         let st = self.lock_view();
         st.mm.vma_lookup(addr).map(|v| crate::proc::VmaInfo::of(&st, v))
     }
+}
+
+/// The pieces of `[kaddr, kaddr + len)` page by page: `f(offset, host pointer, length)`;
+/// `EFAULT` (before any piece) if a page of it is not mapped.
+fn for_each_kernel_chunk(
+    st: &crate::machine::State,
+    l: &crate::kernel_layout::KernelLayout,
+    kaddr: u64,
+    len: usize,
+    f: &mut dyn FnMut(usize, *mut u8, usize),
+) -> Result<(), Errno> {
+    let page = crate::page::PAGE_SIZE;
+    let end = kaddr.checked_add(len as u64).ok_or(Errno::EFAULT)?;
+    let mut a = kaddr & !(page as u64 - 1);
+    while a < end {
+        kernel_pfn(st, l, a).ok_or(Errno::EFAULT)?;
+        a += page as u64;
+    }
+    let mut done = 0;
+    while done < len {
+        let a = kaddr + done as u64;
+        let pfn = kernel_pfn(st, l, a).ok_or(Errno::EFAULT)?;
+        let off = (a % page as u64) as usize;
+        let n = (page - off).min(len - done);
+        f(done, st.phys.frame(pfn).wrapping_add(off), n);
+        done += n;
+    }
+    Ok(())
 }
 
 /// The frame behind kernel address `a`: the direct map by arithmetic, the vmalloc range by
