@@ -386,6 +386,8 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         let pfn = new_anon_page(st, vma, addr, None)?;
         st.phys.vmstat.cow_faults += 1;
         set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+        // wp_page_copy's ptep_clear_flush of the old entry.
+        crate::tlb::flush_tlb_mm_range(&mut st.phys, st.host, addr, addr + PAGE_SIZE);
         return Ok(());
     }
     let old = pte_pfn(e);
@@ -438,6 +440,7 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         st.mm.rss[MM_FILEPAGES] -= 1;
     }
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
+    crate::tlb::flush_tlb_mm_range(&mut st.phys, st.host, addr, addr + PAGE_SIZE);
     Ok(())
 }
 

@@ -330,6 +330,8 @@ pub(crate) unsafe fn exit_mm(st: &mut State, mm: &mut Mm, host: Host) {
     core::mem::swap(&mut st.mm, mm);
     let saved = st.host;
     st.host = host;
+    // The exiting CPU is in lazy TLB mode: its flushes count nothing.
+    st.phys.tlb_lazy = true;
     let (base, end) = (st.host.base(), st.mm.task_size);
     if st.mm.pgd != 0 {
         let (m, mut env) = st.vma_env();
@@ -341,6 +343,7 @@ pub(crate) unsafe fn exit_mm(st: &mut State, mm: &mut Mm, host: Host) {
         unsafe { crate::page_table::pgd_free(&mut st.phys, &mut st.mm.pgtables_bytes, pgd) };
         st.mm.pgd = 0;
     }
+    st.phys.tlb_lazy = false;
     st.host = saved;
     core::mem::swap(&mut st.mm, mm);
 }

@@ -257,6 +257,7 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
     let pgd = st.mm.pgd;
     let live = st.me == st.current;
     let mut addr = start;
+    let mut tlb = crate::tlb::MmuGather::new();
     while addr < end {
         let a = addr;
         addr += crate::page::PAGE_SIZE;
@@ -284,6 +285,7 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         }
         let n = e & !(PTE_RW | PTE_DIRTY | PTE_ACCESSED);
         slot.set(n);
+        tlb.adjust(a, crate::page::PAGE_SIZE);
         if live {
             // Inaccessible in the host view, so that a read sets the accessed bit again and a
             // write takes the page back. SAFETY: PROT_NONE allows less than any PTE.
@@ -291,4 +293,5 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         }
         st.phys.mark_lazyfree(pfn);
     }
+    crate::tlb::tlb_finish_mmu(&mut st.phys, st.host, &tlb);
 }

@@ -22,13 +22,34 @@ use crate::Errno;
 /// # Safety
 /// The range rule (see `Machine`) for `[start, end)`: its contents are discarded.
 pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host, start: usize, end: usize) {
+    let mut tlb = crate::tlb::MmuGather::new();
+    // SAFETY: the caller's promise.
+    unsafe { zap_ptes(mm, phys, host, start, end, &mut tlb) };
+    crate::tlb::tlb_finish_mmu(phys, host, &tlb);
+}
+
+/// `zap_page_range` without its flush: the present PTEs cleared go to `tlb`.
+///
+/// # Safety
+/// As for `zap_page_range`.
+unsafe fn zap_ptes(
+    mm: &mut Mm,
+    phys: &mut PhysMem,
+    host: Host,
+    start: usize,
+    end: usize,
+    tlb: &mut crate::tlb::MmuGather,
+) {
     mm.update_hiwater_rss();
     let (dm, pgd) = (phys.direct_map(), mm.pgd);
     let mut any = false;
-    for_each_pte(dm, pgd, start, end, &mut |_addr, slot| {
+    for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
         let e = slot.get();
         slot.set(0);
         any = true;
+        if pte_present(e) {
+            tlb.adjust(addr, crate::page::PAGE_SIZE);
+        }
         if is_swap_pte(e) {
             mm.rss[MM_SWAPENTS] -= 1;
             phys.free_swap_and_cache(pte_to_swp_offset(e));
@@ -95,11 +116,23 @@ pub(crate) unsafe fn unmap_region(
     floor: usize,
     ceiling: usize,
 ) {
+    // One gather for the pages and the tables, as Linux's unmap_region has.
+    let mut tlb = crate::tlb::MmuGather::new();
     // SAFETY: the caller's promises.
     unsafe {
-        zap_page_range(mm, phys, host, start, end);
-        crate::page_table::free_pgtables(phys, &mut mm.pgtables_bytes, mm.pgd, floor, ceiling, start, end);
+        zap_ptes(mm, phys, host, start, end, &mut tlb);
+        crate::page_table::free_pgtables(
+            phys,
+            &mut mm.pgtables_bytes,
+            mm.pgd,
+            floor,
+            ceiling,
+            start,
+            end,
+            &mut tlb,
+        );
     }
+    crate::tlb::tlb_finish_mmu(phys, host, &tlb);
 }
 
 /// Give the pages mapped in `[start, end)` the protection of `flags`
@@ -114,17 +147,23 @@ pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize,
     let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let phys = &st.phys;
     let mut batch = Batch::protecting(host);
+    let mut tlb = crate::tlb::MmuGather::new();
     for_each_pte(dm, pgd, start, end, &mut |addr, slot| {
         let e = slot.get();
         if !pte_present(e) {
             return;
         }
         let n = pte_modify(e, flags, pte_may_write(phys, e, flags));
+        if crate::tlb::pte_needs_flush(e, n) {
+            tlb.adjust(addr, crate::page::PAGE_SIZE);
+        }
         slot.set(n);
         // SAFETY: `n` was just written to the PTE of `addr` (the walk's slot for it), and
         // the walk changes no other entry of that page before the flush.
         unsafe { batch.push(addr, 0, pte_host_prot(n)) };
     });
+    batch.flush();
+    crate::tlb::tlb_finish_mmu(&mut st.phys, host, &tlb);
 }
 
 /// Whether present entry `e` may allow writes under a VMA with `flags`: a shared file page
@@ -170,6 +209,29 @@ pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, le
     let phys = &st.phys;
     let mut batch = Batch::mapping(host);
     let mut any = false;
+    // Linux moves a PMD's worth at most at a time (`get_extent`): a whole aligned one by
+    // its table (`move_normal_pmd`, then a flush of all 512 pages), otherwise the PTEs,
+    // flushing the extent if any of them was present (`move_ptes`).
+    const PMD: usize = 512 << crate::page::PAGE_SHIFT;
+    let mut flushes = [(0usize, 0usize); 64];
+    let mut nflush = 0;
+    let mut extent = old;
+    while extent < old + len {
+        let next = ((extent | (PMD - 1)) + 1).min(old + len);
+        let new_at = new + (extent - old);
+        let next = next.min(new_at.saturating_add(PMD - (new_at & (PMD - 1))) - new + old);
+        let whole = next - extent == PMD && crate::page_table::pte_lookup(phys, pgd, extent).is_some();
+        let present = whole || {
+            let mut p = false;
+            for_each_pte(dm, pgd, extent, next, &mut |_, s| p |= pte_present(s.get()));
+            p
+        };
+        if present && nflush < flushes.len() {
+            flushes[nflush] = (extent, next);
+            nflush += 1;
+        }
+        extent = next;
+    }
     for_each_pte(dm, pgd, old, old + len, &mut |addr, slot| {
         let e = slot.get();
         slot.set(0);
@@ -189,6 +251,9 @@ pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, le
     batch.flush();
     if any {
         host.unmap(old, len);
+    }
+    for &(a, b) in &flushes[..nflush] {
+        crate::tlb::flush_tlb_mm_range(&mut st.phys, host, a, b);
     }
 }
 

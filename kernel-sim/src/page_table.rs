@@ -204,7 +204,9 @@ pub fn pgd_alloc(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize
 /// No `PteSlot` into any of them is used afterwards, and the PGD is not used again.
 pub unsafe fn pgd_free(phys: &mut PhysMem, pgtables_bytes: &mut usize, pgd: usize) {
     // SAFETY: the caller's promise covers every table below the PGD.
-    unsafe { free_pgtables(phys, pgtables_bytes, pgd, 0, 0, 0, usize::MAX) };
+    unsafe {
+        free_pgtables(phys, pgtables_bytes, pgd, 0, 0, 0, usize::MAX, &mut crate::tlb::MmuGather::new())
+    };
     // SAFETY: the caller's promise; nothing points to a PGD.
     unsafe { free_table(phys, pgtables_bytes, pgd) };
 }
@@ -293,6 +295,7 @@ fn walk(
 /// # Safety
 /// The free rule (see `kptr`) for the slots of the tables freed: no `PteSlot` into a
 /// table that maps only `[floor, ceiling)` is used afterwards.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn free_pgtables(
     phys: &mut PhysMem,
     pgtables_bytes: &mut usize,
@@ -301,11 +304,12 @@ pub unsafe fn free_pgtables(
     ceiling: usize,
     start: usize,
     end: usize,
+    tlb: &mut crate::tlb::MmuGather,
 ) {
     let ceiling = if ceiling == 0 { usize::MAX } else { ceiling };
     // SAFETY: the caller's promise, for the tables below the PGD that map only
     // [floor, ceiling).
-    unsafe { free_level(phys, pgtables_bytes, pgd, 3, 0, floor, ceiling, start, end) };
+    unsafe { free_level(phys, pgtables_bytes, pgd, 3, 0, floor, ceiling, start, end, tlb) };
 }
 
 /// `free_pgtables` below `table`, a table at `level` mapping from `base`.
@@ -323,6 +327,7 @@ unsafe fn free_level(
     ceiling: usize,
     start: usize,
     end: usize,
+    tlb: &mut crate::tlb::MmuGather,
 ) {
     let span = entry_span(level);
     let first = if start > base { (start - base) / span } else { 0 };
@@ -340,22 +345,31 @@ unsafe fn free_level(
         if a >= floor && a.checked_add(span).is_some_and(|top| top <= ceiling) {
             // SAFETY: `child` maps only [floor, ceiling) (the caller's promise covers its
             // slots), and the entry pointing at it is cleared right after.
-            unsafe { free_subtree(phys, pgtables_bytes, child, level - 1) };
+            unsafe { free_subtree(phys, pgtables_bytes, child, level - 1, a, tlb) };
             s.set(0);
         } else if level > 1 {
             // SAFETY: as for this call.
             unsafe {
-                free_level(phys, pgtables_bytes, child, level - 1, a, floor, ceiling, start.max(a), end)
+                free_level(phys, pgtables_bytes, child, level - 1, a, floor, ceiling, start.max(a), end, tlb)
             };
         }
     }
 }
 
-/// Free `table`, a table at `level`, and every table below it.
+/// Free `table`, a table at `level` mapping from `base`, and every table below it; each
+/// table freed adds the start of what it mapped to `tlb` (`pte_free_tlb`, `pmd_free_tlb`).
 ///
 /// # Safety
 /// As for `free_table`, for `table` and every table below it.
-unsafe fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: usize, level: u32) {
+unsafe fn free_subtree(
+    phys: &mut PhysMem,
+    pgtables_bytes: &mut usize,
+    table: usize,
+    level: u32,
+    base: usize,
+    tlb: &mut crate::tlb::MmuGather,
+) {
+    let span = entry_span(level);
     for i in 0..PTRS_PER_TABLE {
         let e = slot(phys, table, i).get();
         if level == 0 {
@@ -364,9 +378,10 @@ unsafe fn free_subtree(phys: &mut PhysMem, pgtables_bytes: &mut usize, table: us
             }
         } else if e & PTE_PRESENT != 0 {
             // SAFETY: a table below `table`, which goes with it (the caller's promise).
-            unsafe { free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1) };
+            unsafe { free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1, base + i * span, tlb) };
         }
     }
+    tlb.adjust(base, PAGE_SIZE);
     // SAFETY: the caller's promise for `table`; the tables below it are freed already.
     unsafe { free_table(phys, pgtables_bytes, table) };
 }

@@ -126,6 +126,9 @@ pub struct PhysMem {
     /// Set while a system call holds user pages it is about to copy under the lock:
     /// reclaim would take them back (`file`'s `fault_in_buffer`).
     pub reclaim_disabled: bool,
+    /// Set while a process's address space is torn down at exit: its flushes count nothing
+    /// (`tlb::flush_tlb_mm_range`).
+    pub tlb_lazy: bool,
 }
 
 impl PhysMem {
@@ -188,6 +191,7 @@ impl PhysMem {
             swap: crate::swapfile::SwapInfo::NONE,
             kswapd_woken: false,
             reclaim_disabled: false,
+            tlb_lazy: false,
         };
         // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
         // free. Mark the reserved frames, then free the rest in maximal aligned blocks.

@@ -190,7 +190,7 @@ pub(crate) fn try_to_unmap(st: &mut State, pfn: usize, batch: &mut TlbBatch) -> 
         phys.page(pfn).unmap_ref();
         if h.task == me {
             user_host.unmap(h.addr, PAGE_SIZE);
-            phys.vmstat.nr_tlb_local_flush_one += 1;
+            batch.local = true;
         } else {
             batch.add(h.task, h.addr);
         }

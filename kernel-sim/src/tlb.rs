@@ -62,6 +62,9 @@ pub fn tlb_signal() -> i32 {
 /// and sent before anything relies on the change (`try_to_unmap_flush`). Small, as it lives
 /// on the stack of a fault handler running on the signal stack.
 pub struct TlbBatch {
+    /// Pages of the calling process's view were taken (a local full flush at the end, as
+    /// `arch_tlbbatch_flush` does).
+    pub local: bool,
     /// Pages queued per task (beyond `FLUSH_CEILING`, or beyond room: the whole view).
     n: [u16; MAX_TASKS],
     entries: [(u8, usize); BATCH_ENTRIES],
@@ -72,7 +75,7 @@ const BATCH_ENTRIES: usize = 64;
 
 impl TlbBatch {
     pub const fn new() -> TlbBatch {
-        TlbBatch { n: [0; MAX_TASKS], entries: [(0, 0); BATCH_ENTRIES], used: 0 }
+        TlbBatch { local: false, n: [0; MAX_TASKS], entries: [(0, 0); BATCH_ENTRIES], used: 0 }
     }
 
     /// Task `task` must no longer reach the page at `addr`.
@@ -89,7 +92,7 @@ impl TlbBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n.iter().all(|&n| n == 0)
+        !self.local && self.n.iter().all(|&n| n == 0)
     }
 
     /// Send every request and wait for each to be done. Returns the requests sent.
@@ -233,4 +236,67 @@ pub(crate) fn host_alive(pid: i32) -> bool {
         Some(i) if i + 2 < s.len() => !matches!(s[i + 2], b'Z' | b'X'),
         _ => true,
     }
+}
+
+/// The range of one operation's PTE changes that the TLB must forget (Linux's `mmu_gather`
+/// range: each cleared or downgraded PTE, and the base address of each page table freed).
+pub(crate) struct MmuGather {
+    start: usize,
+    end: usize,
+}
+
+impl MmuGather {
+    pub(crate) const fn new() -> MmuGather {
+        MmuGather { start: usize::MAX, end: 0 }
+    }
+
+    /// `__tlb_adjust_range`.
+    pub(crate) fn adjust(&mut self, addr: usize, size: usize) {
+        self.start = self.start.min(addr);
+        self.end = self.end.max(addr.saturating_add(size));
+    }
+}
+
+/// The running process's flush of `[start, end)` (`flush_tlb_mm_range` on the one CPU that
+/// runs the process — its host process): more than `FLUSH_CEILING` pages flush the whole
+/// TLB (`nr_tlb_local_flush_all`), fewer one page at a time (`nr_tlb_local_flush_one`, one
+/// per page). Nothing for another process's page tables (a detached view) or an exiting
+/// process (its CPU is in lazy TLB mode: Linux switches to `init_mm` and counts nothing).
+pub(crate) fn flush_tlb_mm_range(
+    phys: &mut crate::physmem::PhysMem,
+    host: crate::mmu::Host,
+    start: usize,
+    end: usize,
+) {
+    if start >= end || !host.is_live() || phys.tlb_lazy {
+        return;
+    }
+    let pages = (end - start) >> crate::page::PAGE_SHIFT;
+    if pages > FLUSH_CEILING {
+        phys.vmstat.nr_tlb_local_flush_all += 1;
+    } else {
+        phys.vmstat.nr_tlb_local_flush_one += pages as u64;
+    }
+}
+
+/// `tlb_finish_mmu`: flush what the gather collected.
+pub(crate) fn tlb_finish_mmu(phys: &mut crate::physmem::PhysMem, host: crate::mmu::Host, g: &MmuGather) {
+    flush_tlb_mm_range(phys, host, g.start, g.end);
+}
+
+/// x86's `pte_needs_flush`: a change from present entry `old` to `new` that a TLB entry
+/// could contradict — another frame, a permission or caching bit changed either way, or
+/// present or dirty taken away (the accessed bit is ignored).
+pub(crate) fn pte_needs_flush(old: u64, new: u64) -> bool {
+    use crate::page_table::{
+        pte_pfn, PTE_ACCESSED, PTE_DIRTY, PTE_NX, PTE_PRESENT, PTE_PROTNONE, PTE_RW, PTE_USER,
+    };
+    if old & PTE_PRESENT == 0 {
+        return false;
+    }
+    if pte_pfn(old) != pte_pfn(new) {
+        return true;
+    }
+    let diff = (old ^ new) & !PTE_ACCESSED;
+    diff & old & (PTE_DIRTY | PTE_PRESENT) != 0 || diff & (PTE_RW | PTE_USER | PTE_NX | PTE_PROTNONE) != 0
 }

@@ -217,8 +217,14 @@ fn shrink_folio_list(st: &mut State, isolated: &[usize], ignore_references: bool
         go[i] = true;
     }
     if !batch.is_empty() {
-        let sent = batch.flush(st);
-        st.phys.vmstat.nr_tlb_remote_flush += sent;
+        // One batched flush (`try_to_unmap_flush`): the whole TLB here, one IPI round to
+        // the other processes' CPUs.
+        if batch.local {
+            st.phys.vmstat.nr_tlb_local_flush_all += 1;
+        }
+        if batch.flush(st) > 0 {
+            st.phys.vmstat.nr_tlb_remote_flush += 1;
+        }
     }
     // A process whose view is stale (a truncation took pages from it) may still reach
     // pages no PTE maps: frees wait until it has rebuilt its view.
@@ -253,6 +259,7 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
     let mut addr = start;
     let mut batch = [0usize; SWAP_CLUSTER_MAX];
     let mut n = 0;
+    let mut tlb = crate::tlb::MmuGather::new();
     while addr < end {
         let a = addr;
         addr += crate::page::PAGE_SIZE;
@@ -268,6 +275,7 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
         }
         if e & crate::page_table::PTE_ACCESSED != 0 {
             slot.set(e & !crate::page_table::PTE_ACCESSED);
+            tlb.adjust(a, crate::page::PAGE_SIZE);
             // SAFETY: PROT_NONE allows less than any PTE (the re-arm of `rmap`).
             unsafe { st.user_host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
         }
@@ -287,6 +295,7 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
             n = 0;
         }
     }
+    crate::tlb::tlb_finish_mmu(&mut st.phys, st.host, &tlb);
     if n > 0 {
         shrink_folio_list(st, &batch[..n], true);
     }

@@ -333,7 +333,8 @@ fn a_forked_family_larger_than_ram_keeps_every_byte() {
     let v = text(|w| m.write_vmstat(w));
     assert!(field(&v, "pswpout ") > 0 && field(&v, "pswpin ") > 0, "{v}");
     assert!(field(&v, "nr_tlb_remote_flush ") > 0, "reclaim took other processes' pages: {v}");
-    assert_eq!(field(&v, "nr_tlb_remote_flush "), field(&v, "nr_tlb_remote_flush_received "), "{v}");
+    // One IPI round per reclaim batch, received by each process it went to.
+    assert!(field(&v, "nr_tlb_remote_flush_received ") >= field(&v, "nr_tlb_remote_flush "), "{v}");
     m.check().unwrap();
     // SAFETY: nothing refers into the mapping.
     unsafe { m.munmap(a, shared_pages * PAGE) }.unwrap();
