@@ -117,11 +117,14 @@ fn user_frame(st: &mut State, addr: usize) -> Result<usize, Errno> {
 /// for every VMA, anon_vma, inode and page table of the old image.
 pub(crate) unsafe fn exec_mmap(st: &mut State) {
     let (base, end) = (st.host.base(), st.mm.task_size);
+    // The old mm is no longer the one loaded: its teardown counts no flush (lazy TLB).
+    st.phys.tlb_lazy = true;
     let (mm, mut env) = st.vma_env();
     // SAFETY: the caller's promises.
     if unsafe { crate::vma::do_munmap(mm, &mut env, base, end - base) }.is_err() {
         crate::util::bug("exec: the old image could not be unmapped", base, end);
     }
+    st.phys.tlb_lazy = false;
     crate::file::close_on_exec(st);
     // What the new image starts with: the (now empty) tables and the address space's
     // geometry and limits; every layout field and counter starts over.

@@ -212,6 +212,9 @@ impl Machine {
             unsafe { exit_mm(&mut st, &mut child, host) };
             return Err(e);
         }
+        // dup_mmap ends with flush_tlb_mm of the parent, for the entries it write-protected.
+        let host = st.host;
+        crate::tlb::flush_tlb_mm_range(&mut st.phys, host, 0, usize::MAX);
         // The copy's fork-time write-protection of the parent's pages is in its host view.
         child.hiwater_rss = child.rss();
         child.hiwater_vm = child.total_vm;

@@ -285,7 +285,10 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         }
         let n = e & !(PTE_RW | PTE_DIRTY | PTE_ACCESSED);
         slot.set(n);
-        tlb.adjust(a, crate::page::PAGE_SIZE);
+        if e & (PTE_ACCESSED | PTE_DIRTY) != 0 {
+            // Linux gathers only young or dirty entries it makes old and clean.
+            tlb.adjust(a, crate::page::PAGE_SIZE);
+        }
         if live {
             // Inaccessible in the host view, so that a read sets the accessed bit again and a
             // write takes the page back. SAFETY: PROT_NONE allows less than any PTE.

@@ -206,32 +206,29 @@ pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, le
         crate::util::bug("move_page_tables: the ranges overlap", old, new);
     }
     let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
-    let phys = &st.phys;
-    let mut batch = Batch::mapping(host);
-    let mut any = false;
     // Linux moves a PMD's worth at most at a time (`get_extent`): a whole aligned one by
     // its table (`move_normal_pmd`, then a flush of all 512 pages), otherwise the PTEs,
     // flushing the extent if any of them was present (`move_ptes`).
     const PMD: usize = 512 << crate::page::PAGE_SHIFT;
-    let mut flushes = [(0usize, 0usize); 64];
-    let mut nflush = 0;
     let mut extent = old;
     while extent < old + len {
         let next = ((extent | (PMD - 1)) + 1).min(old + len);
         let new_at = new + (extent - old);
         let next = next.min(new_at.saturating_add(PMD - (new_at & (PMD - 1))) - new + old);
-        let whole = next - extent == PMD && crate::page_table::pte_lookup(phys, pgd, extent).is_some();
+        let whole = next - extent == PMD && crate::page_table::pte_lookup(&st.phys, pgd, extent).is_some();
         let present = whole || {
             let mut p = false;
             for_each_pte(dm, pgd, extent, next, &mut |_, s| p |= pte_present(s.get()));
             p
         };
-        if present && nflush < flushes.len() {
-            flushes[nflush] = (extent, next);
-            nflush += 1;
+        if present {
+            crate::tlb::flush_tlb_mm_range(&mut st.phys, host, extent, next);
         }
         extent = next;
     }
+    let phys = &st.phys;
+    let mut batch = Batch::mapping(host);
+    let mut any = false;
     for_each_pte(dm, pgd, old, old + len, &mut |addr, slot| {
         let e = slot.get();
         slot.set(0);
@@ -251,9 +248,6 @@ pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, le
     batch.flush();
     if any {
         host.unmap(old, len);
-    }
-    for &(a, b) in &flushes[..nflush] {
-        crate::tlb::flush_tlb_mm_range(&mut st.phys, host, a, b);
     }
 }
 

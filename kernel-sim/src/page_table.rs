@@ -381,7 +381,7 @@ unsafe fn free_subtree(
             unsafe { free_subtree(phys, pgtables_bytes, pte_pfn(e), level - 1, base + i * span, tlb) };
         }
     }
-    tlb.adjust(base, PAGE_SIZE);
+    tlb.table_freed(base, level);
     // SAFETY: the caller's promise for `table`; the tables below it are freed already.
     unsafe { free_table(phys, pgtables_bytes, table) };
 }

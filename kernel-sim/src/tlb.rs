@@ -243,17 +243,31 @@ pub(crate) fn host_alive(pid: i32) -> bool {
 pub(crate) struct MmuGather {
     start: usize,
     end: usize,
+    /// The smallest span of what was gathered, as a shift (`tlb_get_unmap_shift`): a
+    /// page for a PTE, a PMD's reach for a PTE table freed (`cleared_pmds`), and so on up.
+    shift: u32,
 }
 
 impl MmuGather {
     pub(crate) const fn new() -> MmuGather {
-        MmuGather { start: usize::MAX, end: 0 }
+        MmuGather { start: usize::MAX, end: 0, shift: u32::MAX }
     }
 
-    /// `__tlb_adjust_range`.
+    /// A PTE cleared or changed at `addr` (`tlb_remove_tlb_entry`, `__tlb_adjust_range`).
     pub(crate) fn adjust(&mut self, addr: usize, size: usize) {
+        self.add(addr, size, crate::page::PAGE_SHIFT);
+    }
+
+    /// A page table at `level` (0: a PTE table) freed, which mapped from `addr`
+    /// (`pte_free_tlb`, `pmd_free_tlb`, `pud_free_tlb`).
+    pub(crate) fn table_freed(&mut self, addr: usize, level: u32) {
+        self.add(addr, crate::page::PAGE_SIZE, crate::page::PAGE_SHIFT + 9 * (level + 1));
+    }
+
+    fn add(&mut self, addr: usize, size: usize, shift: u32) {
         self.start = self.start.min(addr);
         self.end = self.end.max(addr.saturating_add(size));
+        self.shift = self.shift.min(shift);
     }
 }
 
@@ -268,10 +282,22 @@ pub(crate) fn flush_tlb_mm_range(
     start: usize,
     end: usize,
 ) {
+    flush_tlb_mm_range_stride(phys, host, start, end, crate::page::PAGE_SHIFT);
+}
+
+/// As `flush_tlb_mm_range`, invalidating one entry per `1 << stride` bytes (`stride_shift`):
+/// a range of freed tables alone counts its PMDs, not its pages.
+fn flush_tlb_mm_range_stride(
+    phys: &mut crate::physmem::PhysMem,
+    host: crate::mmu::Host,
+    start: usize,
+    end: usize,
+    stride: u32,
+) {
     if start >= end || !host.is_live() || phys.tlb_lazy {
         return;
     }
-    let pages = (end - start) >> crate::page::PAGE_SHIFT;
+    let pages = (end - start) >> stride;
     if pages > FLUSH_CEILING {
         phys.vmstat.nr_tlb_local_flush_all += 1;
     } else {
@@ -281,7 +307,9 @@ pub(crate) fn flush_tlb_mm_range(
 
 /// `tlb_finish_mmu`: flush what the gather collected.
 pub(crate) fn tlb_finish_mmu(phys: &mut crate::physmem::PhysMem, host: crate::mmu::Host, g: &MmuGather) {
-    flush_tlb_mm_range(phys, host, g.start, g.end);
+    if g.shift != u32::MAX {
+        flush_tlb_mm_range_stride(phys, host, g.start, g.end, g.shift);
+    }
 }
 
 /// x86's `pte_needs_flush`: a change from present entry `old` to `new` that a TLB entry

@@ -275,7 +275,10 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
         }
         if e & crate::page_table::PTE_ACCESSED != 0 {
             slot.set(e & !crate::page_table::PTE_ACCESSED);
-            tlb.adjust(a, crate::page::PAGE_SIZE);
+            // Only MADV_COLD gathers it; pageout's own unmapping flushes.
+            if !pageout {
+                tlb.adjust(a, crate::page::PAGE_SIZE);
+            }
             // SAFETY: PROT_NONE allows less than any PTE (the re-arm of `rmap`).
             unsafe { st.user_host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
         }

@@ -55,8 +55,8 @@ fn flush_counts_follow_linux_paths() {
     // of what they mapped (x itself: 1 GiB aligned) — 8 pages, flushed one by one.
     // SAFETY: nothing refers into the mapping.
     assert_eq!(delta(&m, || unsafe { m.munmap(x, 8 * PAGE) }.unwrap()), (8, 0));
-    // The same 16 pages above the PMD boundary: the freed PTE table adds x, so the range is
-    // [x, x + 24 pages): 24 single flushes.
+    // The same 8 pages, 16 pages above the PMD boundary: the freed PTE table adds x, so the
+    // range is [x, x + 24 pages): 24 single flushes.
     map(x + 16 * PAGE, 8);
     // SAFETY: as above.
     unsafe { touch(x + 16 * PAGE, 8) };
@@ -112,5 +112,14 @@ fn flush_counts_follow_linux_paths() {
     }
     // SAFETY: nothing refers into the mapping.
     unsafe { m.munmap(x, 8 * PAGE) }.unwrap();
+    // Freed tables alone (the pages went with MADV_DONTNEED): the gather's step is a PMD
+    // (`cleared_pmds` without `cleared_ptes`), and one page's range holds no PMD: 0 counted.
+    map(x, 8);
+    // SAFETY: as above.
+    unsafe { touch(x, 8) };
+    // SAFETY: as above.
+    assert_eq!(delta(&m, || unsafe { m.madvise(x, 8 * PAGE, libc::MADV_DONTNEED) }.unwrap()), (8, 0));
+    // SAFETY: as above.
+    assert_eq!(delta(&m, || unsafe { m.munmap(x, 8 * PAGE) }.unwrap()), (0, 0));
     m.check().unwrap();
 }
