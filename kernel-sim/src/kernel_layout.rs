@@ -254,6 +254,13 @@ impl KernelLayout {
         self.page_offset + pfn * PAGE_SIZE
     }
 
+    /// The kernel address of host address `host` of a machine's simulated memory (its
+    /// frame in the direct map), if it is in it.
+    pub(crate) fn host_to_kaddr(&self, phys: &crate::physmem::PhysMem, host: usize) -> Option<u64> {
+        let pfn = phys.virt_to_pfn(host);
+        (pfn < phys.nr_frames()).then(|| self.pfn_to_kaddr(pfn as u64) + (host % PAGE_SIZE as usize) as u64)
+    }
+
     /// The frame a direct-map address lies in (`virt_to_pfn`), if it is one.
     pub fn virt_to_pfn(&self, kaddr: u64) -> Option<u64> {
         kaddr.checked_sub(self.page_offset).filter(|&o| o < self.direct_size).map(|o| o / PAGE_SIZE)

@@ -39,7 +39,7 @@ pub(crate) fn kstack_alloc() -> usize {
 
 struct Call<'a> {
     st: &'a mut State,
-    f: fn(&mut State) -> usize,
+    f: &'a mut dyn FnMut(&mut State) -> usize,
     ret: usize,
     /// The thread's signal mask before the switch (signals are blocked across it).
     mask: libc::sigset_t,
@@ -106,7 +106,7 @@ pub(crate) fn kstack_free(top: usize) {
 }
 
 /// Run `f(st)` on the machine's kernel stack (directly if already on it, or without one).
-pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usize {
+pub(crate) fn on_kernel_stack(st: &mut State, f: &mut dyn FnMut(&mut State) -> usize) -> usize {
     let top = st.kstack_top;
     if top == 0 || st.on_kstack || !cfg!(target_arch = "x86_64") {
         return f(st);
@@ -140,21 +140,4 @@ pub(crate) fn on_kernel_stack(st: &mut State, f: fn(&mut State) -> usize) -> usi
     set_mask(&call.mask);
     call.st.on_kstack = false;
     call.ret
-}
-
-/// `vmscan::madvise_cold_or_pageout` on the kernel stack (it reclaims).
-pub(crate) fn on_kernel_stack_with(st: &mut State, start: usize, end: usize, pageout: bool) {
-    st.kstack_args = [start, end];
-    let f: fn(&mut State) -> usize = if pageout {
-        |st| {
-            crate::vmscan::madvise_cold_or_pageout(st, st.kstack_args[0], st.kstack_args[1], true);
-            0
-        }
-    } else {
-        |st| {
-            crate::vmscan::madvise_cold_or_pageout(st, st.kstack_args[0], st.kstack_args[1], false);
-            0
-        }
-    };
-    on_kernel_stack(st, f);
 }

@@ -160,12 +160,6 @@ pub(crate) struct State {
     /// the lock holder runs on it.
     pub kstack_top: usize,
     pub on_kstack: bool,
-    /// The task the OOM killer chose, for the reaper on the kernel stack, and the pages
-    /// direct reclaim is to free, for `vmscan::reclaim_for` there.
-    pub oom_victim: usize,
-    pub reclaim_goal: usize,
-    /// Arguments of other work run on the kernel stack (a range for `MADV_PAGEOUT`).
-    pub kstack_args: [usize; 2],
     /// The kernel's own page table and vmalloc areas.
     pub vmalloc: crate::vmalloc::Vmalloc,
     /// Kernel memory the machine's API handed out (`Machine::kmalloc`, `vmalloc`): start
@@ -248,7 +242,7 @@ impl Drop for Guard<'_> {
         if st.phys.kswapd_woken {
             // kswapd, woken by an allocation below the low watermark, runs before anyone
             // else gets the machine.
-            crate::kstack::on_kernel_stack(st, |st| {
+            crate::kstack::on_kernel_stack(st, &mut |st| {
                 crate::vmscan::kswapd(st);
                 0
             });
@@ -343,9 +337,6 @@ impl State {
             tlb: core::ptr::null(),
             kstack_top: 0,
             on_kstack: false,
-            oom_victim: 0,
-            reclaim_goal: 0,
-            kstack_args: [0; 2],
             vmalloc: crate::vmalloc::Vmalloc::new(),
             api_objects: [(0, 0); MAX_API_OBJECTS],
         };

@@ -186,7 +186,10 @@ unsafe fn madvise_vma_behavior(
             }
             let pageout = behavior == MADV_PAGEOUT;
             if st.me == st.current {
-                crate::kstack::on_kernel_stack_with(st, start, end, pageout);
+                crate::kstack::on_kernel_stack(st, &mut |st| {
+                    crate::vmscan::madvise_cold_or_pageout(st, start, end, pageout);
+                    0
+                });
             }
             return Ok(());
         }
@@ -254,34 +257,31 @@ unsafe fn madvise_vma_behavior(
 fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
     use crate::page_table::{is_swap_pte, pte_pfn, pte_present, pte_special, pte_to_swp_offset};
     use crate::page_table::{PTE_ACCESSED, PTE_DIRTY, PTE_RW};
-    let pgd = st.mm.pgd;
+    let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
     let live = st.me == st.current;
-    let mut addr = start;
+    let (phys, rss) = (&mut st.phys, &mut st.mm.rss);
     let mut tlb = crate::tlb::MmuGather::new();
-    while addr < end {
-        let a = addr;
-        addr += crate::page::PAGE_SIZE;
-        let Some(slot) = crate::page_table::pte_lookup(&st.phys, pgd, a) else { continue };
+    crate::page_table::for_each_pte(dm, pgd, start, end, &mut |a, slot| {
         let e = slot.get();
         if is_swap_pte(e) {
             slot.set(0);
-            st.mm.rss[crate::mm::MM_SWAPENTS] -= 1;
-            st.phys.free_swap_and_cache(pte_to_swp_offset(e));
-            continue;
+            rss[crate::mm::MM_SWAPENTS] -= 1;
+            phys.free_swap_and_cache(pte_to_swp_offset(e));
+            return;
         }
         if !pte_present(e) || pte_special(e) {
-            continue;
+            return;
         }
         let pfn = pte_pfn(e);
-        let p = st.phys.page(pfn);
+        let p = phys.page(pfn);
         if !p.has(crate::page::PG_ANON)
             || p.mapcount.get() != 1
             || p.has(crate::page::PG_MLOCKED | crate::page::PG_LAZYFREE)
         {
-            continue;
+            return;
         }
-        if p.has(crate::page::PG_SWAPCACHE) && !st.phys.try_free_swap(pfn) {
-            continue;
+        if p.has(crate::page::PG_SWAPCACHE) && !phys.try_free_swap(pfn) {
+            return;
         }
         let n = e & !(PTE_RW | PTE_DIRTY | PTE_ACCESSED);
         slot.set(n);
@@ -292,9 +292,9 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         if live {
             // Inaccessible in the host view, so that a read sets the accessed bit again and a
             // write takes the page back. SAFETY: PROT_NONE allows less than any PTE.
-            unsafe { st.host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
+            unsafe { host.protect(a, crate::page::PAGE_SIZE, libc::PROT_NONE) };
         }
-        st.phys.mark_lazyfree(pfn);
-    }
-    crate::tlb::tlb_finish_mmu(&mut st.phys, st.host, &tlb);
+        phys.mark_lazyfree(pfn);
+    });
+    crate::tlb::tlb_finish_mmu(&mut st.phys, host, &tlb);
 }

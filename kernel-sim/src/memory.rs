@@ -79,9 +79,9 @@ unsafe fn zap_ptes(
             if cached {
                 // The cache keeps it while a swap entry names its slot; otherwise it is
                 // garbage (`free_swap_cache`).
-                if phys.swap.swap_count(page.swap_slot()) == 0 && phys.delete_from_swap_cache(pfn) == 0 {
+                if phys.swap.swap_count(page.swap_slot()) == 0 {
                     // SAFETY: as below; no swap entry names it either.
-                    unsafe { phys.free_user_page(pfn) };
+                    unsafe { phys.free_cache_page(pfn) };
                 }
                 return;
             }

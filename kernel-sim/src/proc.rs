@@ -719,10 +719,7 @@ impl Machine {
     /// The kernel address of the byte at host address `addr` of simulated physical memory
     /// (a slab object, a page table, `mem_map`): its frame in the direct map.
     pub fn kernel_address(&self, addr: usize) -> Option<u64> {
-        let st = self.lock();
-        let pfn = st.phys.virt_to_pfn(addr);
-        (pfn < st.phys.nr_frames())
-            .then(|| self.kernel_layout().pfn_to_kaddr(pfn as u64) + (addr % crate::page::PAGE_SIZE) as u64)
+        self.kernel_layout().host_to_kaddr(&self.lock().phys, addr)
     }
 
     /// Where the machine's own objects are in its kernel address space: RAM in the direct
@@ -734,11 +731,7 @@ impl Machine {
         let (nr_frames, mem_map_pfn, pgd, vma, slabs, tables) = {
             let st = self.lock_view();
             let mm_pfn = st.phys.virt_to_pfn(st.phys.page(0) as *const _ as usize);
-            let vma = st
-                .mm
-                .vmas
-                .first()
-                .map(|v| st.phys.virt_to_pfn(v.addr()) as u64 * 4096 + (v.addr() % 4096) as u64);
+            let vma = st.mm.vmas.first().and_then(|v| l.host_to_kaddr(&st.phys, v.addr()));
             (
                 st.phys.nr_frames() as u64,
                 mm_pfn as u64,
@@ -765,8 +758,8 @@ impl Machine {
         )?;
         let pgd_k = l.pfn_to_kaddr(pgd);
         writeln!(w, "{:<44} {pgd_k:016x}", "the process's PGD (mm->pgd)")?;
-        if let Some(off) = vma {
-            writeln!(w, "{:<44} {:016x}", "its first vm_area_struct", l.page_offset + off)?;
+        if let Some(k) = vma {
+            writeln!(w, "{:<44} {k:016x}", "its first vm_area_struct")?;
         }
         writeln!(w, "{:<44} {slabs} pages, {tables} page-table pages", "slab caches")?;
         let page = l.virt_to_page(pgd_k).unwrap_or(0);

@@ -186,40 +186,6 @@ impl Slab {
         Ok(phys.frame(pfn) as usize)
     }
 
-    /// Whether host address `addr` is a `kmalloc` object in use: the start of an allocated
-    /// slot of a `kmalloc-*` slab, or the first page of a block `kmalloc_large` took.
-    pub fn is_live_kmalloc(&self, phys: &PhysMem, addr: usize) -> bool {
-        let pfn = phys.virt_to_pfn(addr);
-        if pfn >= phys.nr_frames() {
-            return false;
-        }
-        let p = phys.page(pfn);
-        if p.has(PG_LARGE_KMALLOC) {
-            return addr.is_multiple_of(PAGE_SIZE);
-        }
-        if !p.has(PG_SLAB) || (p.slab_cache.get() as usize) < CACHE_KMALLOC {
-            return false;
-        }
-        let head = p.index.get() as usize;
-        let c = &self.caches[p.slab_cache.get() as usize];
-        let base = phys.frame(head) as usize;
-        let off = addr.wrapping_sub(base);
-        if !off.is_multiple_of(c.object_size) || off / c.object_size >= c.objects_per_slab {
-            return false;
-        }
-        let idx = (off / c.object_size) as u32;
-        let (mut i, mut steps) = (phys.page(head).freelist.get(), 0);
-        while i != NIL && steps <= c.objects_per_slab {
-            if i == idx {
-                return false;
-            }
-            // SAFETY: slot `i` of the slab, on its free chain (bounded walk).
-            i = unsafe { read_link(base + i as usize * c.object_size) };
-            steps += 1;
-        }
-        true
-    }
-
     /// `kfree` of what `kmalloc` returned (null and `ZERO_SIZE_PTR` do nothing).
     ///
     /// # Safety

@@ -43,13 +43,13 @@ impl PhysMem {
         left
     }
 
-    /// Free a page the swap cache held alone.
+    /// Take page `pfn` out of the swap cache and free it if that was its last reference
+    /// (`free_swap_cache`).
     ///
     /// # Safety
     /// No PTE maps the page (its mapcount is 0) and nothing else reaches its frame.
-    unsafe fn free_cache_page(&mut self, pfn: usize) {
+    pub(crate) unsafe fn free_cache_page(&mut self, pfn: usize) {
         if self.delete_from_swap_cache(pfn) == 0 {
-            self.lru_del(pfn);
             // SAFETY: the caller's promise; the cache's was the last reference.
             unsafe { self.free_user_page(pfn) };
         }

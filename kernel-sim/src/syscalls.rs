@@ -282,9 +282,8 @@ impl Machine {
         }
         match crate::oom_kill::select_bad_process(&st) {
             Some(v) if v != me => {
-                st.oom_victim = v;
-                crate::kstack::on_kernel_stack(&mut st, |st| {
-                    usize::from(crate::oom_kill::oom_kill_other(st, st.oom_victim))
+                crate::kstack::on_kernel_stack(&mut st, &mut |st| {
+                    usize::from(crate::oom_kill::oom_kill_other(st, v))
                 }) != 0
             }
             _ => false,
@@ -345,8 +344,7 @@ impl Machine {
         }
         let slot = st.api_objects.iter().position(|o| o.1 == 0).ok_or(Errno::ENOMEM)?;
         let host = st.slab.kmalloc(&mut st.phys, size)?;
-        let pfn = st.phys.virt_to_pfn(host);
-        let k = self.kernel_layout().pfn_to_kaddr(pfn as u64) + (host % crate::page::PAGE_SIZE) as u64;
+        let k = self.kernel_layout().host_to_kaddr(&st.phys, host).unwrap_or(0);
         st.api_objects[slot] = (k, size as u64);
         Ok(k)
     }
@@ -368,12 +366,10 @@ impl Machine {
             return Err(Errno::EINVAL);
         };
         let host = st.phys.frame(pfn as usize) as usize + (kaddr % crate::page::PAGE_SIZE as u64) as usize;
-        if !st.slab.is_live_kmalloc(&st.phys, host) {
-            return Err(Errno::EINVAL);
-        }
         st.api_objects[slot] = (0, 0);
-        // SAFETY: a live kmalloc object (checked) that this API handed out and only these
-        // calls reach; the caller gives it up.
+        // SAFETY: a kmalloc object this API handed out and has not freed (the registry holds
+        // exactly those, by their start; a vmalloc area's is outside the direct map, refused
+        // above), which only these calls reach; the caller gives it up.
         unsafe { st.slab.kfree(&mut st.phys, host) };
         Ok(())
     }
@@ -530,7 +526,7 @@ impl Machine {
     /// let go), then direct reclaim of up to 32 pages; returns the pages direct reclaim
     /// freed. For tests and demonstrations of reclaim.
     pub fn reclaim(&self) -> usize {
-        crate::kstack::on_kernel_stack(&mut self.lock(), crate::vmscan::try_to_free_pages)
+        crate::kstack::on_kernel_stack(&mut self.lock(), &mut crate::vmscan::try_to_free_pages)
     }
 
     /// Fault in the page at `addr` as an access would, without touching it (as

@@ -443,9 +443,8 @@ pub(crate) fn reclaim_for(st: &mut State, pages: usize) {
     if st.phys.reclaim_disabled || zone_ok(st, WMARK_MIN, pages) {
         return;
     }
-    st.reclaim_goal = pages;
-    crate::kstack::on_kernel_stack(st, |st| {
-        while !zone_ok(st, WMARK_MIN, st.reclaim_goal) {
+    crate::kstack::on_kernel_stack(st, &mut |st| {
+        while !zone_ok(st, WMARK_MIN, pages) {
             if try_to_free_pages(st) == 0 {
                 break;
             }
