@@ -187,6 +187,71 @@ impl<K: Kernel> Malloc<K> {
         tc.reset_growth();
     }
 
+    /// Top cannot serve a request of the held arena `av`, whose heap would grow next: first
+    /// free into it what the calling thread's cache holds of its chunks beyond the bins'
+    /// base room, and the ring's chunks of it. glibc would have had those in its fastbins
+    /// and bins, consolidated before growing; left cached, a program that moves from one
+    /// size to the next grows the heap by each size's run (glibc-bench simple's three).
+    /// Chunks of other arenas stay cached: they are given back once the call lets go of
+    /// `av` (`shrink_if_due`). Returns how many chunks it freed into `av`.
+    pub(crate) fn tcache_give_back_to(&'static self, av: &ArenaGuard) -> usize {
+        let tc = self.thread_tcache();
+        let key = self.key();
+        let mut freed = 0;
+        if tc.has_grown() {
+            let mut kept = false;
+            for slot in 2..TCACHE_SLOTS {
+                // Other arenas' chunks, chained through their first word, to be put back.
+                let mut foreign: *mut u8 = core::ptr::null_mut();
+                for _ in 0..tc.excess(slot) {
+                    if tc.first(slot).is_null() {
+                        break;
+                    }
+                    // SAFETY: the bin is not empty; its chunks are in-use chunks of ours that
+                    // only this thread reaches (see `tcache_flush`). One of `av` is freed into
+                    // it, held; another's first word links it until it is cached again.
+                    unsafe {
+                        let mem = tc.get(slot);
+                        let c = Chunk::from_mem(mem);
+                        if core::ptr::eq(self.arena_for_chunk(c), av.arena()) {
+                            self.int_free_chunk_held(av, c);
+                            freed += 1;
+                        } else {
+                            *(mem as *mut *mut u8) = foreign;
+                            foreign = mem;
+                            kept = true;
+                        }
+                    }
+                }
+                while !foreign.is_null() {
+                    let mem = foreign;
+                    // SAFETY: a chunk taken from this bin just above (so the bin has room
+                    // for it again), linked through its first word.
+                    unsafe {
+                        foreign = *(mem as *const *mut u8);
+                        tc.put(Chunk::from_mem(mem), slot, key);
+                    }
+                }
+            }
+            if !kept {
+                tc.reset_growth();
+            }
+        }
+        tc.drain_mid_if(
+            |mem| {
+                // SAFETY: a chunk in the ring: an in-use chunk of ours, its header intact.
+                let owner = unsafe { self.arena_for_chunk(Chunk::from_mem(mem)) };
+                core::ptr::eq(owner, av.arena())
+            },
+            |mem| {
+                // SAFETY: a chunk of `av` just taken out of the ring, now freed into it.
+                unsafe { self.int_free_chunk_held(av, Chunk::from_mem(mem)) };
+                freed += 1;
+            },
+        );
+        freed
+    }
+
     /// Free the first `count` chunks of a thread-cache bin into the arenas they belong to,
     /// holding each arena once for a run of its chunks (blocks other threads handed over
     /// are cached with the thread's own).

@@ -312,6 +312,11 @@ impl<K: Kernel> Malloc<K> {
                 idx = bin_index(nb);
                 continue;
             }
+            if self.tcache_give_back_to(av) > 0 {
+                self.malloc_consolidate(av);
+                idx = bin_index(nb);
+                continue;
+            }
             let p = self.sysmalloc(nb, av);
             if p.is_null() {
                 return p;

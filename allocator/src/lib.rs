@@ -13,6 +13,13 @@
 //! - as `libptalloc.so` under `LD_PRELOAD` (crate `ptalloc-preload`), for any program;
 //! - on kernel-sim's simulated kernel, through [`Malloc`] with another [`Kernel`].
 
+// The allocator needs nothing of std but `thread_local!`, and that only without the
+// initial-exec slot: libptalloc.so, built with that slot, links no std at all (no unwinder,
+// no libgcc_s, a small text; every page of it counts in a small program's RSS).
+#![cfg_attr(not(test), no_std)]
+#[cfg(not(any(test, all(target_arch = "x86_64", feature = "initial-exec-tls"))))]
+extern crate std;
+
 mod arena;
 mod bins;
 mod check;

@@ -525,6 +525,16 @@ impl Tcache {
         }
     }
 
+    /// Take the ring's chunks for which `take` is true out, handing each to `release`.
+    pub(crate) fn drain_mid_if(&self, take: impl Fn(*mut u8) -> bool, mut release: impl FnMut(*mut u8)) {
+        for i in 0..MID_ENTRIES {
+            if self.mid_size[i].get() != 0 && take(self.mid[i].get()) {
+                // SAFETY: a non-empty entry.
+                release(unsafe { self.mid_take_entry(i) }.mem());
+            }
+        }
+    }
+
     /// Take every cached chunk out, handing each to `release` (used at thread exit).
     pub(crate) fn drain(&self, mut release: impl FnMut(*mut u8)) {
         // Most bins are empty at exit: look at eight at a time (one OR of eight words).

@@ -1073,17 +1073,6 @@ fn larger_blocks_come_back_to_their_thread() -> Result<(), String> {
     heap_ok()
 }
 
-/// Blocks from `alloc` (64 KiB ones: below the mmap threshold) until the heap grows, at
-/// most 64.
-fn grow_heap(alloc: impl Fn() -> *mut u8) -> Vec<*mut u8> {
-    let arena = linux().mallinfo2().arena;
-    let mut big = Vec::with_capacity(64);
-    while linux().mallinfo2().arena == arena && big.len() < 64 {
-        big.push(alloc());
-    }
-    big
-}
-
 /// Runs of `RUN` mallocs of 40 bytes then `RUN` frees, `rounds` times; returns the bytes the
 /// main arena's fastbins hold after the last frees.
 fn small_block_runs(rounds: usize) -> usize {
@@ -1104,42 +1093,40 @@ fn small_block_runs(rounds: usize) -> usize {
 
 /// A bin of small chunks that a run of frees overflows after a run of mallocs emptied it
 /// doubles, until it holds the whole run: 2,000 chunks of 48 bytes end up in the thread's
-/// cache rather than in the arena's fastbins. When the heap next grows, the bins go back to
-/// their base room and what they held beyond it goes to the arena; `malloc_trim` too.
+/// cache rather than in the arena's fastbins. When top next cannot serve a request, before
+/// the heap grows, the bins go back to their base room and what they held beyond it goes to
+/// the arena, consolidated, to serve that request (as glibc's fastbins are); `malloc_trim`
+/// and thread exit give it back too.
 fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> {
     let m = linux();
     // Base room for 48-byte chunks: 85; five doublings hold 2,000.
     let fast = small_block_runs(8);
     check(fast < 100 * 48, || format!("{fast} bytes in fastbins: the cache did not grow"))?;
-    let before = m.mallinfo2();
-    // Grow the heap: blocks of 64 KiB (below the mmap threshold) until top runs out.
-    let big = grow_heap(|| m.malloc(64 * 1024));
-    let after = m.mallinfo2();
-    check(after.arena > before.arena, || "the heap did not grow".into())?;
-    check(after.fsmblks >= (2000 - 85) * 48, || {
-        format!("{} bytes in fastbins after the heap grew", after.fsmblks)
-    })?;
-    // The blocks, and a page for the vector that holds them and the like.
-    let taken = big.len() * (64 * 1024 + 16) + 4096;
-    check(after.uordblks + (2000 - 85) * 48 <= before.uordblks + taken, || {
-        format!(
-            "in use {} before the heap grew and {} after, {taken} of it new blocks",
-            before.uordblks, after.uordblks
-        )
-    })?;
-    for p in big {
-        // SAFETY: live blocks.
-        unsafe { m.free(p) };
-    }
-    // Grown again, then the heap grown by calloc: the same.
+    // Another size's run with top empty (800 chunks of 96 bytes): served from the run the
+    // cache held (1,915 chunks beyond its base room, 91,920 bytes, next to each other),
+    // without growing the heap.
+    let other_size = |alloc: &dyn Fn() -> *mut u8, what: &str| -> Result<(), String> {
+        let mut blocks = Vec::with_capacity(800);
+        let top = exhaust_top();
+        let before = m.mallinfo2();
+        blocks.extend((0..800).map(|_| alloc()));
+        let after = m.mallinfo2();
+        check(after.arena == before.arena, || {
+            format!("{what}: the heap grew from {} to {} bytes", before.arena, after.arena)
+        })?;
+        check(after.fsmblks < 100 * 48, || {
+            format!("{what}: {} bytes left in fastbins, not consolidated", after.fsmblks)
+        })?;
+        for p in blocks.into_iter().chain([top]) {
+            // SAFETY: live blocks.
+            unsafe { m.free(p) };
+        }
+        Ok(())
+    };
+    other_size(&|| m.malloc(88), "malloc")?;
+    // Grown again, then calloc with top empty: the same.
     small_block_runs(8);
-    let big = grow_heap(|| m.calloc(1, 64 * 1024));
-    let fast = m.mallinfo2().fsmblks;
-    check(fast >= (2000 - 85) * 48, || format!("{fast} bytes in fastbins after calloc grew the heap"))?;
-    for p in big {
-        // SAFETY: live blocks.
-        unsafe { m.free(p) };
-    }
+    other_size(&|| m.calloc(1, 88), "calloc")?;
     // Grown again, then trimmed.
     small_block_runs(8);
     let before = m.mallinfo2().uordblks;

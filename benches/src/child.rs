@@ -2,6 +2,7 @@
 //! resident set size that `wait4` reports.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Instant;
 
@@ -19,6 +20,13 @@ pub struct Finished {
 /// they are piped. Fails on any exit but status 0, saying the status and what it wrote to a
 /// piped stderr.
 pub fn run(cmd: &mut Command) -> Result<Finished, String> {
+    // A child that std spawns with vfork (posix_spawn) starts its peak RSS at the runner's:
+    // exec records the old address space's high-water mark in the process's `ru_maxrss`, and
+    // after vfork that space is the runner's (a few MiB, above the peak of the smallest
+    // programs). A real fork's copy holds only the runner's anonymous pages, below any
+    // program's; an empty pre_exec hook is how std is told to fork.
+    // SAFETY: the hook does nothing, so nothing in it can break between fork and exec.
+    unsafe { cmd.pre_exec(|| Ok(())) };
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let mut stdout = Vec::new();

@@ -15,15 +15,46 @@
 //! `PTALLOC_STATS=1` prints a summary on standard error when the process exits;
 //! `PTALLOC_STATS=/some/file` appends it to that file instead.
 
+// Built with `panic = "abort"` (the release profile) the library links no std: without
+// std's unwinder, panic hook and backtrace printer it needs no libgcc_s, and its text is a
+// fraction of the size — the pages a small program maps for it are part of its RSS. A build
+// that unwinds (the unit-test harness) keeps std.
+#![cfg_attr(panic = "abort", no_std)]
+
 use core::ffi::{c_char, c_int, c_void};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, Ordering};
 
-use ptalloc::{linux, FdWriter, MallInfo, MallInfo2, PtAlloc};
+use ptalloc::{linux, FdWriter, MallInfo, MallInfo2};
 
-// Rust code in this library (the statistics report) allocates from ptalloc too.
+// Rust code in this library allocates from ptalloc too, where std is linked (the unit-test
+// harness); the library itself allocates nothing.
+// Without std nothing else asks the linker for libc, which every function here calls.
+#[cfg(panic = "abort")]
+#[link(name = "c")]
+extern "C" {}
+
+#[cfg(not(panic = "abort"))]
 #[global_allocator]
-static GLOBAL: PtAlloc = PtAlloc;
+static GLOBAL: ptalloc::PtAlloc = ptalloc::PtAlloc;
+
+/// No path of the allocator panics by design; should one, the process ends as after any
+/// other fatal error of ours: a line on stderr and `abort` (which the program can see as
+/// SIGABRT), formatted on the stack.
+#[cfg(panic = "abort")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut out = FdWriter::new(2);
+    let _ = match info.location() {
+        Some(at) => {
+            write!(out, "ptalloc: internal error at {}:{}: {}\n", at.file(), at.line(), info.message())
+        }
+        None => write!(out, "ptalloc: internal error: {}\n", info.message()),
+    };
+    out.flush();
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}
 
 // ------------------------------------------------------------------ the C functions
 
@@ -296,8 +327,19 @@ extern "C" fn on_load() {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+/// Bytes as MiB with one decimal, rounded to nearest; integer arithmetic, which keeps
+/// float formatting (a tenth of the library's text) out of the library.
+struct Mib(u64);
+
+impl core::fmt::Display for Mib {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tenths = (self.0 as u128 * 10 + (1 << 19)) >> 20;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+fn mib(bytes: u64) -> Mib {
+    Mib(bytes)
 }
 
 extern "C" fn report_at_exit() {
@@ -309,9 +351,9 @@ extern "C" fn report_at_exit() {
     let mut out = FdWriter::new(REPORT_FD.load(Ordering::Relaxed));
     let _ = write!(
         out,
-        "ptalloc[{pid}]: in use {:.1} MiB at exit, {:.1} MiB at peak\n\
-         ptalloc[{pid}]: brk {} calls (+{:.1} MiB, -{:.1} MiB), mmap {} calls ({:.1} MiB), \
-         munmap {} calls ({:.1} MiB), mremap {} calls (+{:.1} MiB, -{:.1} MiB)\n\
+        "ptalloc[{pid}]: in use {} MiB at exit, {} MiB at peak\n\
+         ptalloc[{pid}]: brk {} calls (+{} MiB, -{} MiB), mmap {} calls ({} MiB), \
+         munmap {} calls ({} MiB), mremap {} calls (+{} MiB, -{} MiB)\n\
          ptalloc[{pid}]: {} arenas, {} threads seen\n",
         mib(s.in_use as u64),
         mib(s.peak_in_use as u64),

@@ -35,6 +35,7 @@ fn main() {
         late_thread_destructors_do_not_pin_arenas,
         fork_handlers_registered_first_may_allocate,
         interposition_names_libptalloc,
+        the_library_brings_in_no_other_library,
     ];
     harness::run(tests.into_iter().map(|t| t.needs(common::c_compiler())).collect());
 }
@@ -173,4 +174,24 @@ fn interposition_names_libptalloc() {
     assert!(name.trim_end().ends_with("libptalloc.so"), "malloc resolved to {name}");
     let plain = Command::new(program()).arg("interposed").env_remove("LD_PRELOAD").output().unwrap();
     assert!(String::from_utf8_lossy(&plain.stdout).contains("libc.so"));
+}
+
+fn the_library_brings_in_no_other_library() {
+    // Built without std, libptalloc.so needs only libc: no unwinder (libgcc_s) is loaded into
+    // the program, whose RSS its pages would add to.
+    let out = common::with_ptalloc(Command::new("cat").arg("/proc/self/maps")).output().unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let maps = String::from_utf8_lossy(&out.stdout);
+    let mut libs: Vec<&str> =
+        maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.contains(".so")).collect();
+    libs.dedup();
+    assert!(libs.iter().any(|l| l.ends_with("libptalloc.so")), "not preloaded: {libs:?}");
+    let others: Vec<&&str> = libs
+        .iter()
+        .filter(|l| !l.ends_with("libptalloc.so") && !l.contains("/libc.so") && !l.contains("/ld-linux"))
+        .collect();
+    let plain = Command::new("cat").arg("/proc/self/maps").env_remove("LD_PRELOAD").output().unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    let extra: Vec<&&&str> = others.iter().filter(|l| !plain.contains(**l)).collect();
+    assert!(extra.is_empty(), "libptalloc.so brought in {extra:?}");
 }
