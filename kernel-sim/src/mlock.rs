@@ -117,29 +117,14 @@ unsafe fn apply_vma_lock_flags(
     if end == start {
         return Ok(());
     }
-    let Some(mut vma) = st.mm.vma_lookup(start) else {
+    let Some(vma) = st.mm.vma_lookup(start) else {
         return Err(Errno::ENOMEM);
     };
-    let mut prev = if start > vma.start() { Some(vma) } else { vma.prev() };
-    let (mut nstart, mut tmp) = (start, vma.start());
-    loop {
-        if vma.start() != tmp {
-            return Err(Errno::ENOMEM);
-        }
+    crate::mprotect::fixup_range(st, vma, start, end, |st, prev, vma, from, to| {
         let newflags = (vma.flags() & !VM_LOCKED_MASK) | flags;
-        tmp = vma.end().min(end);
-        // SAFETY: the caller's promise; the walk goes on from `fixed`.
-        let fixed = unsafe { mlock_fixup(st, &mut prev, vma, nstart, tmp, newflags) }?;
-        tmp = fixed.end();
-        nstart = tmp;
-        if nstart >= end {
-            return Ok(());
-        }
-        match fixed.next() {
-            Some(n) if n.start() < end => vma = n,
-            _ => return Err(Errno::ENOMEM),
-        }
-    }
+        // SAFETY: the caller's promise; the walk goes on from what this returns.
+        unsafe { mlock_fixup(st, prev, vma, from, to, newflags) }
+    })
 }
 
 /// `mlock(2)` / `mlock2(2)` (`do_mlock`).

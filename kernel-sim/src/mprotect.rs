@@ -46,7 +46,7 @@ pub(crate) unsafe fn sys_mprotect(st: &mut State, start: usize, len: usize, prot
     if prot & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | PROT_SEM) != 0 {
         return Err(Errno::EINVAL);
     }
-    let Some(mut vma) = st.mm.find_vma(start).filter(|v| v.start() < end) else {
+    let Some(vma) = st.mm.find_vma(start).filter(|v| v.start() < end) else {
         return Err(Errno::ENOMEM);
     };
     let mut start = start;
@@ -64,23 +64,40 @@ pub(crate) unsafe fn sys_mprotect(st: &mut State, start: usize, len: usize, prot
             return Err(Errno::EINVAL);
         }
     }
-    let mut prev = if start > vma.start() { Some(vma) } else { vma.prev() };
-    let mut tmp = vma.start();
-    let mut nstart = start;
     let new_prot = calc_vm_prot_bits(prot);
-    loop {
-        if vma.start() != tmp {
-            return Err(Errno::ENOMEM);
-        }
+    fixup_range(st, vma, start, end, |st, prev, vma, from, to| {
         let newflags = new_prot | (vma.flags() & !VM_ACCESS_FLAGS);
         // VM_MAY* say what may ever be allowed (always everything for anonymous memory).
         if newflags & !(newflags >> 4) & VM_ACCESS_FLAGS != 0 {
             return Err(Errno::EACCES);
         }
+        // SAFETY: the caller's promises, for part of the range; `vma` and its old
+        // neighbour are not used again (the walk goes on from what this returns).
+        unsafe { mprotect_fixup(st, prev, vma, from, to, newflags) }
+    })
+}
+
+/// The walk `mprotect` and `mlock` share (Linux writes it in each of `do_mprotect_pkey` and
+/// `apply_vma_lock_flags`): from `vma`, the first VMA of `[start, end)`, `fixup` changes
+/// each VMA's part of the range — `(state, prev, vma, from, to)`, returning the VMA that
+/// covers it afterwards, from which the walk goes on (it never touches `vma` or `prev`'s
+/// old neighbour again). Stops at the first hole with `ENOMEM`, the parts before it
+/// changed.
+pub(crate) fn fixup_range(
+    st: &mut State,
+    mut vma: VmaPtr,
+    start: usize,
+    end: usize,
+    mut fixup: impl FnMut(&mut State, &mut Option<VmaPtr>, VmaPtr, usize, usize) -> Result<VmaPtr, Errno>,
+) -> Result<(), Errno> {
+    let mut prev = if start > vma.start() { Some(vma) } else { vma.prev() };
+    let (mut nstart, mut tmp) = (start, vma.start());
+    loop {
+        if vma.start() != tmp {
+            return Err(Errno::ENOMEM);
+        }
         tmp = vma.end().min(end);
-        // SAFETY: the caller's promises, for part of the range; `vma` and its old neighbour
-        // are not used again: the walk goes on from `fixed` (and `prev` is set to it).
-        let fixed = unsafe { mprotect_fixup(st, &mut prev, vma, nstart, tmp, newflags) }?;
+        let fixed = fixup(st, &mut prev, vma, nstart, tmp)?;
         tmp = fixed.end();
         nstart = tmp;
         if nstart >= end {
