@@ -328,6 +328,42 @@ impl PhysMem {
         self.free_one_page(pfn, order);
     }
 
+    /// Take the free block headed by `pfn` off its free list for compaction's free scanner
+    /// (`__isolate_free_page`), if the zone stays above its min watermark without it: each of
+    /// its frames becomes a page of its own, in no one's use, until it is a migration target
+    /// or is released. Returns the block's order.
+    pub(crate) fn isolate_free_block(&mut self, pfn: usize) -> Option<usize> {
+        let p = self.page(pfn);
+        if !p.has(PG_BUDDY) {
+            return None;
+        }
+        let order = p.order.get() as usize;
+        let z = self.zone_of(pfn);
+        let mark = self.zones[z].watermark[WMARK_MIN] + (1 << order);
+        if !self.zone_watermark_ok(z, 0, mark, z) {
+            return None;
+        }
+        self.del_from_free_list(pfn, order);
+        self.zones[z].free_pages -= 1 << order;
+        for i in 0..1usize << order {
+            self.page(pfn + i).reset_allocated();
+        }
+        Some(order)
+    }
+
+    /// Give back a page `isolate_free_block` took and compaction did not use
+    /// (`release_free_list`): free again, merged with its buddies, not counted as a free of
+    /// an allocation.
+    pub(crate) fn release_isolated(&mut self, pfn: usize) {
+        let p = self.page(pfn);
+        if p.has(PG_BUDDY | PG_RESERVED) || p.mapcount.get() != 0 {
+            crate::util::bug("release_isolated: not an isolated free page", pfn, 0);
+        }
+        p.flags.set(0);
+        p.refcount.set(0);
+        self.free_one_page(pfn, 0);
+    }
+
     /// Linux's `setup_per_zone_wmarks` and `setup_per_zone_lowmem_reserve`.
     pub(crate) fn setup_watermarks(&mut self, min_free_kbytes: Option<usize>) {
         let lowmem_pages: usize = self.totalram_pages();

@@ -71,6 +71,13 @@ pub fn pte_pfn(e: u64) -> usize {
     ((e & PFN_MASK) >> PAGE_SHIFT) as usize
 }
 
+/// The entry pointed at another frame, with every other bit kept (the PTE a page
+/// migration leaves: `remove_migration_pte` rebuilds it so).
+#[inline]
+pub fn pte_set_pfn(e: u64, pfn: usize) -> u64 {
+    (e & !PFN_MASK) | (((pfn as u64) << PAGE_SHIFT) & PFN_MASK)
+}
+
 #[inline]
 pub fn pte_write(e: u64) -> bool {
     e & PTE_RW != 0 && e & PTE_PRESENT != 0

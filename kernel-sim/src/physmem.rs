@@ -72,6 +72,18 @@ pub struct VmStat {
     pub nr_tlb_local_flush_one: u64,
     pub nr_tlb_local_flush_all: u64,
     pub nr_tlb_remote_flush: u64,
+    /// Compaction (`mm/compaction.c`): pages its migration scanner and its free scanner
+    /// looked at, pages it isolated (to move, and free ones to move them to), the
+    /// allocations that compacted directly (`compact_stall`) and whether that gave them
+    /// their block; pages moved and pages that could not be (`pgmigrate_*`).
+    pub compact_migrate_scanned: u64,
+    pub compact_free_scanned: u64,
+    pub compact_isolated: u64,
+    pub compact_stall: u64,
+    pub compact_fail: u64,
+    pub compact_success: u64,
+    pub pgmigrate_success: u64,
+    pub pgmigrate_fail: u64,
     /// Allocations that found no zone above its min watermark.
     pub alloc_fail: u64,
     pub oom_kill: u64,

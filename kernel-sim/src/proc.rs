@@ -703,6 +703,14 @@ impl Machine {
         writeln!(w, "allocstall_{} {}", zone, v.allocstall)?;
         writeln!(w, "pageoutrun {}", v.pageoutrun)?;
         writeln!(w, "kswapd_wakeups {}", v.kswapd_wakeups)?;
+        writeln!(w, "pgmigrate_success {}", v.pgmigrate_success)?;
+        writeln!(w, "pgmigrate_fail {}", v.pgmigrate_fail)?;
+        writeln!(w, "compact_migrate_scanned {}", v.compact_migrate_scanned)?;
+        writeln!(w, "compact_free_scanned {}", v.compact_free_scanned)?;
+        writeln!(w, "compact_isolated {}", v.compact_isolated)?;
+        writeln!(w, "compact_stall {}", v.compact_stall)?;
+        writeln!(w, "compact_fail {}", v.compact_fail)?;
+        writeln!(w, "compact_success {}", v.compact_success)?;
         writeln!(w, "nr_tlb_remote_flush {}", v.nr_tlb_remote_flush)?;
         writeln!(w, "nr_tlb_remote_flush_received {received}")?;
         writeln!(w, "nr_tlb_local_flush_all {}", v.nr_tlb_local_flush_all)?;

@@ -29,17 +29,17 @@ use crate::tlb::TlbBatch;
 const MAX_HITS: usize = 32;
 
 #[derive(Clone, Copy)]
-struct Hit {
-    task: usize,
-    addr: usize,
-    slot: PteSlot,
-    vma: VmaPtr,
+pub(crate) struct Hit {
+    pub(crate) task: usize,
+    pub(crate) addr: usize,
+    pub(crate) slot: PteSlot,
+    pub(crate) vma: VmaPtr,
 }
 
-struct Hits {
-    hits: [Option<Hit>; MAX_HITS],
-    n: usize,
-    overflow: bool,
+pub(crate) struct Hits {
+    pub(crate) hits: [Option<Hit>; MAX_HITS],
+    pub(crate) n: usize,
+    pub(crate) overflow: bool,
 }
 
 /// The address space of task `t` (the running one's is `st.mm`), with physical memory.
@@ -56,7 +56,7 @@ fn live_task(st: &State, t: usize) -> bool {
 }
 
 /// Every PTE of every process that maps `pfn`.
-fn find_mappings(st: &State, pfn: usize) -> Hits {
+pub(crate) fn find_mappings(st: &State, pfn: usize) -> Hits {
     let mut out = Hits { hits: [None; MAX_HITS], n: 0, overflow: false };
     let page = st.phys.page(pfn);
     if page.mapcount.get() == 0 || page.mapping.get() == 0 {

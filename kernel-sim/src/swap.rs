@@ -102,6 +102,19 @@ impl PhysMem {
         self.link_head(pfn, lru);
     }
 
+    /// Put a page isolated from the LRU back on the head of the list its flags name, active
+    /// or inactive, counting no move (`folio_putback_lru`); pages reclaim cannot take stay
+    /// off.
+    pub fn lru_putback(&mut self, pfn: usize) {
+        let p = self.page(pfn);
+        if p.has(PG_LRU) || !page_evictable(p) {
+            return;
+        }
+        p.set(PG_LRU);
+        let lru = page_lru(p);
+        self.link_head(pfn, lru);
+    }
+
     /// Take a page off its list (`lruvec_del_folio`), keeping its flags but `PG_LRU`.
     pub fn lru_del(&mut self, pfn: usize) {
         let p = self.page(pfn);

@@ -343,7 +343,19 @@ impl Machine {
             return Ok(crate::slab::ZERO_SIZE_PTR as u64);
         }
         let slot = st.api_objects.iter().position(|o| o.1 == 0).ok_or(Errno::ENOMEM)?;
-        let host = st.slab.kmalloc(&mut st.phys, size)?;
+        let host = match st.slab.kmalloc(&mut st.phys, size) {
+            // Whole pages of an order above 0 and no block that size free: compact, then
+            // try once more (`__alloc_pages_direct_compact`).
+            Err(Errno::ENOMEM) if size > crate::slab::KMALLOC_MAX_CACHE_SIZE => {
+                let order =
+                    size.div_ceil(crate::page::PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
+                if order == 0 || !crate::compaction::try_to_compact_pages(st, order) {
+                    return Err(Errno::ENOMEM);
+                }
+                st.slab.kmalloc(&mut st.phys, size)?
+            }
+            r => r?,
+        };
         let k = self.kernel_layout().host_to_kaddr(&st.phys, host).unwrap_or(0);
         st.api_objects[slot] = (k, size as u64);
         Ok(k)
@@ -439,6 +451,12 @@ impl Machine {
             },
         }
         r
+    }
+
+    /// `echo 1 > /proc/sys/vm/compact_memory`: compact every zone whole, moving movable pages
+    /// to the top of each so the free frames below merge into large blocks.
+    pub fn compact_memory(&self) {
+        crate::compaction::compact_nodes(&mut self.lock());
     }
 
     /// `vm.swappiness` (0 to 200, else `EINVAL`).
