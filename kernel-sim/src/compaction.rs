@@ -14,17 +14,18 @@
 //! Two callers, as in Linux: an allocation of order above 0 that found no block compacts
 //! directly before it fails (`__alloc_pages_direct_compact`: `compact_stall`, then
 //! `compact_success` or `compact_fail`), and `vm.compact_memory` compacts every zone whole
-//! (`compact_node`, order -1: to the scanners' meeting). Not simulated: pageblock
-//! migratetypes (every pageblock is scanned), the skip bits and deferral that stop
+//! (`compact_node`, order -1: to the scanners' meeting). The free scanner fills only
+//! movable and CMA pageblocks; the migration scanner, running as Linux's synchronous
+//! compaction does, looks at every pageblock. Not simulated: the skip bits and deferral that stop
 //! repeated failing scans, kcompactd and proactive compaction.
 
-use crate::buddy::{MAX_NR_ZONES, MAX_PAGE_ORDER, WMARK_LOW};
+use crate::buddy::{
+    MAX_NR_ZONES, MAX_PAGE_ORDER, MIGRATE_CMA, MIGRATE_MOVABLE, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
+    WMARK_LOW,
+};
 use crate::machine::State;
 use crate::page::{NIL, PG_BUDDY, PG_LRU};
 
-/// Order of a pageblock: a PMD's worth of frames on x86-64 (`HPAGE_PMD_ORDER`).
-pub const PAGEBLOCK_ORDER: usize = 9;
-const PAGEBLOCK_NR_PAGES: usize = 1 << PAGEBLOCK_ORDER;
 /// Pages isolated for migration at a time.
 const COMPACT_CLUSTER_MAX: usize = 32;
 
@@ -149,7 +150,7 @@ fn isolate_freepages(st: &mut State, cc: &mut CompactControl) {
             return;
         }
         let end = (block + PAGEBLOCK_NR_PAGES).min(zone_end);
-        let mut pfn = if inside_large_free_block(st, block) { end } else { block.max(zone_start) };
+        let mut pfn = if suitable_migration_target(st, block) { block.max(zone_start) } else { end };
         while pfn < end {
             st.phys.vmstat.compact_free_scanned += 1;
             let p = st.phys.page(pfn);
@@ -176,15 +177,17 @@ fn isolate_freepages(st: &mut State, cc: &mut CompactControl) {
     }
 }
 
-/// Whether the pageblock at `block` lies in a free block of a pageblock or more: breaking
-/// that up to move pages into it would undo what compaction is for
-/// (`suitable_migration_target`).
-fn inside_large_free_block(st: &State, block: usize) -> bool {
-    (PAGEBLOCK_ORDER..=MAX_PAGE_ORDER).any(|order| {
-        let head = block & !((1 << order) - 1);
-        let p = st.phys.page(head);
-        head < st.phys.nr_frames() && p.has(PG_BUDDY) && p.order.get() as usize == order
-    })
+/// Whether the free frames of the pageblock at `block` may take moved pages
+/// (`suitable_migration_target`): a movable or CMA pageblock that is not free whole —
+/// breaking up a free pageblock to fill it would undo what compaction is for.
+fn suitable_migration_target(st: &State, block: usize) -> bool {
+    let mt = st.phys.pageblock_migratetype(block);
+    (mt == MIGRATE_MOVABLE || mt == MIGRATE_CMA)
+        && !(PAGEBLOCK_ORDER..=MAX_PAGE_ORDER).any(|order| {
+            let head = block & !((1 << order) - 1);
+            let p = st.phys.page(head);
+            p.has(PG_BUDDY) && p.order.get() as usize == order
+        })
 }
 
 fn push_free(st: &mut State, cc: &mut CompactControl, pfn: usize) {

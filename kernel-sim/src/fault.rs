@@ -254,7 +254,10 @@ fn new_anon_page(
 ) -> Result<usize, FaultError> {
     let (mm, mut env) = st.vma_env();
     anon_vma_prepare(mm, &mut env, vma).map_err(|_| FaultError::Oom)?;
-    let pfn = st.phys.alloc_pages(0, copy_from.is_none()).map_err(|_| FaultError::Oom)?;
+    let pfn = st
+        .phys
+        .alloc_pages(0, copy_from.is_none(), crate::buddy::MIGRATE_MOVABLE)
+        .map_err(|_| FaultError::Oom)?;
     if let Some(src) = copy_from {
         // SAFETY: `pfn` was just allocated, so it is not `src` and no one else has it. `src`
         // is mapped read-only wherever a copy is taken from it: a page-cache page of a

@@ -24,6 +24,7 @@ pub use ptalloc::Errno;
 pub(crate) mod binfmt_elf;
 pub(crate) mod buddy;
 pub(crate) mod check;
+pub(crate) mod cma;
 pub(crate) mod compaction;
 pub(crate) mod exec;
 pub(crate) mod fault;

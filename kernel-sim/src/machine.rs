@@ -58,6 +58,9 @@ pub struct Config {
     /// `vm.swappiness` (0 to 200): how readily reclaim takes anonymous pages rather than
     /// the page cache.
     pub swappiness: usize,
+    /// Size of the CMA area reserved at boot (`cma=`), 0 for none: movable pages may use it
+    /// until `Machine::cma_alloc` takes a range of it back.
+    pub cma_bytes: usize,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
         brk_offset: 0,
         swap_bytes: 0,
         swappiness: 60,
+        cma_bytes: 0,
     };
 }
 
@@ -166,10 +170,15 @@ pub(crate) struct State {
     /// and length of each, length 0 for a free entry. Only these may be freed or written
     /// through the API; the simulated kernel's own objects are not among them.
     pub api_objects: [(u64, u64); MAX_API_OBJECTS],
+    /// The ranges `Machine::cma_alloc` handed out: (first frame, frames), 0 frames for a
+    /// free entry.
+    pub cma_allocs: [(usize, usize); MAX_CMA_ALLOCS],
 }
 
 /// Kernel objects the machine's API can hand out at once.
 pub const MAX_API_OBJECTS: usize = 256;
+/// Ranges of the CMA area handed out at once, at most.
+pub const MAX_CMA_ALLOCS: usize = 64;
 
 /// A booted machine: physical memory, the kernel's slab caches and one process's address
 /// space, behind one lock. Its system calls are `Machine::{brk, mmap, munmap, mremap,
@@ -258,7 +267,7 @@ impl State {
         if config.user_bytes < (1 << 30) || !config.user_bytes.is_multiple_of(1 << 30) {
             return Err(Errno::EINVAL);
         }
-        let mut phys = PhysMem::boot(config.phys_bytes, config.min_free_kbytes)?;
+        let mut phys = PhysMem::boot(config.phys_bytes, config.min_free_kbytes, config.cma_bytes)?;
         let host = match Host::reserve(config.user_bytes, phys.memfd()) {
             Ok(h) => h,
             Err(e) => {
@@ -339,6 +348,7 @@ impl State {
             on_kstack: false,
             vmalloc: crate::vmalloc::Vmalloc::new(),
             api_objects: [(0, 0); MAX_API_OBJECTS],
+            cma_allocs: [(0, 0); MAX_CMA_ALLOCS],
         };
         if config.swappiness > 200 {
             return Err(Errno::EINVAL);

@@ -54,7 +54,9 @@ pub struct Page {
     pub flags: Cell<u32>,
     /// Order of the free block this frame heads (with `PG_BUDDY`).
     pub order: Cell<u8>,
-    _pad: Cell<u8>,
+    /// On the first frame of each pageblock: the pageblock's migratetype (Linux keeps it
+    /// in the zone's `pageblock_flags` bitmap).
+    pub pageblock_mt: Cell<u8>,
     /// Which slab cache owns the frame (with `PG_SLAB`).
     pub slab_cache: Cell<u16>,
     /// Links of the buddy free list or of a slab cache's partial list (frame numbers).

@@ -175,7 +175,7 @@ fn slot_in(direct_map: DirectMap, table: usize, i: usize) -> PteSlot {
 
 /// Allocate a zeroed table frame.
 fn alloc_table(phys: &mut PhysMem, pgtables_bytes: &mut usize) -> Result<usize, Errno> {
-    let pfn = phys.alloc_pages(0, true)?;
+    let pfn = phys.alloc_pages(0, true, crate::buddy::MIGRATE_UNMOVABLE)?;
     phys.page(pfn).set(PG_PGTABLE);
     phys.vmstat.nr_page_table_pages += 1;
     *pgtables_bytes += PAGE_SIZE;

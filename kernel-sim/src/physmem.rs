@@ -112,6 +112,9 @@ impl DirectMap {
 }
 
 pub struct PhysMem {
+    /// The CMA area (`cma_declare_contiguous`): its first frame and its frames, 0 for none.
+    pub cma_base: usize,
+    pub cma_count: usize,
     memfd: i32,
     direct_map: DirectMap,
     /// Private, like `mem_map`: `page` trusts it as the length of `mem_map`.
@@ -147,7 +150,10 @@ impl PhysMem {
     /// Create `bytes` of physical memory (rounded down to whole frames) and hand its free
     /// frames to the buddy allocator. `min_free_kbytes` overrides Linux's default sizing
     /// of the watermarks.
-    pub fn boot(bytes: usize, min_free_kbytes: Option<usize>) -> Result<PhysMem, Errno> {
+    /// Boot a machine of `bytes` of RAM, with a CMA area of `cma_bytes` (rounded up to
+    /// 4 MiB, the largest buddy block, and placed at the top of memory below `mem_map`, as
+    /// memblock allocates it top-down; `EINVAL` if it does not fit in one zone).
+    pub fn boot(bytes: usize, min_free_kbytes: Option<usize>, cma_bytes: usize) -> Result<PhysMem, Errno> {
         let nr_frames = bytes >> PAGE_SHIFT;
         let mem_map_bytes = nr_frames * core::mem::size_of::<Page>();
         let mem_map_frames = mem_map_bytes.div_ceil(PAGE_SIZE);
@@ -204,6 +210,8 @@ impl PhysMem {
             kswapd_woken: false,
             reclaim_disabled: false,
             tlb_lazy: false,
+            cma_base: 0,
+            cma_count: 0,
         };
         // The memfd reads as zero, so every descriptor starts all-zero: not reserved, not
         // free. Mark the reserved frames, then free the rest in maximal aligned blocks.
@@ -220,6 +228,22 @@ impl PhysMem {
         reserve(&mut pm, zero_pfn);
         for pfn in mem_map_pfn..nr_frames {
             reserve(&mut pm, pfn);
+        }
+        // Every pageblock starts movable (`memmap_init_zone`); the CMA area's are CMA
+        // (`init_cma_reserved_pageblock`).
+        pm.set_pageblock_range(0, nr_frames, crate::buddy::MIGRATE_MOVABLE);
+        if cma_bytes > 0 {
+            const CMA_ALIGN: usize = 1 << MAX_PAGE_ORDER;
+            let count = (cma_bytes >> PAGE_SHIFT).next_multiple_of(CMA_ALIGN);
+            let base = mem_map_pfn.saturating_sub(count) & !(CMA_ALIGN - 1);
+            if count > mem_map_pfn || base < CMA_ALIGN || pm.zone_of(base) != pm.zone_of(base + count - 1) {
+                // SAFETY: nothing has been handed out of the memory just made.
+                unsafe { pm.shutdown() };
+                return Err(Errno::EINVAL);
+            }
+            pm.cma_base = base;
+            pm.cma_count = count;
+            pm.set_pageblock_range(base, count, crate::buddy::MIGRATE_CMA);
         }
         for z in 0..MAX_NR_ZONES {
             let (start, end) = (pm.zones[z].zone_start_pfn, pm.zones[z].zone_end_pfn());

@@ -583,6 +583,67 @@ impl Machine {
         std::fs::read_dir(format!("/proc/{host_pid}/task")).map_or(0, |d| d.count())
     }
 
+    /// `/proc/pagetypeinfo`: free blocks per order and migratetype, and pageblocks per
+    /// migratetype, in each populated zone (`pagetypeinfo_show`).
+    pub fn write_pagetypeinfo(&self, w: &mut dyn Write) -> fmt::Result {
+        use crate::buddy::{MIGRATETYPE_NAMES, MIGRATE_TYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+        type Zone = (bool, &'static str, [[usize; NR_PAGE_ORDERS]; MIGRATE_TYPES], [usize; MIGRATE_TYPES]);
+        let snapshot: [Zone; MAX_NR_ZONES] = {
+            let st = self.lock();
+            core::array::from_fn(|i| {
+                let z = &st.phys.zones[i];
+                let free =
+                    core::array::from_fn(|mt| core::array::from_fn(|o| z.free_area[o].free_list[mt].nr_free));
+                let mut blocks = [0; MIGRATE_TYPES];
+                for b in (z.zone_start_pfn..z.zone_end_pfn()).step_by(PAGEBLOCK_NR_PAGES) {
+                    blocks[st.phys.pageblock_migratetype(b)] += 1;
+                }
+                (z.populated(), z.name, free, blocks)
+            })
+        };
+        writeln!(w, "Page block order: {PAGEBLOCK_ORDER}")?;
+        writeln!(w, "Pages per block:  {PAGEBLOCK_NR_PAGES}")?;
+        writeln!(w)?;
+        write!(w, "{:<43} ", "Free pages count per migrate type at order")?;
+        for o in 0..NR_PAGE_ORDERS {
+            write!(w, "{o:>6} ")?;
+        }
+        writeln!(w)?;
+        for (populated, name, free, _) in &snapshot {
+            if !populated {
+                continue;
+            }
+            for (mt, counts) in free.iter().enumerate() {
+                write!(w, "Node {:>4}, zone {name:>8}, type {:>12} ", 0, MIGRATETYPE_NAMES[mt])?;
+                for n in counts {
+                    // Linux stops counting a list at 100,000.
+                    if *n >= 100_000 {
+                        write!(w, ">{:>6} ", 100_000)?;
+                    } else {
+                        write!(w, "{n:>6} ")?;
+                    }
+                }
+                writeln!(w)?;
+            }
+        }
+        write!(w, "\n{:<23}", "Number of blocks type ")?;
+        for name in MIGRATETYPE_NAMES {
+            write!(w, "{name:>12} ")?;
+        }
+        writeln!(w)?;
+        for (populated, name, _, blocks) in &snapshot {
+            if !populated {
+                continue;
+            }
+            write!(w, "Node 0, zone {name:>8} ")?;
+            for n in blocks {
+                write!(w, "{n:>12} ")?;
+            }
+            writeln!(w)?;
+        }
+        Ok(())
+    }
+
     /// `/proc/buddyinfo`: free blocks per order in each populated zone.
     pub fn write_buddyinfo(&self, w: &mut dyn Write) -> fmt::Result {
         let snapshot: [(bool, &str, [usize; NR_PAGE_ORDERS]); MAX_NR_ZONES] = {
@@ -644,7 +705,14 @@ impl Machine {
         let l = self.kernel_layout();
         line(w, "VmallocTotal:", (l.vmalloc_end - 1 - l.vmalloc_start) >> 10)?;
         line(w, "VmallocUsed:", k(self.lock_view().vmalloc.nr_pages))?;
-        line(w, "VmallocChunk:", 0)
+        line(w, "VmallocChunk:", 0)?;
+        let (cma_total, cma_free) = {
+            let st = self.lock_view();
+            let z = st.phys.zone_of(st.phys.cma_base);
+            (st.phys.cma_count, st.phys.nr_free_of_type(z, crate::buddy::MIGRATE_CMA))
+        };
+        line(w, "CmaTotal:", k(cma_total))?;
+        line(w, "CmaFree:", k(cma_free))
     }
 
     /// `/proc/vmstat`: the counters the simulation keeps, in Linux's order and names, then

@@ -257,7 +257,7 @@ pub fn add_to_page_cache(phys: &mut PhysMem, inode: &Inode, index: usize) -> Res
         leaf = new_node(phys)?;
         put(phys, mid, b, leaf);
     }
-    let pfn = phys.alloc_pages(0, true)?;
+    let pfn = phys.alloc_pages(0, true, crate::buddy::MIGRATE_MOVABLE)?;
     let p = phys.page(pfn);
     p.set(if inode.is_shmem() { PG_SWAPBACKED | PG_DIRTY } else { PG_FILE });
     p.mapping.set(inode as *const Inode as usize);
@@ -314,7 +314,7 @@ fn next_entry(
 }
 
 fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
-    let pfn = phys.alloc_pages(0, true)?;
+    let pfn = phys.alloc_pages(0, true, crate::buddy::MIGRATE_MOVABLE)?;
     phys.page(pfn).set(PG_RADIX);
     Ok(pfn)
 }

@@ -180,7 +180,7 @@ impl Slab {
             return self.alloc(phys, CACHE_KMALLOC + i);
         }
         let order = size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
-        let pfn = phys.alloc_pages(order, true)?;
+        let pfn = phys.alloc_pages(order, true, crate::buddy::MIGRATE_UNMOVABLE)?;
         phys.page(pfn).set(PG_LARGE_KMALLOC);
         phys.vmstat.nr_slab_unreclaimable += 1 << order;
         Ok(phys.frame(pfn) as usize)
@@ -225,7 +225,7 @@ impl Slab {
                 c.nr_empty -= 1;
                 list_add(phys, &mut c.partial, pfn);
             } else {
-                let pfn = phys.alloc_pages(c.order, false)?;
+                let pfn = phys.alloc_pages(c.order, false, crate::buddy::MIGRATE_UNMOVABLE)?;
                 let base = phys.frame(pfn) as usize;
                 for i in 0..1usize << c.order {
                     let q = phys.page(pfn + i);

@@ -109,7 +109,7 @@ impl PhysMem {
 
     /// Read slot `slot` into a new page of the swap cache, on the inactive list.
     fn read_swap_page(&mut self, slot: usize) -> Result<usize, Errno> {
-        let pfn = self.alloc_pages(0, false)?;
+        let pfn = self.alloc_pages(0, false, crate::buddy::MIGRATE_MOVABLE)?;
         if let Err(e) = self.swap.read_slot(slot, self.frame(pfn)) {
             // SAFETY: just allocated, reached by nothing.
             unsafe { self.free_pages(pfn, 0) };

@@ -453,6 +453,26 @@ impl Machine {
         r
     }
 
+    /// `cma_alloc(count)`: `count` contiguous frames of the CMA area, the pages of processes
+    /// and of the page cache that borrowed them moved out first. Returns the first frame;
+    /// `EINVAL` without a CMA area or for 0 frames, `ENOMEM` when the area cannot supply
+    /// them (nothing is held then).
+    pub fn cma_alloc(&self, count: usize) -> Result<usize, Errno> {
+        crate::cma::cma_alloc(&mut self.lock(), count)
+    }
+
+    /// `cma_release`: give back frames `cma_alloc` returned, exactly as returned; `EINVAL`
+    /// for anything else, with nothing changed.
+    pub fn cma_release(&self, pfn: usize, count: usize) -> Result<(), Errno> {
+        crate::cma::cma_release(&mut self.lock(), pfn, count)
+    }
+
+    /// The CMA area: its first frame and its frames (0 for none).
+    pub fn cma_area(&self) -> (usize, usize) {
+        let st = self.lock_view();
+        (st.phys.cma_base, st.phys.cma_count)
+    }
+
     /// `echo 1 > /proc/sys/vm/compact_memory`: compact every zone whole, moving movable pages
     /// to the top of each so the free frames below merge into large blocks.
     pub fn compact_memory(&self) {

@@ -124,7 +124,7 @@ pub(crate) fn vmalloc(
     let mut done = 0;
     let mut err = None;
     while done < nr {
-        let pfn = match phys.alloc_pages(0, true) {
+        let pfn = match phys.alloc_pages(0, true, crate::buddy::MIGRATE_UNMOVABLE) {
             Ok(p) => p,
             Err(e) => {
                 err = Some(e);

@@ -5,6 +5,9 @@
 
 use kernel_sim::{Config, Machine, MachineBox};
 
+mod common;
+use common::{pipe, recv, send};
+
 const PAGE: usize = 4096;
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -87,8 +90,9 @@ fn compact_memory_moves_pages_so_free_frames_merge() {
     let (p, pages) = fragmented(&m);
     let before = frames(&m, p, pages);
     // Blocks of 1 MiB (order 8), not 2: the process's page tables, which nothing moves,
-    // sit one in every 2 MiB of its pages (with no pageblock migratetypes to keep them
-    // apart), so the holes merge up to half a pageblock.
+    // sit one in every 2 MiB of its pages — with memory this full, its movable pages took
+    // back the pageblocks the kernel's unmovable ones had claimed, as Linux's fallback
+    // does once half a pageblock is free — so the holes merge up to half a pageblock.
     let big_before = free_in_blocks_of(&m, 8);
     let huge_before = free_in_blocks_of(&m, 9);
     let free_before = m.counters().free_pages;
@@ -192,25 +196,6 @@ fn compaction_leaves_memory_it_cannot_move_and_changes_nothing_when_unfragmented
     m.check_buddy().unwrap();
 }
 
-fn pipe() -> (i32, i32) {
-    let mut fds = [0i32; 2];
-    // SAFETY: creating a pipe into a local array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[1], fds[0])
-}
-
-fn send(fd: i32, v: u8) {
-    // SAFETY: writing one byte from a local.
-    assert_eq!(unsafe { libc::write(fd, (&v as *const u8).cast(), 1) }, 1);
-}
-
-fn recv(fd: i32) -> u8 {
-    let mut v = 0u8;
-    // SAFETY: reading one byte into a local.
-    assert_eq!(unsafe { libc::read(fd, (&mut v as *mut u8).cast(), 1) }, 1, "the other process died");
-    v
-}
-
 #[test]
 fn pages_shared_with_a_child_move_in_both_processes() {
     let m = machine(64);
@@ -234,12 +219,7 @@ fn pages_shared_with_a_child_move_in_both_processes() {
             sum = sum.wrapping_add(unsafe { ((p + i * PAGE) as *const u64).read_volatile() });
         }
         send(to_parent, (sum & 1) as u8 | 2);
-        let mut go = 0u8;
-        // SAFETY: reading one byte into a local; without it (the parent died) leave.
-        if unsafe { libc::read(from_parent, (&mut go as *mut u8).cast(), 1) } != 1 {
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(1) };
-        }
+        recv(from_parent);
         // The frames the pages left have been taken and overwritten by now: a view still
         // on them reads the wrong bytes. Then write a page (copy-on-write from a moved one).
         let mut ok = true;
@@ -283,5 +263,159 @@ fn pages_shared_with_a_child_move_in_both_processes() {
     assert!(libc::WIFEXITED(status), "child status {status:#x}");
     verify(p, pages);
     m.check().unwrap();
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn pagetypeinfo_shows_pageblocks_by_migratetype() {
+    let m = machine(64);
+    let t = text(|w| m.write_pagetypeinfo(w));
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "Page block order: 9");
+    assert_eq!(lines[1], "Pages per block:  512");
+    assert_eq!(lines[2], "");
+    assert_eq!(
+        lines[3],
+        "Free pages count per migrate type at order       0      1      2      3      4      5      6      7      8      9     10 "
+    );
+    assert_eq!(lines[4], "Node    0, zone      DMA, type    Unmovable      0      0      0      0      0      0      0      0      0      0      0 ");
+    let header = lines.iter().position(|l| l.starts_with("Number of blocks type")).unwrap();
+    assert_eq!(
+        lines[header],
+        "Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic          CMA      Isolate "
+    );
+    // Six types a zone, two zones (64 MiB: DMA and DMA32), a blank line before the counts.
+    assert_eq!(header, 4 + 12 + 1);
+    let blocks =
+        |line: &str| -> Vec<usize> { line.split_whitespace().skip(4).map(|n| n.parse().unwrap()).collect() };
+    let dma32 = blocks(lines[header + 2]);
+    assert_eq!(dma32.iter().sum::<usize>(), (48 << 20) / (512 * PAGE), "every pageblock counted once");
+    // The kernel's own pages at boot (page tables, slabs) took pageblocks of their own.
+    assert!(dma32[0] >= 1 && dma32[1] > dma32[0], "{t}");
+    // Free pages by type add up to /proc/buddyinfo's.
+    let free_by_type: usize = lines[4..16]
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(6)
+                .enumerate()
+                .map(|(o, n)| n.parse::<usize>().unwrap() << o)
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(free_by_type, free_in_blocks_of(&m, 0));
+    assert_eq!(free_by_type, m.counters().free_pages);
+}
+
+fn meminfo(m: &Machine, label: &str) -> usize {
+    let t = text(|w| m.write_meminfo(w));
+    t.lines()
+        .find_map(|l| l.strip_prefix(label).map(|r| r.trim().trim_end_matches("kB").trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {label} in {t}"))
+}
+
+#[test]
+fn cma_lends_its_frames_to_user_pages_and_takes_them_back() {
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
+    let (base, count) = m.cma_area();
+    assert_eq!(count, 4096);
+    assert_eq!(meminfo(&m, "CmaTotal:"), 16 << 10);
+    assert_eq!(meminfo(&m, "CmaFree:"), 16 << 10);
+    let in_cma = |pfn: u64| (base..base + count).contains(&(pfn as usize));
+    let t = text(|w| m.write_pagetypeinfo(w));
+    let dma32 = t.lines().next_back().unwrap();
+    assert_eq!(dma32.split_whitespace().nth(8), Some("8"), "eight CMA pageblocks: {t}");
+    // The kernel's own memory never comes from the area.
+    let v = m.vmalloc(4 << 20, "test").unwrap();
+    for i in 0..1024u64 {
+        assert!(!in_cma(m.vmalloc_to_pfn(v + i * PAGE as u64).unwrap() as u64));
+    }
+    m.vfree(v).unwrap();
+    // User pages do, once the area holds more than half the free frames.
+    let pages = m.counters().free_pages - 6144;
+    // SAFETY: a fresh mapping of the test's own.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    for i in 0..pages {
+        // SAFETY: a page of that mapping.
+        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
+    }
+    let borrowed = (0..pages).filter(|&i| in_cma(m.pagemap(p + i * PAGE) & PFN_BITS)).count();
+    assert!(borrowed > 1000, "{borrowed} user pages in the CMA area");
+    assert_eq!(meminfo(&m, "CmaFree:"), (16 << 10) - 4 * borrowed, "nothing but these pages took CMA frames");
+    // Take the whole area back: the borrowed pages move out, their bytes with them.
+    let got = m.cma_alloc(count).unwrap();
+    assert_eq!(got, base);
+    assert_eq!(meminfo(&m, "CmaFree:"), 0);
+    assert!(vmstat(&m, "pgmigrate_success") as usize >= borrowed);
+    for i in 0..pages {
+        assert!(!in_cma(m.pagemap(p + i * PAGE) & PFN_BITS), "page {i} still in the area");
+        // SAFETY: as above.
+        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0), "page {i}");
+    }
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+    // The range is the caller's: a second allocation finds nothing, a wrong release is
+    // refused, the right one gives the area back.
+    assert_eq!(m.cma_alloc(1), Err(kernel_sim::Errno::ENOMEM));
+    assert_eq!(m.cma_release(got + 1, count), Err(kernel_sim::Errno::EINVAL));
+    assert_eq!(m.cma_release(got, count - 1), Err(kernel_sim::Errno::EINVAL));
+    m.cma_release(got, count).unwrap();
+    assert_eq!(meminfo(&m, "CmaFree:"), 16 << 10);
+    assert_eq!(m.cma_release(got, count), Err(kernel_sim::Errno::EINVAL), "released twice");
+    // Smaller ranges, aligned to their size.
+    let a = m.cma_alloc(100).unwrap();
+    let b = m.cma_alloc(100).unwrap();
+    assert_eq!((a - base) % 128, 0);
+    assert!(b >= a + 100, "ranges do not overlap");
+    m.cma_release(a, 100).unwrap();
+    m.cma_release(b, 100).unwrap();
+    m.check_buddy().unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, pages * PAGE) }.unwrap();
+    assert_eq!(meminfo(&m, "CmaFree:"), 16 << 10);
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn cma_refuses_what_it_cannot_do() {
+    let m = machine(64);
+    assert_eq!(m.cma_area(), (0, 0));
+    assert_eq!(meminfo(&m, "CmaTotal:"), 0);
+    assert_eq!(m.cma_alloc(1), Err(kernel_sim::Errno::EINVAL), "no CMA area");
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 4 << 20, ..Config::DEFAULT }).unwrap();
+    assert_eq!(m.cma_alloc(0), Err(kernel_sim::Errno::EINVAL));
+    assert_eq!(m.cma_alloc(1025), Err(kernel_sim::Errno::ENOMEM), "more than the area");
+    assert!(Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 128 << 20, ..Config::DEFAULT }).is_err());
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn a_page_cma_cannot_move_makes_its_range_busy() {
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
+    let (base, count) = m.cma_area();
+    // Shared anonymous memory is shmem page cache, which this simulation does not migrate.
+    let pages = m.counters().free_pages - 6144;
+    // SAFETY: a fresh mapping of the test's own.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) }.unwrap();
+    for i in 0..pages {
+        // SAFETY: a page of that mapping.
+        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
+    }
+    let in_cma = (0..pages)
+        .filter(|&i| (base..base + count).contains(&((m.pagemap(p + i * PAGE) & PFN_BITS) as usize)))
+        .count();
+    assert!(in_cma > 0, "shmem pages borrowed the area");
+    assert_eq!(m.cma_alloc(count), Err(kernel_sim::Errno::ENOMEM));
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+    for i in 0..pages {
+        // SAFETY: as above.
+        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0));
+    }
+    // Once they are gone the area is whole again.
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, pages * PAGE) }.unwrap();
+    let got = m.cma_alloc(count).unwrap();
+    m.cma_release(got, count).unwrap();
     m.check_buddy().unwrap();
 }

@@ -9,6 +9,9 @@ use std::ffi::CString;
 
 use kernel_sim::{Config, Machine, MachineBox, MemStats, SimKernel};
 
+mod common;
+use common::{pipe, recv, send};
+
 const PAGE: usize = 4096;
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -16,38 +19,6 @@ const TWO_MB: usize = 2 << 20;
 
 fn machine() -> MachineBox {
     Machine::boot(&Config { phys_bytes: 128 << 20, ..Config::DEFAULT }).unwrap()
-}
-
-/// A pipe: (write end, read end).
-fn pipe() -> (i32, i32) {
-    let mut fds = [0i32; 2];
-    // SAFETY: creating a pipe into a local array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[1], fds[0])
-}
-
-fn send(fd: i32, v: u8) {
-    // SAFETY: writing one byte from a local.
-    assert_eq!(unsafe { libc::write(fd, (&v as *const u8).cast(), 1) }, 1);
-}
-
-/// One byte from `fd`; a process waiting longer than 30 s (its peer failed) ends itself,
-/// so no child outlives a failed test holding the harness's output open.
-fn recv(fd: i32) -> u8 {
-    let mut v = 0u8;
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: polling one descriptor of ours.
-    if unsafe { libc::poll(&mut pfd, 1, 30_000) } != 1 {
-        // SAFETY: ending this process.
-        unsafe { libc::_exit(98) };
-    }
-    // SAFETY: reading one byte into a local.
-    let n = unsafe { libc::read(fd, (&mut v as *mut u8).cast(), 1) };
-    if n != 1 {
-        // SAFETY: the other side is gone; end this process (it may be the child).
-        unsafe { libc::_exit(99) };
-    }
-    v
 }
 
 /// # Safety

@@ -7,6 +7,9 @@ use std::ffi::CString;
 
 use kernel_sim::{Config, Machine, MachineBox};
 
+mod common;
+use common::{pipe, recv, send};
+
 const PAGE: usize = 4096;
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -256,13 +259,6 @@ fn swapon_refuses_what_linux_refuses() {
 }
 
 /// A pipe: (write end, read end).
-fn pipe() -> (i32, i32) {
-    let mut fds = [0i32; 2];
-    // SAFETY: creating a pipe into a local array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[1], fds[0])
-}
-
 #[test]
 fn a_forked_family_larger_than_ram_keeps_every_byte() {
     let m = small_machine(32, 256);
@@ -507,13 +503,13 @@ fn a_page_left_only_in_an_unlocked_mapping_is_reclaimable_again() {
     let child = unsafe { m.fork() }.unwrap();
     if child == 0 {
         // The child's copy of the VMA is not locked (fork clears VM_LOCKED).
-        send_byte(to_parent, 1);
-        recv_byte(from_parent);
+        send(to_parent, 1);
+        recv(from_parent);
         m.exit_process();
         // SAFETY: leaving the child.
         unsafe { libc::_exit(0) };
     }
-    assert_eq!(recv_byte(from_child), 1);
+    assert_eq!(recv(from_child), 1);
     let pfn = m.pagemap(p) & ((1 << 55) - 1);
     assert!(m.kpageflags(pfn as usize) & KPF_MLOCKED != 0);
     // The parent's locked mapping goes; the child's unlocked one still maps the page.
@@ -522,27 +518,9 @@ fn a_page_left_only_in_an_unlocked_mapping_is_reclaimable_again() {
     let f = m.kpageflags(pfn as usize);
     assert!(f & (KPF_MLOCKED | KPF_UNEVICTABLE) == 0 && f & KPF_LRU != 0, "{f:#x}");
     assert_eq!(field(&text(|w| m.write_meminfo(w)), "Mlocked:"), 0);
-    send_byte(to_child, 1);
+    send(to_child, 1);
     m.waitpid(child).unwrap();
     m.check().unwrap();
-}
-
-fn send_byte(fd: i32, v: u8) {
-    // SAFETY: writing one byte from a local.
-    assert_eq!(unsafe { libc::write(fd, (&v as *const u8).cast(), 1) }, 1);
-}
-
-/// One byte from `fd`; a child waiting longer than 30 s (its parent failed) ends itself.
-fn recv_byte(fd: i32) -> u8 {
-    let mut v = 0u8;
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: polling one descriptor of ours, then reading one byte into a local.
-    unsafe {
-        if libc::poll(&mut pfd, 1, 30_000) != 1 || libc::read(fd, (&mut v as *mut u8).cast(), 1) != 1 {
-            libc::_exit(98);
-        }
-    }
-    v
 }
 
 #[test]
@@ -562,16 +540,16 @@ fn the_oom_killer_takes_the_process_oom_badness_picks() {
             let ok = unsafe {
                 let own = m.mmap(0, pages * PAGE, RW, ANON, -1, 0).unwrap();
                 fill(own, pages, 50 + k);
-                send_byte(to_parent, 1);
-                recv_byte(from_parent);
+                send(to_parent, 1);
+                recv(from_parent);
                 verify(own, pages, 50 + k).is_ok()
             };
             m.exit_process();
-            send_byte(to_parent, if ok { 1 } else { 2 });
+            send(to_parent, if ok { 1 } else { 2 });
             // SAFETY: leaving the child.
             unsafe { libc::_exit(0) };
         }
-        assert_eq!(recv_byte(from_children), 1);
+        assert_eq!(recv(from_children), 1);
         kids.push(child);
         go.push(to_child);
     }
@@ -590,8 +568,8 @@ fn the_oom_killer_takes_the_process_oom_badness_picks() {
     let status = m.waitpid(kids[1]).unwrap();
     assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "{status:#x}");
     // The other child lives on, its memory intact.
-    send_byte(go[0], 1);
-    assert_eq!(recv_byte(from_children), 1, "the small child's bytes");
+    send(go[0], 1);
+    assert_eq!(recv(from_children), 1, "the small child's bytes");
     assert!(libc::WIFEXITED(m.waitpid(kids[0]).unwrap()));
     m.check().unwrap();
     // SAFETY: nothing refers into the mapping.

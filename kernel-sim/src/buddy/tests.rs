@@ -2,7 +2,7 @@ use super::*;
 use ptalloc_testkit::Rng;
 
 fn boot(bytes: usize) -> PhysMem {
-    PhysMem::boot(bytes, None).expect("boot")
+    PhysMem::boot(bytes, None, 0).expect("boot")
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn split_and_merge_exactly() {
     let mut pm = boot(64 << 20);
     let before: Vec<usize> = pm.zones[ZONE_DMA32].free_area.iter().map(|a| a.nr_free).collect();
     let k = before.iter().position(|&n| n > 0).unwrap();
-    let pfn = pm.alloc_pages(0, false).unwrap();
+    let pfn = pm.alloc_pages(0, false, MIGRATE_MOVABLE).unwrap();
     // The smallest free block (order k) was split: one free block of each order below k appears.
     let after: Vec<usize> = pm.zones[ZONE_DMA32].free_area.iter().map(|a| a.nr_free).collect();
     for o in 0..k {
@@ -52,7 +52,7 @@ fn split_and_merge_exactly() {
 #[test]
 fn allocations_come_from_the_highest_zone_first() {
     let mut pm = boot(64 << 20);
-    let pfn = pm.alloc_pages(3, false).unwrap();
+    let pfn = pm.alloc_pages(3, false, MIGRATE_MOVABLE).unwrap();
     assert_eq!(pm.zone_of(pfn), ZONE_DMA32);
     assert_eq!(pfn % 8, 0);
     // SAFETY: a block this test allocated and does not touch.
@@ -70,7 +70,7 @@ fn long_random_sequences_keep_every_invariant() {
         for step in 0..20_000 {
             if live.is_empty() || rng.chance(55) {
                 let order = if rng.chance(80) { rng.below(3) } else { rng.below(11) } as usize;
-                match pm.alloc_pages(order, rng.chance(10)) {
+                match pm.alloc_pages(order, rng.chance(10), MIGRATE_MOVABLE) {
                     Ok(pfn) => {
                         assert_eq!(pfn & ((1 << order) - 1), 0, "block not aligned to its order");
                         live.push((pfn, order));
@@ -106,7 +106,7 @@ fn running_out_is_enomem_at_the_min_watermark() {
     let mut pm = boot(16 << 20);
     let mut got = 0;
     loop {
-        match pm.alloc_pages(0, false) {
+        match pm.alloc_pages(0, false, MIGRATE_MOVABLE) {
             Ok(_) => got += 1,
             Err(e) => {
                 assert_eq!(e, Errno::ENOMEM);
@@ -135,9 +135,24 @@ fn a_normal_zone_exists_above_4_gib() {
     assert_eq!(pm.zones[ZONE_NORMAL].zone_start_pfn, 1 << 20);
     // Normal is the first choice.
     let mut pm = pm;
-    let pfn = pm.alloc_pages(0, false).unwrap();
+    let pfn = pm.alloc_pages(0, false, MIGRATE_MOVABLE).unwrap();
     assert_eq!(pm.zone_of(pfn), ZONE_NORMAL);
     // SAFETY: a block this test allocated and does not touch.
     unsafe { pm.free_pages(pfn, 0) };
+    pm.check_buddy().unwrap();
+}
+
+#[test]
+fn unmovable_allocations_claim_a_pageblock_of_their_own() {
+    let mut pm = boot(64 << 20);
+    let first = pm.alloc_pages(0, false, MIGRATE_UNMOVABLE).unwrap();
+    assert_eq!(pm.pageblock_migratetype(first), MIGRATE_UNMOVABLE, "the block taken was claimed whole");
+    // The next unmovable pages come from the same pageblock, the movable ones from others.
+    for _ in 0..100 {
+        let pfn = pm.alloc_pages(0, false, MIGRATE_UNMOVABLE).unwrap();
+        assert_eq!(pfn & !(PAGEBLOCK_NR_PAGES - 1), first & !(PAGEBLOCK_NR_PAGES - 1));
+        let m = pm.alloc_pages(0, false, MIGRATE_MOVABLE).unwrap();
+        assert_eq!(pm.pageblock_migratetype(m), MIGRATE_MOVABLE);
+    }
     pm.check_buddy().unwrap();
 }

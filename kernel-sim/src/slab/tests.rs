@@ -3,7 +3,7 @@ use ptalloc_testkit::Rng;
 
 #[test]
 fn objects_are_distinct_zeroed_and_pages_go_back() {
-    let mut pm = PhysMem::boot(16 << 20, None).unwrap();
+    let mut pm = PhysMem::boot(16 << 20, None, 0).unwrap();
     let free0 = pm.nr_free_pages();
     let mut slab = Slab::new(&[("a", 104), ("b", 16), ("c", 72), ("d", 256)]);
     let mut rng = Rng::new(7);

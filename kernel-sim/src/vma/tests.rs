@@ -21,7 +21,7 @@ struct Parts {
 
 impl Parts {
     fn new() -> Parts {
-        let mut phys = PhysMem::boot(16 << 20, None).expect("boot");
+        let mut phys = PhysMem::boot(16 << 20, None, 0).expect("boot");
         let sys = VmSysctl::new(phys.nr_free_pages());
         let mut mm = Mm { task_size: 2 * BASE, mmap_min_addr: BASE, ..Mm::default() };
         mm.pgd = crate::page_table::pgd_alloc(&mut phys, &mut mm.pgtables_bytes).expect("pgd");
