@@ -35,6 +35,8 @@ fn main() {
     m.write_status(&mut out).unwrap();
     out += "== /proc/buddyinfo\n";
     m.write_buddyinfo(&mut out).unwrap();
+    out += "== /proc/pagetypeinfo\n";
+    m.write_pagetypeinfo(&mut out).unwrap();
     out += "== /proc/meminfo (memory)\n";
     m.write_meminfo(&mut out).unwrap();
     out += "== /proc/slabinfo\n";
