@@ -2,10 +2,13 @@
 //! pointing every PTE that mapped it at the new one, so the old frame can be freed — what
 //! compaction uses to empty a range of frames.
 //!
-//! The pages moved are anonymous ones that only page tables hold (Linux's movable pages
-//! of the common case): on an LRU list, or mlocked (`vm.compact_unevictable_allowed` is 1
-//! by default), not in the swap cache, not lazily freed, every reference a mapping. Page
-//! cache, shmem, swap-cache, page-table and kernel pages stay where they are.
+//! The pages moved are those only page tables and the page cache hold (Linux's movable
+//! pages of the common case): anonymous pages on an LRU list or mlocked
+//! (`vm.compact_unevictable_allowed` is 1 by default), not in the swap cache nor lazily
+//! freed, every reference a mapping; and page-cache pages of files and of shmem, mapped or
+//! not, every reference but the cache's a mapping — their place in the file's index moves
+//! with them (`folio_migrate_mapping`). Swap-cache, page-table and kernel pages stay where
+//! they are.
 //!
 //! `migrate_page` follows `migrate_folio_unmap` / `migrate_folio_move`: first every view of
 //! the page goes — the calling process's host mapping at once, the other processes'
@@ -17,7 +20,8 @@
 
 use crate::machine::State;
 use crate::page::{
-    Page, PAGE_SIZE, PG_ANON, PG_BUDDY, PG_LAZYFREE, PG_LRU, PG_MLOCKED, PG_RESERVED, PG_SWAPCACHE,
+    Page, PAGE_SIZE, PG_ANON, PG_BUDDY, PG_FILE, PG_LAZYFREE, PG_LRU, PG_MLOCKED, PG_RADIX, PG_RESERVED,
+    PG_SWAPBACKED, PG_SWAPCACHE,
 };
 use crate::page_table::pte_set_pfn;
 use crate::tlb::TlbBatch;
@@ -25,11 +29,17 @@ use crate::tlb::TlbBatch;
 /// Whether compaction may take the page to move it (`isolate_migratepages_block`'s tests
 /// for the pages this simulation moves).
 pub(crate) fn movable(page: &Page) -> bool {
-    page.has(PG_ANON)
-        && page.has(PG_LRU | PG_MLOCKED)
-        && !page.has(PG_SWAPCACHE | PG_LAZYFREE | PG_BUDDY | PG_RESERVED)
-        && page.mapcount.get() > 0
-        && page.refcount.get() == page.mapcount.get()
+    if page.has(PG_SWAPCACHE | PG_BUDDY | PG_RESERVED | PG_RADIX) || page.mapping.get() == 0 {
+        return false;
+    }
+    if page.has(PG_ANON) {
+        page.has(PG_LRU | PG_MLOCKED)
+            && !page.has(PG_LAZYFREE)
+            && page.mapcount.get() > 0
+            && page.refcount.get() == page.mapcount.get()
+    } else {
+        page.has(PG_FILE | PG_SWAPBACKED) && page.refcount.get() == page.mapcount.get() + 1
+    }
 }
 
 /// Move the isolated page `old` (off its LRU list, `movable`) into the isolated free frame
@@ -39,7 +49,8 @@ pub(crate) fn movable(page: &Page) -> bool {
 pub(crate) fn migrate_page(st: &mut State, old: usize, new: usize) -> bool {
     let hits = crate::rmap::find_mappings(st, old);
     let mapcount = st.phys.page(old).mapcount.get() as usize;
-    if hits.overflow || hits.n == 0 || hits.n != mapcount {
+    let anon = st.phys.page(old).has(PG_ANON);
+    if hits.overflow || hits.n != mapcount || (anon && hits.n == 0) {
         return false;
     }
     // Unmap: no view reaches the old frame once this is done.
@@ -68,6 +79,12 @@ pub(crate) fn migrate_page(st: &mut State, old: usize, new: usize) -> bool {
     n.index.set(o.index.get());
     for h in hits.hits[..hits.n].iter().flatten() {
         h.slot.set(pte_set_pfn(h.slot.get(), new));
+    }
+    if !anon {
+        // SAFETY: a page-cache page's `mapping` is its inode, which the cache's reference
+        // keeps alive (the machine lock is held).
+        let inode = unsafe { &*(n.mapping.get() as *const crate::shmem::Inode) };
+        crate::shmem::replace_page(&st.phys, inode, n.index.get() as usize, new);
     }
     st.phys.lru_putback(new);
     let o = st.phys.page(old);

@@ -228,6 +228,19 @@ pub fn find_page(phys: &PhysMem, inode: &Inode, index: usize) -> Option<usize> {
     (node != 0).then_some(node)
 }
 
+/// Put frame `new` in the index at `index` in place of the page there (a migration's
+/// `folio_migrate_mapping`: the page moved, its place in the file did not).
+pub fn replace_page(phys: &PhysMem, inode: &Inode, index: usize, new: usize) {
+    let [a, b, c] = digits(index);
+    let root = inode.root.get();
+    let mid = if root == 0 { 0 } else { get(phys, root, a) };
+    let leaf = if mid == 0 { 0 } else { get(phys, mid, b) };
+    if leaf == 0 || get(phys, leaf, c) == 0 {
+        crate::util::bug("shmem: replacing a page not in the index", index, new);
+    }
+    put(phys, leaf, c, new);
+}
+
 /// The page at `index`, allocating a zeroed one into the cache if there is none.
 pub fn get_page(phys: &mut PhysMem, inode: &Inode, index: usize) -> Result<usize, Errno> {
     if let Some(pfn) = find_page(phys, inode, index) {
@@ -314,7 +327,8 @@ fn next_entry(
 }
 
 fn new_node(phys: &mut PhysMem) -> Result<usize, Errno> {
-    let pfn = phys.alloc_pages(0, true, crate::buddy::MIGRATE_MOVABLE)?;
+    // Linux's index nodes come from a slab cache of reclaimable objects.
+    let pfn = phys.alloc_pages(0, true, crate::buddy::MIGRATE_RECLAIMABLE)?;
     phys.page(pfn).set(PG_RADIX);
     Ok(pfn)
 }

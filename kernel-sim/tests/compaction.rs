@@ -390,10 +390,11 @@ fn cma_refuses_what_it_cannot_do() {
 }
 
 #[test]
-fn a_page_cma_cannot_move_makes_its_range_busy() {
+fn cma_takes_page_cache_pages_back_too() {
     let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
     let (base, count) = m.cma_area();
-    // Shared anonymous memory is shmem page cache, which this simulation does not migrate.
+    let in_cma = |m: &Machine, a: usize| (base..base + count).contains(&((m.pagemap(a) & PFN_BITS) as usize));
+    // Shared anonymous memory is shmem page cache: its index moves with each page.
     let pages = m.counters().free_pages - 6144;
     // SAFETY: a fresh mapping of the test's own.
     let p = unsafe { m.mmap(0, pages * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) }.unwrap();
@@ -401,18 +402,50 @@ fn a_page_cma_cannot_move_makes_its_range_busy() {
         // SAFETY: a page of that mapping.
         unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
     }
-    let in_cma = (0..pages)
-        .filter(|&i| (base..base + count).contains(&((m.pagemap(p + i * PAGE) & PFN_BITS) as usize)))
-        .count();
-    assert!(in_cma > 0, "shmem pages borrowed the area");
+    let borrowed = (0..pages).filter(|&i| in_cma(&m, p + i * PAGE)).count();
+    assert!(borrowed > 1000, "{borrowed} shmem pages borrowed the area");
+    let got = m.cma_alloc(count).unwrap();
+    assert!((0..pages).all(|i| !in_cma(&m, p + i * PAGE)));
+    m.check().unwrap();
+    m.check_buddy().unwrap();
+    // Unmapped first, the mapping faults its pages back in through the object's index,
+    // which must name the new frames.
+    // SAFETY: nothing refers into the range while it is unmapped from the host's view.
+    unsafe { m.madvise(p, pages * PAGE, libc::MADV_DONTNEED) }.unwrap();
+    for i in 0..pages {
+        // SAFETY: as above.
+        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0), "page {i}");
+    }
+    m.cma_release(got, count).unwrap();
+    // SAFETY: nothing refers into the mapping.
+    unsafe { m.munmap(p, pages * PAGE) }.unwrap();
+    m.check_buddy().unwrap();
+}
+
+#[test]
+fn a_range_whose_pages_have_nowhere_to_go_stays_busy() {
+    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
+    let (_, count) = m.cma_area();
+    // Fill all but 1,024 frames: more pages borrow the area than there are free frames
+    // outside it to move them to.
+    let pages = m.counters().free_pages - 1024;
+    // SAFETY: a fresh mapping of the test's own.
+    let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
+    for i in 0..pages {
+        // SAFETY: a page of that mapping.
+        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
+    }
+    let free = m.counters().free_pages;
     assert_eq!(m.cma_alloc(count), Err(kernel_sim::Errno::ENOMEM));
+    assert!(vmstat(&m, "pgmigrate_fail") >= 1);
+    assert_eq!(m.counters().free_pages, free, "nothing held");
     m.check().unwrap();
     m.check_buddy().unwrap();
     for i in 0..pages {
         // SAFETY: as above.
         assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0));
     }
-    // Once they are gone the area is whole again.
+    // With the pages gone the area is whole again.
     // SAFETY: nothing refers into the mapping.
     unsafe { m.munmap(p, pages * PAGE) }.unwrap();
     let got = m.cma_alloc(count).unwrap();
