@@ -23,9 +23,11 @@
 //! Allocations try zones from the highest the request may use down to DMA. A zone gives a
 //! page only while its free pages stay above a watermark plus the `lowmem_reserve` that
 //! protects lower zones from allocations that could have gone higher: first the low
-//! watermark, then (where Linux would wake kswapd and retry) the min watermark. With no
-//! swap and no reclaimable caches there is nothing more to try, so falling below min is
-//! running out of memory and returns `ENOMEM`. Per-CPU page lists are not simulated.
+//! watermark, then (waking kswapd, which runs when the machine lock is let go) the min
+//! watermark. Below min this allocator returns `ENOMEM`: reclaim and compaction are its
+//! callers' to try (`vmscan`'s direct reclaim before a fault, `compaction` for kmalloc's
+//! whole pages), as they hold the machine state it does not. Per-CPU page lists are not
+//! simulated.
 
 use crate::check::{fail, CheckError};
 use crate::page::{Page, NIL, PG_BUDDY, PG_RESERVED};
