@@ -301,7 +301,9 @@ impl PhysMem {
     /// requests CMA pageblocks too, first when they hold more than half the zone's free
     /// frames; then another type's block (`__rmqueue_claim`, `__rmqueue_steal`).
     fn rmqueue(&mut self, z: usize, order: usize, mt: usize) -> Option<usize> {
-        if mt == MIGRATE_MOVABLE && self.nr_free_of_type(z, MIGRATE_CMA) > self.zones[z].free_pages / 2 {
+        // Only a machine with a CMA area looks at its lists (a sum over the orders).
+        let cma = mt == MIGRATE_MOVABLE && self.cma_count != 0;
+        if cma && self.nr_free_of_type(z, MIGRATE_CMA) > self.zones[z].free_pages / 2 {
             if let Some(pfn) = self.rmqueue_smallest(z, order, MIGRATE_CMA) {
                 return Some(pfn);
             }
@@ -309,7 +311,7 @@ impl PhysMem {
         if let Some(pfn) = self.rmqueue_smallest(z, order, mt) {
             return Some(pfn);
         }
-        if mt == MIGRATE_MOVABLE {
+        if cma {
             if let Some(pfn) = self.rmqueue_smallest(z, order, MIGRATE_CMA) {
                 return Some(pfn);
             }

@@ -138,6 +138,12 @@ impl Page {
     }
 }
 
+/// The order of the smallest block of pages that holds `bytes` (Linux's `get_order`).
+#[inline]
+pub const fn get_order(bytes: usize) -> usize {
+    bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize
+}
+
 #[inline]
 pub const fn page_align(x: usize) -> usize {
     x.wrapping_add(PAGE_SIZE - 1) & PAGE_MASK

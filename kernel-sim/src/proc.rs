@@ -587,8 +587,9 @@ impl Machine {
     /// migratetype, in each populated zone (`pagetypeinfo_show`).
     pub fn write_pagetypeinfo(&self, w: &mut dyn Write) -> fmt::Result {
         use crate::buddy::{MIGRATETYPE_NAMES, MIGRATE_TYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
-        type Zone = (bool, &'static str, [[usize; NR_PAGE_ORDERS]; MIGRATE_TYPES], [usize; MIGRATE_TYPES]);
-        let snapshot: [Zone; MAX_NR_ZONES] = {
+        type ZoneTypes =
+            (bool, &'static str, [[usize; NR_PAGE_ORDERS]; MIGRATE_TYPES], [usize; MIGRATE_TYPES]);
+        let snapshot: [ZoneTypes; MAX_NR_ZONES] = {
             let st = self.lock();
             core::array::from_fn(|i| {
                 let z = &st.phys.zones[i];

@@ -12,7 +12,7 @@
 //! alone: direct-map address → frame → descriptor.
 
 use crate::check::{fail, CheckError};
-use crate::page::{NIL, PAGE_SIZE, PG_LARGE_KMALLOC, PG_SLAB};
+use crate::page::{get_order, NIL, PAGE_SIZE, PG_LARGE_KMALLOC, PG_SLAB};
 use crate::physmem::PhysMem;
 use crate::Errno;
 
@@ -65,7 +65,7 @@ pub struct KmemCache {
 impl KmemCache {
     pub fn new(name: &'static str, size: usize) -> KmemCache {
         let object_size = size.max(8).next_multiple_of(8);
-        let order = object_size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
+        let order = get_order(object_size);
         KmemCache {
             name,
             object_size,
@@ -179,7 +179,7 @@ impl Slab {
             let i = KMALLOC_SIZES.iter().position(|&s| s >= size).unwrap_or(KMALLOC_SIZES.len() - 1);
             return self.alloc(phys, CACHE_KMALLOC + i);
         }
-        let order = size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
+        let order = get_order(size);
         let pfn = phys.alloc_pages(order, true, crate::buddy::MIGRATE_UNMOVABLE)?;
         phys.page(pfn).set(PG_LARGE_KMALLOC);
         phys.vmstat.nr_slab_unreclaimable += 1 << order;

@@ -347,8 +347,7 @@ impl Machine {
             // Whole pages of an order above 0 and no block that size free: compact, then
             // try once more (`__alloc_pages_direct_compact`).
             Err(Errno::ENOMEM) if size > crate::slab::KMALLOC_MAX_CACHE_SIZE => {
-                let order =
-                    size.div_ceil(crate::page::PAGE_SIZE).next_power_of_two().trailing_zeros() as usize;
+                let order = crate::page::get_order(size);
                 if order == 0 || !crate::compaction::try_to_compact_pages(st, order) {
                     return Err(Errno::ENOMEM);
                 }

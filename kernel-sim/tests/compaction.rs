@@ -45,6 +45,39 @@ fn pattern(page: usize, word: usize) -> u64 {
     0x00c0_ffee_0000_0000 ^ ((page as u64) << 12) ^ word as u64
 }
 
+/// Write `pattern(i, 0)` into the first word of each page `i` of `[p, p + pages * PAGE)`.
+///
+/// # Safety
+/// A writable mapping of the calling process that only the test uses.
+unsafe fn fill_first_words(p: usize, pages: usize) {
+    for i in 0..pages {
+        // SAFETY: the caller's promise.
+        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
+    }
+}
+
+/// Check the words `fill_first_words` wrote, every `step`th page.
+///
+/// # Safety
+/// Those pages are readable pages of the calling process.
+unsafe fn check_first_words(p: usize, pages: usize, step: usize) {
+    for i in (0..pages).step_by(step) {
+        // SAFETY: the caller's promise.
+        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0), "page {i}");
+    }
+}
+
+/// A machine of 64 MiB with a CMA area of 16 MiB.
+fn cma_machine() -> MachineBox {
+    Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap()
+}
+
+/// Whether the page at `addr` of the calling process is in a frame of the CMA area.
+fn in_cma(m: &Machine, addr: usize) -> bool {
+    let (base, count) = m.cma_area();
+    (base..base + count).contains(&((m.pagemap(addr) & PFN_BITS) as usize))
+}
+
 /// A process that fills most of memory and frees every other page of it: the free frames
 /// are scattered single pages, below the pages still in use. Returns the mapping and how
 /// many pages it had.
@@ -177,10 +210,8 @@ fn compaction_leaves_memory_it_cannot_move_and_changes_nothing_when_unfragmented
     let pages = 512;
     // SAFETY: a fresh mapping of the test's own.
     let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON | libc::MAP_LOCKED, -1, 0) }.unwrap();
-    for i in 0..pages {
-        // SAFETY: a page of that mapping.
-        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
-    }
+    // SAFETY: that mapping.
+    unsafe { fill_first_words(p, pages) };
     for i in (1..pages).step_by(2) {
         // SAFETY: nothing refers into the page given up.
         unsafe { m.munmap(p + i * PAGE, PAGE) }.unwrap();
@@ -188,10 +219,8 @@ fn compaction_leaves_memory_it_cannot_move_and_changes_nothing_when_unfragmented
     let locked = vmstat(&m, "nr_mlock");
     m.compact_memory();
     assert_eq!(vmstat(&m, "nr_mlock"), locked, "moved pages stay locked");
-    for i in (0..pages).step_by(2) {
-        // SAFETY: an even page of the mapping, still mapped.
-        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0));
-    }
+    // SAFETY: the even pages of the mapping, still mapped.
+    unsafe { check_first_words(p, pages, 2) };
     m.check().unwrap();
     m.check_buddy().unwrap();
 }
@@ -316,30 +345,28 @@ fn meminfo(m: &Machine, label: &str) -> usize {
 
 #[test]
 fn cma_lends_its_frames_to_user_pages_and_takes_them_back() {
-    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
+    let m = cma_machine();
     let (base, count) = m.cma_area();
     assert_eq!(count, 4096);
     assert_eq!(meminfo(&m, "CmaTotal:"), 16 << 10);
     assert_eq!(meminfo(&m, "CmaFree:"), 16 << 10);
-    let in_cma = |pfn: u64| (base..base + count).contains(&(pfn as usize));
     let t = text(|w| m.write_pagetypeinfo(w));
     let dma32 = t.lines().next_back().unwrap();
     assert_eq!(dma32.split_whitespace().nth(8), Some("8"), "eight CMA pageblocks: {t}");
     // The kernel's own memory never comes from the area.
     let v = m.vmalloc(4 << 20, "test").unwrap();
     for i in 0..1024u64 {
-        assert!(!in_cma(m.vmalloc_to_pfn(v + i * PAGE as u64).unwrap() as u64));
+        let pfn = m.vmalloc_to_pfn(v + i * PAGE as u64).unwrap();
+        assert!(!(base..base + count).contains(&pfn));
     }
     m.vfree(v).unwrap();
     // User pages do, once the area holds more than half the free frames.
     let pages = m.counters().free_pages - 6144;
     // SAFETY: a fresh mapping of the test's own.
     let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
-    for i in 0..pages {
-        // SAFETY: a page of that mapping.
-        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
-    }
-    let borrowed = (0..pages).filter(|&i| in_cma(m.pagemap(p + i * PAGE) & PFN_BITS)).count();
+    // SAFETY: that mapping.
+    unsafe { fill_first_words(p, pages) };
+    let borrowed = (0..pages).filter(|&i| in_cma(&m, p + i * PAGE)).count();
     assert!(borrowed > 1000, "{borrowed} user pages in the CMA area");
     assert_eq!(meminfo(&m, "CmaFree:"), (16 << 10) - 4 * borrowed, "nothing but these pages took CMA frames");
     // Take the whole area back: the borrowed pages move out, their bytes with them.
@@ -348,10 +375,10 @@ fn cma_lends_its_frames_to_user_pages_and_takes_them_back() {
     assert_eq!(meminfo(&m, "CmaFree:"), 0);
     assert!(vmstat(&m, "pgmigrate_success") as usize >= borrowed);
     for i in 0..pages {
-        assert!(!in_cma(m.pagemap(p + i * PAGE) & PFN_BITS), "page {i} still in the area");
-        // SAFETY: as above.
-        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0), "page {i}");
+        assert!(!in_cma(&m, p + i * PAGE), "page {i} still in the area");
     }
+    // SAFETY: as above.
+    unsafe { check_first_words(p, pages, 1) };
     m.check().unwrap();
     m.check_buddy().unwrap();
     // The range is the caller's: a second allocation finds nothing, a wrong release is
@@ -391,17 +418,14 @@ fn cma_refuses_what_it_cannot_do() {
 
 #[test]
 fn cma_takes_page_cache_pages_back_too() {
-    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
-    let (base, count) = m.cma_area();
-    let in_cma = |m: &Machine, a: usize| (base..base + count).contains(&((m.pagemap(a) & PFN_BITS) as usize));
+    let m = cma_machine();
+    let (_, count) = m.cma_area();
     // Shared anonymous memory is shmem page cache: its index moves with each page.
     let pages = m.counters().free_pages - 6144;
     // SAFETY: a fresh mapping of the test's own.
     let p = unsafe { m.mmap(0, pages * PAGE, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) }.unwrap();
-    for i in 0..pages {
-        // SAFETY: a page of that mapping.
-        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
-    }
+    // SAFETY: that mapping.
+    unsafe { fill_first_words(p, pages) };
     let borrowed = (0..pages).filter(|&i| in_cma(&m, p + i * PAGE)).count();
     assert!(borrowed > 1000, "{borrowed} shmem pages borrowed the area");
     let got = m.cma_alloc(count).unwrap();
@@ -412,10 +436,8 @@ fn cma_takes_page_cache_pages_back_too() {
     // which must name the new frames.
     // SAFETY: nothing refers into the range while it is unmapped from the host's view.
     unsafe { m.madvise(p, pages * PAGE, libc::MADV_DONTNEED) }.unwrap();
-    for i in 0..pages {
-        // SAFETY: as above.
-        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0), "page {i}");
-    }
+    // SAFETY: as above.
+    unsafe { check_first_words(p, pages, 1) };
     m.cma_release(got, count).unwrap();
     // SAFETY: nothing refers into the mapping.
     unsafe { m.munmap(p, pages * PAGE) }.unwrap();
@@ -424,27 +446,23 @@ fn cma_takes_page_cache_pages_back_too() {
 
 #[test]
 fn a_range_whose_pages_have_nowhere_to_go_stays_busy() {
-    let m = Machine::boot(&Config { phys_bytes: 64 << 20, cma_bytes: 16 << 20, ..Config::DEFAULT }).unwrap();
+    let m = cma_machine();
     let (_, count) = m.cma_area();
     // Fill all but 1,024 frames: more pages borrow the area than there are free frames
     // outside it to move them to.
     let pages = m.counters().free_pages - 1024;
     // SAFETY: a fresh mapping of the test's own.
     let p = unsafe { m.mmap(0, pages * PAGE, RW, ANON, -1, 0) }.unwrap();
-    for i in 0..pages {
-        // SAFETY: a page of that mapping.
-        unsafe { ((p + i * PAGE) as *mut u64).write_volatile(pattern(i, 0)) };
-    }
+    // SAFETY: that mapping.
+    unsafe { fill_first_words(p, pages) };
     let free = m.counters().free_pages;
     assert_eq!(m.cma_alloc(count), Err(kernel_sim::Errno::ENOMEM));
     assert!(vmstat(&m, "pgmigrate_fail") >= 1);
     assert_eq!(m.counters().free_pages, free, "nothing held");
     m.check().unwrap();
     m.check_buddy().unwrap();
-    for i in 0..pages {
-        // SAFETY: as above.
-        assert_eq!(unsafe { ((p + i * PAGE) as *const u64).read_volatile() }, pattern(i, 0));
-    }
+    // SAFETY: as above.
+    unsafe { check_first_words(p, pages, 1) };
     // With the pages gone the area is whole again.
     // SAFETY: nothing refers into the mapping.
     unsafe { m.munmap(p, pages * PAGE) }.unwrap();
