@@ -34,6 +34,11 @@ fn bad_arguments() {
     rejects(&["--bench", bench, "--threads", "x"], "--threads takes a positive number");
     rejects(&["--bench", bench, "--only", "cfrac,no-such-program"], "unknown program \"no-such-program\"");
     rejects(&["--bench", bench, "--lib", "/no/such/libptalloc.so"], "/no/such/libptalloc.so");
+    rejects(&["--bench", bench, "--with"], "--with takes NAME=PATH");
+    rejects(&["--bench", bench, "--with", "before"], "expected NAME=PATH");
+    rejects(&["--bench", bench, "--with", "=/lib.so"], "expected NAME=PATH");
+    rejects(&["--bench", bench, "--with", "glibc=/lib.so"], "glibc is already a column");
+    rejects(&["--bench", bench, "--with", "before=/no/such/lib.so"], "/no/such/lib.so: No such file");
 }
 
 #[test]

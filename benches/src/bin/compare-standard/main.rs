@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! compare-standard --bench DIR [--runs N] [--threads N] [--only NAME,...] [--svg FILE]
-//!                  [--lib PATH] [--build-dir DIR]
+//!                  [--lib PATH] [--with NAME=PATH]... [--no-packaged] [--build-dir DIR]
 //! ```
 //!
 //! DIR is the `bench/` folder of a mimalloc-bench checkout, which the person running the
@@ -12,7 +12,8 @@
 //! see `cmake.rs` and `compile.rs`), into `target/standard-bench/` by default. Then it runs
 //! each program with bench.sh's arguments (`programs.rs`) under glibc's malloc, libptalloc.so
 //! and Debian's jemalloc, mimalloc and tcmalloc libraries where installed, all through
-//! `LD_PRELOAD`: N runs of each (default 5), alternating, each a fresh process. It prints a
+//! `LD_PRELOAD` (`--with NAME=PATH` adds a library, such as another build of ptalloc, and
+//! `--no-packaged` leaves Debian's out): N runs of each (default 5), alternating, each a fresh process. It prints a
 //! Markdown table of the median time (wall time, or bench.sh's relative time for the programs
 //! that run for a fixed time), with the ratio to glibc and the range of the runs, and one of
 //! the median peak RSS (from `wait4`); `--svg` also draws the time ratios.

@@ -7,8 +7,10 @@ use ptalloc_benches::allocators;
 use ptalloc_benches::args::positive;
 
 pub const USAGE: &str = "usage: compare-standard --bench DIR [--runs N] [--threads N] [--only NAME,...] \
-                         [--svg FILE] [--lib PATH] [--build-dir DIR]\n\
-                         DIR: the bench/ folder of a mimalloc-bench checkout (github.com/daanx/mimalloc-bench)";
+                         [--svg FILE] [--lib PATH] [--with NAME=PATH]... [--no-packaged] [--build-dir DIR]\n\
+                         DIR: the bench/ folder of a mimalloc-bench checkout (github.com/daanx/mimalloc-bench)\n\
+                         --with NAME=PATH: one more library to preload, a column of its own (two builds side by side)\n\
+                         --no-packaged: leave out Debian's jemalloc, mimalloc and tcmalloc";
 
 pub struct Options {
     /// The folder, absolute (the programs run elsewhere, and get its files by path).
@@ -21,6 +23,10 @@ pub struct Options {
     pub svg: Option<PathBuf>,
     /// libptalloc.so.
     pub lib: PathBuf,
+    /// More libraries to run as allocators of their own (`--with NAME=PATH`), in order.
+    pub with: Vec<(String, PathBuf)>,
+    /// Run Debian's packaged allocators too.
+    pub packaged: bool,
     /// Where the programs are built (and run: rptest writes a file into its directory).
     pub build_dir: PathBuf,
 }
@@ -40,6 +46,8 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let mut svg = None;
     let mut lib = None;
     let mut build_dir = None;
+    let mut with = Vec::new();
+    let mut packaged = true;
     while let Some(a) = args.next() {
         let mut path = |what: &str| args.next().map(PathBuf::from).ok_or(format!("{a} takes {what}"));
         match a.as_str() {
@@ -50,6 +58,8 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
             "--runs" => runs = positive(&a, args.next().as_deref())?,
             "--threads" => threads = positive(&a, args.next().as_deref())?,
             "--only" => only = Some(args.next().ok_or("--only takes program names")?),
+            "--with" => with.push(named_lib(args.next().as_deref())?),
+            "--no-packaged" => packaged = false,
             "--help" | "-h" => return Ok(Parsed::Help),
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
@@ -75,7 +85,20 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
         let bin = allocators::bin_dir();
         bin.parent().unwrap_or(&bin).join("standard-bench")
     });
-    Ok(Parsed::Run(Options { bench, runs, threads, programs, svg, lib, build_dir }))
+    Ok(Parsed::Run(Options { bench, runs, threads, programs, svg, lib, with, packaged, build_dir }))
+}
+
+/// `--with`'s NAME=PATH, the library made absolute (the programs run in another directory).
+fn named_lib(arg: Option<&str>) -> Result<(String, PathBuf), String> {
+    let arg = arg.ok_or("--with takes NAME=PATH")?;
+    let Some((name, path)) = arg.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty()) else {
+        return Err(format!("--with {arg:?}: expected NAME=PATH"));
+    };
+    if ["glibc", "ptalloc"].contains(&name) {
+        return Err(format!("--with {arg:?}: {name} is already a column"));
+    }
+    let lib = PathBuf::from(path).canonicalize().map_err(|e| format!("{path}: {e}"))?;
+    Ok((name.to_string(), lib))
 }
 
 /// The programs `--only` names, each by its row (`alloc-test1`) or its target (`alloc-test`:

@@ -33,7 +33,10 @@ pub fn plan(o: &Options, built: &[(String, PathBuf)], mut notes: Vec<String>) ->
         Config { name: "glibc".into(), preload: None },
         Config { name: "ptalloc".into(), preload: Some(o.lib.clone()) },
     ];
-    for (name, lib) in allocators::packaged() {
+    for (name, lib) in &o.with {
+        configs.push(Config { name: name.clone(), preload: Some(lib.clone()) });
+    }
+    for (name, lib) in allocators::packaged().into_iter().filter(|_| o.packaged) {
         match lib {
             Some(lib) => configs.push(Config { name: name.into(), preload: Some(lib) }),
             None => notes.push(format!("{name}: library not installed, skipped")),
