@@ -158,6 +158,8 @@ impl<K: Kernel> Malloc<K> {
             }
         }
 
+        // The cache gives chunks back at most once a call (see `tcache_give_back_to`).
+        let mut gave_back = false;
         let tcache_unsorted_limit = self.mp.tcache_unsorted_limit.load(Ordering::Relaxed);
         let mut return_cached = false;
         let mut tcache_unsorted_count = 0usize;
@@ -312,10 +314,15 @@ impl<K: Kernel> Malloc<K> {
                 idx = bin_index(nb);
                 continue;
             }
-            if self.tcache_give_back_to(av) > 0 {
-                self.malloc_consolidate(av);
-                idx = bin_index(nb);
-                continue;
+            if !gave_back {
+                gave_back = true;
+                // A request for mmap goes to the kernel whatever the heap holds.
+                let whole = nb < self.mp.mmap_threshold.load(Ordering::Relaxed) && tc.full_give_back_due();
+                if self.tcache_give_back_to(av, whole) > 0 {
+                    self.malloc_consolidate(av);
+                    idx = bin_index(nb);
+                    continue;
+                }
             }
             let p = self.sysmalloc(nb, av);
             if p.is_null() {

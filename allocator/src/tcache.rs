@@ -41,6 +41,9 @@ pub(crate) const MAX_TCACHE_COUNT: usize = u16::MAX as usize;
 /// What a thread's bins of small chunks may hold beyond their base room, by growing (see
 /// [`Tcache::try_grow`]): the default cache only, and given back when its heap grows.
 pub(crate) const TCACHE_GROW_BYTES: usize = 1024 * 1024;
+/// The most heap growths a thread's whole-cache give-backs are skipped for (see
+/// [`Tcache::full_give_back_due`]).
+const GIVE_BACK_MAX_SKIP: u16 = 64;
 /// The most entries a grown bin holds.
 const GROW_MAX_COUNT: usize = 16 * 1024;
 /// Bins that grow: chunks of up to 128 bytes, those glibc keeps in fastbins (uncoalesced
@@ -113,6 +116,11 @@ pub struct Tcache {
     grown_bytes: Cell<usize>,
     /// The thread's arena grew its heap while the bins had grown: give the extra back.
     shrink_due: Cell<bool>,
+    /// A whole-cache give-back happened and no growth since (see `full_give_back_due`).
+    give_back_pending: Cell<bool>,
+    /// Heap growths for which whole give-backs are skipped, and how many the last skip was.
+    give_back_skip: Cell<u16>,
+    give_back_backoff: Cell<u16>,
     /// The ring of larger chunks (1,056 bytes to 64 KiB, which glibc's bins do not take):
     /// the last few freed, so that a block freed and asked for again — a buffer, a page of
     /// a table — skips the arena, its lock and its coalescing both ways. A request takes a
@@ -149,6 +157,9 @@ impl Tcache {
             missed: Cell::new(0),
             grown_bytes: Cell::new(0),
             shrink_due: Cell::new(false),
+            give_back_pending: Cell::new(false),
+            give_back_skip: Cell::new(0),
+            give_back_backoff: Cell::new(0),
             mid: [const { Cell::new(core::ptr::null_mut()) }; MID_ENTRIES],
             mid_size: [const { Cell::new(0) }; MID_ENTRIES],
             mid_next: Cell::new(0),
@@ -300,12 +311,46 @@ impl Tcache {
     }
 
     /// The thread's arena grew its heap: if the bins have grown, have their extra entries
-    /// given back at the next chance (see [`Tcache::excess`]).
+    /// given back at the next chance (see [`Tcache::excess`]). A whole-cache give-back just
+    /// before (see [`Tcache::full_give_back_due`]) did not spare the growth: the next ones
+    /// are skipped, for twice as many growths each time (at most `GIVE_BACK_MAX_SKIP`).
     #[inline]
     pub(crate) fn note_heap_growth(&self) {
         if self.grown_bytes.get() != 0 {
             self.shrink_due.set(true);
         }
+        if self.give_back_pending.get() {
+            self.give_back_pending.set(false);
+            let backoff = (self.give_back_backoff.get() * 2).clamp(1, GIVE_BACK_MAX_SKIP);
+            self.give_back_backoff.set(backoff);
+            self.give_back_skip.set(backoff);
+        }
+    }
+
+    /// Top cannot serve a request and the heap would grow: whether to give the arena every
+    /// chunk the default cache holds of it, or only what grown bins hold beyond their base
+    /// room. Whole give-backs are the rule: they keep a heap whose blocks come and go from
+    /// growing. A program that grows its heap steadily gets nothing from them but the cost
+    /// of refilling its cache, so after one that did not spare a growth the next are
+    /// skipped a while; a whole give-back followed by no growth (the previous one, when
+    /// another is due) starts the rule again.
+    pub(crate) fn full_give_back_due(&self) -> bool {
+        // The disabled cache, shared, is never written; a cache with the program's own
+        // counts keeps what it holds.
+        if !self.by_bytes.get() {
+            return false;
+        }
+        if self.give_back_pending.get() {
+            self.give_back_backoff.set(0);
+        }
+        let skip = self.give_back_skip.get();
+        if skip > 0 {
+            self.give_back_skip.set(skip - 1);
+            self.give_back_pending.set(false);
+            return false;
+        }
+        self.give_back_pending.set(true);
+        true
     }
 
     #[inline(always)]
@@ -319,9 +364,12 @@ impl Tcache {
 
     /// Entries bin `slot` holds beyond its base room.
     pub(crate) fn excess(&self, slot: usize) -> usize {
-        let cap = self.cap[slot].get() as usize;
-        let len = cap.saturating_sub(self.room[slot].get() as usize);
-        len.saturating_sub(self.base_capacity(slot))
+        self.count(slot).saturating_sub(self.base_capacity(slot))
+    }
+
+    /// Entries in bin `slot`, from its room (no walk).
+    pub(crate) fn count(&self, slot: usize) -> usize {
+        (self.cap[slot].get() as usize).saturating_sub(self.room[slot].get() as usize)
     }
 
     /// Every bin back to its base room, once the caller has taken the excess out.
@@ -883,5 +931,38 @@ mod tests {
         // Room is back to the limit.
         t.set_limits(64, 7, false);
         assert!(t.has_room(3));
+    }
+
+    #[test]
+    fn whole_give_backs_back_off_while_they_spare_no_growth() {
+        let t = Tcache::with_limits(64, 7, true);
+        // Each whole give-back followed by a growth skips the next 1, 2, 4, ... up to 64.
+        let mut gaps = Vec::new();
+        let mut since = 0;
+        for _ in 0..400 {
+            if t.full_give_back_due() {
+                gaps.push(since);
+                since = 0;
+            } else {
+                since += 1;
+            }
+            t.note_heap_growth();
+        }
+        assert_eq!(gaps[..10], [0, 1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        // One that spared a growth (another give-back due before any growth): the rule again.
+        let t = Tcache::with_limits(64, 7, true);
+        assert!(t.full_give_back_due());
+        t.note_heap_growth();
+        assert!(!t.full_give_back_due());
+        t.note_heap_growth();
+        assert!(t.full_give_back_due());
+        assert!(t.full_give_back_due(), "no growth in between: it helped");
+        t.note_heap_growth();
+        assert!(!t.full_give_back_due(), "skips one again, not two");
+        t.note_heap_growth();
+        assert!(t.full_give_back_due());
+        // A cache with the program's own counts, and the disabled one, never give all back.
+        assert!(!Tcache::with_limits(64, 7, false).full_give_back_due());
+        assert!(!Tcache::disabled().full_give_back_due());
     }
 }

@@ -166,6 +166,18 @@ const CASES: &[Case] = &[
         run: small_block_runs_grow_the_cache_until_the_heap_grows,
     },
     Case {
+        name: "cached_blocks_serve_a_request_before_the_heap_grows",
+        env: &[],
+        expect: Expect::Success,
+        run: cached_blocks_serve_a_request_before_the_heap_grows,
+    },
+    Case {
+        name: "cached_blocks_stay_cached_when_the_program_sets_counts",
+        env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=100")],
+        expect: Expect::Success,
+        run: cached_blocks_stay_cached_when_the_program_sets_counts,
+    },
+    Case {
         name: "blocks_another_thread_freed_come_back_to_the_owners_cache",
         env: &[],
         expect: Expect::Success,
@@ -1145,6 +1157,54 @@ fn small_block_runs_grow_the_cache_until_the_heap_grows() -> Result<(), String> 
         format!("in use {before} before the thread, {after} after it exited")
     })?;
     heap_ok()
+}
+
+/// What the default cache holds of the arena within its bins' base room (bins that never
+/// grew) goes back to the arena too, consolidated, before the heap grows: 80 blocks of 40
+/// bytes side by side, all cached once freed (a bin of 48-byte chunks holds 85), serve a
+/// request of 3,000 bytes when top is empty.
+fn cached_blocks_serve_a_request_before_the_heap_grows() -> Result<(), String> {
+    let (grew, inside) = request_after_a_cached_run()?;
+    check(!grew, || "the heap grew".into())?;
+    check(inside, || "the block is not where the cached blocks were".into())?;
+    heap_ok()
+}
+
+/// With the program's own counts (100 a bin) the cache keeps what it holds when the heap
+/// grows, as glibc's does.
+fn cached_blocks_stay_cached_when_the_program_sets_counts() -> Result<(), String> {
+    let (grew, inside) = request_after_a_cached_run()?;
+    check(grew && !inside, || "the cached blocks served the request".into())?;
+    heap_ok()
+}
+
+/// 80 blocks of 40 bytes from a fresh heap, freed into the cache, then a request of 3,000
+/// bytes with top empty: whether the heap grew, and whether the block lies where the 80 were.
+fn request_after_a_cached_run() -> Result<(bool, bool), String> {
+    let m = linux();
+    let blocks: Vec<*mut u8> = (0..80).map(|_| m.malloc(40)).collect();
+    for w in blocks.windows(2) {
+        check(w[1] as usize == w[0] as usize + 48, || {
+            format!("blocks {:?} and {:?} are not neighbours: the test needs a fresh heap", w[0], w[1])
+        })?;
+    }
+    for &p in &blocks {
+        // SAFETY: live blocks, each freed once.
+        unsafe { m.free(p) };
+    }
+    let cached = m.mallinfo2();
+    check(cached.fsmblks == 0, || format!("{} bytes in fastbins: not all cached", cached.fsmblks))?;
+    let top = exhaust_top();
+    let before = m.mallinfo2();
+    let big = m.malloc(3000);
+    let after = m.mallinfo2();
+    let span = blocks[0] as usize..blocks[79] as usize + 48;
+    let result = (after.arena != before.arena, span.contains(&(big as usize)));
+    for p in [big, top] {
+        // SAFETY: live blocks.
+        unsafe { m.free(p) };
+    }
+    Ok(result)
 }
 
 /// Free the main thread's `blocks` in a thread of its own arena, which then exits: they
