@@ -1,9 +1,10 @@
-//! `cargo run --release -p kernel-sim --example layout [x86_64|x86_64-5level|arm64-39|arm64-48] [out.svg]`
+//! `cargo run --release -p kernel-sim --example layout [x86_64|x86_64-5level|i386|arm64-39|arm64-48] [out.svg]`
 //!
 //! Prints the kernel address-space layout of that configuration, one region a line (name,
 //! start-end, size), then where a booted machine's own kernel objects would sit in it (for
 //! x86-64: its RAM in the direct map, its `struct page` array in vmemmap, a few frames
-//! through `virt_to_page` and back), and writes the layout's SVG (`/tmp/kernel-layout.svg`
+//! through `virt_to_page` and back; for i386, a 2 GiB machine's lowmem, highmem and the
+//! boot message's lines), and writes the layout's SVG (`/tmp/kernel-layout.svg`
 //! unless given).
 
 use kernel_sim::{Arch, Config, KernelLayout, Machine};
@@ -12,7 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map_or("x86_64", String::as_str);
     let Some(arch) = Arch::from_name(name) else {
-        eprintln!("layout: unknown configuration '{name}' (x86_64, x86_64-5level, arm64-39, arm64-48)");
+        eprintln!("layout: unknown configuration '{name}' (x86_64, x86_64-5level, i386, arm64-39, arm64-48)");
         std::process::exit(2);
     };
     let svg_path = args.get(1).map_or("/tmp/kernel-layout.svg", String::as_str);

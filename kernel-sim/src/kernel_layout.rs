@@ -13,13 +13,22 @@
 //! `virt_to_page` and `page_to_virt` work on kernel addresses; slab objects, page tables
 //! and `mem_map` itself are frames of the direct map.
 //!
-//! Not yet: 32-bit x86 (the 3G/1G split, the 896 MiB direct map, highmem, pkmap), whose
-//! fixmap size depends on configuration the simulation does not model.
+//! 32-bit x86 is computed from its configuration ([`I386Config`]: RAM, PAE, `NR_CPUS`,
+//! `vmalloc=`) as `pgtable_32_areas.h`, `fixmap.h` and `init_32.c` compute it: the 3G/1G
+//! split, the direct map ("lowmem") of as much RAM as fits below `MAXMEM`, the 8 MiB hole,
+//! vmalloc, pkmap, the LDT remap and cpu_entry_area that PTI added, and the fixmap counted
+//! entry by entry from `enum fixed_addresses`. RAM above lowmem is highmem: it has no
+//! kernel address (`page_to_virt` of its pages is `None`) until kmap maps a page through
+//! pkmap or a fixmap slot. Since PTI's cpu_entry_area and LDT remap took PMDs below the
+//! fixmap (4.15 and 4.19), the largest lowmem is 879.99 MiB with 8 CPUs (885.99 with PAE's
+//! 2 MiB PMDs), not the 896 MiB of the layout before, which the study notes quote.
 
 use core::fmt::{self, Write};
 
 /// Linux's `sizeof(struct page)` on 64-bit (`STRUCT_PAGE_MAX_SHIFT` 6).
 pub const STRUCT_PAGE_SIZE: u64 = 64;
+/// `sizeof(struct page)` on 32-bit x86 (eight words).
+pub const STRUCT_PAGE_SIZE_32: u64 = 32;
 const PAGE_SIZE: u64 = 4096;
 const TB: u64 = 1 << 40;
 const GB: u64 = 1 << 30;
@@ -32,6 +41,32 @@ pub enum Arch {
     X86_64FiveLevel,
     Arm64Va39,
     Arm64Va48,
+    /// 32-bit x86 with [`I386Config::DEFAULT`] (for another configuration:
+    /// [`KernelLayout::i386`]).
+    I386,
+}
+
+/// What 32-bit x86's layout depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct I386Config {
+    /// RAM, `max_pfn << PAGE_SHIFT`: at most 4 GiB are used (6.15 dropped HIGHMEM64G),
+    /// at least a page.
+    pub ram_bytes: u64,
+    /// `CONFIG_X86_PAE`: 64-bit entries, so 2 MiB PMDs and 512 pkmap slots.
+    pub pae: bool,
+    /// `CONFIG_NR_CPUS` (1 to 64 are used): the fixmap's kmap_local slots are per CPU.
+    pub nr_cpus: u64,
+    /// `__VMALLOC_RESERVE` (the `vmalloc=` boot parameter): the vmalloc space kept free
+    /// when RAM would fill the kernel's gigabyte (at most 768 MiB are used).
+    pub vmalloc_reserve: u64,
+}
+
+impl I386Config {
+    /// i386_defconfig's choices (HIGHMEM4G, no PAE, `NR_CPUS` 8, the local and I/O APICs,
+    /// PCI MMCONFIG; no OHCI1394 early DMA, APEI GHES or Intel TXT) with 2 GiB of RAM, and
+    /// the default `vmalloc=` of 128 MiB.
+    pub const DEFAULT: I386Config =
+        I386Config { ram_bytes: 2 * GB, pae: false, nr_cpus: 8, vmalloc_reserve: 128 * MB };
 }
 
 impl Arch {
@@ -42,6 +77,7 @@ impl Arch {
             "x86_64-5level" => Some(Arch::X86_64FiveLevel),
             "arm64-39" => Some(Arch::Arm64Va39),
             "arm64-48" => Some(Arch::Arm64Va48),
+            "i386" => Some(Arch::I386),
             _ => None,
         }
     }
@@ -52,6 +88,7 @@ impl Arch {
             Arch::X86_64FiveLevel => "x86_64-5level",
             Arch::Arm64Va39 => "arm64-39",
             Arch::Arm64Va48 => "arm64-48",
+            Arch::I386 => "i386",
         }
     }
 }
@@ -90,6 +127,24 @@ pub struct KernelLayout {
     pub vmemmap_size: u64,
     pub vmalloc_start: u64,
     pub vmalloc_end: u64,
+    /// `sizeof(struct page)` in this layout.
+    pub struct_page_size: u64,
+    /// The last address of the address space (`u32::MAX` on 32-bit).
+    pub top: u64,
+    /// RAM beyond the direct map (32-bit x86's highmem), in bytes.
+    pub highmem: u64,
+    /// 32-bit x86's pkmap and permanent fixmap, for the boot message's lines.
+    i386_extra: Option<I386Extra>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct I386Extra {
+    cea_start: u64,
+    cea_end: u64,
+    pkmap_base: u64,
+    pkmap_size: u64,
+    fixaddr_start: u64,
+    fixaddr_top: u64,
 }
 
 /// The regions in order, each running to the start of the next; gaps are "unused hole".
@@ -128,6 +183,87 @@ impl KernelLayout {
             Arch::X86_64FiveLevel => Self::x86_64(true),
             Arch::Arm64Va39 => Self::arm64(39),
             Arch::Arm64Va48 => Self::arm64(48),
+            Arch::I386 => Self::i386(&I386Config::DEFAULT),
+        }
+    }
+
+    /// 32-bit x86 (`pgtable_32_areas.h`, `fixmap.h`, `init_32.c`'s `find_low_pfn_range`).
+    pub fn i386(c: &I386Config) -> KernelLayout {
+        const PAGE_OFFSET: u64 = 0xc000_0000;
+        const VMALLOC_OFFSET: u64 = 8 * MB;
+        let pmd_size = if c.pae { 2 * MB } else { 4 * MB };
+        let ptrs_per_pte: u64 = if c.pae { 512 } else { 1024 };
+        let last_pkmap: u64 = if c.pae { 512 } else { 1024 };
+        // __FIXADDR_TOP: the last page stays unmapped.
+        let fixaddr_top = 0x1_0000_0000 - PAGE_SIZE;
+        // enum fixed_addresses: FIX_HOLE, FIX_DBGP_BASE, FIX_EARLYCON_MEM_BASE,
+        // FIX_APIC_BASE, MAX_IO_APICS (64 on 32-bit) I/O APIC slots, KM_MAX_IDX (16)
+        // kmap_local slots per CPU, FIX_PCIE_MCFG: the permanent ones.
+        let permanent = 4 + 64 + 16 * c.nr_cpus.clamp(1, 64) + 1;
+        // The 512 boot-time slots start on a page table of their own if they would
+        // straddle one, then FIX_WP_TEST.
+        let btmaps = 64 * 8;
+        let btmap_end = if (permanent ^ (permanent + btmaps - 1)) & !(ptrs_per_pte - 1) != 0 {
+            permanent + btmaps - (permanent & (btmaps - 1))
+        } else {
+            permanent
+        };
+        let end_of_fixed = btmap_end + btmaps + 1;
+        let fixaddr_start = fixaddr_top - permanent * PAGE_SIZE;
+        let fixaddr_tot_start = fixaddr_top - end_of_fixed * PAGE_SIZE;
+        // cpu_entry_area below the whole fixmap, on a PMD boundary: the read-only IDT's
+        // page, then each CPU's struct cpu_entry_area of 43 pages on 32-bit (the GDT, a
+        // guard page, the entry stack, a guard page, the double-fault stack, the TSS with
+        // its I/O bitmaps in 5, the debug store, 32 of PEBS and BTS buffers).
+        let cea_pages = 43 * c.nr_cpus.clamp(1, 64);
+        let cpu_entry_area_base = (fixaddr_tot_start - PAGE_SIZE * (cea_pages + 1)) & !(pmd_size - 1);
+        let cpu_entry_area_end = cpu_entry_area_base + PAGE_SIZE * (cea_pages + 1);
+        let ldt_base = (cpu_entry_area_base - PAGE_SIZE) & !(pmd_size - 1);
+        let ldt_end = ldt_base + pmd_size;
+        let pkmap_base = (ldt_base - PAGE_SIZE) & !(pmd_size - 1);
+        let vmalloc_end = pkmap_base - 2 * PAGE_SIZE;
+        // MAXMEM: what the direct map may hold, leaving vmalloc its reserve.
+        let maxmem = vmalloc_end - PAGE_OFFSET - c.vmalloc_reserve.min(768 * MB);
+        let max_pfn = (c.ram_bytes.min(4 * GB) / PAGE_SIZE).max(1);
+        let max_low_pfn = max_pfn.min(maxmem / PAGE_SIZE);
+        let high_memory = PAGE_OFFSET + max_low_pfn * PAGE_SIZE;
+        let vmalloc_start = high_memory + VMALLOC_OFFSET;
+        // mem_map: memblock allocates top-down below lowmem's end, and the page array is
+        // among its first large allocations.
+        let mem_map_size = max_pfn * STRUCT_PAGE_SIZE_32;
+        let mem_map = (high_memory - mem_map_size) & !(PAGE_SIZE - 1);
+        let mut b = Builder::new();
+        b.push("user space (TASK_SIZE: the 3G/1G split)", 0, PAGE_OFFSET);
+        b.push("lowmem: direct mapping of the first RAM (PAGE_OFFSET)", PAGE_OFFSET, high_memory);
+        b.push("... VMALLOC_OFFSET hole", high_memory, vmalloc_start);
+        b.push("vmalloc and modules", vmalloc_start, vmalloc_end);
+        b.push("pkmap: kmap's mappings of highmem pages", pkmap_base, pkmap_base + last_pkmap * PAGE_SIZE);
+        b.push("LDT remap for PTI", ldt_base, ldt_end);
+        b.push("cpu_entry_area mapping", cpu_entry_area_base, cpu_entry_area_end);
+        b.push("fixmap: boot-time slots (early_ioremap), FIX_WP_TEST", fixaddr_tot_start, fixaddr_start);
+        b.push("fixmap: permanent slots (APICs, kmap_local)", fixaddr_start, fixaddr_top);
+        b.push("... unused hole", fixaddr_top, 0x1_0000_0000);
+        KernelLayout {
+            arch: Arch::I386,
+            regions: b.regions,
+            n: b.n,
+            page_offset: PAGE_OFFSET,
+            direct_size: high_memory - PAGE_OFFSET,
+            vmemmap: mem_map,
+            vmemmap_size: mem_map_size,
+            vmalloc_start,
+            vmalloc_end,
+            struct_page_size: STRUCT_PAGE_SIZE_32,
+            top: u32::MAX as u64,
+            highmem: (max_pfn - max_low_pfn) * PAGE_SIZE,
+            i386_extra: Some(I386Extra {
+                cea_start: cpu_entry_area_base,
+                cea_end: cpu_entry_area_end,
+                pkmap_base,
+                pkmap_size: last_pkmap * PAGE_SIZE,
+                fixaddr_start,
+                fixaddr_top,
+            }),
         }
     }
 
@@ -194,6 +330,10 @@ impl KernelLayout {
             vmemmap_size,
             vmalloc_start: vmalloc,
             vmalloc_end: vmalloc + vmalloc_size,
+            struct_page_size: STRUCT_PAGE_SIZE,
+            top: u64::MAX,
+            highmem: 0,
+            i386_extra: None,
         }
     }
 
@@ -237,6 +377,10 @@ impl KernelLayout {
             vmemmap_size,
             vmalloc_start: modules_end,
             vmalloc_end,
+            struct_page_size: STRUCT_PAGE_SIZE,
+            top: u64::MAX,
+            highmem: 0,
+            i386_extra: None,
         }
     }
 
@@ -269,20 +413,51 @@ impl KernelLayout {
     /// The address of the `struct page` of the frame a direct-map address lies in
     /// (`virt_to_page`).
     pub fn virt_to_page(&self, kaddr: u64) -> Option<u64> {
-        self.virt_to_pfn(kaddr).map(|pfn| self.vmemmap + pfn * STRUCT_PAGE_SIZE)
+        self.virt_to_pfn(kaddr).map(|pfn| self.vmemmap + pfn * self.struct_page_size)
     }
 
-    /// The direct-map address of the frame whose `struct page` is at `page` (`page_to_virt`).
+    /// The direct-map address of the frame whose `struct page` is at `page` (`page_to_virt`);
+    /// `None` for a highmem page, which has none.
     pub fn page_to_virt(&self, page: u64) -> Option<u64> {
         page.checked_sub(self.vmemmap)
-            .filter(|&o| o < self.vmemmap_size)
-            .map(|o| self.pfn_to_kaddr(o / STRUCT_PAGE_SIZE))
+            .filter(|&o| o < self.vmemmap_size && o % self.struct_page_size == 0)
+            .map(|o| o / self.struct_page_size)
+            .filter(|&pfn| pfn < self.direct_size / PAGE_SIZE)
+            .map(|pfn| self.pfn_to_kaddr(pfn))
     }
 
-    /// One region a line: `name start-end size`.
+    /// One region a line: `name start-end size`; for 32-bit x86, then its highmem and the
+    /// lines `mem_init` printed at boot until a 2020 patch dropped them (`virtual kernel
+    /// memory layout:`), for the regions computed here.
     pub fn write_text(&self, w: &mut dyn Write) -> fmt::Result {
+        let digits = if self.top == u64::MAX { 16 } else { 8 };
         for r in self.regions() {
-            writeln!(w, "{:<58} {:016x}-{:016x} {}", r.name, r.start, r.last, Size(r.size()))?;
+            writeln!(w, "{:<58} {:0d$x}-{:0d$x} {}", r.name, r.start, r.last, Size(r.size()), d = digits)?;
+        }
+        if let Some(x) = self.i386_extra {
+            writeln!(
+                w,
+                "highmem: {} of RAM above lowmem, without a kernel address until kmapped",
+                Size(self.highmem as u128)
+            )?;
+            // The message 32-bit mem_init printed until 2020, when it went so as not to show
+            // an attacker the layout; the kernel image's lines are left out.
+            writeln!(w, "virtual kernel memory layout:")?;
+            let line = |w: &mut dyn Write, name: &str, start: u64, end: u64, mb: bool| {
+                let (size, unit) = if mb { ((end - start) >> 20, "MB") } else { ((end - start) >> 10, "kB") };
+                writeln!(w, "    {name:<8}: 0x{start:08x} - 0x{end:08x}   ({size:>4} {unit})")
+            };
+            line(w, "fixmap", x.fixaddr_start, x.fixaddr_top, false)?;
+            writeln!(
+                w,
+                "  cpu_entry : 0x{:08x} - 0x{:08x}   ({:>4} kB)",
+                x.cea_start,
+                x.cea_end,
+                (x.cea_end - x.cea_start) >> 10
+            )?;
+            line(w, "pkmap", x.pkmap_base, x.pkmap_base + x.pkmap_size, false)?;
+            line(w, "vmalloc", self.vmalloc_start, self.vmalloc_end, true)?;
+            line(w, "lowmem", self.page_offset, self.page_offset + self.direct_size, true)?;
         }
         Ok(())
     }
@@ -310,11 +485,12 @@ impl KernelLayout {
             writeln!(w, "<rect x=\"10\" y=\"{y:.1}\" width=\"260\" height=\"{h:.1}\" fill=\"{fill}\" stroke=\"#555\"/>")?;
             writeln!(
                 w,
-                "<text x=\"280\" y=\"{:.1}\">{:016x} {} {}</text>",
+                "<text x=\"280\" y=\"{:.1}\">{:0d$x} {} {}</text>",
                 y + h / 2.0 + 4.0,
                 r.start,
                 Size(r.size()),
-                Escape(r.name)
+                Escape(r.name),
+                d = if self.top == u64::MAX { 16 } else { 8 }
             )?;
             y += h;
         }

@@ -78,7 +78,7 @@ pub use binfmt_elf::ExecImage;
 pub use buddy::BuddyReport;
 pub use check::CheckError;
 pub use fault::FaultError;
-pub use kernel_layout::{Arch, KernelLayout, Region, STRUCT_PAGE_SIZE};
+pub use kernel_layout::{Arch, I386Config, KernelLayout, Region, STRUCT_PAGE_SIZE, STRUCT_PAGE_SIZE_32};
 pub use machine::{default_machine, Config, Machine, MachineBox, MAX_TASKS};
 pub use mm::Rlimits;
 pub use mmap::MAP_FIXED_NOREPLACE;

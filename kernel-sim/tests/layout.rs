@@ -4,7 +4,7 @@
 //! shape (sorted, contiguous, covering all 2^64 addresses), and a machine's objects at
 //! their kernel addresses.
 
-use kernel_sim::{Arch, Config, KernelLayout, Machine, STRUCT_PAGE_SIZE};
+use kernel_sim::{Arch, Config, I386Config, KernelLayout, Machine, STRUCT_PAGE_SIZE, STRUCT_PAGE_SIZE_32};
 
 /// Rows of the documentation: (start, last, description as this layout names it).
 fn check_rows(l: &KernelLayout, rows: &[(u64, u64, &str)]) {
@@ -21,12 +21,12 @@ fn check_rows(l: &KernelLayout, rows: &[(u64, u64, &str)]) {
 fn check_shape(l: &KernelLayout) {
     let rs = l.regions();
     assert_eq!(rs[0].start, 0);
-    assert_eq!(rs.last().unwrap().last, u64::MAX);
+    assert_eq!(rs.last().unwrap().last, l.top);
     for w in rs.windows(2) {
         assert_eq!(w[0].last.wrapping_add(1), w[1].start, "{:?}: {:?} then {:?}", l.arch, w[0], w[1]);
     }
     let total: u128 = rs.iter().map(|r| r.size()).sum();
-    assert_eq!(total, 1u128 << 64);
+    assert_eq!(total, l.top as u128 + 1);
 }
 
 #[test]
@@ -150,6 +150,102 @@ fn arm64_layouts_follow_memory_h() {
     // Beyond the direct map and the struct page array, no translation.
     assert_eq!(l.virt_to_page(l.vmalloc_start), None);
     assert_eq!(l.page_to_virt(l.vmemmap + l.vmemmap_size), None);
+}
+
+/// 32-bit x86 as `pgtable_32_areas.h` and `fixmap.h` compute it. The expected addresses are
+/// worked out by hand from those formulas: 197 permanent fixmap slots (hole, DBGP, earlycon,
+/// local APIC, 64 I/O APICs, 16 kmap_local slots for each of 8 CPUs, PCIe MMCONFIG) below
+/// 0xfffff000, 512 boot-time slots (no page-table crossing without PAE, so right after them)
+/// and FIX_WP_TEST: 710 in all, from 0xffd39000; cpu_entry_area's 8 * 43 + 1 pages rounded
+/// down to a 4 MiB PMD (0xff800000), the LDT remap the PMD below, pkmap the one below that,
+/// vmalloc ending two pages under it and MAXMEM 128 MiB lower still. With PAE (2 MiB PMDs,
+/// 512-entry page tables: the boot-time slots move to 512) the same formulas give the layout
+/// a 4.19 PAE kernel printed ("cpu_entry : 0xffa00000", "pkmap : 0xff600000 - 0xff800000",
+/// "vmalloc : 0xf7dfe000 - 0xff5fe000", "lowmem : 0xc0000000 - 0xf75fe000 ( 885 MB)").
+#[test]
+fn i386_follows_pgtable_32_areas_h() {
+    let l = KernelLayout::new(Arch::I386);
+    assert_eq!(Arch::from_name("i386"), Some(Arch::I386));
+    check_shape(&l);
+    check_rows(
+        &l,
+        &[
+            (0, 0xbfff_ffff, "user space (TASK_SIZE: the 3G/1G split)"),
+            (0xc000_0000, 0xf6ff_dfff, "lowmem: direct mapping of the first RAM (PAGE_OFFSET)"),
+            (0xf6ff_e000, 0xf77f_dfff, "... VMALLOC_OFFSET hole"),
+            (0xf77f_e000, 0xfeff_dfff, "vmalloc and modules"),
+            (0xfeff_e000, 0xfeff_ffff, "... unused hole"),
+            (0xff00_0000, 0xff3f_ffff, "pkmap: kmap's mappings of highmem pages"),
+            (0xff40_0000, 0xff7f_ffff, "LDT remap for PTI"),
+            (0xff80_0000, 0xff95_8fff, "cpu_entry_area mapping"),
+            (0xff95_9000, 0xffd3_8fff, "... unused hole"),
+            (0xffd3_9000, 0xfff3_9fff, "fixmap: boot-time slots (early_ioremap), FIX_WP_TEST"),
+            (0xfff3_a000, 0xffff_efff, "fixmap: permanent slots (APICs, kmap_local)"),
+            (0xffff_f000, 0xffff_ffff, "... unused hole"),
+        ],
+    );
+    // 2 GiB of RAM: 879.99 MiB of lowmem, the rest highmem; vmalloc 120 MiB as every
+    // HIGHMEM kernel's boot message read.
+    assert_eq!(l.direct_size, 0x36ff_e000);
+    assert_eq!(l.highmem, (2u64 << 30) - 0x36ff_e000);
+    assert_eq!(l.vmalloc_end - l.vmalloc_start, 120 << 20);
+    let mut text = String::new();
+    l.write_text(&mut text).unwrap();
+    for line in [
+        "virtual kernel memory layout:",
+        "    fixmap  : 0xfff3a000 - 0xfffff000   ( 788 kB)",
+        "  cpu_entry : 0xff800000 - 0xff959000   (1380 kB)",
+        "    pkmap   : 0xff000000 - 0xff400000   (4096 kB)",
+        "    vmalloc : 0xf77fe000 - 0xfeffe000   ( 120 MB)",
+        "    lowmem  : 0xc0000000 - 0xf6ffe000   ( 879 MB)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+    }
+    assert!(text.contains("user space (TASK_SIZE: the 3G/1G split)"), "{text}");
+    assert!(text.lines().any(|l| l.contains(" c0000000-f6ffdfff ")), "8 hex digits:\n{text}");
+
+    // Lowmem frames have kernel addresses; highmem frames have a struct page but no address.
+    let last_low = 0x36ff_e000 / 4096 - 1;
+    for pfn in [0, 1, last_low] {
+        let k = l.pfn_to_kaddr(pfn);
+        let page = l.virt_to_page(k + 5).unwrap();
+        assert_eq!(page, l.vmemmap + pfn * STRUCT_PAGE_SIZE_32);
+        assert_eq!(l.page_to_virt(page), Some(k));
+    }
+    let first_high = l.vmemmap + (last_low + 1) * STRUCT_PAGE_SIZE_32;
+    assert_eq!(l.page_to_virt(first_high), None, "a highmem page has no kernel address");
+    assert_eq!(l.virt_to_page(l.vmalloc_start), None);
+    // mem_map, 32 bytes a page of all 2 GiB, at the top of lowmem.
+    assert_eq!(l.vmemmap_size, (2u64 << 30) / 4096 * 32);
+    assert_eq!(l.vmemmap, 0xf6ff_e000 - (16 << 20));
+    assert_eq!(l.region_of(l.vmemmap).unwrap().name, "lowmem: direct mapping of the first RAM (PAGE_OFFSET)");
+
+    let pae = KernelLayout::i386(&I386Config { pae: true, ..I386Config::DEFAULT });
+    check_shape(&pae);
+    check_rows(
+        &pae,
+        &[
+            (0xc000_0000, 0xf75f_dfff, "lowmem: direct mapping of the first RAM (PAGE_OFFSET)"),
+            (0xf7df_e000, 0xff5f_dfff, "vmalloc and modules"),
+            (0xff60_0000, 0xff7f_ffff, "pkmap: kmap's mappings of highmem pages"),
+            (0xff80_0000, 0xff9f_ffff, "LDT remap for PTI"),
+            (0xffa0_0000, 0xffb5_8fff, "cpu_entry_area mapping"),
+            (0xffbf_e000, 0xfff3_9fff, "fixmap: boot-time slots (early_ioremap), FIX_WP_TEST"),
+        ],
+    );
+
+    // Less RAM than MAXMEM: all of it lowmem, no highmem, and vmalloc takes the rest.
+    let small = KernelLayout::i386(&I386Config { ram_bytes: 256 << 20, ..I386Config::DEFAULT });
+    check_shape(&small);
+    assert_eq!((small.direct_size, small.highmem), (256 << 20, 0));
+    assert_eq!(small.vmalloc_start, 0xd080_0000);
+    // Nonsense is clamped, never a panic: no RAM, a huge vmalloc= and NR_CPUS.
+    for c in [
+        I386Config { ram_bytes: 0, ..I386Config::DEFAULT },
+        I386Config { vmalloc_reserve: u64::MAX, nr_cpus: u64::MAX, ..I386Config::DEFAULT },
+    ] {
+        check_shape(&KernelLayout::i386(&c));
+    }
 }
 
 #[test]
