@@ -188,9 +188,10 @@ impl<K: Kernel> Malloc<K> {
     }
 
     /// Top cannot serve a request of the held arena `av`, whose heap would grow next: first
-    /// free into it what the calling thread's cache holds of its chunks — with `whole`,
-    /// every one of the default cache's bins (see `Tcache::full_give_back_due`), else only
-    /// what grown bins hold beyond their base room — and the ring's chunks of it. glibc
+    /// free into it what the calling thread's cache holds of its chunks — with `whole` (in a
+    /// process that has one thread, see `int_malloc`), every one of the default cache's bins
+    /// (see `Tcache::full_give_back_due`), else only what grown bins hold beyond their base
+    /// room — and the ring's chunks of it. glibc
     /// would have had most of them in its fastbins and bins, consolidated before growing;
     /// left cached, a program that moves from one size to the next grows the heap by each
     /// size's run (glibc-bench simple's three), and one whose live blocks move about leaves

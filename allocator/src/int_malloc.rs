@@ -316,8 +316,13 @@ impl<K: Kernel> Malloc<K> {
             }
             if !gave_back {
                 gave_back = true;
-                // A request for mmap goes to the kernel whatever the heap holds.
-                let whole = nb < self.mp.mmap_threshold.load(Ordering::Relaxed) && tc.full_give_back_due();
+                // A request for mmap goes to the kernel whatever the heap holds. Whole
+                // give-backs only while the process has one thread: with threads that hand
+                // blocks to each other (larson) they cost a third of the throughput, where
+                // the memory they keep down is a small program's.
+                let whole = nb < self.mp.mmap_threshold.load(Ordering::Relaxed)
+                    && crate::prim::single_threaded()
+                    && tc.full_give_back_due();
                 if self.tcache_give_back_to(av, whole) > 0 {
                     self.malloc_consolidate(av);
                     idx = bin_index(nb);
