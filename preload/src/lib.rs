@@ -47,9 +47,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut out = FdWriter::new(2);
     let _ = match info.location() {
         Some(at) => {
-            write!(out, "ptalloc: internal error at {}:{}: {}\n", at.file(), at.line(), info.message())
+            writeln!(out, "ptalloc: internal error at {}:{}: {}", at.file(), at.line(), info.message())
         }
-        None => write!(out, "ptalloc: internal error: {}\n", info.message()),
+        None => writeln!(out, "ptalloc: internal error: {}", info.message()),
     };
     out.flush();
     // SAFETY: abort has no preconditions and does not return.
