@@ -18,6 +18,12 @@
 //!   names a slot in use; the RSS and swap-entry counters equal what the tables hold;
 //! - the page-table pages counted equal the tables reachable from the PGD;
 //! - `Committed_AS` equals the charged VMAs plus the charged shmem inodes.
+//!
+//! `check_tlb` verifies that every translation a CPU would use for an mm (one in an ASID
+//! that has caught up with the mm's flushes) maps the frame its present PTE maps, and is
+//! writable only where the PTE is, or where Linux leaves a writable entry without a flush:
+//! an old, clean PTE of a lazily freed page (the simulation takes its write permission so
+//! that it sees the next write; Linux keeps it and relies on the dirty bit).
 
 use crate::mm::*;
 use crate::overcommit::VmSysctl;
@@ -45,6 +51,31 @@ impl std::error::Error for CheckError {}
 
 pub(crate) fn fail<T>(what: &'static str, a: usize, b: usize) -> Result<T, CheckError> {
     Err(CheckError { what, a, b })
+}
+
+/// The CPUs' TLBs against the page tables of `mm` (see the top of the file).
+pub(crate) fn check_tlb(mm: &Mm, phys: &PhysMem) -> Result<(), CheckError> {
+    use crate::page_table::{PTE_ACCESSED, PTE_DIRTY};
+    let mut bad: Option<CheckError> = None;
+    phys.cpus.for_each_current_entry(&mm.context, &mut |_cpu, addr, pfn, writable| {
+        if bad.is_some() {
+            return;
+        }
+        let e = crate::page_table::pte_lookup(phys, mm.pgd, addr).map_or(0, |s| s.get());
+        if e & PTE_PRESENT == 0 || pte_pfn(e) != pfn {
+            bad = Some(CheckError {
+                what: "TLB entry for a PTE that maps another frame or none",
+                a: addr,
+                b: pfn,
+            });
+        } else if writable
+            && e & PTE_RW == 0
+            && !(e & (PTE_ACCESSED | PTE_DIRTY) == 0 && phys.page(pfn).has(crate::page::PG_LAZYFREE))
+        {
+            bad = Some(CheckError { what: "writable TLB entry for a read-only PTE", a: addr, b: pfn });
+        }
+    });
+    bad.map_or(Ok(()), Err)
 }
 
 /// Check `mm` against the frames, page tables and commit charge of `phys` and `sys`.

@@ -142,8 +142,14 @@ pub(crate) unsafe fn exec_mmap(st: &mut State) {
         maj_flt: old.maj_flt,
         next_anon_vma_id: old.next_anon_vma_id,
         exec_image: true,
+        // A new mm for the CPUs (`exec_mmap` → `activate_mm`): a fresh context loaded here;
+        // the old one's entries are never matched again.
+        context: st.phys.cpus.init_new_context(),
         ..crate::mm::Mm::empty()
     };
+    st.phys.cpus.drop_context(old.context.ctx_id);
+    let cpu = st.phys.cpus.this_cpu;
+    st.phys.cpus.switch_mm(cpu, &mut st.mm.context);
 }
 
 /// Make the stack at `stack_top` and copy the strings to its top, as `bprm_mm_init`,

@@ -62,9 +62,22 @@ pub struct Access {
 
 /// A fault taken by an access of the process (from the SIGSEGV handler): counted as the
 /// process's fault when resolved.
+///
+/// The CPU's TLB is looked up first (a hit: it cached a translation the access could not
+/// use, which the fault drops) and caches the page's translation after (the walk the
+/// retried access makes).
 pub(crate) fn handle_user_fault(st: &mut State, addr: usize, access: Access) -> Result<(), FaultError> {
     st.fault_major = false;
+    let cpu = st.phys.cpus.this_cpu;
+    st.phys.cpus.fault_lookup(cpu, addr);
     let r = do_user_addr_fault(st, addr, access);
+    if r.is_ok() {
+        let pgd = st.mm.pgd;
+        let e = crate::page_table::pte_lookup(&st.phys, pgd, addr & PAGE_MASK).map_or(0, |s| s.get());
+        if e & PTE_PRESENT != 0 {
+            st.phys.cpus.fill(cpu, addr, pte_pfn(e), pte_write(e));
+        }
+    }
     match r {
         Ok(true) => {
             st.stats.faults += 1;
@@ -390,7 +403,7 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         st.phys.vmstat.cow_faults += 1;
         set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
         // wp_page_copy's ptep_clear_flush of the old entry.
-        crate::tlb::flush_tlb_mm_range(&mut st.phys, st.host, addr, addr + PAGE_SIZE);
+        crate::tlb::flush_tlb_mm_range(&mut st.phys, &mut st.mm.context, addr, addr + PAGE_SIZE);
         return Ok(());
     }
     let old = pte_pfn(e);
@@ -443,7 +456,7 @@ fn do_wp_page(st: &mut State, vma: VmaPtr, addr: usize, slot: PteSlot, e: u64) -
         st.mm.rss[MM_FILEPAGES] -= 1;
     }
     set_pte(st, addr, slot, mk_pte_writable(pfn, vma.flags()));
-    crate::tlb::flush_tlb_mm_range(&mut st.phys, st.host, addr, addr + PAGE_SIZE);
+    crate::tlb::flush_tlb_mm_range(&mut st.phys, &mut st.mm.context, addr, addr + PAGE_SIZE);
     Ok(())
 }
 

@@ -178,6 +178,7 @@ impl Machine {
             return Err(Errno::EAGAIN);
         };
         let mut child = Mm::empty();
+        child.context = st.phys.cpus.init_new_context();
         {
             let mm = &st.mm;
             child.task_size = mm.task_size;
@@ -213,8 +214,8 @@ impl Machine {
             return Err(e);
         }
         // dup_mmap ends with flush_tlb_mm of the parent, for the entries it write-protected.
-        let host = st.host;
-        crate::tlb::flush_tlb_mm_range(&mut st.phys, host, 0, usize::MAX);
+        let State { phys, mm, .. } = &mut *st;
+        crate::tlb::flush_tlb_mm_range(phys, &mut mm.context, 0, usize::MAX);
         // The copy's fork-time write-protection of the parent's pages is in its host view.
         child.hiwater_rss = child.rss();
         child.hiwater_vm = child.total_vm;
@@ -251,6 +252,10 @@ impl Machine {
             // SAFETY: the parent holds the lock and waits for `fork_ready`, touching nothing.
             let st = unsafe { &mut *self.state_lent() };
             resync_host(&st.tasks[slot].mm, &st.phys, self.user_host());
+            // The child starts running (`ret_from_fork` after the scheduler's `switch_mm`):
+            // its CPU loads its mm, so flushes of it reach that CPU from now on.
+            let cpu = st.phys.cpus.cpu_of_current_thread();
+            st.phys.cpus.switch_mm(cpu, &mut st.tasks[slot].mm.context);
             st.fork_ready.store(1, core::sync::atomic::Ordering::Release);
             futex_wake(&st.fork_ready);
             return Ok(0);
@@ -349,6 +354,7 @@ pub(crate) unsafe fn exit_mm(st: &mut State, mm: &mut Mm, host: Host) {
     st.phys.tlb_lazy = false;
     st.host = saved;
     core::mem::swap(&mut st.mm, mm);
+    st.phys.cpus.drop_context(mm.context.ctx_id);
 }
 
 /// Sleep while `word` is `val`, for at most 50 ms.

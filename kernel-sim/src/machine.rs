@@ -61,6 +61,12 @@ pub struct Config {
     /// Size of the CMA area reserved at boot (`cma=`), 0 for none: movable pages may use it
     /// until `Machine::cma_alloc` takes a range of it back.
     pub cma_bytes: usize,
+    /// CPUs (1 to `cpu_tlbstate::MAX_CPUS`): each host thread that uses the machine runs on
+    /// one, given out round-robin, and each has its own TLB (`cpu_tlbstate`).
+    pub nr_cpus: usize,
+    /// Whether the CPUs tag TLB entries with an ASID (x86's PCID): without it every switch
+    /// to another process's mm flushes the TLB.
+    pub pcid: bool,
 }
 
 impl Config {
@@ -80,6 +86,8 @@ impl Config {
         swap_bytes: 0,
         swappiness: 60,
         cma_bytes: 0,
+        nr_cpus: 4,
+        pcid: true,
     };
 }
 
@@ -268,6 +276,14 @@ impl State {
             return Err(Errno::EINVAL);
         }
         let mut phys = PhysMem::boot(config.phys_bytes, config.min_free_kbytes, config.cma_bytes)?;
+        phys.cpus = match crate::cpu_tlbstate::Cpus::boot(config.nr_cpus, config.pcid) {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: physical memory just booted, of which nothing has been handed out.
+                unsafe { phys.shutdown() };
+                return Err(e);
+            }
+        };
         let host = match Host::reserve(config.user_bytes, phys.memfd()) {
             Ok(h) => h,
             Err(e) => {
@@ -324,6 +340,7 @@ impl State {
             env_end: 0,
             saved_auxv: Default::default(),
             exec_image: false,
+            context: phys.cpus.init_new_context(),
         };
         let mut st = State {
             phys,
@@ -365,6 +382,31 @@ impl State {
         // Last, so that no failure above leaves it behind.
         st.kstack_top = crate::kstack::kstack_alloc();
         Ok(st)
+    }
+
+    /// The address space of task `t` (the running one's is `self.mm`).
+    pub(crate) fn mm_of_task(&mut self, t: usize) -> &mut Mm {
+        if t == self.current {
+            &mut self.mm
+        } else {
+            &mut self.tasks[t].mm
+        }
+    }
+
+    /// `flush_tlb_mm_range` of `[start, end)` in the address space of task `t`.
+    pub(crate) fn flush_tlb_task(&mut self, t: usize, start: usize, end: usize) {
+        let ctx = if t == self.current { &mut self.mm.context } else { &mut self.tasks[t].mm.context };
+        crate::tlb::flush_tlb_mm_range(&mut self.phys, ctx, start, end);
+    }
+
+    /// The calling host thread's CPU becomes `this_cpu`; with `live` (the calling process
+    /// runs) it loads the running mm (`switch_mm`).
+    fn enter_cpu(&mut self, live: bool) {
+        let cpu = self.phys.cpus.cpu_of_current_thread();
+        self.phys.cpus.this_cpu = cpu;
+        if live && self.current == self.me {
+            self.phys.cpus.switch_mm(cpu, &mut self.mm.context);
+        }
     }
 
     /// Process `task`'s mailbox for TLB flush requests.
@@ -636,6 +678,7 @@ impl Machine {
         let host = if task == me { self.host } else { self.host.detached() };
         st.me = me;
         st.switch_to(task, host);
+        st.enter_cpu(task == me);
         Guard { m: self }
     }
 
@@ -651,6 +694,7 @@ impl Machine {
         let st = unsafe { &mut *self.state.get() };
         st.me = self.my_task();
         st.switch_to(task, host);
+        st.enter_cpu(live);
         Guard { m: self }
     }
 

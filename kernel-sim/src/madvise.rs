@@ -296,5 +296,5 @@ fn madvise_free_pte_range(st: &mut State, start: usize, end: usize) {
         }
         phys.mark_lazyfree(pfn);
     });
-    crate::tlb::tlb_finish_mmu(&mut st.phys, host, &tlb);
+    crate::tlb::tlb_finish_mmu(&mut st.phys, &mut st.mm.context, &tlb);
 }

@@ -25,7 +25,7 @@ pub(crate) unsafe fn zap_page_range(mm: &mut Mm, phys: &mut PhysMem, host: Host,
     let mut tlb = crate::tlb::MmuGather::new();
     // SAFETY: the caller's promise.
     unsafe { zap_ptes(mm, phys, host, start, end, &mut tlb) };
-    crate::tlb::tlb_finish_mmu(phys, host, &tlb);
+    crate::tlb::tlb_finish_mmu(phys, &mut mm.context, &tlb);
 }
 
 /// `zap_page_range` without its flush: the present PTEs cleared go to `tlb`.
@@ -132,7 +132,7 @@ pub(crate) unsafe fn unmap_region(
             &mut tlb,
         );
     }
-    crate::tlb::tlb_finish_mmu(phys, host, &tlb);
+    crate::tlb::tlb_finish_mmu(phys, &mut mm.context, &tlb);
 }
 
 /// Give the pages mapped in `[start, end)` the protection of `flags`
@@ -163,7 +163,7 @@ pub(crate) unsafe fn change_protection(st: &mut State, start: usize, end: usize,
         unsafe { batch.push(addr, 0, pte_host_prot(n)) };
     });
     batch.flush();
-    crate::tlb::tlb_finish_mmu(&mut st.phys, host, &tlb);
+    crate::tlb::tlb_finish_mmu(&mut st.phys, &mut st.mm.context, &tlb);
 }
 
 /// Whether present entry `e` may allow writes under a VMA with `flags`: a shared file page
@@ -222,7 +222,7 @@ pub(crate) unsafe fn move_page_tables(st: &mut State, old: usize, new: usize, le
             p
         };
         if present {
-            crate::tlb::flush_tlb_mm_range(&mut st.phys, host, extent, next);
+            crate::tlb::flush_tlb_mm_range(&mut st.phys, &mut st.mm.context, extent, next);
         }
         extent = next;
     }

@@ -53,18 +53,21 @@ pub(crate) fn migrate_page(st: &mut State, old: usize, new: usize) -> bool {
     if hits.overflow || hits.n != mapcount || (anon && hits.n == 0) {
         return false;
     }
-    // Unmap: no view reaches the old frame once this is done.
+    // Unmap: no view reaches the old frame once this is done. Compaction and CMA migrate
+    // synchronously, so each PTE is cleared and flushed on its own (`try_to_migrate_one`'s
+    // `ptep_clear_flush`, no deferred batch); other processes' host views drop the pages
+    // in one round of signals.
     let mut batch = TlbBatch::new();
     for h in hits.hits[..hits.n].iter().flatten() {
+        st.flush_tlb_task(h.task, h.addr, h.addr + PAGE_SIZE);
         if h.task == st.me {
             st.user_host.unmap(h.addr, PAGE_SIZE);
-            st.phys.vmstat.nr_tlb_local_flush_one += 1;
         } else {
             batch.add(h.task, h.addr);
         }
     }
-    if !batch.is_empty() && batch.flush(st) > 0 {
-        st.phys.vmstat.nr_tlb_remote_flush += 1;
+    if !batch.is_empty() {
+        batch.send_host(st);
     }
     // Move.
     // SAFETY: two distinct frames of the machine (`new` is an isolated free frame, `old` an

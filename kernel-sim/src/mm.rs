@@ -267,6 +267,8 @@ pub struct Mm {
     /// Whether the image is one exec laid out (rather than boot's synthetic one): its maps
     /// end with the `[vsyscall]` gate, as x86-64's do.
     pub exec_image: bool,
+    /// What the CPUs' TLBs know of this mm (`mm->context`).
+    pub context: crate::cpu_tlbstate::TlbContext,
 }
 
 /// `mm->saved_auxv` (`AT_VECTOR_SIZE` words) and the task's `comm`.
@@ -320,6 +322,7 @@ impl Mm {
             env_end: 0,
             saved_auxv: SavedAuxv::default(),
             exec_image: false,
+            context: Default::default(),
         }
     }
 

@@ -37,7 +37,8 @@ pub(crate) fn set_page_dirty(phys: &mut PhysMem, inode: &Inode, pfn: usize) {
 /// ones map cache pages read-only anyway).
 pub(crate) fn page_mkclean(st: &mut State, inode: InodePtr, start: usize, end: usize) {
     let (dm, pgd, host) = (st.phys.direct_map(), st.mm.pgd, st.host);
-    let phys = &st.phys;
+    let phys = &mut st.phys;
+    let mut ctx = st.mm.context;
     let mut batch = Batch::protecting(host);
     for v in st.mm.iter() {
         if v.file() != Some(inode) || v.flags() & VM_SHARED == 0 {
@@ -54,11 +55,15 @@ pub(crate) fn page_mkclean(st: &mut State, inode: InodePtr, start: usize, end: u
             }
             let n = e & !(PTE_RW | PTE_DIRTY);
             slot.set(n);
+            // page_mkclean_one clears each entry with ptep_clear_flush: one flush a page.
+            crate::tlb::flush_tlb_mm_range(phys, &mut ctx, addr, addr + crate::page::PAGE_SIZE);
             // SAFETY: `n` was just written to the PTE of `addr` (the walk's slot for it),
             // and nothing else changes that entry before the batch is flushed.
             unsafe { batch.push(addr, 0, pte_host_prot(n)) };
         });
     }
+    drop(batch);
+    st.mm.context = ctx;
 }
 
 /// Write the dirty pages of `inode` at indices `[start, end)` to the host file, without

@@ -144,6 +144,8 @@ pub struct PhysMem {
     /// Set while a process's address space is torn down at exit: its flushes count nothing
     /// (`tlb::flush_tlb_mm_range`).
     pub tlb_lazy: bool,
+    /// The CPUs and their TLBs.
+    pub cpus: crate::cpu_tlbstate::Cpus,
 }
 
 impl PhysMem {
@@ -210,6 +212,7 @@ impl PhysMem {
             kswapd_woken: false,
             reclaim_disabled: false,
             tlb_lazy: false,
+            cpus: crate::cpu_tlbstate::Cpus::none(),
             cma_base: 0,
             cma_count: 0,
         };
@@ -379,6 +382,7 @@ impl PhysMem {
             if self.swap.fd >= 0 {
                 libc::close(self.swap.fd);
             }
+            self.cpus.shutdown();
         }
         self.swap.fd = -1;
     }

@@ -726,9 +726,7 @@ impl Machine {
                 .rev()
                 .find(|&z| st.phys.zones[z].populated())
                 .map_or("normal", |z| ["dma", "dma32", "normal"][z.min(2)]);
-            let received: u64 = (0..crate::machine::MAX_TASKS)
-                .map(|t| st.tlb_mailbox(t).received.load(core::sync::atomic::Ordering::Relaxed))
-                .sum();
+            let received = st.phys.cpus.total().flushes_received;
             (st.phys.vmstat, st.phys.lru_sizes(), zone, received)
         };
         let lines: [(&str, u64); 23] = [
@@ -845,6 +843,104 @@ impl Machine {
             "virt_to_page({pgd_k:#x}) = {page:#x}, page_to_virt of that = {:#x}",
             l.page_to_virt(page).unwrap_or(0)
         )
+    }
+
+    /// `/proc/interrupts`' line for TLB shootdowns: per CPU, the flush requests it handled
+    /// from other CPUs.
+    pub fn write_interrupts(&self, w: &mut dyn Write) -> fmt::Result {
+        let (n, received) = {
+            let st = self.lock_view();
+            let n = st.phys.cpus.nr_cpus();
+            let mut r = [0u64; crate::cpu_tlbstate::MAX_CPUS];
+            for (c, v) in r.iter_mut().enumerate().take(n) {
+                *v = st.phys.cpus.stats(c).flushes_received;
+            }
+            (n, r)
+        };
+        write!(w, "     ")?;
+        for c in 0..n {
+            let pad = if c < 10 { 6 } else { 5 };
+            write!(w, " {:pad$}CPU{c}", "")?;
+        }
+        writeln!(w)?;
+        write!(w, " TLB:")?;
+        for r in &received[..n] {
+            write!(w, " {r:>10}")?;
+        }
+        writeln!(w, "   TLB shootdowns")
+    }
+
+    /// The simulation's own view of the CPUs' TLBs (Linux shows none): per CPU the process
+    /// whose mm is loaded and its ASID, what the CPU counted, and per ASID the process it
+    /// holds, the flush generation it caught up with against the mm's, and the entries it
+    /// caches.
+    pub fn write_tlbinfo(&self, w: &mut dyn Write) -> fmt::Result {
+        use crate::cpu_tlbstate::{TlbStats, MAX_CPUS, TLB_NR_DYN_ASIDS, TLB_SETS, TLB_WAYS};
+        type Desc = (u64, usize, [(u64, u64); TLB_NR_DYN_ASIDS], [usize; TLB_NR_DYN_ASIDS]);
+        let (n, pcid, descs, stats, mms) = {
+            let mut st = self.lock_view();
+            let n = st.phys.cpus.nr_cpus();
+            let mut descs: [Desc; MAX_CPUS] =
+                [(0, 0, [(0, 0); TLB_NR_DYN_ASIDS], [0; TLB_NR_DYN_ASIDS]); MAX_CPUS];
+            let mut stats = [TlbStats::default(); MAX_CPUS];
+            for c in 0..n {
+                descs[c] = st.phys.cpus.describe(c);
+                stats[c] = st.phys.cpus.stats(c);
+            }
+            // (context id, pid, tlb_gen) of each process.
+            let mut mms = [(0u64, 0u32, 0u64); crate::machine::MAX_TASKS];
+            for (t, m) in mms.iter_mut().enumerate() {
+                let pid = st.tasks[t].pid;
+                if pid != 0 && !st.tasks[t].zombie {
+                    let ctx = st.mm_of_task(t).context;
+                    *m = (ctx.ctx_id, pid, ctx.tlb_gen);
+                }
+            }
+            (n, st.phys.cpus.pcid(), descs, stats, mms)
+        };
+        let pid_of = |id: u64| mms.iter().find(|m| m.0 == id && id != 0).map(|m| (m.1, m.2));
+        writeln!(
+            w,
+            "cpus {n} pcid {} asids {TLB_NR_DYN_ASIDS} entries {} ({TLB_SETS} sets x {TLB_WAYS} ways)",
+            if pcid { "on" } else { "off" },
+            TLB_SETS * TLB_WAYS
+        )?;
+        writeln!(
+            w,
+            "# cpu  loaded asid  fault_hits fault_misses scan_cached received switches switch_flushes invalidated evicted"
+        )?;
+        for c in 0..n {
+            let (loaded, asid, ctxs, held) = descs[c];
+            let s = stats[c];
+            match pid_of(loaded) {
+                Some((pid, _)) => write!(w, "cpu{c:<3} {pid:>6} {asid:>4}")?,
+                None => write!(w, "cpu{c:<3} {:>6} {:>4}", "-", "-")?,
+            }
+            writeln!(
+                w,
+                "  {:>10} {:>12} {:>11} {:>8} {:>8} {:>14} {:>11} {:>7}",
+                s.fault_hits,
+                s.fault_misses,
+                s.scan_cached,
+                s.flushes_received,
+                s.switches,
+                s.switch_flushes,
+                s.invalidated,
+                s.evicted
+            )?;
+            for (a, &(id, gen)) in ctxs.iter().enumerate() {
+                if id == 0 {
+                    continue;
+                }
+                match pid_of(id) {
+                    Some((pid, mm_gen)) => {
+                        writeln!(w, "  asid{a} pid {pid} tlb_gen {gen}/{mm_gen} entries {}", held[a])?
+                    }
+                    None => writeln!(w, "  asid{a} pid - (exited) entries {}", held[a])?,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `/proc/swaps`.

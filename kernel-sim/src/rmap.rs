@@ -110,6 +110,10 @@ pub(crate) fn folio_referenced(st: &mut State, pfn: usize) -> (usize, VmFlags) {
         }
         referenced += 1;
         h.slot.set(e & !PTE_ACCESSED);
+        // x86 clears the bit without a flush (`ptep_clear_flush_young`): a CPU that caches
+        // the translation goes on using it, unseen.
+        let ctx = st.mm_of_task(h.task).context;
+        st.phys.cpus.note_scan(&ctx, h.addr);
         if h.task == st.me {
             // Re-arm: the next touch faults and sets the bit (see the top of the file). The
             // frame stays mapped, inaccessible, so that a later protection change of the

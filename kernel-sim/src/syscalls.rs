@@ -554,6 +554,18 @@ impl Machine {
         v
     }
 
+    /// What CPU `cpu`'s TLB counted (`None` beyond the machine's CPUs).
+    pub fn tlb_stats(&self, cpu: usize) -> Option<crate::cpu_tlbstate::TlbStats> {
+        let st = self.lock_view();
+        (cpu < st.phys.cpus.nr_cpus()).then(|| st.phys.cpus.stats(cpu))
+    }
+
+    /// The CPU the calling thread runs on (each thread gets one on its first use of the
+    /// machine, round-robin, and keeps it).
+    pub fn this_cpu(&self) -> usize {
+        self.lock_view().phys.cpus.this_cpu
+    }
+
     /// Pages on the LRU lists: inactive and active anonymous, inactive and active file.
     pub fn lru_sizes(&self) -> [usize; 4] {
         self.lock_view().phys.lru_sizes()
@@ -594,8 +606,8 @@ impl Machine {
     }
 
     /// Check every structure: buddy free lists and frame conservation, slab caches, the
-    /// files' page caches and dirty counts, the VMA tree, page tables against VMAs, and the
-    /// RSS and VM counters.
+    /// files' page caches and dirty counts, the CPUs' TLBs against the page tables, the VMA
+    /// tree, page tables against VMAs, and the RSS and VM counters.
     pub fn check(&self) -> Result<(), CheckError> {
         let st = self.lock_view();
         st.phys.check_buddy()?;
@@ -608,6 +620,7 @@ impl Machine {
                 continue;
             }
             let mm = if i == st.current { &st.mm } else { &t.mm };
+            crate::check::check_tlb(mm, &st.phys)?;
             crate::page_table::for_each_pte(st.phys.direct_map(), mm.pgd, 0, usize::MAX, &mut |_, slot| {
                 swap_entries += usize::from(crate::page_table::is_swap_pte(slot.get()));
             });

@@ -1,5 +1,6 @@
-//! TLB shootdowns to the machine's other processes (Linux's `arch/x86/mm/tlb.c`,
-//! `flush_tlb_mm_range` and its IPIs).
+//! TLB flushes (Linux's `arch/x86/mm/tlb.c`, `flush_tlb_mm_range` and its IPIs, and
+//! `mm/mmu_gather.c`): which CPUs' TLBs (the model in `cpu_tlbstate`) must forget what, as
+//! Linux decides and counts it, and the shootdowns of other processes' host views.
 //!
 //! A process's host view of its user range is its TLB: pages the host maps are pages it
 //! reaches without a fault. The running process changes its own view directly. Another
@@ -16,7 +17,7 @@
 //! A target whose host process has ended (or is a zombie) has no view left and is not
 //! waited for.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::machine::MAX_TASKS;
 use crate::page::PAGE_SIZE;
@@ -31,8 +32,6 @@ pub struct TlbMailbox {
     /// Pages to flush; more than `FLUSH_CEILING` means all of them.
     n: AtomicUsize,
     addrs: [AtomicUsize; FLUSH_CEILING],
-    /// Flush requests this process handled (`nr_tlb_remote_flush_received`).
-    pub received: AtomicU64,
 }
 
 impl TlbMailbox {
@@ -42,7 +41,6 @@ impl TlbMailbox {
             done: AtomicU32::new(0),
             n: AtomicUsize::new(0),
             addrs: [const { AtomicUsize::new(0) }; FLUSH_CEILING],
-            received: AtomicU64::new(0),
         }
     }
 }
@@ -95,8 +93,59 @@ impl TlbBatch {
         !self.local && self.n.iter().all(|&n| n == 0)
     }
 
-    /// Send every request and wait for each to be done. Returns the requests sent.
-    pub(crate) fn flush(&mut self, st: &mut crate::machine::State) -> u64 {
+    /// `arch_tlbbatch_flush`: every mm the batch took pages from moves to a new
+    /// generation, and the CPUs in their cpumasks flush everything — one round of IPIs if
+    /// any of them is not this CPU (`nr_tlb_remote_flush`, each counting it received), this
+    /// CPU's own flush counted as `nr_tlb_local_flush_all` — then the other processes' host
+    /// views drop the pages (`send_host`).
+    pub(crate) fn flush(&mut self, st: &mut crate::machine::State) {
+        use crate::cpu_tlbstate::{FlushInfo, TLB_FLUSH_ALL};
+        let mut gens = [(0u64, 0u64); MAX_TASKS];
+        let mut n = 0;
+        let mut mask = 0u64;
+        for task in 0..MAX_TASKS {
+            let mine = task == st.me && self.local;
+            if (self.n[task] == 0 && !mine) || st.tasks[task].pid == 0 {
+                continue;
+            }
+            let ctx = &mut st.mm_of_task(task).context;
+            if ctx.ctx_id == 0 {
+                continue;
+            }
+            ctx.tlb_gen += 1;
+            gens[n] = (ctx.ctx_id, ctx.tlb_gen);
+            n += 1;
+            mask |= ctx.cpumask;
+        }
+        let cpu = st.phys.cpus.this_cpu;
+        let info = FlushInfo {
+            ctx: None,
+            batch: &gens[..n],
+            start: 0,
+            end: TLB_FLUSH_ALL,
+            stride: 0,
+            new_tlb_gen: 0,
+        };
+        let mut unused = mask;
+        if mask & !(1u64 << cpu) != 0 {
+            st.phys.vmstat.nr_tlb_remote_flush += 1;
+            for c in (0..st.phys.cpus.nr_cpus()).filter(|c| mask & (1 << c) != 0) {
+                let r = st.phys.cpus.flush_tlb_func(c, &info, c == cpu, &mut unused);
+                if c == cpu {
+                    count_local(&mut st.phys, r);
+                }
+            }
+        } else if mask & (1u64 << cpu) != 0 {
+            let r = st.phys.cpus.flush_tlb_func(cpu, &info, true, &mut unused);
+            count_local(&mut st.phys, r);
+        }
+        self.local = false;
+        self.send_host(st);
+    }
+
+    /// Make the other processes' host views drop the pages queued: send every request and
+    /// wait for each to be done. Returns the requests sent.
+    pub(crate) fn send_host(&mut self, st: &mut crate::machine::State) -> u64 {
         let mut sent = 0;
         for task in 0..MAX_TASKS {
             let n = core::mem::take(&mut self.n[task]) as usize;
@@ -186,7 +235,6 @@ pub(crate) fn handle_flush_request(mb: &TlbMailbox, host: crate::mmu::Host) {
             host.unmap(a.load(Ordering::Relaxed), PAGE_SIZE);
         }
     }
-    mb.received.fetch_add(1, Ordering::Relaxed);
     mb.done.store(req, Ordering::Release);
     // SAFETY: FUTEX_WAKE only wakes waiters; the word outlives the call.
     unsafe { libc::syscall(libc::SYS_futex, mb.done.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
@@ -246,11 +294,14 @@ pub(crate) struct MmuGather {
     /// The smallest span of what was gathered, as a shift (`tlb_get_unmap_shift`): a
     /// page for a PTE, a PMD's reach for a PTE table freed (`cleared_pmds`), and so on up.
     shift: u32,
+    /// A page table was freed (`freed_tables`): every CPU in the mm's cpumask must flush,
+    /// running it or not.
+    freed_tables: bool,
 }
 
 impl MmuGather {
     pub(crate) const fn new() -> MmuGather {
-        MmuGather { start: usize::MAX, end: 0, shift: u32::MAX }
+        MmuGather { start: usize::MAX, end: 0, shift: u32::MAX, freed_tables: false }
     }
 
     /// A PTE cleared or changed at `addr` (`tlb_remove_tlb_entry`, `__tlb_adjust_range`).
@@ -261,6 +312,7 @@ impl MmuGather {
     /// A page table at `level` (0: a PTE table) freed, which mapped from `addr`
     /// (`pte_free_tlb`, `pmd_free_tlb`, `pud_free_tlb`).
     pub(crate) fn table_freed(&mut self, addr: usize, level: u32) {
+        self.freed_tables = true;
         self.add(addr, crate::page::PAGE_SIZE, crate::page::PAGE_SHIFT + 9 * (level + 1));
     }
 
@@ -271,44 +323,90 @@ impl MmuGather {
     }
 }
 
-/// The running process's flush of `[start, end)` (`flush_tlb_mm_range` on the one CPU that
-/// runs the process — its host process): more than `FLUSH_CEILING` pages flush the whole
-/// TLB (`nr_tlb_local_flush_all`), fewer one page at a time (`nr_tlb_local_flush_one`, one
-/// per page). Nothing for another process's page tables (a detached view) or an exiting
-/// process (its CPU is in lazy TLB mode: Linux switches to `init_mm` and counts nothing).
+/// `flush_tlb_mm_range`: the translations of `[start, end)` in the mm of `ctx` go from
+/// every CPU that may cache them. More than `FLUSH_CEILING` pages become a flush of
+/// everything. The mm's generation moves on; if CPUs besides this one are in its cpumask,
+/// one round of IPIs (`nr_tlb_remote_flush`) reaches those running it (all of them when
+/// page tables were freed, and, once a second, those that ran it last and now run another
+/// mm, which leave the mask), each counting it received; this CPU flushes if it runs the mm
+/// (`nr_tlb_local_flush_one` per page, `nr_tlb_local_flush_all`). CPUs that hold the mm in
+/// an ASID they are not using catch up when they switch back (`switch_mm`). Nothing for an
+/// exiting mm (its CPU went lazy: Linux switches to `init_mm` and counts nothing).
 pub(crate) fn flush_tlb_mm_range(
     phys: &mut crate::physmem::PhysMem,
-    host: crate::mmu::Host,
+    ctx: &mut crate::cpu_tlbstate::TlbContext,
     start: usize,
     end: usize,
 ) {
-    flush_tlb_mm_range_stride(phys, host, start, end, crate::page::PAGE_SHIFT);
+    flush_tlb_mm_range_stride(phys, ctx, start, end, crate::page::PAGE_SHIFT, false);
 }
 
 /// As `flush_tlb_mm_range`, invalidating one entry per `1 << stride` bytes (`stride_shift`):
 /// a range of freed tables alone counts its PMDs, not its pages.
 fn flush_tlb_mm_range_stride(
     phys: &mut crate::physmem::PhysMem,
-    host: crate::mmu::Host,
+    ctx: &mut crate::cpu_tlbstate::TlbContext,
     start: usize,
     end: usize,
     stride: u32,
+    freed_tables: bool,
 ) {
-    if start >= end || !host.is_live() || phys.tlb_lazy {
+    use crate::cpu_tlbstate::{Cpus, FlushInfo, TLB_FLUSH_ALL};
+    if start >= end || phys.tlb_lazy || ctx.ctx_id == 0 || phys.cpus.nr_cpus() == 0 {
         return;
     }
-    let pages = (end - start) >> stride;
-    if pages > FLUSH_CEILING {
-        phys.vmstat.nr_tlb_local_flush_all += 1;
-    } else {
-        phys.vmstat.nr_tlb_local_flush_one += pages as u64;
+    let (start, end) =
+        if (end - start) >> stride > FLUSH_CEILING { (0, TLB_FLUSH_ALL) } else { (start, end) };
+    ctx.tlb_gen += 1;
+    let info = FlushInfo {
+        ctx: Some((ctx.ctx_id, ctx.tlb_gen)),
+        batch: &[],
+        start,
+        end,
+        stride,
+        new_tlb_gen: ctx.tlb_gen,
+    };
+    let cpu = phys.cpus.this_cpu;
+    if ctx.cpumask & !(1u64 << cpu) != 0 {
+        phys.vmstat.nr_tlb_remote_flush += 1;
+        let trim = Cpus::should_trim(ctx);
+        let mask = ctx.cpumask;
+        let mut left = mask;
+        for c in (0..phys.cpus.nr_cpus()).filter(|c| mask & (1 << c) != 0) {
+            // `should_flush_tlb`: the CPUs running the mm, or all when tables were freed
+            // (a CPU's paging-structure caches could hold them) or when trimming.
+            if freed_tables || trim || phys.cpus.runs(c, ctx.ctx_id) {
+                let r = phys.cpus.flush_tlb_func(c, &info, c == cpu, &mut left);
+                if c == cpu {
+                    count_local(phys, r);
+                }
+            }
+        }
+        ctx.cpumask = left;
+    } else if phys.cpus.runs(cpu, ctx.ctx_id) {
+        let mut left = ctx.cpumask;
+        let r = phys.cpus.flush_tlb_func(cpu, &info, true, &mut left);
+        count_local(phys, r);
+        ctx.cpumask = left;
     }
 }
 
-/// `tlb_finish_mmu`: flush what the gather collected.
-pub(crate) fn tlb_finish_mmu(phys: &mut crate::physmem::PhysMem, host: crate::mmu::Host, g: &MmuGather) {
+/// Count what a local `flush_tlb_func` did.
+fn count_local(phys: &mut crate::physmem::PhysMem, r: Option<u64>) {
+    match r {
+        Some(pages) => phys.vmstat.nr_tlb_local_flush_one += pages,
+        None => phys.vmstat.nr_tlb_local_flush_all += 1,
+    }
+}
+
+/// `tlb_finish_mmu`: flush what the gather collected from the mm of `ctx`.
+pub(crate) fn tlb_finish_mmu(
+    phys: &mut crate::physmem::PhysMem,
+    ctx: &mut crate::cpu_tlbstate::TlbContext,
+    g: &MmuGather,
+) {
     if g.shift != u32::MAX {
-        flush_tlb_mm_range_stride(phys, host, g.start, g.end, g.shift);
+        flush_tlb_mm_range_stride(phys, ctx, g.start, g.end, g.shift, g.freed_tables);
     }
 }
 

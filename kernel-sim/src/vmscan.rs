@@ -219,12 +219,7 @@ fn shrink_folio_list(st: &mut State, isolated: &[usize], ignore_references: bool
     if !batch.is_empty() {
         // One batched flush (`try_to_unmap_flush`): the whole TLB here, one IPI round to
         // the other processes' CPUs.
-        if batch.local {
-            st.phys.vmstat.nr_tlb_local_flush_all += 1;
-        }
-        if batch.flush(st) > 0 {
-            st.phys.vmstat.nr_tlb_remote_flush += 1;
-        }
+        batch.flush(st);
     }
     // A process whose view is stale (a truncation took pages from it) may still reach
     // pages no PTE maps: frees wait until it has rebuilt its view.
@@ -298,7 +293,7 @@ pub(crate) fn madvise_cold_or_pageout(st: &mut State, start: usize, end: usize, 
             n = 0;
         }
     }
-    crate::tlb::tlb_finish_mmu(&mut st.phys, st.host, &tlb);
+    crate::tlb::tlb_finish_mmu(&mut st.phys, &mut st.mm.context, &tlb);
     if n > 0 {
         shrink_folio_list(st, &batch[..n], true);
     }
