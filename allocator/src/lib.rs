@@ -56,7 +56,7 @@ pub use params::{
     M_TRIM_THRESHOLD,
 };
 /// The host's errno, for code that runs underneath an allocator (kernel-sim uses them too).
-pub use prim::{errno, keeping_errno, set_errno};
+pub use prim::{clock_ns, errno, keeping_errno, set_errno};
 pub use stats::{FdWriter, MallInfo, MallInfo2, Stats};
 #[doc(hidden)]
 pub use tcache::Tcache;

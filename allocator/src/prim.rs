@@ -56,8 +56,9 @@ pub(crate) fn random_word() -> Option<usize> {
     (n == size as libc::c_long).then_some(word)
 }
 
-/// A monotonic clock reading in nanoseconds: the fallback seed when there is no entropy.
-pub(crate) fn clock_ns() -> u64 {
+/// A monotonic clock reading in nanoseconds: the fallback seed when there is no entropy, and
+/// the simulated kernel's clock.
+pub fn clock_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime fills the timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

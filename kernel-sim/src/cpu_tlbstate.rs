@@ -52,6 +52,19 @@ pub struct TlbContext {
     pub next_trim_ns: u64,
 }
 
+impl TlbContext {
+    /// Whether a flush may ask the CPUs in the mm's cpumask that run something else to
+    /// leave it (`should_trim_cpumask`: once a second per mm).
+    pub(crate) fn should_trim(&mut self) -> bool {
+        let now = ptalloc::clock_ns();
+        if now >= self.next_trim_ns {
+            self.next_trim_ns = now + 1_000_000_000;
+            return true;
+        }
+        false
+    }
+}
+
 /// One cached translation: `tag` is the virtual page number shifted left by 8, the write
 /// permission in bit 4 and the ASID + 1 in bits 0-3 (0 for an empty entry).
 #[derive(Clone, Copy)]
@@ -141,15 +154,9 @@ pub struct Cpus {
 unsafe impl Send for Cpus {}
 
 fn map_bytes(nr: usize) -> usize {
-    let b = MAX_CPUS * core::mem::size_of::<CpuState>() + nr * TLB_ENTRIES * core::mem::size_of::<Entry>();
-    (b + 4095) & !4095
-}
-
-fn now_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writes the clock into our timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    crate::page::page_align(
+        MAX_CPUS * core::mem::size_of::<CpuState>() + nr * TLB_ENTRIES * core::mem::size_of::<Entry>(),
+    )
 }
 
 impl Cpus {
@@ -256,7 +263,7 @@ impl Cpus {
         let id = self.next_ctx_id;
         self.next_ctx_id += 1;
         // The first trim comes a second after the mm is made, as Linux's first.
-        TlbContext { ctx_id: id, tlb_gen: 1, cpumask: 0, next_trim_ns: now_ns() + 1_000_000_000 }
+        TlbContext { ctx_id: id, tlb_gen: 1, cpumask: 0, next_trim_ns: ptalloc::clock_ns() + 1_000_000_000 }
     }
 
     /// The CPU the calling host thread runs on, given out on its first entry.
@@ -483,17 +490,6 @@ impl Cpus {
             }
         }
         cached
-    }
-
-    /// Whether a flush may ask the CPUs in the mm's cpumask that run something else to
-    /// leave it (`should_trim_cpumask`: once a second per mm).
-    pub(crate) fn should_trim(ctx: &mut TlbContext) -> bool {
-        let now = now_ns();
-        if now >= ctx.next_trim_ns {
-            ctx.next_trim_ns = now + 1_000_000_000;
-            return true;
-        }
-        false
     }
 
     /// Per CPU `c`: its counters.

@@ -395,8 +395,10 @@ impl State {
 
     /// `flush_tlb_mm_range` of `[start, end)` in the address space of task `t`.
     pub(crate) fn flush_tlb_task(&mut self, t: usize, start: usize, end: usize) {
-        let ctx = if t == self.current { &mut self.mm.context } else { &mut self.tasks[t].mm.context };
-        crate::tlb::flush_tlb_mm_range(&mut self.phys, ctx, start, end);
+        // The context is copied out and back: the flush needs `phys` beside it.
+        let mut ctx = self.mm_of_task(t).context;
+        crate::tlb::flush_tlb_mm_range(&mut self.phys, &mut ctx, start, end);
+        self.mm_of_task(t).context = ctx;
     }
 
     /// The calling host thread's CPU becomes `this_cpu`; with `live` (the calling process

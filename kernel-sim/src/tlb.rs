@@ -126,18 +126,11 @@ impl TlbBatch {
             stride: 0,
             new_tlb_gen: 0,
         };
-        let mut unused = mask;
+        // Without an mm every CPU of the mask is asked (`should_flush_tlb`).
         if mask & !(1u64 << cpu) != 0 {
-            st.phys.vmstat.nr_tlb_remote_flush += 1;
-            for c in (0..st.phys.cpus.nr_cpus()).filter(|c| mask & (1 << c) != 0) {
-                let r = st.phys.cpus.flush_tlb_func(c, &info, c == cpu, &mut unused);
-                if c == cpu {
-                    count_local(&mut st.phys, r);
-                }
-            }
+            flush_tlb_multi(&mut st.phys, mask, &info, |_, _| true);
         } else if mask & (1u64 << cpu) != 0 {
-            let r = st.phys.cpus.flush_tlb_func(cpu, &info, true, &mut unused);
-            count_local(&mut st.phys, r);
+            flush_tlb_local(&mut st.phys, mask, &info);
         }
         self.local = false;
         self.send_host(st);
@@ -351,7 +344,7 @@ fn flush_tlb_mm_range_stride(
     stride: u32,
     freed_tables: bool,
 ) {
-    use crate::cpu_tlbstate::{Cpus, FlushInfo, TLB_FLUSH_ALL};
+    use crate::cpu_tlbstate::{FlushInfo, TLB_FLUSH_ALL};
     if start >= end || phys.tlb_lazy || ctx.ctx_id == 0 || phys.cpus.nr_cpus() == 0 {
         return;
     }
@@ -368,27 +361,51 @@ fn flush_tlb_mm_range_stride(
     };
     let cpu = phys.cpus.this_cpu;
     if ctx.cpumask & !(1u64 << cpu) != 0 {
-        phys.vmstat.nr_tlb_remote_flush += 1;
-        let trim = Cpus::should_trim(ctx);
-        let mask = ctx.cpumask;
-        let mut left = mask;
-        for c in (0..phys.cpus.nr_cpus()).filter(|c| mask & (1 << c) != 0) {
-            // `should_flush_tlb`: the CPUs running the mm, or all when tables were freed
-            // (a CPU's paging-structure caches could hold them) or when trimming.
-            if freed_tables || trim || phys.cpus.runs(c, ctx.ctx_id) {
-                let r = phys.cpus.flush_tlb_func(c, &info, c == cpu, &mut left);
-                if c == cpu {
-                    count_local(phys, r);
-                }
+        // `should_flush_tlb`: the CPUs running the mm, or all when tables were freed (a
+        // CPU's paging-structure caches could hold them) or when trimming.
+        let trim = ctx.should_trim();
+        let all = freed_tables || trim;
+        let id = ctx.ctx_id;
+        ctx.cpumask = flush_tlb_multi(phys, ctx.cpumask, &info, |cpus, c| all || cpus.runs(c, id));
+    } else if phys.cpus.runs(cpu, ctx.ctx_id) {
+        ctx.cpumask = flush_tlb_local(phys, ctx.cpumask, &info);
+    }
+}
+
+/// `flush_tlb_multi`: one IPI round (`nr_tlb_remote_flush`) to the CPUs of `mask` that
+/// `should_flush` picks, this one's own flush among them counted as local. Returns the mask
+/// without the CPUs that found they had left the mm.
+fn flush_tlb_multi(
+    phys: &mut crate::physmem::PhysMem,
+    mask: u64,
+    info: &crate::cpu_tlbstate::FlushInfo<'_>,
+    should_flush: impl Fn(&crate::cpu_tlbstate::Cpus, usize) -> bool,
+) -> u64 {
+    phys.vmstat.nr_tlb_remote_flush += 1;
+    let cpu = phys.cpus.this_cpu;
+    let mut left = mask;
+    for c in (0..phys.cpus.nr_cpus()).filter(|&c| mask & (1 << c) != 0) {
+        if should_flush(&phys.cpus, c) {
+            let r = phys.cpus.flush_tlb_func(c, info, c == cpu, &mut left);
+            if c == cpu {
+                count_local(phys, r);
             }
         }
-        ctx.cpumask = left;
-    } else if phys.cpus.runs(cpu, ctx.ctx_id) {
-        let mut left = ctx.cpumask;
-        let r = phys.cpus.flush_tlb_func(cpu, &info, true, &mut left);
-        count_local(phys, r);
-        ctx.cpumask = left;
     }
+    left
+}
+
+/// This CPU's `flush_tlb_func` alone. Returns `mask` as `flush_tlb_multi` does.
+fn flush_tlb_local(
+    phys: &mut crate::physmem::PhysMem,
+    mask: u64,
+    info: &crate::cpu_tlbstate::FlushInfo<'_>,
+) -> u64 {
+    let mut left = mask;
+    let cpu = phys.cpus.this_cpu;
+    let r = phys.cpus.flush_tlb_func(cpu, info, true, &mut left);
+    count_local(phys, r);
+    left
 }
 
 /// Count what a local `flush_tlb_func` did.
