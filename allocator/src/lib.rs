@@ -51,6 +51,7 @@ pub use kernel::{Errno, Kernel};
 pub use linux::LinuxKernel;
 pub use lock::Lock;
 pub use malloc::Malloc;
+pub use os::{SysCall, SysCallObserver};
 pub use params::{
     M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB, M_TOP_PAD,
     M_TRIM_THRESHOLD,

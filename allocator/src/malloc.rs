@@ -65,6 +65,8 @@ pub struct Malloc<K: Kernel> {
     thread_key: AtomicU32,
     thread_key_ok: AtomicBool,
     pub(crate) stats: SysStats,
+    /// Told of every memory call to the kernel (`set_syscall_observer`); null for none.
+    pub(crate) syscall_observer: AtomicPtr<()>,
     /// Bytes held by the program or thread caches, all arenas and mmapped chunks together,
     /// updated in batches (see `taken`); and the highest value it reached.
     in_use_total: AtomicIsize,
@@ -100,6 +102,7 @@ impl<K: Kernel> Malloc<K> {
             thread_key: AtomicU32::new(0),
             thread_key_ok: AtomicBool::new(false),
             stats: SysStats::new(),
+            syscall_observer: AtomicPtr::new(core::ptr::null_mut()),
             in_use_total: AtomicIsize::new(0),
             peak_in_use: AtomicIsize::new(0),
         }

@@ -4,12 +4,76 @@
 //! for what ptalloc does to an address space. The host calls that are not about memory
 //! (errno, futexes, the environment, ...) are in `prim.rs`.
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::kernel::{Errno, Kernel};
 use crate::malloc::Malloc;
 
+/// One memory call the allocator made to its kernel, with its outcome, as an observer set
+/// with [`Malloc::set_syscall_observer`] sees it (`ptalloc record` writes them to its trace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysCall {
+    /// `sbrk(increment)` (never `sbrk(0)`, which only reads the break): the old break.
+    Sbrk {
+        increment: isize,
+        result: Result<usize, Errno>,
+    },
+    /// An anonymous `mmap` without `MAP_FIXED`.
+    Mmap {
+        len: usize,
+        prot: i32,
+        flags: i32,
+        result: Result<usize, Errno>,
+    },
+    Munmap {
+        addr: usize,
+        len: usize,
+        result: Result<(), Errno>,
+    },
+    Mremap {
+        addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: i32,
+        result: Result<usize, Errno>,
+    },
+    Mprotect {
+        addr: usize,
+        len: usize,
+        prot: i32,
+        result: Result<(), Errno>,
+    },
+    Madvise {
+        addr: usize,
+        len: usize,
+        advice: i32,
+        result: Result<(), Errno>,
+    },
+}
+
+/// Called on the thread that made the call, right after it returned, with no allocator lock
+/// released in between: it must not call the allocator (nor anything that may), and must
+/// not block for long.
+pub type SysCallObserver = fn(&SysCall);
+
 impl<K: Kernel> Malloc<K> {
+    /// Have `observer` told of every memory call this allocator makes from now on (`None`:
+    /// nobody). The calls of `sbrk(0)`, which only read the break, are not reported.
+    pub fn set_syscall_observer(&self, observer: Option<SysCallObserver>) {
+        let p = observer.map_or(core::ptr::null_mut(), |f| f as *mut ());
+        self.syscall_observer.store(p, Release);
+    }
+
+    #[inline]
+    fn observe(&self, call: SysCall) {
+        let p = self.syscall_observer.load(Acquire);
+        if !p.is_null() {
+            // SAFETY: the only non-null values stored are `SysCallObserver`s (above).
+            let f: SysCallObserver = unsafe { core::mem::transmute::<*mut (), SysCallObserver>(p) };
+            f(&call);
+        }
+    }
+
     /// The program break now (`sbrk(0)`, not counted).
     pub(crate) fn current_break(&self) -> Result<usize, Errno> {
         // SAFETY: a zero increment only reads the break.
@@ -37,6 +101,7 @@ impl<K: Kernel> Malloc<K> {
                     s.failed_calls.fetch_add(1, Relaxed);
                 }
             }
+            self.observe(SysCall::Sbrk { increment, result: r });
         }
         r
     }
@@ -52,6 +117,7 @@ impl<K: Kernel> Malloc<K> {
             Ok(_) => self.stats.mmap_bytes.fetch_add(len as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };
+        self.observe(SysCall::Mmap { len, prot, flags, result: r });
         r
     }
 
@@ -62,10 +128,12 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) unsafe fn sys_munmap(&self, addr: usize, len: usize) {
         self.stats.munmap_calls.fetch_add(1, Relaxed);
         // SAFETY: forwarded from the caller.
-        match unsafe { self.kernel.munmap(addr, len) } {
+        let r = unsafe { self.kernel.munmap(addr, len) };
+        match r {
             Ok(()) => self.stats.munmap_bytes.fetch_add(len as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };
+        self.observe(SysCall::Munmap { addr, len, result: r });
     }
 
     /// # Safety
@@ -87,6 +155,7 @@ impl<K: Kernel> Malloc<K> {
             Ok(_) => self.stats.mremap_shrunk.fetch_add((old_len - new_len) as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };
+        self.observe(SysCall::Mremap { addr, old_len, new_len, flags, result: r });
         r
     }
 
@@ -99,6 +168,7 @@ impl<K: Kernel> Malloc<K> {
         if r.is_err() {
             self.stats.failed_calls.fetch_add(1, Relaxed);
         }
+        self.observe(SysCall::Mprotect { addr, len, prot, result: r });
         r
     }
 
@@ -109,9 +179,11 @@ impl<K: Kernel> Malloc<K> {
     pub(crate) unsafe fn sys_madvise_dontneed(&self, addr: usize, len: usize) {
         self.stats.madvise_calls.fetch_add(1, Relaxed);
         // SAFETY: forwarded from the caller.
-        match unsafe { self.kernel.madvise(addr, len, libc::MADV_DONTNEED) } {
+        let r = unsafe { self.kernel.madvise(addr, len, libc::MADV_DONTNEED) };
+        match r {
             Ok(()) => self.stats.madvise_bytes.fetch_add(len as u64, Relaxed),
             Err(_) => self.stats.failed_calls.fetch_add(1, Relaxed),
         };
+        self.observe(SysCall::Madvise { addr, len, advice: libc::MADV_DONTNEED, result: r });
     }
 }

@@ -13,7 +13,10 @@
 //! the process when one tries), and the allocator has no panicking paths by design.
 //!
 //! `PTALLOC_STATS=1` prints a summary on standard error when the process exits;
-//! `PTALLOC_STATS=/some/file` appends it to that file instead.
+//! `PTALLOC_STATS=/some/file` appends it to that file instead. `PTALLOC_RECORD=/some/file`
+//! records every call in a trace (`recorder.rs`; `ptalloc record` sets it): when it is off,
+//! each function pays one load and one branch for it; the recording versions of the
+//! functions (`recorded.rs`, reached by a tail call) stay out of the fast paths' code.
 
 // Built with `panic = "abort"` (the release profile) the library links no std: without
 // std's unwinder, panic hook and backtrace printer it needs no libgcc_s, and its text is a
@@ -26,6 +29,13 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use ptalloc::{linux, FdWriter, MallInfo, MallInfo2};
+
+mod recorded;
+mod recorder;
+// Shared by the library (which writes traces) and the command (which reads them): each
+// uses its half.
+#[allow(dead_code)]
+mod trace;
 
 // Rust code in this library allocates from ptalloc too, where std is linked (the unit-test
 // harness); the library itself allocates nothing.
@@ -60,6 +70,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::malloc(size);
+    }
     linux().malloc(size).cast()
 }
 
@@ -67,12 +80,19 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `p` is null or a block of this allocator not freed since (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    if !recorder::off() {
+        // SAFETY: the C contract of free.
+        return unsafe { recorded::free(p) };
+    }
     // SAFETY: the C contract of free.
     unsafe { linux().free(p.cast()) }
 }
 
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::calloc(n, size);
+    }
     linux().calloc(n, size).cast()
 }
 
@@ -80,6 +100,10 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// `p` is null or a live block of this allocator (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if !recorder::off() {
+        // SAFETY: the C contract of realloc.
+        return unsafe { recorded::realloc(p, size) };
+    }
     // SAFETY: the C contract of realloc.
     unsafe { linux().realloc(p.cast(), size).cast() }
 }
@@ -88,17 +112,27 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// `p` is null or a live block of this allocator (as C requires).
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    if !recorder::off() {
+        // SAFETY: the C contract of reallocarray.
+        return unsafe { recorded::reallocarray(p, n, size) };
+    }
     // SAFETY: the C contract of reallocarray.
     unsafe { linux().reallocarray(p.cast(), n, size).cast() }
 }
 
 #[no_mangle]
 pub extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::memalign(alignment, size);
+    }
     linux().memalign(alignment, size).cast()
 }
 
 #[no_mangle]
 pub extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::aligned_alloc(alignment, size);
+    }
     linux().aligned_alloc(alignment, size).cast()
 }
 
@@ -106,6 +140,10 @@ pub extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
 /// `memptr` points to writable storage for a pointer (as POSIX requires).
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
+    if !recorder::off() {
+        // SAFETY: the C contract of posix_memalign.
+        return unsafe { recorded::posix_memalign(memptr, alignment, size) };
+    }
     let mut out = core::ptr::null_mut();
     let r = linux().posix_memalign(&mut out, alignment, size);
     if r == 0 {
@@ -117,11 +155,17 @@ pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, alignment: usi
 
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::valloc(size);
+    }
     linux().valloc(size).cast()
 }
 
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    if !recorder::off() {
+        return recorded::pvalloc(size);
+    }
     linux().pvalloc(size).cast()
 }
 
@@ -176,6 +220,9 @@ pub extern "C" fn mallinfo2() -> MallInfo2 {
 
 #[no_mangle]
 pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    if !recorder::off() {
+        return recorded::malloc_trim(pad);
+    }
     linux().malloc_trim(pad)
 }
 
@@ -284,22 +331,20 @@ pub unsafe extern "C" fn __posix_memalign(memptr: *mut *mut c_void, alignment: u
 
 // ------------------------------------------------------------------ PTALLOC_STATS
 
-/// Runs when the library is loaded (after libc is ready, before `main`): registering the
-/// exit report may allocate, so it cannot wait for the first malloc.
-#[used]
-#[link_section = ".init_array"]
-static INIT: extern "C" fn() = on_load;
-
 /// Where the exit report goes: a private copy of stderr, because many programs close
 /// stderr in their own exit handlers (which run before ours, registered first); or the file
 /// `PTALLOC_STATS` names, when it is a path.
 static REPORT_FD: AtomicI32 = AtomicI32::new(2);
 
-extern "C" fn on_load() {
+/// Runs when the library is loaded (after libc is ready, before `main`): registering the
+/// exit report may allocate, so it cannot wait for the first malloc.
+#[ctor::ctor(unsafe)]
+fn on_load() {
     // Most libraries register their fork handlers from constructors that run after ours:
     // registering first puts their handlers' allocations outside the window in which ours
     // hold the arena locks.
     linux().initialize();
+    recorder::start();
     // SAFETY: getenv with a NUL-terminated name returns NULL or a NUL-terminated string;
     // open/fcntl make a close-on-exec descriptor (duplicates at a high number, out of the
     // program's way); atexit takes a plain extern "C" function.
@@ -325,6 +370,11 @@ extern "C" fn on_load() {
         }
         libc::atexit(report_at_exit);
     }
+}
+
+/// The calling thread's errno.
+fn errno() -> c_int {
+    ptalloc::errno()
 }
 
 /// Bytes as MiB with one decimal, rounded to nearest; integer arithmetic, which keeps

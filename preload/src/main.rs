@@ -3,78 +3,165 @@
 //! With no arguments it runs the demonstration (`ptalloc demo`).
 
 mod demo;
+mod record;
 mod run;
+// Shared by the library (which writes traces) and the command (which reads them): each
+// uses its half.
+mod history;
+#[allow(dead_code)]
+mod trace;
+mod trace_stats;
+mod tracefile;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 use demo::DemoConfig;
 
-const HELP: &str = "\
-ptalloc - a glibc-style (ptmalloc) memory allocator in Rust
-
-usage:
-  ptalloc run [--stats] [--lib PATH] [--] PROGRAM [ARGS...]
-                          run PROGRAM with libptalloc.so preloaded (LD_PRELOAD), so all its
-                          malloc/free calls go to ptalloc; its exit status is passed through
-      --stats             print a summary on stderr when each process exits
-                          (bytes in use now and at peak, brk/mmap/munmap/mremap calls and
-                          bytes, arenas, threads; same as PTALLOC_STATS=1, and
-                          PTALLOC_STATS=/path/file appends the summaries to a file)
-      --lib PATH          the library to preload (default: libptalloc.so next to this program)
-  ptalloc                 run the demonstration with its defaults (same as `ptalloc demo`)
-  ptalloc demo [OPTIONS]  run one multi-threaded workload on ptalloc and on the system
-                          allocator (glibc), each in a fresh process, and print time,
-                          peak RSS and what ptalloc asked of the kernel
-      --threads N         worker threads (default 4)
-      --ops N             operations per thread (default 1000000)
-      --seed N            workload seed (default 1)
-  ptalloc help | --help   this text
-
-environment: the glibc settings work unchanged under ptalloc: GLIBC_TUNABLES=glibc.malloc.*
+const ENVIRONMENT: &str = "\
+Environment: the glibc settings work unchanged under ptalloc: GLIBC_TUNABLES=glibc.malloc.*
 (mmap_threshold, trim_threshold, top_pad, mmap_max, arena_max, arena_test, tcache_count,
 tcache_max, mxfast, perturb) and MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
 MALLOC_TOP_PAD_, MALLOC_MMAP_MAX_, MALLOC_ARENA_MAX, MALLOC_ARENA_TEST, MALLOC_PERTURB_.
-";
+PTALLOC_STATS=1 (or a path) prints the exit report; PTALLOC_RECORD=FILE records a trace.";
 
-fn parse_number(flag: &str, value: Option<&String>) -> Result<u64, String> {
-    let v = value.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse::<u64>().map_err(|_| format!("{flag} takes a whole number, not {v:?}"))
+/// ptalloc - a glibc-style (ptmalloc) memory allocator in Rust.
+///
+/// With no command, runs the demonstration (as `ptalloc demo`).
+#[derive(Parser)]
+#[command(name = "ptalloc", version, after_help = ENVIRONMENT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn run(args: &[String]) -> Result<i32, String> {
-    let Some(cmd) = args.first() else {
-        return Ok(demo::demo(DemoConfig::default()));
-    };
-    match cmd.as_str() {
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
-            Ok(0)
+#[derive(Subcommand)]
+enum Command {
+    /// Run PROGRAM with libptalloc.so preloaded (LD_PRELOAD), so all its malloc/free calls go
+    /// to ptalloc; its exit status is passed through.
+    Run(RunArgs),
+    /// Run PROGRAM under ptalloc and write a trace of every malloc-family call and of every
+    /// memory call ptalloc makes to the kernel (child processes: FILE.PID).
+    Record(RecordArgs),
+    /// Print what a trace holds: calls by kind, sizes, lifetimes, live bytes, threads,
+    /// cross-thread frees, the largest blocks, the kernel calls.
+    TraceStats(TraceStatsArgs),
+    /// Run one multi-threaded workload on ptalloc and on the system allocator (glibc), each in
+    /// a fresh process, and print time, peak RSS and what ptalloc asked of the kernel.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Print a summary on stderr when each process exits (bytes in use now and at peak,
+    /// brk/mmap/munmap/mremap calls and bytes, arenas, threads; same as PTALLOC_STATS=1).
+    #[arg(long)]
+    stats: bool,
+    /// The library to preload (default: libptalloc.so next to this program).
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
+    command: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// The trace to write; a child process writes FILE.PID.
+    #[arg(short, long, value_name = "FILE", default_value = "ptalloc.trace")]
+    output: PathBuf,
+    /// Also print ptalloc's exit report of each process (as `run --stats`).
+    #[arg(long)]
+    stats: bool,
+    /// The library to preload (default: libptalloc.so next to this program).
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
+    command: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct TraceStatsArgs {
+    /// A trace written by `ptalloc record`.
+    file: PathBuf,
+    /// How many of the largest blocks to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    largest: usize,
+    /// Also list every record, as the C call it was, each thread's in its order.
+    #[arg(long)]
+    calls: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Worker threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024), value_name = "N")]
+    threads: u64,
+    /// Operations per thread.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    ops: u64,
+    /// Workload seed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    seed: u64,
+    /// Run one side only, in this process (the demonstration starts itself so).
+    #[arg(long, hide = true, value_parser = ["ptalloc", "system"])]
+    worker: Option<String>,
+}
+
+fn dispatch(cli: Cli) -> Result<i32, String> {
+    match cli.command {
+        None => Ok(demo::demo(DemoConfig::default())),
+        Some(Command::Run(a)) => {
+            let (program, args) = a.command.split_first().expect("clap requires the program");
+            run::run(run::RunConfig {
+                stats: a.stats,
+                lib: a.lib,
+                program: program.clone(),
+                args: args.to_vec(),
+            })
         }
-        "run" => run::run(run::parse(&args[1..])?),
-        "demo" => {
-            let mut cfg = DemoConfig::default();
-            let mut worker = None;
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--threads" => cfg.threads = parse_number(a, it.next())?.clamp(1, 1024) as usize,
-                    "--ops" => cfg.ops = parse_number(a, it.next())?,
-                    "--seed" => cfg.seed = parse_number(a, it.next())?,
-                    "--worker" => worker = Some(it.next().ok_or("--worker needs ptalloc or system")?.clone()),
-                    other => return Err(format!("demo: unknown option {other:?} (see ptalloc --help)")),
-                }
-            }
-            match worker.as_deref() {
-                None => Ok(demo::demo(cfg)),
-                Some(w @ ("ptalloc" | "system")) => Ok(demo::worker(w, cfg)),
-                Some(w) => Err(format!("demo: --worker takes ptalloc or system, not {w:?}")),
-            }
+        Some(Command::Record(a)) => {
+            let (program, args) = a.command.split_first().expect("clap requires the program");
+            record::record(record::RecordConfig {
+                output: a.output,
+                stats: a.stats,
+                lib: a.lib,
+                program: program.clone(),
+                args: args.to_vec(),
+            })
         }
-        other => Err(format!("unknown command {other:?} (see ptalloc --help)")),
+        Some(Command::TraceStats(a)) => trace_stats::trace_stats(&a.file, a.largest, a.calls),
+        Some(Command::Demo(a)) => {
+            let cfg = DemoConfig { threads: a.threads as usize, ops: a.ops, seed: a.seed };
+            Ok(match a.worker.as_deref() {
+                Some(w) => demo::worker(w, cfg),
+                None => demo::demo(cfg),
+            })
+        }
     }
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // One line, as shell commands report a bad argument.
+            let text = e.kind().as_str().map(str::to_string).unwrap_or_default();
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or(&text).trim_start_matches("error: ").to_string();
+            eprintln!("ptalloc: {first} (see ptalloc --help)");
+            std::process::exit(2);
+        }
+    };
+    match dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(msg) => {
             eprintln!("ptalloc: {msg}");

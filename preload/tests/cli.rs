@@ -34,15 +34,41 @@ fn help_explains_every_subcommand() {
     let out = ptalloc().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["ptalloc run", "--stats", "--lib", "ptalloc demo", "--threads", "--ops", "GLIBC_TUNABLES"] {
+    for word in ["run", "record", "trace-stats", "demo", "GLIBC_TUNABLES", "PTALLOC_RECORD"] {
         assert!(text.contains(word), "--help does not mention {word}:\n{text}");
+    }
+    let options: &[(&str, &[&str])] = &[
+        ("run", &["--stats", "--lib", "PROGRAM"]),
+        ("record", &["--output", "--stats", "--lib", "PROGRAM", "FILE.PID"]),
+        ("trace-stats", &["--largest", "--calls", "<FILE>"]),
+        ("demo", &["--threads", "--ops", "--seed"]),
+    ];
+    for (cmd, words) in options {
+        let out = ptalloc().args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for word in *words {
+            assert!(text.contains(word), "{cmd} --help does not mention {word}:\n{text}");
+        }
+        // `help CMD` says the same.
+        let out = ptalloc().args(["help", cmd]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), text, "help {cmd}");
     }
 }
 
 fn bad_arguments_get_one_line_and_status_2() {
-    for args in
-        [&["frob"][..], &["run"], &["run", "--bogus", "x"], &["run", "--lib"], &["demo", "--threads", "x"]]
-    {
+    for args in [
+        &["frob"][..],
+        &["run"],
+        &["run", "--bogus", "x"],
+        &["run", "--lib"],
+        &["demo", "--threads", "x"],
+        &["demo", "--threads", "0"],
+        &["record"],
+        &["trace-stats"],
+        &["trace-stats", "a", "b"],
+        &["trace-stats", "--largest", "-1", "f"],
+    ] {
         let out = ptalloc().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
