@@ -5,12 +5,39 @@
 //! release (a free, or the start of a realloc) before an acquire (the end of a call that
 //! returns a block) at the same nanosecond, threads and their own order after that. A
 //! realloc keeps its block — the same one at a new address, with a new size — so a replay
-//! can call realloc on it again.
+//! can call realloc on it again; its address is released at its start, but the live bytes
+//! change at its end, all at once, as they do when a replay makes the call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::trace::Kind;
 use crate::tracefile::{Record, Trace};
+
+/// Addresses are already well spread but for their low bits: a multiply mixes them, where
+/// std's SipHash (made to resist chosen keys, which a trace's addresses are not) costs a
+/// sixth of the time spent reading a large trace. Ten lines; not worth a dependency.
+#[derive(Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+}
+
+pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<AddrHasher>>;
 
 /// No block: a free of null, of an address never returned, a failed call, a kernel call.
 pub const NONE: u32 = u32::MAX;
@@ -27,6 +54,8 @@ pub struct Block {
     pub free_time: Option<u64>,
     pub free_thread: Option<u32>,
     pub reallocs: u32,
+    /// The record that freed it (thread index, record index).
+    pub freed_by: Option<(u32, u32)>,
 }
 
 /// The requested size of an allocation record (calloc's product saturates: such a call fails).
@@ -203,9 +232,9 @@ pub fn history(trace: &Trace) -> History {
         duration,
         ..Default::default()
     };
-    let mut live_at: HashMap<u64, u32> = HashMap::new();
+    let mut live_at: HashMap<u64, u32> = HashMap::default();
     // Reallocs between their release and their acquire: (thread, record) -> block.
-    let mut moving: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut moving: HashMap<(u32, u32), u32> = HashMap::default();
     let mut live = 0u64;
     let mut series = Series::new(duration);
     for (time, phase, ti, ri) in events {
@@ -220,6 +249,9 @@ pub fn history(trace: &Trace) -> History {
             }
             // A realloc that failed keeps its block where it was.
             if r.kind != Kind::Free && result(r) == 0 && request(r) != 0 {
+                if let Some(b) = live_at.get(&p) {
+                    h.record_block[ti as usize][ri as usize] = *b;
+                }
                 continue;
             }
             let Some(b) = live_at.remove(&p) else {
@@ -228,28 +260,40 @@ pub fn history(trace: &Trace) -> History {
             };
             h.record_block[ti as usize][ri as usize] = b;
             let blk = &mut h.blocks[b as usize];
-            live -= blk.size;
             if blk.alloc_thread != thread {
                 *h.cross_thread.entry((blk.alloc_thread, thread)).or_insert(0) += 1;
             }
-            if r.kind == Kind::Free || result(r) == 0 {
+            if r.kind == Kind::Free {
+                live -= blk.size;
                 blk.free_time = Some(time);
                 blk.free_thread = Some(thread);
+                blk.freed_by = Some((ti, ri));
             } else {
+                // Its bytes change at the realloc's end (below).
                 moving.insert((ti, ri), b);
             }
         } else {
             let addr = result(r);
             let size = request(r);
             if addr == 0 {
-                if !(size == 0 && realloc_source(r) != 0) {
-                    h.failed += 1;
+                match moving.remove(&(ti, ri)) {
+                    // realloc(p, 0): freed, at the call's end.
+                    Some(b) => {
+                        let blk = &mut h.blocks[b as usize];
+                        live -= blk.size;
+                        blk.free_time = Some(time);
+                        blk.free_thread = Some(thread);
+                        blk.freed_by = Some((ti, ri));
+                    }
+                    None => h.failed += 1,
                 }
+                series.push(time, live);
                 continue;
             }
             let b = match moving.remove(&(ti, ri)) {
                 Some(b) => {
                     let blk = &mut h.blocks[b as usize];
+                    live -= blk.size;
                     blk.size = size;
                     blk.max_size = blk.max_size.max(size);
                     blk.alloc_thread = thread;
@@ -265,6 +309,7 @@ pub fn history(trace: &Trace) -> History {
                         free_time: None,
                         free_thread: None,
                         reallocs: 0,
+                        freed_by: None,
                     });
                     (h.blocks.len() - 1) as u32
                 }
@@ -401,7 +446,9 @@ mod tests {
         ]]);
         let h = history(&t);
         assert_eq!(h.failed, 1);
-        assert_eq!(h.blocks[0].free_time, Some(4));
+        // The failed realloc acted on the block; the freeing one freed it at its end.
+        assert_eq!(h.record_block[0], vec![0, 0, 0]);
+        assert_eq!(h.blocks[0].free_time, Some(5));
         assert_eq!(h.live_at_end, 0);
     }
 

@@ -3,7 +3,9 @@
 //! With no arguments it runs the demonstration (`ptalloc demo`).
 
 mod demo;
+mod pictures;
 mod record;
+mod replay;
 mod run;
 // Shared by the library (which writes traces) and the command (which reads them): each
 // uses its half.
@@ -12,6 +14,7 @@ mod history;
 mod trace;
 mod trace_stats;
 mod tracefile;
+mod workload;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -45,6 +48,13 @@ enum Command {
     /// Run PROGRAM under ptalloc and write a trace of every malloc-family call and of every
     /// memory call ptalloc makes to the kernel (child processes: FILE.PID).
     Record(RecordArgs),
+    /// Replay a trace's calls, with their sizes, order and threads, on an allocator and a
+    /// kernel, and report time, resident memory and fragmentation; --compare runs every
+    /// installed allocator in turn.
+    Replay(ReplayArgs),
+    /// Run a replay workload (started by `ptalloc replay`).
+    #[command(hide = true)]
+    ReplayWorker(ReplayWorkerArgs),
     /// Print what a trace holds: calls by kind, sizes, lifetimes, live bytes, threads,
     /// cross-thread frees, the largest blocks, the kernel calls.
     TraceStats(TraceStatsArgs),
@@ -84,6 +94,43 @@ struct RecordArgs {
 }
 
 #[derive(Args)]
+struct ReplayArgs {
+    /// A trace written by `ptalloc record`.
+    file: PathBuf,
+    /// The allocator to replay on: ptalloc, glibc, jemalloc, mimalloc or tcmalloc (Debian's
+    /// packages).
+    #[arg(long, default_value = "ptalloc", value_name = "NAME")]
+    allocator: String,
+    /// linux, or sim: ptalloc on kernel-sim's simulated kernel (page faults, RSS and the
+    /// final /proc/PID/maps as the simulation saw them).
+    #[arg(long, default_value = "linux", value_parser = ["linux", "sim"], value_name = "KERNEL")]
+    kernel: String,
+    /// as-recorded (one replay thread per recorded thread) or 1 (all calls on one thread, in
+    /// the trace's order).
+    #[arg(long, default_value = "as-recorded", value_parser = ["as-recorded", "1"], value_name = "MODE")]
+    threads: String,
+    /// Replay on every installed allocator, alternating, and print the table.
+    #[arg(long)]
+    compare: bool,
+    /// Runs of each allocator (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100), value_name = "N")]
+    runs: u64,
+    /// libptalloc.so to replay on (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// Also draw the trace and each allocator's resident memory over the replay (SVG).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReplayWorkerArgs {
+    workload: PathBuf,
+    #[arg(long, value_parser = ["linux", "sim"])]
+    kernel: String,
+}
+
+#[derive(Args)]
 struct TraceStatsArgs {
     /// A trace written by `ptalloc record`.
     file: PathBuf,
@@ -93,6 +140,10 @@ struct TraceStatsArgs {
     /// Also list every record, as the C call it was, each thread's in its order.
     #[arg(long)]
     calls: bool,
+    /// Also draw live bytes, memory from the kernel and resident memory over time, and the
+    /// sizes (SVG).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -133,7 +184,24 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
                 args: args.to_vec(),
             })
         }
-        Some(Command::TraceStats(a)) => trace_stats::trace_stats(&a.file, a.largest, a.calls),
+        Some(Command::TraceStats(a)) => {
+            trace_stats::trace_stats(&a.file, a.largest, a.calls, a.svg.as_deref())
+        }
+        Some(Command::Replay(a)) => replay::replay(replay::ReplayConfig {
+            file: a.file,
+            allocator: a.allocator,
+            kernel: if a.kernel == "sim" { replay::Kernel::Sim } else { replay::Kernel::Linux },
+            one_thread: a.threads == "1",
+            compare: a.compare,
+            runs: a.runs as usize,
+            lib: a.lib,
+            svg: a.svg,
+        }),
+        Some(Command::ReplayWorker(a)) => replay::worker(
+            &a.workload,
+            if a.kernel == "sim" { replay::Kernel::Sim } else { replay::Kernel::Linux },
+        )
+        .map_err(|e| format!("replay-worker: {e}")),
         Some(Command::Demo(a)) => {
             let cfg = DemoConfig { threads: a.threads as usize, ops: a.ops, seed: a.seed };
             Ok(match a.worker.as_deref() {

@@ -21,19 +21,25 @@ fn default_lib() -> Result<PathBuf, String> {
     Ok(exe.with_file_name("libptalloc.so"))
 }
 
-/// The value of `LD_PRELOAD` that puts `lib` (or the default library) first, keeping what
-/// the environment already preloads. `what` names the subcommand in errors.
-pub fn preload_value(lib: Option<PathBuf>, what: &str) -> Result<OsString, String> {
+/// libptalloc.so: `lib`, or the one next to this program, as an absolute path. `what` names
+/// the subcommand in errors.
+pub fn library_path(lib: Option<PathBuf>, what: &str) -> Result<PathBuf, String> {
     let lib = match lib {
         Some(l) => l,
         None => default_lib().map_err(|e| format!("{what}: {e}"))?,
     };
-    let lib = lib.canonicalize().map_err(|e| {
+    lib.canonicalize().map_err(|e| {
         format!(
             "{what}: library {} not usable ({e}); build it with `cargo build --release` or give --lib",
             lib.display()
         )
-    })?;
+    })
+}
+
+/// The value of `LD_PRELOAD` that puts `lib` (or the default library) first, keeping what
+/// the environment already preloads.
+pub fn preload_value(lib: Option<PathBuf>, what: &str) -> Result<OsString, String> {
+    let lib = library_path(lib, what)?;
     Ok(match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {
             let mut v = lib.into_os_string();

@@ -7,9 +7,13 @@ use crate::history::{self, History};
 use crate::trace::Kind;
 use crate::tracefile::{self, Trace};
 
-pub fn trace_stats(path: &Path, largest: usize, calls: bool) -> Result<i32, String> {
+pub fn trace_stats(path: &Path, largest: usize, calls: bool, svg: Option<&Path>) -> Result<i32, String> {
     let trace = tracefile::read(path).map_err(|e| format!("trace-stats: {e}"))?;
     let h = history::history(&trace);
+    if let Some(svg) = svg {
+        std::fs::write(svg, crate::pictures::trace_chart(&trace, &h))
+            .map_err(|e| format!("trace-stats: cannot write {}: {e}", svg.display()))?;
+    }
     let mut out = std::io::stdout().lock();
     let mut text = report(&trace, &h, largest);
     if calls {
@@ -133,20 +137,32 @@ pub fn report(trace: &Trace, h: &History, largest: usize) -> String {
 
     // Calls by kind.
     let all = || trace.threads.iter().flat_map(|t| t.records.iter());
+    // One pass: calls by kind, and the bytes of those that succeeded (a failed one may ask
+    // for any number).
+    let mut count = [0usize; 256];
+    let mut requested = [0u64; 256];
+    for r in all() {
+        count[r.kind as usize] += 1;
+        if history::is_allocation(r.kind) && history::result(r) != 0 {
+            requested[r.kind as usize] = requested[r.kind as usize].saturating_add(history::request(r));
+        }
+    }
     let _ = writeln!(o, "\nprogram calls        count   requested");
     for k in Kind::ALL.iter().filter(|k| !k.is_kernel() && **k != Kind::Rss) {
-        let n = all().filter(|r| r.kind == *k).count();
+        let n = count[*k as usize];
         if n == 0 {
             continue;
         }
-        // Of the calls that succeeded (a failed one may ask for any number).
-        let req: u64 = all().filter(|r| r.kind == *k && history::result(r) != 0).map(history::request).sum();
+        let req = requested[*k as usize];
         let req = if history::is_allocation(*k) { bytes(req) } else { String::new() };
         let _ = writeln!(o, "  {:<16} {n:>9}   {req}", k.name());
     }
+    let total: u64 = requested.iter().fold(0u64, |t, v| t.saturating_add(*v));
+    let _ = writeln!(o, "  requested in all: {total} bytes");
     let _ = writeln!(o, "\nkernel calls (by ptalloc)");
+    let kernel_records: Vec<_> = all().filter(|r| r.kind.is_kernel()).collect();
     for k in Kind::ALL.iter().filter(|k| k.is_kernel()) {
-        let rs: Vec<_> = all().filter(|r| r.kind == *k).collect();
+        let rs: Vec<_> = kernel_records.iter().copied().filter(|r| r.kind == *k).collect();
         if rs.is_empty() {
             continue;
         }

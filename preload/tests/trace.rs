@@ -1,8 +1,11 @@
-//! `ptalloc record` and `ptalloc trace-stats`: a C program's known calls are in the trace one
-//! by one, with the kernel calls they caused; Python and sqlite3 traces agree with ptalloc's
-//! own statistics of the same run; eight threads freeing each other's blocks are recorded
-//! with every free after its malloc; forked and executed children write their own files; a
-//! killed program leaves a readable trace; what is not a trace gets one line and status 2.
+//! `ptalloc record`, `trace-stats` and `replay`: a C program's known calls are in the trace
+//! one by one, with the kernel calls they caused; Python and sqlite3 traces agree with
+//! ptalloc's own statistics of the same run, and replay on ptalloc, glibc and the simulated
+//! kernel with the trace's calls, bytes and peak live bytes; eight threads freeing each
+//! other's blocks are recorded with every free after its malloc and replayed with the same
+//! cross-thread pairs; forked and executed children write their own files; a killed
+//! program leaves a readable, replayable trace; what is not a trace, or not an allocator,
+//! gets one line and status 2.
 
 mod common;
 
@@ -33,6 +36,25 @@ fn main() {
             .needs("bash")
             .needs("awk")
             .needs("sqlite3"),
+        Test::new("replays_sqlite3_on_ptalloc_glibc_and_the_simulated_kernel", || {
+            replays_real_program("sqlite", "sqlite3")
+        })
+        .needs("bash")
+        .needs("awk")
+        .needs("sqlite3"),
+        Test::new("replays_python_on_ptalloc_glibc_and_the_simulated_kernel", || {
+            replays_real_program("python", "python")
+        })
+        .needs("bash")
+        .needs("awk")
+        .needs("python3"),
+        Test::new(
+            "replay_keeps_cross_thread_frees_and_compares",
+            replay_keeps_cross_thread_frees_and_compares,
+        )
+        .needs(&cc),
+        Test::new("replay_of_a_killed_program_and_bad_input", replay_of_a_killed_program_and_bad_input)
+            .needs(&cc),
     ]);
 }
 
@@ -358,4 +380,177 @@ fn agrees_with_statistics(workload: &str) {
         biggest = biggest.max(program_calls);
     }
     assert!(biggest > 10_000, "the workload's main program made only {biggest} calls");
+}
+
+// ------------------------------------------------------------------ replay
+
+/// `ptalloc replay FILE ARGS...`: its output, which must be a success.
+fn replay(file: &Path, args: &[&str]) -> String {
+    let out = common::output_within(
+        ptalloc().arg("replay").arg(file).arg("--lib").arg(common::library()).args(args),
+    );
+    assert!(out.status.success(), "replay {args:?}: {}", common::describe(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The calls by kind a replay reports ("calls replayed, as in the trace: malloc 3, ...").
+fn replayed_calls(out: &str) -> HashMap<String, u64> {
+    let line = out.lines().find_map(|l| l.strip_prefix("calls replayed, as in the trace: ")).expect(out);
+    line.split(", ")
+        .map(|kv| {
+            let (k, v) = kv.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The number after `prefix` on the line that starts with it.
+fn number_after(text: &str, prefix: &str) -> u64 {
+    let rest = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"));
+    rest.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
+}
+
+/// The program calls a trace-stats report counts, by kind.
+fn traced_calls(report: &str) -> HashMap<String, u64> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("program calls"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty() && !l.trim_start().starts_with("requested in all"))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap().to_string(), w.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+/// Record a workload of the real-program set and replay its main program's trace on
+/// ptalloc and glibc (as recorded) and on the simulated kernel (one thread): the replays
+/// make the trace's calls, with its bytes, and on one thread reach its peak live bytes.
+fn replays_real_program(workload: &str, program: &str) {
+    let dir = tmp(&format!("replay-{workload}"));
+    let inputs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    program_workloads::prepare(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let w = program_workloads::command(workload, &inputs);
+    let file = dir.join("t.trace");
+    let mut cmd = ptalloc();
+    cmd.arg("record")
+        .arg("-o")
+        .arg(&file)
+        .arg("--lib")
+        .arg(common::library())
+        .arg("--")
+        .arg(w.get_program())
+        .args(w.get_args());
+    let out = common::output_within(&mut cmd);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    // The program's own file: the largest one whose command line names it.
+    let mut main: Option<(u64, PathBuf)> = None;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let len = std::fs::metadata(&p).unwrap().len();
+        let head = ptalloc().arg("trace-stats").arg(&p).output().unwrap();
+        let first = String::from_utf8_lossy(&head.stdout).lines().next().unwrap_or("").to_string();
+        if first.contains(program) && main.as_ref().is_none_or(|(l, _)| len > *l) {
+            main = Some((len, p));
+        }
+    }
+    let (_, main) = main.unwrap_or_else(|| panic!("no trace of {program}"));
+    let (report, _) = stats(&main);
+    let calls = traced_calls(&report);
+    let requested = number_after(&report, "requested in all: ");
+    let peak = report.lines().find_map(|l| l.strip_prefix("live bytes: peak ")).unwrap();
+    let peak: u64 = peak.split_once('(').unwrap().1.split(' ').next().unwrap().parse().unwrap();
+    let unknown = report.lines().find_map(|l| l.split("never returned: ").nth(1)).unwrap();
+    assert!(unknown.starts_with("0;"), "the program's trace starts before its first call: {report}");
+    for (args, serial) in [
+        (&["--allocator", "ptalloc", "--runs", "1"][..], false),
+        (&["--allocator", "glibc", "--runs", "1"], false),
+        (&["--kernel", "sim", "--threads", "1"], true),
+    ] {
+        let out = replay(&main, args);
+        assert_eq!(
+            replayed_calls(&out),
+            calls,
+            "{args:?}: the replay's calls against the trace's\n{out}\n{report}"
+        );
+        let bytes = out.lines().find_map(|l| l.strip_prefix("bytes requested: ")).unwrap();
+        assert!(
+            bytes.contains(&format!("({requested} bytes)")),
+            "{args:?}: {bytes} against {requested}\n{report}"
+        );
+        if serial {
+            assert!(
+                out.contains(&format!("peak live bytes: {peak} (the trace's: {peak})")),
+                "{args:?}\n{out}"
+            );
+            assert!(out.contains("simulated page faults: "), "{out}");
+            assert!(
+                out.contains("/proc/PID/maps at the end (simulated):") && out.contains("[heap]"),
+                "{out}"
+            );
+        }
+    }
+}
+
+fn replay_keeps_cross_thread_frees_and_compares() {
+    let prog = common::compile_c("trace_threads.c", &[]);
+    let dir = tmp("replay-threads");
+    let file = dir.join("t.trace");
+    assert!(record(&file, &prog, &[]).status.success());
+    for alloc in ["ptalloc", "glibc"] {
+        let out = replay(&file, &["--allocator", alloc, "--runs", "2"]);
+        // The command itself fails a replay whose cross-thread pairs are not the trace's.
+        let n = number_after(&out, "cross-thread frees: ");
+        assert!(n >= 8 * 2000, "{out}");
+        assert!(out.contains("the same pairs of threads as in the trace"), "{out}");
+        assert_eq!(replayed_calls(&out)["malloc"], 8 * 2000 * 2, "{out}");
+    }
+    let svg = dir.join("compare.svg");
+    let out = replay(&file, &["--compare", "--runs", "1", "--svg", svg.to_str().unwrap()]);
+    for alloc in ["ptalloc", "glibc"] {
+        assert!(out.lines().any(|l| l.starts_with(alloc)), "{out}");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.starts_with("<svg")
+            && picture.contains(">ptalloc</text>")
+            && picture.contains(">glibc</text>"),
+        "{picture}"
+    );
+    assert!(picture.contains("requested sizes"), "{picture}");
+}
+
+fn replay_of_a_killed_program_and_bad_input() {
+    let prog = common::compile_c("trace_killed.c", &[]);
+    let dir = tmp("replay-bad");
+    let file = dir.join("t.trace");
+    let _ = record(&file, &prog, &[]);
+    let out = replay(&file, &["--runs", "1"]);
+    assert!(replayed_calls(&out)["malloc"] >= 50_000, "{out}");
+    let garbage = dir.join("garbage");
+    std::fs::write(&garbage, b"not a trace at all, just some words of text that go on for a while").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![garbage.to_str().unwrap()], "not a ptalloc trace"),
+        (vec![empty.to_str().unwrap()], "is empty"),
+        (vec![file.to_str().unwrap(), "--allocator", "frobmalloc"], "unknown allocator"),
+        (
+            vec![file.to_str().unwrap(), "--kernel", "sim", "--allocator", "glibc"],
+            "simulated kernel runs ptalloc",
+        ),
+        (vec![file.to_str().unwrap(), "--kernel", "windows"], "invalid value"),
+        (vec![file.to_str().unwrap(), "--runs", "0"], "0"),
+    ];
+    for (args, says) in cases {
+        let out = ptalloc().arg("replay").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", common::describe(&out));
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("ptalloc: ") && err.contains(says), "{args:?}: {err}");
+    }
 }
