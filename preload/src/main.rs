@@ -63,8 +63,9 @@ enum Command {
     Demo(DemoArgs),
 }
 
+/// What `run` and `record` start: the library, the exit report, the program.
 #[derive(Args)]
-struct RunArgs {
+struct Launch {
     /// Print a summary on stderr when each process exits (bytes in use now and at peak,
     /// brk/mmap/munmap/mremap calls and bytes, arenas, threads; same as PTALLOC_STATS=1).
     #[arg(long)]
@@ -77,20 +78,26 @@ struct RunArgs {
     command: Vec<OsString>,
 }
 
+impl Launch {
+    fn program(&self) -> (OsString, Vec<OsString>) {
+        let (program, args) = self.command.split_first().expect("clap requires the program");
+        (program.clone(), args.to_vec())
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    launch: Launch,
+}
+
 #[derive(Args)]
 struct RecordArgs {
     /// The trace to write; a child process writes FILE.PID.
     #[arg(short, long, value_name = "FILE", default_value = "ptalloc.trace")]
     output: PathBuf,
-    /// Also print ptalloc's exit report of each process (as `run --stats`).
-    #[arg(long)]
-    stats: bool,
-    /// The library to preload (default: libptalloc.so next to this program).
-    #[arg(long, value_name = "PATH")]
-    lib: Option<PathBuf>,
-    /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
-    command: Vec<OsString>,
+    #[command(flatten)]
+    launch: Launch,
 }
 
 #[derive(Args)]
@@ -166,22 +173,17 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     match cli.command {
         None => Ok(demo::demo(DemoConfig::default())),
         Some(Command::Run(a)) => {
-            let (program, args) = a.command.split_first().expect("clap requires the program");
-            run::run(run::RunConfig {
-                stats: a.stats,
-                lib: a.lib,
-                program: program.clone(),
-                args: args.to_vec(),
-            })
+            let (program, args) = a.launch.program();
+            run::run(run::RunConfig { stats: a.launch.stats, lib: a.launch.lib, program, args })
         }
         Some(Command::Record(a)) => {
-            let (program, args) = a.command.split_first().expect("clap requires the program");
+            let (program, args) = a.launch.program();
             record::record(record::RecordConfig {
                 output: a.output,
-                stats: a.stats,
-                lib: a.lib,
-                program: program.clone(),
-                args: args.to_vec(),
+                stats: a.launch.stats,
+                lib: a.launch.lib,
+                program,
+                args,
             })
         }
         Some(Command::TraceStats(a)) => {

@@ -141,15 +141,20 @@ fn document(panels: usize, title: &str, body: &str) -> String {
     )
 }
 
-/// The trace over time — live bytes, memory from the kernel, resident memory — and its sizes.
-pub fn trace_chart(trace: &Trace, h: &History) -> String {
-    let mut body = String::new();
+/// The recorded program's lines: live bytes, memory from the kernel, resident memory.
+fn program_panel(body: &mut String, h: &History) {
     let lines = [
         Line { name: "live bytes (requested)".into(), points: &h.live_series },
         Line { name: "heap (from the kernel)".into(), points: &h.heap_series },
         Line { name: "resident (sampled)".into(), points: &h.rss_series },
     ];
-    panel(&mut body, TOP, "the recorded program, over its run", &lines);
+    panel(body, TOP, "the recorded program, over its run", &lines);
+}
+
+/// The trace over time — live bytes, memory from the kernel, resident memory — and its sizes.
+pub fn trace_chart(trace: &Trace, h: &History) -> String {
+    let mut body = String::new();
+    program_panel(&mut body, h);
     histogram(&mut body, TOP + H + TOP + 40.0, trace);
     document(2, &format!("ptalloc trace of {}", trace.cmdline.join(" ")), &body)
 }
@@ -158,12 +163,7 @@ pub fn trace_chart(trace: &Trace, h: &History) -> String {
 /// run, then the sizes.
 pub fn replay_chart(trace: &Trace, h: &History, names: &[&str], results: &[Vec<RunResult>]) -> String {
     let mut body = String::new();
-    let lines = [
-        Line { name: "live bytes (requested)".into(), points: &h.live_series },
-        Line { name: "heap (from the kernel)".into(), points: &h.heap_series },
-        Line { name: "resident (sampled)".into(), points: &h.rss_series },
-    ];
-    panel(&mut body, TOP, "the recorded program, over its run", &lines);
+    program_panel(&mut body, h);
     let rss: Vec<Line> = names
         .iter()
         .zip(results)

@@ -248,7 +248,7 @@ unsafe fn start_block(rec: *mut ThreadRec) -> bool {
         (*rec).seq += 1;
         (*rec).window = w;
         (*rec).used = (BLOCK_HEADER_SIZE / 8) as u32;
-        let rss = resident_bytes();
+        let rss = trace::resident_bytes();
         let at = (*rec).used as usize;
         w.add(at + 1).write(rss.to_le());
         (*(w.add(at) as *const AtomicU64)).store(trace::head(Kind::Rss, now()).to_le(), Ordering::Release);
@@ -327,31 +327,6 @@ fn errno_name(e: c_int) -> &'static str {
         libc::EFBIG => "file too large",
         _ => "system error",
     }
-}
-
-/// The process's resident bytes, from `/proc/self/statm` (0 if unreadable).
-fn resident_bytes() -> u64 {
-    let mut buf = [0u8; 128];
-    // SAFETY: a NUL-terminated path; read into our buffer.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return 0;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    if n <= 0 {
-        return 0;
-    }
-    // The second field: resident pages.
-    let mut fields = buf[..n as usize].split(|b| *b == b' ');
-    let pages = fields.nth(1).map_or(0, |f| {
-        f.iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |v, d| v * 10 + (d - b'0') as u64)
-    });
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
 extern "C" {

@@ -531,19 +531,10 @@ struct ThreadReport {
     peak_live: u64,
 }
 
-const KINDS: [Kind; 11] = [
-    Kind::Malloc,
-    Kind::Free,
-    Kind::Calloc,
-    Kind::Realloc,
-    Kind::Reallocarray,
-    Kind::Memalign,
-    Kind::PosixMemalign,
-    Kind::AlignedAlloc,
-    Kind::Valloc,
-    Kind::Pvalloc,
-    Kind::MallocTrim,
-];
+/// The program calls, in `Kind::ALL`'s order: a replay thread counts its calls by index.
+fn program_kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| !k.is_kernel() && *k != Kind::Rss)
+}
 
 /// Write one byte in each page of a fresh block, as the program would have used it.
 ///
@@ -586,7 +577,7 @@ fn run_ops(calls: &dyn Calls, m: &Mapped, t: usize, slots: &[Slot], serial: bool
                 }
             }
         }
-        let idx = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        let idx = program_kinds().position(|k| k == kind).unwrap_or(0);
         rep.calls[idx] += 1;
         let old = s.map_or(std::ptr::null_mut(), |s| s.ptr.load(Ordering::Relaxed) as *mut u8);
         let old_size = s.map_or(0, |s| s.size.load(Ordering::Relaxed));
@@ -649,28 +640,6 @@ fn run_ops(calls: &dyn Calls, m: &Mapped, t: usize, slots: &[Slot], serial: bool
     rep
 }
 
-/// Resident bytes now (`/proc/self/statm`), read without allocating (the sampler runs
-/// beside the replay, on the allocator under test).
-fn resident() -> u64 {
-    let mut buf = [0u8; 128];
-    // SAFETY: a NUL-terminated path; a read into our buffer; the descriptor closed.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return 0;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    let text = &buf[..n.max(0) as usize];
-    let pages = text.split(|b| *b == b' ').nth(1).map_or(0, |f| {
-        f.iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |v, d| v * 10 + u64::from(d - b'0'))
-    });
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
 /// `ptalloc replay-worker WORKLOAD --kernel K`: run a workload, print what happened.
 pub fn worker(wl: &Path, kernel: Kernel) -> Result<i32, String> {
     let m = Mapped::open(wl)?;
@@ -724,12 +693,12 @@ pub fn worker(wl: &Path, kernel: Kernel) -> Result<i32, String> {
                     samples.extend(kept);
                     every *= 2;
                 }
-                samples.push((start.elapsed().as_nanos() as u64, resident()));
+                samples.push((start.elapsed().as_nanos() as u64, crate::trace::resident_bytes()));
                 std::thread::sleep(every);
             }
             samples
         });
-        let rss_start = resident();
+        let rss_start = crate::trace::resident_bytes();
         let start = Instant::now();
         barrier.wait();
         let reports: Vec<ThreadReport> =
@@ -773,7 +742,7 @@ pub fn worker(wl: &Path, kernel: Kernel) -> Result<i32, String> {
             *t += v;
         }
     }
-    for (k, n) in KINDS.iter().zip(totals) {
+    for (k, n) in program_kinds().zip(totals) {
         if n > 0 {
             let _ = writeln!(out, "calls.{} {n}", k.name());
         }

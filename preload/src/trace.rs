@@ -191,6 +191,30 @@ impl Kind {
 
 const _: () = assert!(1 + Kind::Mremap.args() == MAX_RECORD_WORDS);
 
+/// The calling process's resident bytes, from `/proc/self/statm` (0 if unreadable), read
+/// into a buffer on the stack: the recorder and the replay's sampler both run beside an
+/// allocator they must not call.
+pub fn resident_bytes() -> u64 {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; a read into our buffer; the descriptor closed.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = &buf[..n.max(0) as usize];
+    // The second field: resident pages.
+    let pages = text.split(|b| *b == b' ').nth(1).map_or(0, |f| {
+        f.iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |v, d| v * 10 + u64::from(d - b'0'))
+    });
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
 /// The first word of a record.
 pub const fn head(kind: Kind, time_ns: u64) -> u64 {
     kind as u64 | time_ns << 8

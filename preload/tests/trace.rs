@@ -310,23 +310,29 @@ fn bad_traces_get_one_line_and_status_2() {
     assert_eq!(out.status.code(), Some(127), "{}", common::describe(&out));
 }
 
-/// Per process: the kernel calls in its trace, against its PTALLOC_STATS report.
-fn agrees_with_statistics(workload: &str) {
-    let dir = tmp(workload);
+/// `ptalloc record -o FILE` of a workload of the real-program set.
+fn record_workload(workload: &str, file: &Path) -> Command {
     let inputs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
     program_workloads::prepare(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let w = program_workloads::command(workload, &inputs);
-    let file = dir.join("t.trace");
-    let report = dir.join("stats.log");
     let mut cmd = ptalloc();
     cmd.arg("record")
         .arg("-o")
-        .arg(&file)
+        .arg(file)
         .arg("--lib")
         .arg(common::library())
         .arg("--")
         .arg(w.get_program())
         .args(w.get_args());
+    cmd
+}
+
+/// Per process: the kernel calls in its trace, against its PTALLOC_STATS report.
+fn agrees_with_statistics(workload: &str) {
+    let dir = tmp(workload);
+    let file = dir.join("t.trace");
+    let report = dir.join("stats.log");
+    let mut cmd = record_workload(workload, &file);
     cmd.env("PTALLOC_STATS", &report);
     let out = common::output_within(&mut cmd);
     assert!(out.status.success(), "{}", common::describe(&out));
@@ -435,19 +441,8 @@ fn traced_calls(report: &str) -> HashMap<String, u64> {
 /// the trace's calls, with its bytes, and on one thread reach its peak live bytes.
 fn replays_real_program(workload: &str, program: &str, allocators: &[&str]) {
     let dir = tmp(&format!("replay-{workload}"));
-    let inputs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
-    program_workloads::prepare(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    let w = program_workloads::command(workload, &inputs);
     let file = dir.join("t.trace");
-    let mut cmd = ptalloc();
-    cmd.arg("record")
-        .arg("-o")
-        .arg(&file)
-        .arg("--lib")
-        .arg(common::library())
-        .arg("--")
-        .arg(w.get_program())
-        .args(w.get_args());
+    let mut cmd = record_workload(workload, &file);
     let out = common::output_within(&mut cmd);
     assert!(out.status.success(), "{}", common::describe(&out));
     // The program's own file: the largest one whose command line names it.
