@@ -60,8 +60,18 @@ pub fn run_alternating(
     mut measure: impl FnMut(usize, usize) -> Result<Measure, String>,
 ) -> Results {
     let mut results = Results { samples: Vec::new(), failures: Vec::new(), rows, configs };
+    // A bar on a terminal; elsewhere (a log, CI) a line per row.
+    let bar = indicatif::ProgressBar::new((results.rows.len() * results.configs.len() * runs) as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     for (ri, label) in results.rows.iter().enumerate() {
-        eprintln!("{label}...");
+        if bar.is_hidden() {
+            eprintln!("{label}...");
+        }
+        bar.set_prefix(label.clone());
         let mut samples: Vec<Vec<Measure>> = results.configs.iter().map(|_| Vec::new()).collect();
         let mut failed: Vec<Option<String>> = results.configs.iter().map(|_| None).collect();
         for _ in 0..runs {
@@ -69,10 +79,12 @@ pub fn run_alternating(
                 if failed[ci].is_some() {
                     continue;
                 }
+                bar.set_message(results.configs[ci].clone());
                 match measure(ri, ci) {
                     Ok(m) => samples[ci].push(m),
                     Err(e) => failed[ci] = Some(e),
                 }
+                bar.inc(1);
             }
         }
         for (ci, f) in failed.iter().enumerate() {
@@ -82,6 +94,7 @@ pub fn run_alternating(
         }
         results.samples.push(samples);
     }
+    bar.finish_and_clear();
     results
 }
 
