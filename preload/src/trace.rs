@@ -16,7 +16,9 @@
 //! returns a block and before one that frees it (`realloc`, which does both, has both): a
 //! block handed to another thread is freed at a later time than it was allocated, and an
 //! address freed by one thread and returned to another is freed earlier than it is returned,
-//! so sorting by time tells which block an address is at every moment.
+//! so sorting by time tells which block an address is at every moment. While the process
+//! has a single recording thread, only every 32nd time is a clock reading; those between
+//! are the last reading plus one nanosecond each (see `recorder::now`).
 //!
 //! Files of child processes: a forked child starts a file of its own, `FILE.PID`, as does
 //! any program the process executes (its library finds `FILE` taken); each header holds the
