@@ -339,7 +339,7 @@ pub fn history(trace: &Trace) -> History {
     for (time, ti, ri) in kernel {
         let r = &trace.threads[ti as usize].records[ri as usize];
         let a = r.args;
-        let ok = |v: u64| (v as i64) >= 0 || (v as i64) < -4095;
+        let ok = |v: u64| !crate::trace::is_errno(v);
         match r.kind {
             Kind::Rss => {
                 h.rss_series.push((time, a[0]));

@@ -227,6 +227,11 @@ pub const fn split_head(word: u64) -> (u8, u64) {
     (word as u8, word >> 8)
 }
 
+/// Whether a kernel call's recorded answer is `-errno` (Linux's errors are 1 to 4095).
+pub fn is_errno(v: u64) -> bool {
+    (-4095..0).contains(&(v as i64))
+}
+
 /// A value of the kernel's answer: the value itself, or `-errno`.
 pub fn kernel_result(r: Result<usize, i32>) -> u64 {
     match r {

@@ -35,8 +35,7 @@ calls, each thread's in its order: [thread] nanoseconds call\n",
 /// A record as the C call it was (results in hex, failures of kernel calls as -errno).
 pub fn call(r: &tracefile::Record) -> String {
     let a = r.args;
-    let e =
-        |v: u64| if (-4095..0).contains(&(v as i64)) { format!("{}", v as i64) } else { format!("{v:#x}") };
+    let e = |v: u64| if crate::trace::is_errno(v) { format!("{}", v as i64) } else { format!("{v:#x}") };
     match r.kind {
         Kind::Malloc | Kind::Valloc | Kind::Pvalloc => format!("{}({}) = {:#x}", r.kind.name(), a[0], a[1]),
         Kind::Free => format!("free({:#x})", a[0]),
@@ -305,7 +304,7 @@ fn kernel_failed(r: &tracefile::Record) -> bool {
         Kind::Mremap => r.args[4],
         _ => 0,
     };
-    (-4095..0).contains(&(res as i64))
+    crate::trace::is_errno(res)
 }
 
 #[cfg(test)]
