@@ -64,6 +64,10 @@ pub struct RunResult {
     pub rss_series: Vec<(u64, u64)>,
 }
 
+fn unknown_allocator(name: &str) -> String {
+    format!("replay: unknown allocator {name:?} (known: {})", ALLOCATORS.join(", "))
+}
+
 /// The library to preload for `name` on Linux (None: glibc, the system's own).
 fn library(name: &str, lib: &Option<PathBuf>) -> Result<Option<PathBuf>, String> {
     Ok(match name {
@@ -74,12 +78,7 @@ fn library(name: &str, lib: &Option<PathBuf>) -> Result<Option<PathBuf>, String>
                 "jemalloc" => ("libjemalloc.so.2", "libjemalloc2"),
                 "mimalloc" => ("libmimalloc.so.2", "libmimalloc2.0"),
                 "tcmalloc" => ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
-                _ => {
-                    return Err(format!(
-                        "replay: unknown allocator {other:?} (known: {})",
-                        ALLOCATORS.join(", ")
-                    ))
-                }
+                _ => return Err(unknown_allocator(other)),
             };
             let found = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"]
                 .iter()
@@ -103,10 +102,17 @@ pub fn replay(cfg: ReplayConfig) -> Result<i32, String> {
         }
         ALLOCATORS.iter().copied().filter(|a| library(a, &cfg.lib).is_ok()).collect()
     } else {
-        // An unknown or missing allocator is refused before any work.
-        library(&cfg.allocator, &cfg.lib)?;
-        if cfg.kernel == Kernel::Sim && cfg.allocator != "ptalloc" {
-            return Err(format!("replay: the simulated kernel runs ptalloc, not {}", cfg.allocator));
+        // An unknown or missing allocator is refused before any work. The simulated kernel
+        // runs ptalloc inside the worker, so it needs no library file.
+        if cfg.kernel == Kernel::Sim {
+            if cfg.allocator != "ptalloc" {
+                if !ALLOCATORS.contains(&cfg.allocator.as_str()) {
+                    return Err(unknown_allocator(&cfg.allocator));
+                }
+                return Err(format!("replay: the simulated kernel runs ptalloc, not {}", cfg.allocator));
+            }
+        } else {
+            library(&cfg.allocator, &cfg.lib)?;
         }
         vec![cfg.allocator.as_str()]
     };

@@ -296,8 +296,14 @@ fn bad_traces_get_one_line_and_status_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"), "{}", common::describe(&out));
     // record: an output in a missing directory; a program that does not exist.
-    let out = ptalloc().args(["record", "-o", "/nonexistent/dir/t.trace", "--", "true"]).output().unwrap();
+    let out = ptalloc()
+        .args(["record", "-o", "/nonexistent/dir/t.trace", "--lib"])
+        .arg(common::library())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", common::describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"), "{}", common::describe(&out));
     let out = ptalloc()
         .arg("record")
         .arg("-o")
@@ -530,6 +536,19 @@ fn replay_of_a_killed_program_and_bad_input() {
     let _ = record(&file, &prog, &[]);
     let out = replay(&file, &["--runs", "1"]);
     assert!(replayed_calls(&out)["malloc"] >= 50_000, "{out}");
+    // The simulated kernel runs ptalloc in the worker: no library file is needed.
+    let out = ptalloc()
+        .arg("replay")
+        .arg(&file)
+        .args(["--kernel", "sim", "--lib", "/nonexistent/libptalloc.so"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("simulated page faults: "),
+        "{}",
+        common::describe(&out)
+    );
     let garbage = dir.join("garbage");
     std::fs::write(&garbage, b"not a trace at all, just some words of text that go on for a while").unwrap();
     let empty = dir.join("empty");
@@ -546,7 +565,8 @@ fn replay_of_a_killed_program_and_bad_input() {
         (vec![file.to_str().unwrap(), "--runs", "0"], "0"),
     ];
     for (args, says) in cases {
-        let out = ptalloc().arg("replay").args(&args).output().unwrap();
+        // The test's library, so that only the case at hand can be wrong.
+        let out = ptalloc().arg("replay").args(&args).arg("--lib").arg(common::library()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", common::describe(&out));
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
