@@ -5,7 +5,9 @@
 //! posix_memalign aligned_alloc valloc pvalloc malloc_usable_size cfree free_sized
 //! free_aligned_sized mallopt mallinfo mallinfo2 malloc_trim malloc_stats malloc_info`, and
 //! the `__libc_*` names glibc also exports. glibc calls these through the PLT from inside
-//! libc too (its manual's "Replacing malloc"), so the whole process uses ptalloc.
+//! libc too (its manual's "Replacing malloc"), so the whole process uses ptalloc. C++'s
+//! replaceable `operator new` and `operator delete` forms are here too (`operator_new.rs`),
+//! so a C++ program's `new` reaches ptalloc without libstdc++'s wrappers in between.
 //!
 //! Rules this file keeps: nothing here allocates except through ptalloc itself; the
 //! allocator initialises itself on the first call (the dynamic loader frees memory before
@@ -30,6 +32,7 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 use ptalloc::{linux, FdWriter, MallInfo, MallInfo2};
 
+mod operator_new;
 mod recorded;
 mod recorder;
 // Shared by the library (which writes traces) and the command (which reads them): each

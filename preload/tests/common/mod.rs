@@ -56,6 +56,28 @@ pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
+/// The C++ compiler the tests use: `$CXX`, or else `c++`.
+pub fn cxx_compiler() -> String {
+    std::env::var("CXX").unwrap_or_else(|_| "c++".into())
+}
+
+/// Compile `source` (under tests/cxx) with the system C++ compiler; returns the executable.
+pub fn compile_cxx(source: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cxx").join(source);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(".cpp"));
+    let cxx = cxx_compiler();
+    let status = Command::new(&cxx)
+        // A block of new freed by free and the other way round is tested on purpose.
+        .args(["-O2", "-g", "-Wall", "-Wno-mismatched-new-delete", "-std=c++17", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(["-ldl"])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx}: {e}"));
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
+}
+
 /// Run `cmd` with libptalloc.so preloaded (in the child only).
 pub fn with_ptalloc(cmd: &mut Command) -> &mut Command {
     cmd.env("LD_PRELOAD", library())
