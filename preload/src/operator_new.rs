@@ -40,7 +40,9 @@ const NEW_NAMES: [&[u8]; 8] = [
 static NEXT: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
 /// A `new` of `size` bytes: ptalloc's malloc, null on failure. libstdc++ asks `malloc` for
-/// at least one byte; ptalloc's `malloc(0)` returns a unique block already.
+/// at least one byte; ptalloc's `malloc(0)` returns a unique block already. An internal
+/// symbol of its own, because the trampoline's call to the exported `malloc` would go
+/// through the PLT (it is interposable); this one is a direct call.
 extern "C" fn try_new(size: usize) -> *mut c_void {
     malloc(size)
 }

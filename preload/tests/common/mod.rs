@@ -41,19 +41,8 @@ pub fn c_compiler() -> String {
 
 /// Compile `source` (under tests/c) with the system C compiler; returns the executable.
 pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(source);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(".c"));
-    let cc = c_compiler();
-    let status = Command::new(&cc)
-        .args(["-O2", "-g", "-fno-builtin", "-Wall", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .args(extra)
-        .args(["-ldl"])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e}"));
-    assert!(status.success(), "compiling {} failed", src.display());
-    out
+    let flags = ["-O2", "-g", "-fno-builtin", "-Wall", "-pthread"];
+    compile(&c_compiler(), "tests/c", source, ".c", &flags, extra)
 }
 
 /// The C++ compiler the tests use: `$CXX`, or else `c++`.
@@ -63,17 +52,25 @@ pub fn cxx_compiler() -> String {
 
 /// Compile `source` (under tests/cxx) with the system C++ compiler; returns the executable.
 pub fn compile_cxx(source: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cxx").join(source);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(".cpp"));
-    let cxx = cxx_compiler();
-    let status = Command::new(&cxx)
-        // A block of new freed by free and the other way round is tested on purpose.
-        .args(["-O2", "-g", "-Wall", "-Wno-mismatched-new-delete", "-std=c++17", "-pthread", "-o"])
+    // A block of new freed by free and the other way round is tested on purpose.
+    let flags = ["-O2", "-g", "-Wall", "-Wno-mismatched-new-delete", "-std=c++17", "-pthread"];
+    compile(&cxx_compiler(), "tests/cxx", source, ".cpp", &flags, &[])
+}
+
+/// Compile `dir/source` with `compiler` and `flags`, then `extra` (objects and libraries to
+/// link come after the source) and `-ldl`, into the tests' directory.
+fn compile(compiler: &str, dir: &str, source: &str, suffix: &str, flags: &[&str], extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(source);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(source.trim_end_matches(suffix));
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
+        .args(extra)
         .args(["-ldl"])
         .status()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run the compiler {compiler}: {e}"));
     assert!(status.success(), "compiling {} failed", src.display());
     out
 }
