@@ -28,10 +28,24 @@ use crate::chunk::{aligned_ok, checked_request2size, Chunk, CHUNK_HDR_SZ, MINSIZ
 use crate::kernel::Kernel;
 use crate::malloc::Malloc;
 use crate::printerr::malloc_printerr;
-use crate::tcache::slot_of;
+use crate::tcache::{slot_of, MID_MAX_CHUNK};
 
 /// Bound on unsorted chunks sorted per call, so one malloc cannot take unbounded time.
 const MAX_ITERS: usize = 10_000;
+
+/// The largest request that carves the last remainder again. glibc does it for small
+/// requests only (below 1 KiB); a run of requests of a few KiB (buffers, a parser's nodes)
+/// then sorted the remainder into a largebin and found it again through the binmap at every
+/// call, a third of a 4 KiB malloc + free pair that misses the thread cache. Up to the
+/// largest chunk the thread cache's ring holds, the run carves it in place too.
+const LAST_REMAINDER_MAX: usize = MID_MAX_CHUNK;
+
+/// Whether a split for `nb` makes its remainder the last remainder, to be carved again by
+/// the next request if it is the only chunk in the unsorted bin.
+#[inline(always)]
+fn carves_last_remainder(nb: usize) -> bool {
+    nb <= LAST_REMAINDER_MAX
+}
 
 // Every `unsafe` block below touches chunks of the arena `av` holds — found in its bins,
 // its top, or next to them through boundary tags that the corruption checks vet — or bin
@@ -195,8 +209,8 @@ impl<K: Kernel> Malloc<K> {
                         malloc_printerr("malloc(): invalid next->prev_inuse (unsorted)");
                     }
 
-                    // A run of small requests carves the same remainder: better locality.
-                    if in_smallbin_range(nb)
+                    // A run of requests carves the same remainder: better locality.
+                    if carves_last_remainder(nb)
                         && bck == unsorted
                         && Some(victim) == av.last_remainder()
                         && size > nb + MINSIZE
@@ -292,7 +306,7 @@ impl<K: Kernel> Malloc<K> {
                         victim,
                         size,
                         nb,
-                        in_smallbin_range(nb),
+                        carves_last_remainder(nb),
                         "malloc(): corrupted unsorted chunks 2",
                     );
                     return self.malloced(av, victim, nb, bytes);

@@ -178,6 +178,12 @@ const CASES: &[Case] = &[
         run: cached_blocks_stay_cached_when_the_program_sets_counts,
     },
     Case {
+        name: "a_run_of_larger_requests_carves_the_last_remainder",
+        env: &[],
+        expect: Expect::Success,
+        run: a_run_of_larger_requests_carves_the_last_remainder,
+    },
+    Case {
         name: "blocks_another_thread_freed_come_back_to_the_owners_cache",
         env: &[],
         expect: Expect::Success,
@@ -1205,6 +1211,43 @@ fn request_after_a_cached_run() -> Result<(bool, bool), String> {
         unsafe { m.free(p) };
     }
     Ok(result)
+}
+
+/// Requests of 4,000 bytes (largebin sizes, which glibc never carves from the last
+/// remainder) after a 100,000-byte block was freed between two guards: each is carved from
+/// the rest of that block, right after the one before, the heap checker content at every
+/// step, until the rest is too small; then the request is served elsewhere and the checker
+/// is still content.
+fn a_run_of_larger_requests_carves_the_last_remainder() -> Result<(), String> {
+    let m = linux();
+    let _below = m.malloc(100);
+    let big = m.malloc(100_000);
+    let _above = m.malloc(100);
+    // Made first: a small request in between would be carved from the same remainder.
+    let mut blocks = Vec::with_capacity(32);
+    // SAFETY: a live block, freed once: too large for the thread's ring, it goes to the
+    // arena's unsorted bin, kept off top by the guard above.
+    unsafe { m.free(big) };
+    heap_ok()?;
+    // 100,016 bytes of chunk hold 24 chunks of 4,016 and leave 3,632: too small for a 25th.
+    for i in 0..24 {
+        let p = m.malloc(4000);
+        check(p as usize == big as usize + i * 4016, || {
+            format!("request {i} got {p:?}, not the next 4,016 bytes of the freed block at {big:?}")
+        })?;
+        heap_ok()?;
+        blocks.push(p);
+    }
+    let elsewhere = m.malloc(4000);
+    check(!(big as usize..big as usize + 100_016).contains(&(elsewhere as usize)), || {
+        "the 25th request fitted in the freed block's last 3,632 bytes".into()
+    })?;
+    heap_ok()?;
+    for p in blocks.into_iter().chain([elsewhere]) {
+        // SAFETY: live blocks, each freed once.
+        unsafe { m.free(p) };
+    }
+    heap_ok()
 }
 
 /// Free the main thread's `blocks` in a thread of its own arena, which then exits: they
