@@ -23,6 +23,33 @@ pub fn ptalloc_lib() -> PathBuf {
     bin_dir().join("libptalloc.so")
 }
 
+/// A message of the allocator's chunk checks (glibc's `MALLOC_DEBUG` checks), which a build
+/// without them leaves out of the library.
+const CHUNK_CHECK_MARK: &[u8] = b"chunk check: in-use chunk marked free";
+
+/// Whether the library at `path` was built with the chunk checks: cargo builds it so for an
+/// `--all-targets` build (feature `debug-checks`, which the tests turn on), into
+/// the same file `cargo build --release` writes, and larson spent 12% of its samples in
+/// those checks. None when the file cannot be read.
+pub fn has_chunk_checks(path: &Path) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(bytes.windows(CHUNK_CHECK_MARK.len()).any(|w| w == CHUNK_CHECK_MARK))
+}
+
+/// A warning for each of `libs` built with the chunk checks, on stderr: its times are not
+/// those of the library a user preloads.
+pub fn warn_if_checked<'a>(runner: &str, libs: impl IntoIterator<Item = &'a Path>) {
+    for lib in libs {
+        if has_chunk_checks(lib) == Some(true) {
+            eprintln!(
+                "{runner}: warning: {} has the chunk checks of a test build compiled in; \
+                 rebuild it with cargo build --release --workspace before measuring",
+                lib.display()
+            );
+        }
+    }
+}
+
 /// Debian's allocators in a fixed order, each with its library, or None if not installed.
 pub fn packaged() -> Vec<(&'static str, Option<PathBuf>)> {
     PACKAGED.iter().map(|(name, files)| (*name, find_lib(files))).collect()
@@ -38,4 +65,25 @@ fn find_lib(names: &[&str]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_checks_are_found_by_their_message() {
+        let dir = std::env::temp_dir().join(format!("ptalloc-checks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let checked = dir.join("checked.so");
+        let plain = dir.join("plain.so");
+        let mut bytes = b"\x7fELF....".to_vec();
+        bytes.extend_from_slice(CHUNK_CHECK_MARK);
+        std::fs::write(&checked, &bytes).unwrap();
+        std::fs::write(&plain, b"\x7fELF....chunk check: other").unwrap();
+        assert_eq!(has_chunk_checks(&checked), Some(true));
+        assert_eq!(has_chunk_checks(&plain), Some(false));
+        assert_eq!(has_chunk_checks(&dir.join("missing.so")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -35,6 +35,7 @@ fn main() {
     let lib = lib.canonicalize().unwrap_or_else(|e| {
         die(NAME, &format!("{}: {e} (build it with cargo build --release)", lib.display()))
     });
+    ptalloc_benches::allocators::warn_if_checked(NAME, [lib.as_path()]);
     let dir = target.join("workloads");
     if !program_workloads::is_prepared(&dir) {
         eprintln!("preparing inputs in {}", dir.display());

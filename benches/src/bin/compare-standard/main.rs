@@ -27,6 +27,7 @@ mod runs;
 
 use std::collections::BTreeSet;
 
+use ptalloc_benches::allocators;
 use ptalloc_benches::args::die;
 use ptalloc_benches::svg;
 use ptalloc_benches::tables::{self, Layout};
@@ -44,6 +45,10 @@ fn main() {
         }
         Err(e) => die(NAME, &e),
     };
+    allocators::warn_if_checked(
+        NAME,
+        std::iter::once(o.lib.as_path()).chain(o.with.iter().map(|(_, lib)| lib.as_path())),
+    );
     let tc = compile::toolchain().unwrap_or_else(|e| die(NAME, &e));
     let lists = o.bench.join("CMakeLists.txt");
     let text =
