@@ -342,6 +342,10 @@ impl<K: Kernel> Malloc<K> {
 /// `check_inuse_chunk` and friends, compiled in with `MALLOC_DEBUG`): in debug builds, and
 /// with feature `debug-checks`, which the workspace's own tests turn on. In a release build
 /// without it they compile to nothing.
+/// One of the chunk checks' messages: it is in a library built with them and only there,
+/// which lets a benchmark runner tell a test build of `libptalloc.so` from the real one.
+pub const CHUNK_CHECK_MARK: &str = "chunk check: in-use chunk marked free";
+
 pub(crate) const CHUNK_CHECKS: bool = cfg!(any(debug_assertions, feature = "debug-checks"));
 
 /// A chunk check: when it fails, the heap is not what the algorithm just made it; report
@@ -426,7 +430,7 @@ impl<K: Kernel> Malloc<K> {
             if p.is_mmapped() {
                 return;
             }
-            ensure(p.inuse(), "chunk check: in-use chunk marked free");
+            ensure(p.inuse(), CHUNK_CHECK_MARK);
             ensure((p.head() & NON_MAIN_ARENA == 0) == av.is_main(), "chunk check: wrong NON_MAIN_ARENA bit");
             let next = p.next();
             if !p.prev_inuse() {

@@ -45,7 +45,7 @@ mod sysmalloc;
 mod tcache;
 mod thread;
 
-pub use check::{HeapError, HeapReport};
+pub use check::{HeapError, HeapReport, CHUNK_CHECK_MARK};
 pub use global::{linux, PtAlloc};
 pub use kernel::{Errno, Kernel};
 pub use linux::LinuxKernel;

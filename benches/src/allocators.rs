@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ptalloc::CHUNK_CHECK_MARK;
+
 /// Debian's allocator libraries: the name the tables give each, then the file names its
 /// library may have (the first that exists is used).
 const PACKAGED: [(&str, &[&str]); 3] = [
@@ -23,17 +25,14 @@ pub fn ptalloc_lib() -> PathBuf {
     bin_dir().join("libptalloc.so")
 }
 
-/// A message of the allocator's chunk checks (glibc's `MALLOC_DEBUG` checks), which a build
-/// without them leaves out of the library.
-const CHUNK_CHECK_MARK: &[u8] = b"chunk check: in-use chunk marked free";
-
 /// Whether the library at `path` was built with the chunk checks: cargo builds it so for an
 /// `--all-targets` build (feature `debug-checks`, which the tests turn on), into
 /// the same file `cargo build --release` writes, and larson spent 12% of its samples in
 /// those checks. None when the file cannot be read.
 pub fn has_chunk_checks(path: &Path) -> Option<bool> {
     let bytes = std::fs::read(path).ok()?;
-    Some(bytes.windows(CHUNK_CHECK_MARK.len()).any(|w| w == CHUNK_CHECK_MARK))
+    let mark = CHUNK_CHECK_MARK.as_bytes();
+    Some(bytes.windows(mark.len()).any(|w| w == mark))
 }
 
 /// A warning for each of `libs` built with the chunk checks, on stderr: its times are not
@@ -78,7 +77,7 @@ mod tests {
         let checked = dir.join("checked.so");
         let plain = dir.join("plain.so");
         let mut bytes = b"\x7fELF....".to_vec();
-        bytes.extend_from_slice(CHUNK_CHECK_MARK);
+        bytes.extend_from_slice(CHUNK_CHECK_MARK.as_bytes());
         std::fs::write(&checked, &bytes).unwrap();
         std::fs::write(&plain, b"\x7fELF....chunk check: other").unwrap();
         assert_eq!(has_chunk_checks(&checked), Some(true));

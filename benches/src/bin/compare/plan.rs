@@ -59,9 +59,7 @@ pub fn plan(o: &Options) -> Plan {
     let program =
         if o.command.is_empty() { bin_dir.join("workload-system") } else { PathBuf::from(&o.command[0]) };
     let ours = allocators::ptalloc_lib();
-    if ours.exists() {
-        allocators::warn_if_checked("compare", [ours.as_path()]);
-    }
+    allocators::warn_if_checked("compare", [ours.as_path()]);
     let preloads = std::iter::once(("ptalloc (LD_PRELOAD)", ours.exists().then_some(ours)))
         .chain(allocators::packaged());
     for (name, lib) in preloads {
