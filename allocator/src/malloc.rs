@@ -382,16 +382,10 @@ impl<K: Kernel> Malloc<K> {
         if slot.is_new() {
             self.tcache_init(slot);
         }
-        // The fast path covers most of the cache; the largest bins are tried here, and the
-        // ring of larger chunks.
+        // The fast path has tried the bins (a new thread's are empty); the ring of larger
+        // chunks is tried here.
         let cache_slot = slot_for_request(bytes);
-        if let Some(s) = cache_slot {
-            let tc = slot.tcache();
-            if !tc.first(s).is_null() {
-                // SAFETY: the bin's first entry is not null (just tested).
-                return unsafe { tc.get(s) };
-            }
-        } else if bytes <= MID_MAX_REQUEST {
+        if cache_slot.is_none() && bytes <= MID_MAX_REQUEST {
             let mem = slot.tcache().take_mid(request2size(bytes));
             if !mem.is_null() {
                 return mem;
@@ -456,8 +450,8 @@ impl<K: Kernel> Malloc<K> {
             if head & FAST_FREE_MASK == 0 {
                 let slot = slot_of(head);
                 let key = self.key();
-                // SAFETY: the mask leaves head < 1024, so slot < 64 < TCACHE_SLOTS; the chunk
-                // is at least MINSIZE, so its user area holds the key word.
+                // SAFETY: the mask leaves head < 2048, so slot < ROOM_SLOTS; the chunk is at
+                // least MINSIZE, so its user area holds the key word.
                 if unsafe { tc.has_room_unchecked(slot) && Tcache::entry_key(mem) != key } {
                     // SAFETY: a small in-use chunk, not cached.
                     unsafe { tc.put(p, slot, key) };

@@ -49,6 +49,7 @@ const GROW_MAX_COUNT: usize = 16 * 1024;
 /// Bins that grow: chunks of up to 128 bytes, those glibc keeps in fastbins (uncoalesced
 /// there too). Growing every bin raised larson's peak RSS by 16%, these alone by 2%.
 const GROW_MAX_SLOT: usize = 128 >> 4;
+const _: () = assert!(GROW_MAX_SLOT < u32::BITS as usize);
 /// The largest request a tcache serves (glibc's bin 63).
 pub(crate) const MAX_TCACHE_SIZE: usize = tidx2usize(TCACHE_MAX_BINS - 1);
 /// The largest request the ring of larger chunks serves (see `Tcache::mid`).
@@ -63,11 +64,17 @@ pub(crate) const MID_CACHE_BYTES: usize = 256 * 1024;
 pub(crate) const TCACHE_SLOTS: usize = TCACHE_MAX_BINS + 2;
 
 /// Requests up to this size have a slot the fast path can compute without a range check
-/// beyond this one (slot <= 63).
-pub(crate) const FAST_MAX_REQUEST: usize = 1000;
+/// beyond this one: every request the bins serve (glibc's 1,032 bytes, slot 65).
+pub(crate) const FAST_MAX_REQUEST: usize = MAX_TCACHE_SIZE;
 /// On free, a chunk header `h` takes the fast path only if `h & FAST_FREE_MASK == 0`: size
-/// below 1024, a multiple of 16, not mmapped (bits 1 and 3 clear; bits 0 and 2 may be set).
-pub(crate) const FAST_FREE_MASK: usize = !0x3f5;
+/// below 2048, a multiple of 16, not mmapped (bits 1 and 3 clear; bits 0 and 2 may be set).
+/// Its slot is then below `ROOM_SLOTS`, whose room beyond the bins' last is always 0.
+pub(crate) const FAST_FREE_MASK: usize = !0x7f5;
+/// The room array reaches every slot a header passing `FAST_FREE_MASK` has, so that the
+/// fast free path tests the room without a range check: 1,024- and 1,040-byte chunks
+/// (slots 64 and 65, requests of 1,001 to 1,032 bytes) take the fast paths as glibc's bins
+/// 62 and 63 do, and larger ones find no room there.
+const ROOM_SLOTS: usize = 128;
 
 /// The largest request that maps to glibc's thread-cache bin `idx`.
 pub(crate) const fn tidx2usize(idx: usize) -> usize {
@@ -101,8 +108,9 @@ pub(crate) struct TcacheEntry {
 /// One thread's cache. It is itself allocated as a chunk of the thread's arena.
 #[repr(C)]
 pub struct Tcache {
-    /// Entries each bin may still take; 0 for disabled and invalid slots.
-    room: [Cell<u16>; TCACHE_SLOTS],
+    /// Entries each bin may still take; 0 for disabled and invalid slots, and for every
+    /// slot from `TCACHE_SLOTS` on.
+    room: [Cell<u16>; ROOM_SLOTS],
     /// Entries per bin (`tcache_count`), or its floor when bins are sized by bytes.
     max_count: Cell<u16>,
     /// Bins hold `TCACHE_BIN_BYTES` of small chunks (the program did not set a count).
@@ -111,7 +119,7 @@ pub struct Tcache {
     /// Entries each bin holds when full: its base room, or more once grown.
     cap: [Cell<u16>; TCACHE_SLOTS],
     /// Bins that were empty at a malloc since they last overflowed, one bit a slot.
-    missed: Cell<u128>,
+    missed: Cell<u32>,
     /// Bytes of room the bins have grown by, at most `TCACHE_GROW_BYTES`.
     grown_bytes: Cell<usize>,
     /// The thread's arena grew its heap while the bins had grown: give the extra back.
@@ -149,7 +157,7 @@ pub(crate) static DISABLED_TCACHE: DisabledTcache = DisabledTcache(Tcache::empty
 impl Tcache {
     pub(crate) const fn empty() -> Tcache {
         Tcache {
-            room: [const { Cell::new(0) }; TCACHE_SLOTS],
+            room: [const { Cell::new(0) }; ROOM_SLOTS],
             max_count: Cell::new(0),
             by_bytes: Cell::new(false),
             entries: [const { Cell::new(core::ptr::null_mut()) }; TCACHE_SLOTS],
@@ -198,8 +206,10 @@ impl Tcache {
         let mut room = BIN_BYTES_COUNT.map(|fit| count.max(fit).min(most));
         room[..2].fill(0);
         room[last_slot..].fill(0);
+        let mut all_room = [0u16; ROOM_SLOTS];
+        all_room[..TCACHE_SLOTS].copy_from_slice(&room);
         let t = Tcache {
-            room: room.map(Cell::new),
+            room: all_room.map(Cell::new),
             cap: room.map(Cell::new),
             max_count: Cell::new(count),
             by_bytes: Cell::new(by_bytes),
@@ -280,8 +290,9 @@ impl Tcache {
     /// A malloc found bin `slot` empty (and went to its arena).
     #[inline(always)]
     pub(crate) fn note_miss(&self, slot: usize) {
-        // Only bins sized by bytes grow; the disabled cache, shared, is never written.
-        if self.by_bytes.get() && slot < TCACHE_SLOTS {
+        // Only bins sized by bytes grow, up to GROW_MAX_SLOT; the disabled cache, shared, is
+        // never written.
+        if slot <= GROW_MAX_SLOT && self.by_bytes.get() {
             self.missed.set(self.missed.get() | 1 << slot);
         }
     }
@@ -289,13 +300,13 @@ impl Tcache {
     /// Bin `slot` is full at a free: if a malloc found it empty since it last overflowed,
     /// the bin is too small for the runs of frees and mallocs the program makes, and it
     /// doubles (within `GROW_MAX_COUNT` and the thread's `TCACHE_GROW_BYTES`) instead of
-    /// handing half of itself back to the arena for the next run of mallocs to take again.
+    /// handing part of itself back to the arena for the next run of mallocs to take again.
     /// True if it grew.
     pub(crate) fn try_grow(&self, slot: usize) -> bool {
-        let bit = 1u128 << slot;
-        if slot > GROW_MAX_SLOT || self.missed.get() & bit == 0 {
+        if slot > GROW_MAX_SLOT || self.missed.get() & (1 << slot) == 0 {
             return false;
         }
+        let bit = 1 << slot;
         self.missed.set(self.missed.get() & !bit);
         let size = slot << 4;
         let cap = self.cap[slot].get() as usize;
@@ -409,8 +420,10 @@ impl Tcache {
         unsafe { self.entries.get_unchecked(slot).get() }
     }
 
+    /// False for every slot from `TCACHE_SLOTS` on.
+    ///
     /// # Safety
-    /// `slot < TCACHE_SLOTS`.
+    /// `slot < ROOM_SLOTS` (as for any header that passes `FAST_FREE_MASK`).
     #[inline(always)]
     pub(crate) unsafe fn has_room_unchecked(&self, slot: usize) -> bool {
         // SAFETY: in range by the caller's promise.
@@ -429,10 +442,11 @@ impl Tcache {
         // both words.
         let entry = unsafe { &*e };
         entry.key.set(key);
-        let head = &self.entries[slot];
+        // SAFETY: a slot with room is below TCACHE_SLOTS (the caller's promise): no range
+        // check on the fast free path, whose mask leaves slots up to ROOM_SLOTS.
+        let (head, room) = unsafe { (self.entries.get_unchecked(slot), self.room.get_unchecked(slot)) };
         entry.next.set(protect_ptr(entry.next.as_ptr() as usize, head.get() as usize));
         head.set(e);
-        let room = &self.room[slot];
         room.set(room.get() - 1);
     }
 
@@ -501,12 +515,12 @@ impl Tcache {
     /// owns and is freeing, in no cache; the cache is the calling thread's own (or the
     /// disabled one).
     pub(crate) unsafe fn put_mid(&self, c: Chunk, size: usize, key: usize) -> Option<Chunk> {
-        let i = self.mid_next.get();
-        let old = self.mid_size[i].get();
-        let bytes = self.mid_bytes.get() - old;
-        if bytes + size > self.mid_cap.get() {
+        if !self.mid_has_room(size) {
             return Some(c);
         }
+        let i = self.mid_next.get() % MID_ENTRIES;
+        let old = self.mid_size[i].get();
+        let bytes = self.mid_bytes.get() - old;
         let evicted = if old == 0 {
             None
         } else {
@@ -520,6 +534,15 @@ impl Tcache {
         self.mid_bytes.set(bytes + size);
         self.mid_next.set((i + 1) % MID_ENTRIES);
         evicted
+    }
+
+    /// Whether [`Tcache::put_mid`] would keep a chunk of `size` bytes: the ring's byte limit
+    /// leaves room for it once the oldest entry is out. Inline, so that a run of frees of
+    /// chunks the ring cannot take (a long run of 64 KiB blocks) costs a test, not a call.
+    #[inline(always)]
+    pub(crate) fn mid_has_room(&self, size: usize) -> bool {
+        let oldest = self.mid_size[self.mid_next.get() % MID_ENTRIES].get();
+        self.mid_bytes.get() - oldest + size <= self.mid_cap.get()
     }
 
     /// A chunk for a request of chunk size `nb` (`MID_MIN_CHUNK..=MID_MAX_CHUNK`) from the
@@ -579,6 +602,9 @@ impl Tcache {
 
     /// Take the ring's chunks for which `take` is true out, handing each to `release`.
     pub(crate) fn drain_mid_if(&self, take: impl Fn(*mut u8) -> bool, mut release: impl FnMut(*mut u8)) {
+        if self.mid_bytes.get() == 0 {
+            return;
+        }
         for i in 0..MID_ENTRIES {
             if self.mid_size[i].get() != 0 && take(self.mid[i].get()) {
                 // SAFETY: a non-empty entry.
@@ -589,20 +615,23 @@ impl Tcache {
 
     /// Take every cached chunk out, handing each to `release` (used at thread exit).
     pub(crate) fn drain(&self, mut release: impl FnMut(*mut u8)) {
-        // Most bins are empty at exit: look at eight at a time (one OR of eight words).
-        let groups = self.entries.chunks_exact(8);
-        let tail = TCACHE_SLOTS - groups.remainder().len();
-        for (group, bins) in groups.enumerate() {
-            if bins.iter().fold(0, |any, e| any | e.get() as usize) != 0 {
-                for slot in group * 8..group * 8 + 8 {
-                    self.drain_bin(slot, &mut release);
-                }
-            }
-        }
-        for slot in tail..TCACHE_SLOTS {
+        for slot in self.occupied_slots() {
             self.drain_bin(slot, &mut release);
         }
         self.drain_mid(release);
+    }
+
+    /// The slots whose bins hold chunks, in order. Most bins are empty when the whole cache
+    /// is walked (at thread exit, before the heap grows): eight are looked at in one OR of
+    /// their heads. Taking a slot's chunks while iterating is fine: each slot is looked at
+    /// just before it is yielded.
+    pub(crate) fn occupied_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries
+            .chunks(8)
+            .enumerate()
+            .filter(|(_, bins)| bins.iter().fold(0, |any, e| any | e.get() as usize) != 0)
+            .flat_map(|(group, bins)| group * 8..group * 8 + bins.len())
+            .filter(|&slot| !self.entries[slot].get().is_null())
     }
 
     fn drain_bin(&self, slot: usize, release: &mut impl FnMut(*mut u8)) {
@@ -644,7 +673,8 @@ pub(crate) fn slot_for_request(bytes: usize) -> Option<usize> {
 
 const _: () = assert!(request_slot(0) == slot_of(request2size(0)));
 const _: () = assert!(request_slot(MAX_TCACHE_SIZE) == TCACHE_SLOTS - 1);
-const _: () = assert!(request_slot(FAST_MAX_REQUEST) <= 63);
+const _: () = assert!(request_slot(FAST_MAX_REQUEST) < TCACHE_SLOTS);
+const _: () = assert!(slot_of(!FAST_FREE_MASK) < ROOM_SLOTS);
 
 #[cfg(test)]
 mod tests {
@@ -664,7 +694,7 @@ mod tests {
 
     #[test]
     fn fast_free_mask() {
-        for size in (32..1024).step_by(16) {
+        for size in (32..2048).step_by(16) {
             for flags in [0, PREV_INUSE, NON_MAIN_ARENA, PREV_INUSE | NON_MAIN_ARENA] {
                 assert_eq!((size | flags) & FAST_FREE_MASK, 0, "size {size} flags {flags}");
                 // The flag bits are below the size: the slot is the same with any of them.
@@ -673,8 +703,21 @@ mod tests {
             assert_ne!((size | IS_MMAPPED) & FAST_FREE_MASK, 0);
             assert_ne!((size + 8) & FAST_FREE_MASK, 0);
         }
-        assert_ne!(1024 & FAST_FREE_MASK, 0);
+        assert_ne!(2048 & FAST_FREE_MASK, 0);
         assert_ne!((1 << 20) & FAST_FREE_MASK, 0);
+        // Past the bins' last slot a header passes the mask but finds no room, whatever
+        // the limits.
+        let no_room_past_the_bins = |t: &Tcache| {
+            (TCACHE_SLOTS..=slot_of(!FAST_FREE_MASK)).all(|slot| {
+                // SAFETY: every slot of a header that passes the mask is below ROOM_SLOTS.
+                !unsafe { t.has_room_unchecked(slot) }
+            })
+        };
+        for t in [Tcache::with_limits(64, 7, true), Tcache::with_limits(64, 65535, false)] {
+            assert!(t.has_room(65) && no_room_past_the_bins(&t));
+            t.set_limits(64, 100, true);
+            assert!(no_room_past_the_bins(&t));
+        }
     }
 
     #[test]
@@ -771,7 +814,7 @@ mod tests {
         let t = Tcache::with_limits(64, 7, true);
         let base = t.capacity(3);
         assert_eq!(base, TCACHE_BIN_BYTES / 48);
-        // Full without a miss since: no growth (the caller flushes half instead).
+        // Full without a miss since: no growth (the caller gives part of it back instead).
         for &c in &chunks[..base] {
             // SAFETY: each buffer put once while out of the cache.
             unsafe { t.put(c, 3, 0xfeed) };

@@ -136,6 +136,12 @@ const CASES: &[Case] = &[
         run: double_free_small,
     },
     Case {
+        name: "double_free_tcache_largest_bin",
+        env: &[],
+        expect: Expect::Abort("free(): double free detected in tcache 2"),
+        run: double_free_largest_bin,
+    },
+    Case {
         name: "double_free_fasttop",
         env: &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")],
         expect: Expect::Abort("double free or corruption (fasttop)"),
@@ -991,6 +997,28 @@ fn checker_sees_binned_chunk_in_use() -> Result<(), String> {
 fn double_free_small() -> Result<(), String> {
     let m = linux();
     let p = m.malloc(40);
+    // SAFETY: deliberately freeing twice.
+    unsafe {
+        m.free(p);
+        m.free(p);
+    }
+    Err("survived a double free".into())
+}
+
+/// The cache's largest bins (1,024- and 1,040-byte chunks) are on the fast paths: a block
+/// of each size comes back from the cache, and freeing one twice is still caught there.
+fn double_free_largest_bin() -> Result<(), String> {
+    let m = linux();
+    for size in [1001, 1016, 1024, 1032] {
+        let p = m.malloc(size);
+        // SAFETY: a block just allocated, freed once.
+        unsafe { m.free(p) };
+        let q = m.malloc(size);
+        check(q == p, || format!("a {size}-byte block did not come back from the cache"))?;
+        // SAFETY: freed once more, to be taken again below.
+        unsafe { m.free(q) };
+    }
+    let p = m.malloc(1032);
     // SAFETY: deliberately freeing twice.
     unsafe {
         m.free(p);
