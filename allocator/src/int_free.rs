@@ -12,7 +12,9 @@
 use core::sync::atomic::Ordering;
 
 use crate::arena::{Arena, ArenaGuard, DEFER_ADDR_LIMIT};
-use crate::bins::{fastbin_index, in_smallbin_range, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD};
+use crate::bins::{
+    fastbin_index, in_smallbin_range, smallbin_index, unlink_chunk, FASTBIN_CONSOLIDATION_THRESHOLD,
+};
 use crate::check::CHUNK_CHECKS;
 use crate::chunk::{aligned_ok, Chunk, CHUNK_HDR_SZ, MINSIZE, PREV_INUSE};
 use crate::int_malloc::merge_with_prev;
@@ -589,8 +591,19 @@ impl<K: Kernel> Malloc<K> {
                 } else {
                     next.clear_inuse_bit_at_offset(0);
                 }
-                // Freed chunks get one chance in the unsorted bin before they are sorted.
-                let bck = av.unsorted();
+                // glibc gives every freed chunk one chance in the unsorted bin before the next
+                // malloc sorts it. One of a smallbin's size goes straight into its bin here:
+                // the same list work, done once instead of twice (unsorted in, unsorted out,
+                // then the bin), and a later malloc of that size finds it by the exact-fit
+                // test — with the rest of the bin for its cache — rather than by walking
+                // the unsorted chunks.
+                let bck = if in_smallbin_range(size) {
+                    let idx = smallbin_index(size);
+                    av.mark_bin(idx);
+                    av.bin_at(idx)
+                } else {
+                    av.unsorted()
+                };
                 let fwd = bck.fd();
                 if fwd.bk() != bck {
                     malloc_printerr("free(): corrupted unsorted chunks");
